@@ -1,0 +1,95 @@
+// CShim: building the tracee's seccomp filter with libseccomp.
+#include "CShim.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <linux/filter.h>
+#include <seccomp.h>
+
+int cshim_filter_build(const int *syscalls, size_t count, cshim_filter *out)
+{
+    out->filter = NULL;
+    out->len = 0;
+
+    // seccomp_init adds the native arch (x86_64) and nothing else. Every other
+    // AUDIT_ARCH (i386 via int 0x80) gets the bad-arch action; x32 numbers
+    // (nr | 0x40000000) on AUDIT_ARCH_X86_64 also jump to the bad-arch action,
+    // because libseccomp emits "nr >= X32_SYSCALL_BIT -> bad arch" for x86_64
+    // filters that do not include the x32 arch.
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (ctx == NULL)
+        return -ENOMEM;
+
+    int memfd = -1;
+    void *buf = NULL;
+    int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_ERRNO(ENOSYS));
+    if (rc < 0)
+        goto out;
+    // A binary search over syscall numbers instead of a linear chain: every
+    // syscall the tracee makes runs this program. Best effort.
+    (void)seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
+
+    for (size_t i = 0; i < count; i++) {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, syscalls[i], 0);
+        if (rc == -EEXIST)   // duplicate in the table: harmless
+            rc = 0;
+        if (rc < 0)
+            goto out;
+    }
+
+    // libseccomp 2.5 can only export to an fd; round-trip through a memfd.
+    memfd = memfd_create("cshim-bpf", MFD_CLOEXEC);
+    if (memfd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    rc = seccomp_export_bpf(ctx, memfd);
+    if (rc < 0)
+        goto out;
+    off_t size = lseek(memfd, 0, SEEK_END);
+    if (size < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (size == 0 || size % sizeof(struct sock_filter) != 0 ||
+        size / sizeof(struct sock_filter) > UINT16_MAX) {
+        rc = -E2BIG;   // cannot happen for a sane table; BPF_MAXINSNS is 4096
+        goto out;
+    }
+    buf = malloc((size_t)size);
+    if (buf == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (off_t done = 0; done < size;) {
+        ssize_t n = pread(memfd, (char *)buf + done, (size_t)(size - done), done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? -errno : -EIO;
+            goto out;
+        }
+        done += n;
+    }
+    out->filter = buf;
+    out->len = (uint16_t)(size / sizeof(struct sock_filter));
+    buf = NULL;
+    rc = 0;
+out:
+    free(buf);
+    if (memfd >= 0)
+        close(memfd);
+    seccomp_release(ctx);
+    return rc;
+}
+
+void cshim_filter_free(cshim_filter *f)
+{
+    free(f->filter);
+    f->filter = NULL;
+    f->len = 0;
+}

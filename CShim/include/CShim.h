@@ -1,0 +1,210 @@
+// CShim: the thin C edge under SysKit. Everything Swift cannot (or must not)
+// call directly lives here: variadic syscalls, the seccomp user-notification
+// ioctls, the async-signal-safe spawn of a tracee, filter building with
+// libseccomp and ELF checks with libelf. Every function returns -1 and leaves
+// errno set on failure unless its comment says otherwise.
+#ifndef CSHIM_H
+#define CSHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- GNU constants Swift's Glibc module does not import (checked in cshim.c)
+
+#define CSHIM_O_PATH 010000000
+#define CSHIM_O_TMPFILE 020200000
+#define CSHIM_AT_EMPTY_PATH 0x1000
+#define CSHIM_AT_STATX_SYNC_TYPE 0x6000
+#define CSHIM_STATX_BASIC_STATS 0x7ffu
+
+// ---- seccomp user notification (mirrors of <linux/seccomp.h>) -------------
+
+/// Mirror of struct seccomp_data.
+typedef struct cshim_seccomp_data {
+    int32_t nr;
+    uint32_t arch;
+    uint64_t instruction_pointer;
+    uint64_t args[6];
+} cshim_seccomp_data;
+
+/// Mirror of struct seccomp_notif.
+typedef struct cshim_notif {
+    uint64_t id;
+    uint32_t pid;
+    uint32_t flags;
+    cshim_seccomp_data data;
+} cshim_notif;
+
+/// Mirror of struct seccomp_notif_resp.
+typedef struct cshim_notif_resp {
+    uint64_t id;
+    int64_t val;
+    int32_t error;
+    uint32_t flags;
+} cshim_notif_resp;
+
+/// Mirror of struct seccomp_notif_addfd.
+typedef struct cshim_notif_addfd {
+    uint64_t id;
+    uint32_t flags;
+    uint32_t srcfd;
+    uint32_t newfd;
+    uint32_t newfd_flags;
+} cshim_notif_addfd;
+
+#define CSHIM_NOTIF_FLAG_CONTINUE 1u   /* SECCOMP_USER_NOTIF_FLAG_CONTINUE */
+#define CSHIM_ADDFD_FLAG_SETFD 1u      /* SECCOMP_ADDFD_FLAG_SETFD */
+#define CSHIM_ADDFD_FLAG_SEND 2u       /* SECCOMP_ADDFD_FLAG_SEND */
+
+/// SECCOMP_IOCTL_NOTIF_RECV. Zeroes *n first, as the kernel requires.
+int cshim_notif_recv(int listener, cshim_notif *n);
+/// SECCOMP_IOCTL_NOTIF_SEND.
+int cshim_notif_send(int listener, const cshim_notif_resp *r);
+/// SECCOMP_IOCTL_NOTIF_ID_VALID: 0 if the notification is still pending.
+int cshim_notif_id_valid(int listener, uint64_t id);
+/// SECCOMP_IOCTL_NOTIF_ADDFD: returns the fd number installed in the tracee.
+/// (Not named cshim_notif_addfd: in C that name is taken by the typedef.)
+int cshim_notif_add_fd(int listener, const cshim_notif_addfd *a);
+/// SECCOMP_IOCTL_NOTIF_SET_FLAGS with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP;
+/// returns -1/EINVAL on kernels without it (callers ignore that).
+int cshim_notif_set_sync_wakeup(int listener);
+
+// ---- filter ----------------------------------------------------------------
+
+/// A classic BPF program built by libseccomp (owned by the caller; free with
+/// cshim_filter_free). Built in the parent, before any fork, because
+/// libseccomp allocates; the child only installs it.
+typedef struct cshim_filter {
+    void *filter;      // struct sock_filter *
+    uint16_t len;      // number of instructions
+} cshim_filter;
+
+/// Builds an x86_64 filter: default ALLOW; each of `syscalls[0..<count]`
+/// returns SECCOMP_RET_USER_NOTIF; a non-x86_64 syscall ABI (x32, i386 via
+/// int 0x80) is answered with ENOSYS so nothing bypasses the table.
+/// Returns 0, or a negative errno.
+int cshim_filter_build(const int *syscalls, size_t count, cshim_filter *out);
+void cshim_filter_free(cshim_filter *f);
+
+// ---- spawn -----------------------------------------------------------------
+
+/// What the spawned tracee gets. `argv`/`envp` are NULL-terminated.
+typedef struct cshim_spawn_request {
+    const char *path;              // absolute or relative path to execve
+    char *const *argv;
+    char *const *envp;
+    const cshim_filter *filter;    // installed with SECCOMP_FILTER_FLAG_NEW_LISTENER
+    int64_t nofile_soft;           // RLIMIT_NOFILE soft limit to restore (-1: leave)
+} cshim_spawn_request;
+
+/// Spawns the tracee: fork; in the child, only async-signal-safe calls:
+/// reset signal mask and dispositions, restore RLIMIT_NOFILE, set
+/// PR_SET_NO_NEW_PRIVS, install the filter with NEW_LISTENER, pass the
+/// listener fd to the parent over a socketpair (SCM_RIGHTS), close it, and
+/// execve. On success returns the child pid and stores the listener in
+/// *listener_out. If anything in the child fails (including execve), the
+/// child reports its errno over the same channel and exits 127; this call
+/// then returns -1 with errno set to the child's errno, *stage_out naming the
+/// step (1: no_new_privs, 2: seccomp, 3: sending the listener, 4: execve),
+/// and the child already reaped. Until the execve has happened, this call
+/// answers every notification on the new listener with CONTINUE: those are
+/// the shim's own syscalls in the child (execve, exit_group...), which would
+/// otherwise deadlock. The filter must not notify sendmsg: the listener
+/// itself travels by sendmsg, before the parent can answer anything.
+pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int *stage_out);
+
+/// posix_spawn of `path` with `argv`/`envp`, with fds `keep_fds[i]` moved to
+/// 3+i in the child (all other fds CLOEXEC as usual). Used for deputies and
+/// the private homestub: no fork from Swift. Returns the pid or -1.
+pid_t cshim_spawn_plain(const char *path, char *const *argv, char *const *envp,
+                        const int *keep_fds, size_t nkeep);
+
+// ---- process memory and pidfds ----------------------------------------------
+
+ssize_t cshim_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                               const struct iovec *remote, unsigned long nremote);
+ssize_t cshim_process_vm_writev(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                                const struct iovec *remote, unsigned long nremote);
+/// pidfd_open(pid, flags); flags may be PIDFD_THREAD (O_EXCL) on 6.9+.
+int cshim_pidfd_open(pid_t pid, unsigned int flags);
+/// pidfd_getfd(pidfd, targetfd, 0): a copy of the tracee's fd, CLOEXEC.
+int cshim_pidfd_getfd(int pidfd, int targetfd);
+/// kcmp(pid1, pid2, KCMP_FILE, fd1, fd2): 0 if the same open file description.
+int cshim_kcmp_file(pid_t pid1, pid_t pid2, int fd1, int fd2);
+
+// ---- file syscalls glibc does not wrap, or wraps variadically ---------------
+
+/// Mirror of struct open_how.
+typedef struct cshim_open_how {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+} cshim_open_how;
+
+#define CSHIM_RESOLVE_NO_XDEV 0x01
+#define CSHIM_RESOLVE_NO_MAGICLINKS 0x02
+#define CSHIM_RESOLVE_NO_SYMLINKS 0x04
+#define CSHIM_RESOLVE_BENEATH 0x08
+#define CSHIM_RESOLVE_IN_ROOT 0x10
+
+int cshim_openat2(int dirfd, const char *path, const cshim_open_how *how);
+/// openat(dirfd, path, flags, mode) (variadic in libc).
+int cshim_openat(int dirfd, const char *path, int flags, unsigned int mode);
+/// getdents64(2).
+ssize_t cshim_getdents64(int fd, void *buf, size_t count);
+/// statx(2) into a raw 256-byte struct statx.
+int cshim_statx(int dirfd, const char *path, int flags, unsigned int mask, void *statxbuf);
+/// faccessat2(2) (glibc's faccessat emulates flags; we want the kernel's).
+int cshim_faccessat2(int dirfd, const char *path, int mode, int flags);
+/// renameat2(2).
+int cshim_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+/// fcntl(fd, cmd, arg) for integer-argument commands.
+int cshim_fcntl_int(int fd, int cmd, long arg);
+/// ioctl(fd, req, arg) with a pointer argument.
+int cshim_ioctl_ptr(int fd, unsigned long req, void *arg);
+
+// ---- ELF ---------------------------------------------------------------------
+
+#define CSHIM_ELF_OK 0            // 64-bit x86_64 ELF executable
+#define CSHIM_ELF_SCRIPT 1        // starts with "#!"
+#define CSHIM_ELF_WRONG_CLASS 2   // 32-bit ELF
+#define CSHIM_ELF_WRONG_MACHINE 3 // ELF for another machine; *machine_out says which
+#define CSHIM_ELF_NOT_ELF 4       // neither ELF nor script
+/// Checks `fd` (opened read-only) with libelf. Returns one of CSHIM_ELF_*,
+/// or -1 with errno set if the file cannot be read.
+int cshim_elf_check(int fd, int *machine_out);
+
+// ---- epoll (not imported by Swift's Glibc module) ---------------------------
+
+#define CSHIM_EPOLLIN 0x001u
+#define CSHIM_EPOLLHUP 0x010u
+#define CSHIM_EPOLLRDHUP 0x2000u
+
+/// epoll_create1(EPOLL_CLOEXEC).
+int cshim_epoll_create(void);
+/// epoll_ctl(ADD) with `events` and a 64-bit tag.
+int cshim_epoll_add(int epfd, int fd, uint32_t events, uint64_t tag);
+/// epoll_ctl(DEL).
+int cshim_epoll_del(int epfd, int fd);
+/// epoll_wait into parallel arrays of tags and event masks; returns the count.
+int cshim_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms);
+
+// ---- relaxed atomic counters (for --stats; never on a lock) ------------------
+
+static inline void cshim_counter_add(uint64_t *counter, uint64_t value) {
+    __atomic_fetch_add(counter, value, __ATOMIC_RELAXED);
+}
+static inline uint64_t cshim_counter_load(const uint64_t *counter) {
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

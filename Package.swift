@@ -1,0 +1,67 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Tether",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "homestub", targets: ["homestub"]),
+        .executable(name: "wrap-and-run", targets: ["wrap-and-run"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
+    ],
+    targets: [
+        // The only C: variadic syscalls, seccomp notification ioctls, the
+        // async-signal-safe spawn, libseccomp filter building, libelf checks.
+        .target(
+            name: "CShim",
+            path: "CShim",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("elf")]
+        ),
+        // The only Swift layer that calls libc or CShim.
+        .target(
+            name: "SysKit",
+            dependencies: ["CShim", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // The wire protocol: frames, ops, handshake, auth. No I/O.
+        .target(
+            name: "Wire",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // Binding rules: which paths are forwarded. No I/O.
+        .target(name: "Policy"),
+        // Target side: interception, syscall table, placeholders, forwarding client.
+        .target(
+            name: "Supervisor",
+            dependencies: ["SysKit", "Wire", "Policy", .product(name: "Logging", package: "swift-log")]
+        ),
+        // Home side: listener, deputy, request execution inside the export root.
+        .target(
+            name: "HomeNode",
+            dependencies: ["SysKit", "Wire", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "homestub",
+            dependencies: [
+                "HomeNode", "SysKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "wrap-and-run",
+            dependencies: [
+                "Supervisor", "HomeNode", "SysKit", "Policy",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "WireTests", dependencies: ["Wire"]),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy"]),
+    ]
+)

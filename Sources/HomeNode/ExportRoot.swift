@@ -1,0 +1,149 @@
+import CShim
+import Glibc
+import SysKit
+
+/// The directory a session's paths live beneath. With a root other than "/",
+/// every path resolves with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS):
+/// "..", absolute symlinks and /proc magic links stay inside it. With "/",
+/// calls go straight to the *at() syscalls, so semantics are exactly the
+/// kernel's.
+struct ExportRoot: ~Copyable {
+    /// CSHIM_O_PATH descriptor of the root directory.
+    let fd: CInt
+    /// Canonical path of the root, without a trailing slash ("" for "/").
+    let prefix: [UInt8]
+    let confined: Bool
+    /// Scratch for joined paths and /proc readlinks; owned by the one
+    /// deputy thread.
+    private let scratch: UnsafeMutableRawBufferPointer
+
+    static let pathMax = 4096
+
+    init(path: String) throws(Errno) {
+        guard let real = realpath(path, nil) else { throw lastErrno() }
+        defer { free(real) }
+        let canonical = String(cString: real)
+        fd = try sys { cshim_openat(AT_FDCWD, canonical, CSHIM_O_PATH | O_DIRECTORY | O_CLOEXEC, 0) }
+        confined = canonical != "/"
+        prefix = confined ? Array(canonical.utf8) : []
+        scratch = .allocate(byteCount: 4 * Self.pathMax, alignment: 8)
+    }
+
+    deinit {
+        Glibc.close(fd)
+        scratch.deallocate()
+    }
+
+    private var confinement: UInt64 { confined ? UInt64(CSHIM_RESOLVE_IN_ROOT | CSHIM_RESOLVE_NO_MAGICLINKS) : 0 }
+
+    /// Opens `path` (NUL-terminated) relative to `dir` (nil: the root), as
+    /// openat2 would, confined to the root.
+    func open(dir: CInt?, _ path: UnsafePointer<CChar>, flags: Int32, mode: UInt32, resolve: UInt64 = 0) throws(Errno) -> CInt {
+        var how = cshim_open_how(flags: UInt64(UInt32(bitPattern: flags | O_CLOEXEC)), mode: UInt64(mode), resolve: resolve)
+        let absolute = path.pointee == CChar(UInt8(ascii: "/"))
+        guard confined else {
+            let base = absolute ? AT_FDCWD : (dir ?? fd)
+            return try sys { cshim_openat2(base, path, &how) }
+        }
+        how.resolve |= confinement
+        if absolute || dir == nil {
+            return try sys { cshim_openat2(fd, path, &how) }
+        }
+        // The caller's own BENEATH/IN_ROOT keeps resolution under `dir`,
+        // which is itself inside the root.
+        if resolve & UInt64(CSHIM_RESOLVE_BENEATH | CSHIM_RESOLVE_IN_ROOT) != 0 {
+            return try sys { cshim_openat2(dir!, path, &how) }
+        }
+        // Relative to a directory handle: resolve from the root through the
+        // directory's current path, so ".." can climb out of `dir` but never
+        // out of the root (RESOLVE_IN_ROOT from `dir` would stop at `dir`).
+        let joined = try join(dir: dir!, path)
+        return try sys { cshim_openat2(fd, joined, &how) }
+    }
+
+    /// Writes "<path of dir inside the root>/<path>\0" into scratch.
+    private func join(dir: CInt, _ path: UnsafePointer<CChar>) throws(Errno) -> UnsafePointer<CChar> {
+        let out = scratch.baseAddress!.assumingMemoryBound(to: CChar.self)
+        var n = try pathInRoot(of: dir, into: UnsafeMutableRawBufferPointer(start: scratch.baseAddress!, count: 2 * Self.pathMax))
+        let len = strlen(path)
+        guard n + 1 + len + 1 <= 2 * Self.pathMax else { throw Errno.fileNameTooLong }
+        out[n] = CChar(UInt8(ascii: "/")); n += 1
+        memcpy(out + n, path, len)
+        out[n + len] = 0
+        return UnsafePointer(out)
+    }
+
+    /// The path of an open directory as the tracee names it: its home path
+    /// with the root's prefix removed ("/" for the root itself). Not
+    /// NUL-terminated; returns the length. ENOENT if it has left the root or
+    /// been deleted.
+    func pathInRoot(of dirfd: CInt, into buf: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        var link: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)  // "/proc/self/fd/NNNNNNNNNN\0"
+        let n = try withUnsafeMutableBytes(of: &link) { (name) throws(Errno) -> Int in
+            let p = name.baseAddress!.assumingMemoryBound(to: CChar.self)
+            _ = withVaList([dirfd]) { vsnprintf(p, name.count, "/proc/self/fd/%d", $0) }
+            return try FD.readLink(p, into: buf)
+        }
+        if n >= buf.count { throw Errno.fileNameTooLong }
+        // A deleted directory reads as "/path (deleted)"; getcwd says ENOENT.
+        var st = stat()
+        if fstat(dirfd, &st) == 0 && st.st_nlink == 0 { throw Errno.noSuchFileOrDirectory }
+        guard confined else { return n }
+        let p = prefix.count
+        guard n >= p, memcmp(buf.baseAddress!, prefix, p) == 0, n == p || buf[p] == UInt8(ascii: "/") else {
+            throw Errno.noSuchFileOrDirectory
+        }
+        if n == p { buf[0] = UInt8(ascii: "/"); return 1 }
+        memmove(buf.baseAddress!, buf.baseAddress! + p, n - p)
+        return n - p
+    }
+
+    /// Runs `body` on the directory entry named by `path`, as a (dirfd, name)
+    /// pair for mkdirat/unlinkat/renameat2. Confined, the parent is resolved
+    /// inside the root and `name` is one final component, which those calls
+    /// never follow upward.
+    func withEntry<R>(dir: CInt?, _ path: UnsafePointer<CChar>, slot: Int = 0,
+                      _ body: (CInt, UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
+        let absolute = path.pointee == CChar(UInt8(ascii: "/"))
+        guard confined else {
+            return try body(absolute ? AT_FDCWD : (dir ?? fd), path)
+        }
+        // Split at the last "/" that is followed by a name (trailing slashes
+        // stay with the name: the kernel applies their meaning).
+        let len = strlen(path)
+        var end = len
+        while end > 0 && path[end - 1] == CChar(UInt8(ascii: "/")) { end -= 1 }
+        var cut = end
+        while cut > 0 && path[cut - 1] != CChar(UInt8(ascii: "/")) { cut -= 1 }
+        if end == 0 {
+            // "/" or "///": the root itself.
+            return try body(fd, ".")
+        }
+        let name = path + cut
+        if cut == 0 { return try body(dir ?? fd, name) }
+        // The parent part goes to this slot's scratch (two slots: rename).
+        guard cut < Self.pathMax, slot < 2 else { throw Errno.fileNameTooLong }
+        let parentBuf = (scratch.baseAddress! + (2 + slot) * Self.pathMax).assumingMemoryBound(to: CChar.self)
+        memcpy(parentBuf, path, cut)
+        parentBuf[cut] = 0
+        let pfd = try open(dir: dir, parentBuf, flags: CSHIM_O_PATH | O_DIRECTORY, mode: 0)
+        defer { Glibc.close(pfd) }
+        return try body(pfd, name)
+    }
+
+    /// Runs `body` on the object `path` names, as (dirfd, path, extra flags)
+    /// for fstatat/faccessat/readlinkat. Confined, the object is first
+    /// opened CSHIM_O_PATH inside the root (not following a final symlink when
+    /// `follow` is false) and passed as (fd, "", CSHIM_AT_EMPTY_PATH).
+    func withObject<R>(dir: CInt?, _ path: UnsafePointer<CChar>, follow: Bool,
+                       _ body: (CInt, UnsafePointer<CChar>, Int32) throws(Errno) -> R) throws(Errno) -> R {
+        if !confined {
+            let absolute = path.pointee == CChar(UInt8(ascii: "/"))
+            return try body(absolute ? AT_FDCWD : (dir ?? fd), path, 0)
+        }
+        if path.pointee == 0 { throw Errno.noSuchFileOrDirectory }
+        let ofd = try open(dir: dir, path, flags: CSHIM_O_PATH | (follow ? 0 : O_NOFOLLOW), mode: 0)
+        defer { Glibc.close(ofd) }
+        return try body(ofd, "", CSHIM_AT_EMPTY_PATH)
+    }
+}

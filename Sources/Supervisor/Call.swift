@@ -1,0 +1,116 @@
+import CShim
+import Glibc
+import Policy
+import SysKit
+import Wire
+
+/// How a handler failed: with the errno the tracee should see, or because
+/// the home node could not be asked (the dispatcher decides what that
+/// becomes).
+enum Failure: Error {
+    case errno(Errno)
+    case transport(TransportError)
+}
+
+/// What a handler decided.
+enum Reply {
+    /// Let the kernel run the syscall in the tracee (a local resource).
+    case continueSyscall
+    /// Return this value to the tracee.
+    case value(Int64)
+    /// Already answered (an fd was installed with ADDFD|SEND).
+    case answered
+}
+
+/// Runs a SysKit call inside a handler, turning its errno into a `Failure`.
+@inline(__always)
+func local<T>(_ body: () throws(Errno) -> T) throws(Failure) -> T {
+    do { return try body() } catch { throw .errno(error) }
+}
+
+/// One intercepted syscall being handled: the tracee's registers as
+/// received, plus the worker's preallocated buffers and the shared state.
+struct Call: ~Copyable {
+    let id: UInt64
+    let tid: pid_t
+    let nr: Int32
+    let args: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+    let worker: Worker
+    var sup: Supervisor { worker.supervisor }
+    var memory: TraceeMemory { TraceeMemory(pid: tid) }
+
+    init(_ n: UnsafePointer<cshim_notif>, worker: Worker) {
+        id = n.pointee.id
+        tid = pid_t(bitPattern: n.pointee.pid)
+        nr = n.pointee.data.nr
+        let a = n.pointee.data.args
+        args = (a.0, a.1, a.2, a.3, a.4, a.5)
+        self.worker = worker
+    }
+
+    /// Argument `i` as the raw register value.
+    func raw(_ i: Int) -> UInt64 {
+        switch i {
+        case 0: return args.0
+        case 1: return args.1
+        case 2: return args.2
+        case 3: return args.3
+        case 4: return args.4
+        default: return args.5
+        }
+    }
+    /// Argument `i` as a descriptor (an int: the upper half is ignored, as the kernel does).
+    func fd(_ i: Int) -> Int32 { Int32(truncatingIfNeeded: raw(i)) }
+    /// Argument `i` as an int (flags, modes).
+    func int(_ i: Int) -> Int32 { Int32(truncatingIfNeeded: raw(i)) }
+    /// Argument `i` as a tracee address.
+    func address(_ i: Int) -> UInt64 { raw(i) }
+    /// Argument `i` as a size_t.
+    func size(_ i: Int) -> Int { Int(truncatingIfNeeded: raw(i)) }
+    /// Argument `i` as an off_t.
+    func offset(_ i: Int) -> Int64 { Int64(bitPattern: raw(i)) }
+
+    /// The tracee thread, recorded on first sight.
+    func thread() throws(Failure) -> TraceeThread {
+        let listener = sup.listener, id = self.id
+        return try local { () throws(Errno) in try sup.tracees.thread(tid, isCurrent: { listener.isValid(id: id) }) }
+    }
+
+    /// The placeholder behind the tracee's descriptor `fd`, or nil when `fd`
+    /// is a local descriptor (or none at all: the kernel will say EBADF).
+    func placeholder(fd: Int32) throws(Failure) -> Placeholder? {
+        if fd < 0 { return nil }
+        let t = try thread()
+        guard let copy = try? PidFD.getFD(t.pidfd, fd) else { return nil }
+        defer { Glibc.close(copy) }
+        guard let info = try? FD.inode(copy), info.isSocket else { return nil }
+        return sup.watchers.lookup(inode: info.ino)
+    }
+
+    /// Sends a request to home and returns its reply; a negative result is
+    /// thrown as the home kernel's errno.
+    func home(_ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
+        let r: ResponseView
+        do { r = try sup.link.call(worker.slot, op, scalars, payloadLength: payloadLength) } catch {
+            throw .transport(error)
+        }
+        if r.result < 0 { throw .errno(Errno(rawValue: CInt(truncatingIfNeeded: -r.result))) }
+        return r
+    }
+
+    /// The tracee's umask (for modes of files and directories it creates at home).
+    func umask() -> UInt32 { TaskStatus.read(tid: tid)?.umask ?? 0o022 }
+
+    /// Installs a new placeholder for home `handle` in the tracee and answers
+    /// the syscall with its fd number.
+    func installPlaceholder(handle: Int64, closeOnExec: Bool) throws(Failure) -> Reply {
+        let end: CInt
+        do { end = try sup.watchers.makePlaceholder(handle: handle, link: sup.link) } catch {
+            sup.link.release(handle: handle)
+            throw .errno(error)
+        }
+        defer { Glibc.close(end) }
+        _ = try local { () throws(Errno) in try sup.listener.installAndRespond(id: id, source: end, closeOnExec: closeOnExec) }
+        return .answered
+    }
+}

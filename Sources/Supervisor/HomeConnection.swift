@@ -1,0 +1,117 @@
+import CShim
+import Glibc
+import SysKit
+import Wire
+
+/// Where the home node is.
+public enum HomeAddress: Sendable, CustomStringConvertible {
+    /// A homestub listening on TCP, authenticated with a pre-shared key.
+    case tcp(Endpoint, key: [UInt8])
+    /// A private deputy spawned on this machine over a socketpair.
+    case spawn(root: String)
+
+    public var description: String {
+        switch self {
+        case .tcp(let ep, _): return ep.description
+        case .spawn: return "spawn"
+        }
+    }
+}
+
+/// Why the home node could not be reached: each maps to its own exit status.
+public enum HomeConnectError: Error, CustomStringConvertible {
+    case unreachable(String)
+    case refused(String)
+    case protocolError(String)
+
+    public var description: String {
+        switch self {
+        case .unreachable(let s), .refused(let s), .protocolError(let s): return s
+        }
+    }
+}
+
+enum HomeConnection {
+    /// Connects and completes the handshake; returns the stream.
+    static func open(_ address: HomeAddress) throws(HomeConnectError) -> CInt {
+        switch address {
+        case .tcp(let ep, let key):
+            let fd: CInt
+            do { fd = try TCP.connect(ep) } catch {
+                throw .unreachable("home node \(ep) is unreachable: \(error)")
+            }
+            do { try handshake(fd, key: key, peer: ep.description) } catch {
+                Glibc.close(fd)
+                throw error
+            }
+            return fd
+        case .spawn(let root):
+            let (mine, theirs): (CInt, CInt)
+            do { (mine, theirs) = try FD.socketPair() } catch {
+                throw .unreachable("cannot create the home socketpair: \(error)")
+            }
+            defer { Glibc.close(theirs) }
+            do {
+                _ = try Spawn.plain(path: "/proc/self/exe",
+                                    argv: ["wrap-and-run", "--tether-deputy", "--fd", "3", "--session", "spawn", "--root", root],
+                                    env: Spawn.environment, keep: [theirs])
+            } catch {
+                Glibc.close(mine)
+                throw .unreachable("cannot start the private home node: \(String(cString: strerror(error.rawValue)))")
+            }
+            do { try handshake(mine, key: nil, peer: "the private home node") } catch {
+                Glibc.close(mine)
+                throw error
+            }
+            return mine
+        }
+    }
+
+    private static func handshake(_ fd: CInt, key: [UInt8]?, peer: String) throws(HomeConnectError) {
+        var client = ClientHandshake(key: key, nonce: randomBytes(Wire.nonceSize))
+        do {
+            try send(fd, client.helloFrame())
+            while !client.isComplete {
+                guard let frame = try readFrame(fd) else {
+                    throw HomeConnectError.refused("\(peer) closed the connection during the handshake")
+                }
+                if let next = try client.receive(frame) { try send(fd, next) }
+            }
+        } catch let e as HomeConnectError {
+            throw e
+        } catch let e as WireError {
+            switch e {
+            case .refused(reason: 1), .authenticationFailed:
+                throw .refused("\(peer) refused the key (authentication failed): check --key-file")
+            case .refused(reason: 2), .unsupportedVersion:
+                throw .protocolError("\(peer) speaks another protocol version")
+            default:
+                throw .protocolError("handshake with \(peer) failed: \(e)")
+            }
+        } catch let e as Errno {
+            throw .unreachable("lost \(peer) during the handshake: \(String(cString: strerror(e.rawValue)))")
+        } catch {
+            throw .protocolError("handshake with \(peer) failed: \(error)")
+        }
+    }
+
+    private static func send(_ fd: CInt, _ frame: [UInt8]) throws(Errno) {
+        try FD.writeFully(fd, frame)
+    }
+
+    /// Reads one handshake frame (bounded by the header check).
+    private static func readFrame(_ fd: CInt) throws -> [UInt8]? {
+        var header = [UInt8](repeating: 0, count: Wire.headerSize)
+        let ok = try header.withUnsafeMutableBytes { (b) throws(Errno) in try FD.readFully(fd, b.baseAddress!, b.count) }
+        if !ok { return nil }
+        let h = try header.withUnsafeBytes { (b) throws(WireError) in try FrameHeader.decode(b) }
+        var frame = header + [UInt8](repeating: 0, count: Int(h.length) - Wire.headerSize)
+        if frame.count > Wire.headerSize {
+            let got = try frame.withUnsafeMutableBytes { (b) throws(Errno) in
+                try FD.readFully(fd, b.baseAddress! + Wire.headerSize, b.count - Wire.headerSize)
+            }
+            if !got { return nil }
+        }
+        return frame
+    }
+}

@@ -1,0 +1,183 @@
+import CShim
+import Glibc
+import Policy
+import SysKit
+import Wire
+
+/// What to run and how.
+public struct SupervisorOptions: Sendable {
+    /// The program's resolved path, its argv (argv[0] as given) and environment.
+    public var program: String
+    public var arguments: [String]
+    public var environment: [String]
+    public var home: HomeAddress
+    public var policy: RoutingPolicy
+    /// Print per-syscall counts on exit.
+    public var stats: Bool
+    /// Supervisor threads receiving notifications (calls in flight at once).
+    public var workers: Int
+
+    public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
+                policy: RoutingPolicy, stats: Bool, workers: Int = 4) {
+        self.program = program
+        self.arguments = arguments
+        self.environment = environment
+        self.home = home
+        self.policy = policy
+        self.stats = stats
+        self.workers = workers
+    }
+}
+
+/// Why the program could not be started; each has its own exit status.
+public enum LaunchError: Error, CustomStringConvertible {
+    case home(HomeConnectError)
+    case workingDirectory(String)
+    case spawn(String)
+
+    public var description: String {
+        switch self {
+        case .home(let e): return e.description
+        case .workingDirectory(let s), .spawn(let s): return s
+        }
+    }
+}
+
+/// The target side: runs one program under seccomp user notification and
+/// forwards what the policy binds to home.
+public final class Supervisor: Sendable {
+    let table = SyscallTable.x86_64
+    let policy: RoutingPolicy
+    let link: HomeLink
+    let watchers: Watchers
+    let tracees: Tracees
+    let stats: Stats
+    let listener: SeccompListener
+    let child: pid_t
+    let options: SupervisorOptions
+
+    private init(options: SupervisorOptions, link: HomeLink, watchers: Watchers, tracees: Tracees,
+                 listener: SeccompListener, child: pid_t) {
+        self.options = options
+        policy = options.policy
+        self.link = link
+        self.watchers = watchers
+        self.tracees = tracees
+        self.listener = listener
+        self.child = child
+        stats = Stats(rows: SyscallTable.x86_64.rows.count)
+    }
+
+    /// Connects to home, starts the program under the filter, and starts the
+    /// supervisor threads. The program runs once this returns.
+    public static func launch(_ options: SupervisorOptions) throws(LaunchError) -> Supervisor {
+        // Signals for the program are the program's: the supervisor ignores
+        // the terminal's and relays termination requests (see relaySignals).
+        signal(SIGINT, SIG_IGN)
+        signal(SIGQUIT, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        var relayed = sigset_t()
+        sigemptyset(&relayed)
+        for s in [SIGTERM, SIGHUP] { sigaddset(&relayed, s) }
+        pthread_sigmask(SIG_BLOCK, &relayed, nil)
+
+        let stream: CInt
+        do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
+        let home = options.home.description
+        let link = HomeLink(fd: stream, workers: options.workers) { why in
+            let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
+            printError(text)
+        }
+        link.start()
+        let watchers: Watchers
+        do { watchers = try Watchers() } catch { throw .spawn("epoll: \(error)") }
+        let tracees = Tracees(watchers: watchers)
+        let cwd = try initialWorkingDirectory(link: link, policy: options.policy)
+
+        let filter: SeccompFilter
+        do { filter = try SeccompFilter(notify: SyscallTable.x86_64.intercepted) } catch {
+            throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
+        }
+        let nofile = raiseDescriptorLimit()
+        let pid: pid_t, listener: SeccompListener
+        do {
+            (pid, listener) = try Spawn.traced(path: options.program, argv: options.arguments, env: options.environment,
+                                               filter: filter, nofileSoft: nofile)
+        } catch {
+            let step = ["", "setting no_new_privs", "installing the seccomp filter", "passing the listener", "execve"]
+            let what = Int(error.stage) < step.count && error.stage > 0 ? step[Int(error.stage)] : "spawning"
+            throw .spawn("\(options.program): \(what) failed: \(String(cString: strerror(error.errno.rawValue)))")
+        }
+        tracees.addRoot(pid: pid, cwd: cwd)
+
+        let sup = Supervisor(options: options, link: link, watchers: watchers, tracees: tracees, listener: listener, child: pid)
+        ThreadRunner(name: "watchers") { [watchers, tracees] in
+            watchers.run { tid in tracees.threadExited(tid) }
+        }.start()
+        for slot in link.slots {
+            let worker = Worker(supervisor: sup, slot: slot)
+            ThreadRunner(name: "worker") { worker.run() }.start()
+        }
+        ThreadRunner(name: "signals") { [relayed] in
+            var set = relayed
+            while true {
+                var sig: Int32 = 0
+                if sigwait(&set, &sig) == 0 { kill(pid, sig) }
+            }
+        }.start()
+        return sup
+    }
+
+    /// Waits for the program; returns its exit status (128+N for signal N).
+    public func wait() -> Int32 {
+        let status = ExitStatus.wait(pid: child)
+        if options.stats { printStats() }
+        return status
+    }
+
+    /// The tracee starts where wrap-and-run runs: at home if that path is forwarded.
+    private static func initialWorkingDirectory(link: HomeLink, policy: RoutingPolicy) throws(LaunchError) -> WorkingDirectory {
+        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard buf.withUnsafeMutableBytes({ Glibc.getcwd($0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }) != nil else {
+            throw .workingDirectory("cannot read the working directory: \(String(cString: strerror(Glibc.errno)))")
+        }
+        let path = Array(buf.prefix { $0 != 0 })
+        if path.withUnsafeBytes({ policy.decide($0) }) == .local { return .local(path: path) }
+        let slot = link.slots[0]
+        let payload = slot.payload(for: .chdir)
+        payload.copyBytes(from: path)
+        payload[path.count] = 0
+        let text = String(decoding: path, as: UTF8.self)
+        do {
+            let r = try link.call(slot, .chdir, Scalars(Wire.rootDir), payloadLength: path.count + 1)
+            if r.result < 0 {
+                let e = String(cString: strerror(CInt(-r.result)))
+                throw LaunchError.workingDirectory("the working directory \(text) is forwarded but cannot be entered at home: \(e)")
+            }
+            return .remote(RemoteDir(handle: r.result, path: Array(r.payload), link: link))
+        } catch let e as LaunchError {
+            throw e
+        } catch {
+            throw .home(.unreachable("lost the home node while entering \(text)"))
+        }
+    }
+
+    private func printStats() {
+        var lines = ["wrap-and-run: syscalls intercepted (forwarded to home / run locally):"]
+        var total = (UInt64(0), UInt64(0))
+        for row in table.rows {
+            let f = stats.forwarded(row: row.index), l = stats.local(row: row.index)
+            if f + l == 0 { continue }
+            total.0 += f; total.1 += l
+            let name = "\(row.name)".rightPad(12)
+            lines.append("  \(name) \(String(f).leftPad(9)) \(String(l).leftPad(9))")
+        }
+        lines.append("  \("total".rightPad(12)) \(String(total.0).leftPad(9)) \(String(total.1).leftPad(9))")
+        printError(lines.joined(separator: "\n") + "\n")
+    }
+}
+
+extension String {
+    fileprivate func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+    fileprivate func rightPad(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+}

@@ -1,0 +1,59 @@
+import CShim
+import Glibc
+import SysKit
+import Wire
+
+/// Opening and creating files.
+enum File {
+    /// Implements open(2).
+    static func open(_ c: borrowing Call) throws(Failure) -> Reply {
+        try openCommon(c, dirfd: AT_FDCWD, pathArg: 0, flags: c.int(1), mode: c.raw(2), resolve: 0)
+    }
+
+    /// Implements openat(2).
+    static func openat(_ c: borrowing Call) throws(Failure) -> Reply {
+        try openCommon(c, dirfd: c.fd(0), pathArg: 1, flags: c.int(2), mode: c.raw(3), resolve: 0)
+    }
+
+    /// Implements openat2(2).
+    static func openat2(_ c: borrowing Call) throws(Failure) -> Reply {
+        let size = c.size(3)
+        guard size >= MemoryLayout<cshim_open_how>.size else { throw .errno(.invalidArgument) }
+        guard size <= 4096 else { throw .errno(.argListTooLong) }
+        var how = cshim_open_how(flags: 0, mode: 0, resolve: 0)
+        try local { () throws(Errno) in
+            try c.memory.readExactly(c.address(2), into: &how, count: MemoryLayout<cshim_open_how>.size)
+        }
+        guard how.flags <= UInt64(UInt32.max) else { throw .errno(.invalidArgument) }
+        return try openCommon(c, dirfd: c.fd(0), pathArg: 1, flags: Int32(bitPattern: UInt32(how.flags)),
+                              mode: how.mode, resolve: how.resolve)
+    }
+
+    /// Implements creat(2).
+    static func creat(_ c: borrowing Call) throws(Failure) -> Reply {
+        try openCommon(c, dirfd: AT_FDCWD, pathArg: 0, flags: O_CREAT | O_WRONLY | O_TRUNC, mode: c.raw(1), resolve: 0)
+    }
+
+    /// Implements truncate(2).
+    static func truncate(_ c: borrowing Call) throws(Failure) -> Reply {
+        let (route, len) = try c.routePath(arg: 0, dirfd: AT_FDCWD, into: c.worker.slot.payload(for: .truncate))
+        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        defer { withExtendedLifetime(keep) {} }
+        _ = try c.home(.truncate, Scalars(dir, c.offset(1)), payloadLength: len)
+        return .value(0)
+    }
+
+    /// The open family: forwarded paths are opened at home and come back as
+    /// a placeholder descriptor.
+    private static func openCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, flags: Int32, mode: UInt64,
+                                   resolve: UInt64) throws(Failure) -> Reply {
+        let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .openat))
+        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        defer { withExtendedLifetime(keep) {} }
+        let creates = flags & O_CREAT != 0 || flags & CSHIM_O_TMPFILE == CSHIM_O_TMPFILE
+        let effectiveMode = creates ? UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask() : 0
+        let r = try c.home(.openat, Scalars(dir, Int64(flags), Int64(effectiveMode), Int64(bitPattern: resolve)),
+                           payloadLength: len)
+        return try c.installPlaceholder(handle: r.result, closeOnExec: flags & O_CLOEXEC != 0)
+    }
+}

@@ -1,0 +1,167 @@
+import CShim
+import Glibc
+import SysKit
+import Wire
+
+/// Data transfer and offsets on forwarded descriptors. Transfers larger
+/// than one frame are split into `Wire.maxPayload` chunks; a short chunk
+/// (end of file, a full disk) ends the call with what was done, as the
+/// kernel would report it.
+enum ReadWrite {
+    /// Implements read(2).
+    static func read(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        return .value(Int64(try receive(c, p, into: c.address(1), count: c.size(2), at: nil)))
+    }
+
+    /// Implements write(2).
+    static func write(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        return .value(Int64(try send(c, p, from: c.address(1), count: c.size(2), at: nil)))
+    }
+
+    /// Implements pread64(2).
+    static func pread64(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        guard c.offset(3) >= 0 else { throw .errno(.invalidArgument) }
+        return .value(Int64(try receive(c, p, into: c.address(1), count: c.size(2), at: c.offset(3))))
+    }
+
+    /// Implements pwrite64(2).
+    static func pwrite64(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        guard c.offset(3) >= 0 else { throw .errno(.invalidArgument) }
+        return .value(Int64(try send(c, p, from: c.address(1), count: c.size(2), at: c.offset(3))))
+    }
+
+    /// Implements readv(2).
+    static func readv(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        return .value(try vectored(c, p, reading: true, at: nil))
+    }
+
+    /// Implements writev(2).
+    static func writev(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        return .value(try vectored(c, p, reading: false, at: nil))
+    }
+
+    /// Implements preadv(2).
+    static func preadv(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        guard c.offset(3) >= 0 else { throw .errno(.invalidArgument) }
+        return .value(try vectored(c, p, reading: true, at: c.offset(3)))
+    }
+
+    /// Implements pwritev(2).
+    static func pwritev(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        guard c.offset(3) >= 0 else { throw .errno(.invalidArgument) }
+        return .value(try vectored(c, p, reading: false, at: c.offset(3)))
+    }
+
+    /// Implements lseek(2).
+    static func lseek(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        return .value(try c.home(.lseek, Scalars(p.handle, c.offset(1), Int64(c.int(2)))).result)
+    }
+
+    /// Implements fsync(2).
+    static func fsync(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        return .value(try c.home(.fsync, Scalars(p.handle, 0)).result)
+    }
+
+    /// Implements fdatasync(2).
+    static func fdatasync(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        return .value(try c.home(.fsync, Scalars(p.handle, 1)).result)
+    }
+
+    /// Implements ftruncate(2).
+    static func ftruncate(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        return .value(try c.home(.ftruncate, Scalars(p.handle, c.offset(1))).result)
+    }
+
+    // MARK: shared transfer loops
+
+    /// Reads up to `count` bytes from home into the tracee at `address`
+    /// (at the shared offset when `at` is nil). Returns the bytes read; an
+    /// error after some bytes arrived ends the call short instead.
+    static func receive(_ c: borrowing Call, _ p: Placeholder, into address: UInt64, count: Int, at offset: Int64?) throws(Failure) -> Int {
+        var total = 0
+        while total < count {
+            let want = min(count - total, Wire.maxPayload)
+            let r: ResponseView
+            do {
+                if let offset {
+                    r = try c.home(.pread, Scalars(p.handle, Int64(want), offset + Int64(total)))
+                } else {
+                    r = try c.home(.read, Scalars(p.handle, Int64(want)))
+                }
+            } catch {
+                if total > 0, case .errno = error { break }
+                throw error
+            }
+            let got = min(Int(r.result), r.payload.count)
+            try local { () throws(Errno) in try c.memory.write(address + UInt64(total), from: r.payload.baseAddress!, count: got) }
+            total += got
+            if got < want { break }
+        }
+        return total
+    }
+
+    /// Writes `count` bytes from the tracee at `address` to home.
+    static func send(_ c: borrowing Call, _ p: Placeholder, from address: UInt64, count: Int, at offset: Int64?) throws(Failure) -> Int {
+        var total = 0
+        let op: Op = offset == nil ? .write : .pwrite
+        let payload = c.worker.slot.payload(for: op)
+        while total < count {
+            let want = min(count - total, Wire.maxPayload)
+            do {
+                try local { () throws(Errno) in
+                    try c.memory.readExactly(address + UInt64(total), into: payload.baseAddress!, count: want)
+                }
+                let r: ResponseView
+                if let offset {
+                    r = try c.home(.pwrite, Scalars(p.handle, offset + Int64(total)), payloadLength: want)
+                } else {
+                    r = try c.home(.write, Scalars(p.handle), payloadLength: want)
+                }
+                total += Int(r.result)
+                if Int(r.result) < want { break }
+            } catch {
+                if total > 0, case .errno = error { break }
+                throw error
+            }
+        }
+        return total
+    }
+
+    /// readv/writev and their positioned forms: one transfer per iovec,
+    /// stopping at the first short one.
+    private static func vectored(_ c: borrowing Call, _ p: Placeholder, reading: Bool, at offset: Int64?) throws(Failure) -> Int64 {
+        let count = Int(c.int(2))
+        guard count >= 0, count <= Int(UIO_MAXIOV) else { throw .errno(.invalidArgument) }
+        let iovs = c.worker.scratch.baseAddress!
+        try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: iovs, count: count * 16) }
+        var total = 0
+        for i in 0..<count {
+            let base = iovs.loadUnaligned(fromByteOffset: i * 16, as: UInt64.self)
+            let len = Int(iovs.loadUnaligned(fromByteOffset: i * 16 + 8, as: UInt64.self))
+            if len == 0 { continue }
+            let at = offset.map { $0 + Int64(total) }
+            let n: Int
+            do {
+                n = reading ? try receive(c, p, into: base, count: len, at: at) : try send(c, p, from: base, count: len, at: at)
+            } catch {
+                if total > 0, case .errno = error { break }
+                throw error
+            }
+            total += n
+            if n < len { break }
+        }
+        return Int64(total)
+    }
+}

@@ -1,0 +1,107 @@
+/// Every handler has this one signature.
+typealias Handler = @Sendable (borrowing Call) throws(Failure) -> Reply
+
+/// What a syscall works on, for `--stats` and `--trace` grouping.
+enum SyscallClass: String, Sendable {
+    /// Names a file by path.
+    case path
+    /// Works on an open descriptor.
+    case descriptor
+    /// Reads or changes the working directory.
+    case cwd
+}
+
+/// One row of the table: the syscall, its class and its handler.
+struct SyscallRow: Sendable {
+    let nr: Int32
+    let name: StaticString
+    let sysClass: SyscallClass
+    let handler: Handler
+    var index = 0
+
+    init(_ nr: Int32, _ name: StaticString, _ sysClass: SyscallClass, _ handler: @escaping Handler) {
+        self.nr = nr
+        self.name = name
+        self.sysClass = sysClass
+        self.handler = handler
+    }
+}
+
+/// The syscall table: the single list that drives the seccomp filter, the
+/// dispatch and the statistics. A syscall not listed here is never
+/// intercepted, by construction. `close` is deliberately absent: the kernel
+/// closes placeholders itself and the supervisor learns of the last close
+/// by hang-up.
+struct SyscallTable: Sendable {
+    let rows: [SyscallRow]
+    private let byNumber: [Int16]
+
+    static let x86_64 = SyscallTable(rows: [
+        // Opening and creating.
+        SyscallRow(2, "open", .path, File.open),
+        SyscallRow(257, "openat", .path, File.openat),
+        SyscallRow(437, "openat2", .path, File.openat2),
+        SyscallRow(85, "creat", .path, File.creat),
+        // Data.
+        SyscallRow(0, "read", .descriptor, ReadWrite.read),
+        SyscallRow(1, "write", .descriptor, ReadWrite.write),
+        SyscallRow(17, "pread64", .descriptor, ReadWrite.pread64),
+        SyscallRow(18, "pwrite64", .descriptor, ReadWrite.pwrite64),
+        SyscallRow(19, "readv", .descriptor, ReadWrite.readv),
+        SyscallRow(20, "writev", .descriptor, ReadWrite.writev),
+        SyscallRow(295, "preadv", .descriptor, ReadWrite.preadv),
+        SyscallRow(296, "pwritev", .descriptor, ReadWrite.pwritev),
+        SyscallRow(8, "lseek", .descriptor, ReadWrite.lseek),
+        SyscallRow(74, "fsync", .descriptor, ReadWrite.fsync),
+        SyscallRow(75, "fdatasync", .descriptor, ReadWrite.fdatasync),
+        SyscallRow(77, "ftruncate", .descriptor, ReadWrite.ftruncate),
+        // Metadata.
+        SyscallRow(5, "fstat", .descriptor, Stat.fstat),
+        SyscallRow(4, "stat", .path, Stat.stat),
+        SyscallRow(6, "lstat", .path, Stat.lstat),
+        SyscallRow(262, "newfstatat", .path, Stat.newfstatat),
+        SyscallRow(332, "statx", .path, Stat.statx),
+        SyscallRow(21, "access", .path, Stat.access),
+        SyscallRow(269, "faccessat", .path, Stat.faccessat),
+        SyscallRow(439, "faccessat2", .path, Stat.faccessat2),
+        SyscallRow(89, "readlink", .path, Stat.readlink),
+        SyscallRow(267, "readlinkat", .path, Stat.readlinkat),
+        SyscallRow(76, "truncate", .path, File.truncate),
+        // Directories and names.
+        SyscallRow(217, "getdents64", .descriptor, Dir.getdents64),
+        SyscallRow(83, "mkdir", .path, Dir.mkdir),
+        SyscallRow(258, "mkdirat", .path, Dir.mkdirat),
+        SyscallRow(84, "rmdir", .path, Dir.rmdir),
+        SyscallRow(87, "unlink", .path, Dir.unlink),
+        SyscallRow(263, "unlinkat", .path, Dir.unlinkat),
+        SyscallRow(82, "rename", .path, Dir.rename),
+        SyscallRow(264, "renameat", .path, Dir.renameat),
+        SyscallRow(316, "renameat2", .path, Dir.renameat2),
+        // Working directory.
+        SyscallRow(80, "chdir", .cwd, Cwd.chdir),
+        SyscallRow(81, "fchdir", .cwd, Cwd.fchdir),
+        SyscallRow(79, "getcwd", .cwd, Cwd.getcwd),
+    ])
+
+    init(rows: [SyscallRow]) {
+        var indexed = rows
+        var byNumber = [Int16](repeating: -1, count: 512)
+        for i in indexed.indices {
+            indexed[i].index = i
+            precondition(byNumber[Int(indexed[i].nr)] == -1, "syscall \(indexed[i].name) listed twice")
+            byNumber[Int(indexed[i].nr)] = Int16(i)
+        }
+        self.rows = indexed
+        self.byNumber = byNumber
+    }
+
+    @inline(__always)
+    func row(for nr: Int32) -> SyscallRow? {
+        guard nr >= 0, Int(nr) < byNumber.count else { return nil }
+        let i = byNumber[Int(nr)]
+        return i < 0 ? nil : rows[Int(i)]
+    }
+
+    /// The numbers the seccomp filter sends to the supervisor.
+    var intercepted: [Int32] { rows.map(\.nr) }
+}

@@ -1,0 +1,61 @@
+import CShim
+import Glibc
+
+/// Identity facts about a task read from /proc/TID/status.
+public struct TaskStatus: Sendable {
+    public var tgid: pid_t
+    public var ppid: pid_t
+    public var umask: UInt32
+
+    /// Parses /proc/TID/status; nil if the task is gone.
+    public static func read(tid: pid_t) -> TaskStatus? {
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let fd = cshim_openat(AT_FDCWD, "/proc/\(tid)/status", O_RDONLY | O_CLOEXEC, 0)
+        if fd < 0 { return nil }
+        defer { Glibc.close(fd) }
+        let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { return nil }
+        var status = TaskStatus(tgid: tid, ppid: 0, umask: 0o022)
+        for line in buf[0..<n].split(separator: UInt8(ascii: "\n")) {
+            let text = String(decoding: line, as: UTF8.self)
+            func value(_ key: String) -> Substring? {
+                guard text.hasPrefix(key) else { return nil }
+                return text.dropFirst(key.count).drop { $0 == " " || $0 == "\t" }
+            }
+            if let v = value("Tgid:"), let x = pid_t(v) { status.tgid = x }
+            if let v = value("PPid:"), let x = pid_t(v) { status.ppid = x }
+            if let v = value("Umask:"), let x = UInt32(v, radix: 8) { status.umask = x }
+        }
+        return status
+    }
+}
+
+/// pidfd wrappers.
+public enum PidFD {
+    /// A pidfd for a thread (PIDFD_THREAD, Linux 6.9+), or for a thread-group
+    /// leader on older kernels. Polls readable when that task exits.
+    public static func open(tid: pid_t) throws(Errno) -> CInt {
+        let fd = cshim_pidfd_open(tid, UInt32(O_EXCL))   // PIDFD_THREAD == O_EXCL
+        if fd >= 0 { return fd }
+        return try sys { cshim_pidfd_open(tid, 0) }
+    }
+
+    /// A CLOEXEC copy of the tracee's descriptor `fd`.
+    public static func getFD(_ pidfd: CInt, _ fd: CInt) throws(Errno) -> CInt {
+        try sysOnce { cshim_pidfd_getfd(pidfd, fd) }
+    }
+}
+
+/// How a child process ended, as a shell reports it.
+public enum ExitStatus {
+    /// waitpid for `pid`; returns the exit code, or 128+N for signal N.
+    public static func wait(pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if Glibc.errno != EINTR { return 125 }
+        }
+        let sig = status & 0x7f
+        if sig == 0 { return (status >> 8) & 0xff }
+        return 128 + sig
+    }
+}

@@ -1,0 +1,131 @@
+/// The operation a frame carries.
+///
+/// Handshake ops (1–5) are sent with request id 0 and flags 0, in request
+/// form (scalars then payload). File ops (16 and up) are requests from the
+/// client; the response echoes the op and id, sets ``FrameFlags/response``,
+/// and carries an `Int64` result (>= 0 success value, < 0 `-errno` from the
+/// home kernel) followed by the response payload.
+///
+/// Payload paths are the path bytes followed by exactly one NUL. A `dir`
+/// scalar is a directory handle from `openat`/`chdir`, or ``Wire/rootDir``.
+public enum Op: UInt16, Sendable, CaseIterable {
+    // MARK: Handshake
+
+    /// Handshake, client→server: scalars [magic, version, capabilities];
+    /// payload: the 32-byte client nonce.
+    case hello = 1
+    /// Handshake, server→client: scalars [magic, version, capabilities, authRequired 0|1];
+    /// payload: the 32-byte server nonce.
+    case challenge = 2
+    /// Handshake, client→server: no scalars; payload: the 32-byte
+    /// HMAC-SHA256(key, "tether-v1 client" ‖ serverNonce ‖ clientNonce).
+    case authenticate = 3
+    /// Handshake, server→client: no scalars; payload: the 32-byte
+    /// HMAC-SHA256(key, "tether-v1 server" ‖ clientNonce ‖ serverNonce), or empty when no auth.
+    case welcome = 4
+    /// Handshake, server→client: scalars [reason] (see ``RefusalReason``): 1 bad key,
+    /// 2 unsupported version, 3 bad magic, 4 protocol error; then the server closes.
+    case refused = 5
+
+    // MARK: File operations
+
+    /// Analogous to openat(2): scalars [dir, flags, mode, resolve]; payload: path + NUL.
+    /// Response: result = the new handle; no payload.
+    case openat = 16
+    /// Analogous to close(2): scalars [handle]; no payload. Response: result 0.
+    case close = 17
+    /// Analogous to read(2): scalars [handle, count]; no payload.
+    /// Response: result = byte count; payload: the data read.
+    case read = 18
+    /// Analogous to write(2): scalars [handle]; payload: the data.
+    /// Response: result = bytes written; no payload.
+    case write = 19
+    /// Analogous to pread64(2): scalars [handle, count, offset]; no payload.
+    /// Response: result = byte count; payload: the data read.
+    case pread = 20
+    /// Analogous to pwrite64(2): scalars [handle, offset]; payload: the data.
+    /// Response: result = bytes written; no payload.
+    case pwrite = 21
+    /// Analogous to lseek(2): scalars [handle, offset, whence]; no payload.
+    /// Response: result = the new offset.
+    case lseek = 22
+    /// Analogous to fstat(2) (via statx(2) with CSHIM_AT_EMPTY_PATH): scalars [handle]; no payload.
+    /// Response: payload: the 256-byte `struct statx`.
+    case fstat = 23
+    /// Analogous to statx(2): scalars [dir, flags, mask]; payload: path + NUL.
+    /// Response: payload: the 256-byte `struct statx`.
+    case statx = 24
+    /// Analogous to faccessat2(2): scalars [dir, mode, flags]; payload: path + NUL.
+    /// Response: result 0; no payload.
+    case faccessat = 25
+    /// Analogous to getdents64(2): scalars [handle, count]; no payload.
+    /// Response: result = byte count; payload: `linux_dirent64` records.
+    case getdents64 = 26
+    /// Analogous to mkdirat(2): scalars [dir, mode]; payload: path + NUL. Response: result 0.
+    case mkdirat = 27
+    /// Analogous to unlinkat(2): scalars [dir, flags]; payload: path + NUL. Response: result 0.
+    case unlinkat = 28
+    /// Analogous to renameat2(2): scalars [olddir, newdir, flags];
+    /// payload: oldpath NUL newpath NUL. Response: result 0.
+    case renameat2 = 29
+    /// Analogous to readlinkat(2): scalars [dir, bufsize]; payload: path + NUL.
+    /// Response: result = byte count; payload: the link target (no NUL).
+    case readlinkat = 30
+    /// Analogous to ftruncate(2): scalars [handle, length]; no payload. Response: result 0.
+    case ftruncate = 31
+    /// Analogous to truncate(2): scalars [dir, length]; payload: path + NUL. Response: result 0.
+    case truncate = 32
+    /// Analogous to fsync(2)/fdatasync(2): scalars [handle, datasync 0|1]; no payload.
+    /// Response: result 0.
+    case fsync = 33
+    /// Analogous to chdir(2): scalars [dir]; payload: path + NUL.
+    /// Response: result = handle of the new cwd directory; payload: its path inside the export root.
+    case chdir = 34
+    /// Analogous to getcwd(2): scalars [handle] (a directory handle); no payload.
+    /// Response: payload: the directory's path inside the export root.
+    case getcwd = 35
+    /// Analogous to a signal interrupting a blocked syscall (EINTR): scalars [requestId];
+    /// no payload. Asks the home to interrupt the blocked request with that id.
+    case cancel = 36
+    /// Analogous to no syscall (a transport round-trip measurement): scalars [replySize];
+    /// payload: anything. Response: payload: replySize bytes.
+    case echo = 37
+
+    /// How many `Int64` scalars a request (or handshake frame) of this op carries.
+    @inlinable
+    public var requestScalarCount: Int {
+        switch self {
+        case .hello: return 3
+        case .challenge: return 4
+        case .authenticate: return 0
+        case .welcome: return 0
+        case .refused: return 1
+        case .openat: return 4
+        case .close: return 1
+        case .read: return 2
+        case .write: return 1
+        case .pread: return 3
+        case .pwrite: return 2
+        case .lseek: return 3
+        case .fstat: return 1
+        case .statx: return 3
+        case .faccessat: return 3
+        case .getdents64: return 2
+        case .mkdirat: return 2
+        case .unlinkat: return 2
+        case .renameat2: return 3
+        case .readlinkat: return 2
+        case .ftruncate: return 2
+        case .truncate: return 2
+        case .fsync: return 2
+        case .chdir: return 1
+        case .getcwd: return 1
+        case .cancel: return 1
+        case .echo: return 1
+        }
+    }
+
+    /// True for the handshake ops (`hello` … `refused`).
+    @inlinable
+    public var isHandshake: Bool { rawValue < 16 }
+}

@@ -1,0 +1,177 @@
+import ArgumentParser
+import Glibc
+import HomeNode
+import Logging
+import Policy
+import Supervisor
+import SysKit
+
+// A private home (`--home spawn`) is this same binary in deputy mode.
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == Listener.deputyFlag {
+    LoggingSystem.bootstrap(StreamLogHandler.standardError)
+    exit(deputyMain(arguments: Array(CommandLine.arguments.dropFirst(2)), log: Logger(label: "tether.home")))
+}
+
+/// Exit statuses of wrap-and-run's own failures (the program's status otherwise).
+enum Status {
+    static let usage: Int32 = 125
+    static let cannotExecute: Int32 = 126
+    static let notFound: Int32 = 127
+    /// EX_UNAVAILABLE: the home node cannot be reached.
+    static let unreachable: Int32 = 69
+    /// EX_PROTOCOL: the home node speaks something else.
+    static let protocolError: Int32 = 76
+    /// EX_NOPERM: the home node refused our key.
+    static let refused: Int32 = 77
+    /// EX_CONFIG: the key file is unusable.
+    static let config: Int32 = 78
+}
+
+func fail(_ status: Int32, _ message: String) -> Never {
+    printError("wrap-and-run: \(message)\n")
+    exit(status)
+}
+
+struct WrapAndRun: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wrap-and-run",
+        abstract: "Run a program here with its files at a home node.",
+        discussion: """
+            File syscalls on forwarded paths run at the home node (homestub), which keeps the open files, \
+            offsets and working directory; everything else runs locally. By default /proc /sys /dev /usr \
+            /lib* /bin /sbin /etc /run are local and every other path is forwarded.
+            Exit status: the program's (128+N if killed by signal N); 127 program not found; 126 cannot \
+            execute it; 69 home unreachable; 77 home refused the key; 78 unusable key file; 76 protocol \
+            mismatch; 125 other wrap-and-run errors.
+            """)
+
+    @Option(help: "The home node: HOST:PORT of a homestub, or 'spawn' for a private home on this machine.")
+    var home = "spawn"
+
+    @Option(help: "File holding the pre-shared key (required with HOST:PORT).")
+    var keyFile: String?
+
+    @Option(help: "Export root of the private home (--home spawn only).")
+    var root = "/"
+
+    @Option(name: .customLong("forward"), help: "Forward paths under this prefix (overrides by longest prefix).")
+    var forwardPrefixes: [String] = []
+
+    @Option(name: .customLong("local"), help: "Keep paths under this prefix local (overrides by longest prefix).")
+    var localPrefixes: [String] = []
+
+    @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
+    var stats = false
+
+    @Flag(help: "Print the binding policy and exit.")
+    var printPolicy = false
+
+    @Option(help: "Say which rule decides this path, and exit.")
+    var explain: [String] = []
+
+    @Argument(parsing: .captureForPassthrough, help: "-- PROGRAM [ARGS...]")
+    var command: [String] = []
+
+    mutating func run() throws {
+        for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
+            fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
+        }
+        let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes)
+        if printPolicy {
+            print(policy)
+            return
+        }
+        if !explain.isEmpty {
+            for path in explain {
+                let rule = policy.explain(path)
+                print("\(path): \(rule.binding.rawValue) by rule \(rule.prefix) (\(rule.origin))")
+            }
+            return
+        }
+        if command.first == "--" { command.removeFirst() }
+        guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] -- PROGRAM [ARGS...])") }
+
+        let environment = Spawn.environment
+        let program = resolveProgram(name, environment: environment)
+        let address = homeAddress()
+        let options = SupervisorOptions(program: program, arguments: command, environment: environment,
+                                        home: address, policy: policy, stats: stats)
+        let supervisor: Supervisor
+        do { supervisor = try Supervisor.launch(options) } catch {
+            switch error {
+            case .home(.unreachable): fail(Status.unreachable, error.description)
+            case .home(.refused): fail(Status.refused, error.description)
+            case .home(.protocolError): fail(Status.protocolError, error.description)
+            case .workingDirectory: fail(Status.usage, error.description)
+            case .spawn: fail(Status.cannotExecute, error.description)
+            }
+        }
+        Glibc.exit(supervisor.wait())
+    }
+
+    /// PATH search as execvp does it; checks the ELF class and machine.
+    private func resolveProgram(_ name: String, environment: [String]) -> String {
+        var candidates: [String]
+        if name.contains("/") {
+            candidates = [name]
+        } else {
+            let path = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? "/usr/local/bin:/usr/bin:/bin"
+            candidates = path.split(separator: ":", omittingEmptySubsequences: false).map { ($0.isEmpty ? "." : String($0)) + "/" + name }
+        }
+        var sawNoPermission = false
+        for candidate in candidates {
+            var st = stat()
+            guard stat(candidate, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
+            guard access(candidate, X_OK) == 0 else { sawNoPermission = true; continue }
+            checkBinary(candidate)
+            return candidate
+        }
+        if sawNoPermission { fail(Status.cannotExecute, "\(name): permission denied") }
+        fail(Status.notFound, "\(name): command not found")
+    }
+
+    private func checkBinary(_ path: String) {
+        let check: ProgramCheck
+        do { check = try ProgramCheck.check(path: path) } catch {
+            fail(Status.cannotExecute, "\(path): cannot read: \(String(cString: strerror(error.rawValue)))")
+        }
+        switch check {
+        case .ok, .script: return
+        case .wrongClass: fail(Status.cannotExecute, "\(path): 32-bit ELF executables are not supported (x86_64 64-bit only)")
+        case .wrongMachine(let m): fail(Status.cannotExecute, "\(path): ELF for machine \(machineName(m)), not x86_64")
+        case .notELF: fail(Status.cannotExecute, "\(path): not an ELF executable or #! script")
+        }
+    }
+
+    private func machineName(_ m: Int32) -> String {
+        switch m {
+        case 3: return "i386 (EM_386)"
+        case 40: return "ARM (EM_ARM)"
+        case 183: return "aarch64 (EM_AARCH64)"
+        case 243: return "RISC-V (EM_RISCV)"
+        default: return "EM \(m)"
+        }
+    }
+
+    private func homeAddress() -> HomeAddress {
+        if home == "spawn" {
+            if keyFile != nil { printError("wrap-and-run: note: --key-file is not used with --home spawn") }
+            return .spawn(root: root)
+        }
+        guard let endpoint = Endpoint(parsing: home) else { fail(Status.usage, "--home takes HOST:PORT or spawn, not \(home)") }
+        guard let keyFile else { fail(Status.usage, "--home \(home) needs --key-file FILE (the key homestub was started with)") }
+        do { return .tcp(endpoint, key: try KeyFile.load(keyFile)) } catch {
+            fail(Status.config, error.description)
+        }
+    }
+}
+
+do {
+    var command = try WrapAndRun.parseAsRoot()
+    try command.run()
+} catch {
+    let code = WrapAndRun.exitCode(for: error)
+    if code == .success || code.rawValue == 0 { WrapAndRun.exit(withError: error) }
+    printError(WrapAndRun.fullMessage(for: error) + "\n")
+    exit(Status.usage)
+}

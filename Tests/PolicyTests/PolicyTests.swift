@@ -1,0 +1,55 @@
+import Testing
+@testable import Policy
+
+@Suite struct PathNormalizerTests {
+    @Test func joinsAndCleans() {
+        #expect(PathNormalizer.normalize("a/b", base: "/x/y") == "/x/y/a/b")
+        #expect(PathNormalizer.normalize("/a//b/./c/") == "/a/b/c")
+        #expect(PathNormalizer.normalize("../../..", base: "/x/y") == "/")
+        #expect(PathNormalizer.normalize("../usr/bin", base: "/home") == "/usr/bin")
+        #expect(PathNormalizer.normalize("", base: "/srv/data") == "/srv/data")
+        #expect(PathNormalizer.normalize("/") == "/")
+        #expect(PathNormalizer.normalize("a/../../b", base: "/") == "/b")
+    }
+
+    @Test func refusesTooSmallBuffer() {
+        let p = Array("/abcdef".utf8), b = Array("/".utf8)
+        var out = [UInt8](repeating: 0, count: 3)
+        let n = p.withUnsafeBytes { pp in b.withUnsafeBytes { bb in
+            out.withUnsafeMutableBytes { PathNormalizer.normalize(base: bb, path: pp, into: $0) } } }
+        #expect(n == nil)
+    }
+}
+
+@Suite struct RoutingTests {
+    func decide(_ p: RoutingPolicy, _ path: String) -> Binding { p.explain(path).binding }
+
+    @Test func defaultPolicy() {
+        let p = RoutingPolicy()
+        for local in ["/proc/self/maps", "/sys", "/dev/null", "/usr/bin/cat", "/lib/x86_64-linux-gnu/libc.so.6",
+                      "/lib64/ld-linux-x86-64.so.2", "/libx32", "/bin/sh", "/sbin/init", "/etc/passwd", "/run/user"] {
+            #expect(decide(p, local) == .local, "\(local)")
+        }
+        for fwd in ["/", "/home/u/data", "/tmp/x", "/root", "/usrlocal", "/procfoo", "/etcetera", "/srv"] {
+            #expect(decide(p, fwd) == .forward, "\(fwd)")
+        }
+        // A lexical ".." leaves a local tree.
+        #expect(decide(p, "/usr/../home/x") == .forward)
+    }
+
+    @Test func overridesByLongestPrefix() {
+        let p = RoutingPolicy(forward: ["/etc/myapp"], local: ["/tmp", "/home/u/scratch/"])
+        #expect(decide(p, "/etc/myapp/conf") == .forward)
+        #expect(decide(p, "/etc/hosts") == .local)
+        #expect(decide(p, "/tmp/a") == .local)
+        #expect(decide(p, "/home/u/scratch/b") == .local)
+        #expect(decide(p, "/home/u/data") == .forward)
+        #expect(p.explain("/tmp/a").origin == "--local")
+    }
+
+    @Test func commandLineBeatsDefaultAtSamePrefix() {
+        let p = RoutingPolicy(forward: ["/usr"])
+        #expect(decide(p, "/usr/share/x") == .forward)
+        #expect(p.explain("/usr").origin == "--forward")
+    }
+}
