@@ -103,7 +103,7 @@ public final class Deputy {
             } catch let e as WireError {
                 return .protocolError(e.description)
             } catch let e as Errno {
-                return .ioError(e)
+                return e == .connectionReset ? .closedByPeer : .ioError(e)
             } catch { return .protocolError("\(error)") }
             let view: RequestView
             do { view = try RequestView(frame: UnsafeRawBufferPointer(rebasing: request[0..<n])) } catch {
@@ -125,7 +125,8 @@ public final class Deputy {
                                                            payloadLength: payloadLength, into: response)
                 try FD.writeFully(output, response.baseAddress!, len)
             } catch let e as Errno {
-                return .ioError(e)
+                // The client may exit without reading replies to its last releases.
+                return e == .connectionReset || e == .brokenPipe ? .closedByPeer : .ioError(e)
             } catch {
                 return .protocolError("\(error)")
             }

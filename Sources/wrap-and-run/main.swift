@@ -9,7 +9,10 @@ import SysKit
 // A private home (`--home spawn`) is this same binary in deputy mode.
 if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == Listener.deputyFlag {
     LoggingSystem.bootstrap(StreamLogHandler.standardError)
-    exit(deputyMain(arguments: Array(CommandLine.arguments.dropFirst(2)), log: Logger(label: "tether.home")))
+    // The private home speaks up only when something is wrong.
+    var log = Logger(label: "wrap-and-run home")
+    log.logLevel = .warning
+    exit(deputyMain(arguments: Array(CommandLine.arguments.dropFirst(2)), log: log))
 }
 
 /// Exit statuses of wrap-and-run's own failures (the program's status otherwise).
