@@ -176,10 +176,8 @@ def test_home_killed_mid_run_gives_eio_and_lost_connection_message(tv):
             out, err = proc.communicate()
             pytest.fail(f"tracee did not get ready: {got!r}\n{out.decode()}\n{err.decode()}")
         tv.home.kill()  # the whole namespace: homestub and every deputy
-        proc.stdin.write(b"go\n")
-        proc.stdin.close()
         try:
-            out, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(input=b"go\n", timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
@@ -202,10 +200,8 @@ def test_home_killed_before_any_request_does_not_hang(tv):
     try:
         time.sleep(0.5)
         tv.home.kill()
-        proc.stdin.write(b"go\n")
-        proc.stdin.close()
         try:
-            out, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(input=b"go\n", timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
