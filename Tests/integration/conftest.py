@@ -45,7 +45,7 @@ from typing import Optional, Sequence
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-BIN_DIR = pathlib.Path(os.environ.get("TETHER_BIN", str(REPO / ".build" / "release")))
+BIN_DIR = pathlib.Path(os.path.abspath(os.environ.get("TETHER_BIN", str(REPO / ".build" / "release"))))
 HOMESTUB = BIN_DIR / "homestub"
 WRAP = BIN_DIR / "wrap-and-run"
 

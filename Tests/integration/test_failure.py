@@ -72,7 +72,7 @@ def test_home_keeps_serving_after_a_wrong_key_attempt(tv):
     assert (r.returncode, r.stdout) == (0, "home after\n"), describe(r)
 
 
-@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604], ids=["0644", "0640", "0604"])
 def test_homestub_refuses_key_file_readable_by_group_or_other(bins, scratch, mode):
     key = write_key(scratch / "key", mode=mode)
     r = run_bounded([HOMESTUB, "--listen", f"127.0.0.1:{free_port()}", "--key-file", key], timeout=10)
@@ -109,7 +109,7 @@ def test_wrap_and_run_refuses_key_file_readable_by_others(tv, shm_marker):
     loose.write_bytes(tv.key.read_bytes())  # right key, wrong mode
     os.chmod(loose, 0o644)
     r = tv.run(touch_marker(shm_marker), key=loose, timeout=30)
-    assert r.returncode in (77, 125), describe(r)
+    assert r.returncode == 78, describe(r)  # EX_CONFIG: an unusable key file (README: exit statuses)
     assert_wrap_message(r, r"permission|mode")
     assert not shm_marker.exists(), "the program ran with an unsafe key file"
 
