@@ -9,11 +9,15 @@ public enum HomeAddress: Sendable, CustomStringConvertible {
     case tcp(Endpoint, key: [UInt8])
     /// A private deputy spawned on this machine over a socketpair.
     case spawn(root: String)
+    /// A command whose stdin/stdout is the stream, e.g.
+    /// `ssh node homestub --stdio`; authenticated with `key` if given.
+    case command(String, key: [UInt8]?)
 
     public var description: String {
         switch self {
         case .tcp(let ep, _): return ep.description
         case .spawn: return "spawn"
+        case .command(let c, _): return "`\(c)`"
         }
     }
 }
@@ -46,25 +50,36 @@ enum HomeConnection {
             }
             return fd
         case .spawn(let root):
-            let (mine, theirs): (CInt, CInt)
-            do { (mine, theirs) = try FD.socketPair() } catch {
-                throw .unreachable("cannot create the home socketpair: \(error)")
-            }
-            defer { Glibc.close(theirs) }
-            do {
-                _ = try Spawn.plain(path: "/proc/self/exe",
-                                    argv: ["wrap-and-run", "--tether-deputy", "--fd", "3", "--session", "spawn", "--root", root],
-                                    env: Spawn.environment, keep: [theirs])
-            } catch {
-                Glibc.close(mine)
-                throw .unreachable("cannot start the private home node: \(String(cString: strerror(error.rawValue)))")
-            }
-            do { try handshake(mine, key: nil, peer: "the private home node") } catch {
-                Glibc.close(mine)
-                throw error
-            }
-            return mine
+            return try spawnHome(path: "/proc/self/exe",
+                                 argv: ["wrap-and-run", "--tether-deputy", "--fd", "3", "--session", "spawn", "--root", root],
+                                 key: nil, peer: "the private home node")
+        case .command(let command, let key):
+            // The shell moves the stream (fd 3) onto stdin and stdout, then runs the command.
+            return try spawnHome(path: "/bin/sh", argv: ["sh", "-c", "exec <&3 >&3 3>&-\n" + command],
+                                 key: key, peer: "home command `\(command)`")
         }
+    }
+
+    /// Starts a home node process on one end of a socketpair and shakes hands.
+    private static func spawnHome(path: String, argv: [String], key: [UInt8]?, peer: String) throws(HomeConnectError) -> CInt {
+        let (mine, theirs): (CInt, CInt)
+        do { (mine, theirs) = try FD.socketPair() } catch {
+            throw .unreachable("cannot create the home socketpair: \(error)")
+        }
+        do {
+            _ = try Spawn.plain(path: path, argv: argv, env: Spawn.environment, keep: [theirs])
+        } catch {
+            Glibc.close(theirs)
+            Glibc.close(mine)
+            throw .unreachable("cannot start \(peer): \(String(cString: strerror(error.rawValue)))")
+        }
+        // Only the child holds its end now: if it dies, the handshake sees EOF.
+        Glibc.close(theirs)
+        do { try handshake(mine, key: key, peer: peer) } catch {
+            Glibc.close(mine)
+            throw error
+        }
+        return mine
     }
 
     private static func handshake(_ fd: CInt, key: [UInt8]?, peer: String) throws(HomeConnectError) {

@@ -51,6 +51,10 @@ struct WrapAndRun: ParsableCommand {
     @Option(help: "The home node: HOST:PORT of a homestub, or 'spawn' for a private home on this machine.")
     var home = "spawn"
 
+    @Option(help: ArgumentHelp("A command whose stdin/stdout reaches a home node, e.g. 'ssh node homestub --stdio'.",
+                               valueName: "COMMAND"))
+    var homeCommand: String?
+
     @Option(help: "File holding the pre-shared key (required with HOST:PORT).")
     var keyFile: String?
 
@@ -157,6 +161,12 @@ struct WrapAndRun: ParsableCommand {
     }
 
     private func homeAddress() -> HomeAddress {
+        if let homeCommand {
+            guard let keyFile else { return .command(homeCommand, key: nil) }
+            do { return .command(homeCommand, key: try KeyFile.load(keyFile)) } catch {
+                fail(Status.config, error.description)
+            }
+        }
         if home == "spawn" {
             if keyFile != nil { printError("wrap-and-run: note: --key-file is not used with --home spawn") }
             return .spawn(root: root)
