@@ -1,5 +1,4 @@
 import CShim
-import Foundation
 import Glibc
 import Logging
 import SysKit
@@ -42,10 +41,10 @@ public struct Listener {
                 let pid = try Spawn.plain(path: "/proc/self/exe", argv: args, env: Spawn.environment, keep: [conn])
                 log.info("session \(session) started: peer \(peer), deputy pid \(pid)")
                 let id = session, log = self.log
-                Thread.detachNewThread {
+                ThreadRunner(name: "session-\(id)") {
                     let status = ExitStatus.wait(pid: pid)
                     log.info("session \(id) ended: deputy exited with status \(status)")
-                }
+                }.start()
             } catch {
                 log.error("session \(session) from \(peer): cannot start a deputy: \(error)")
             }

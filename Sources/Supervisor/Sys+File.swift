@@ -7,26 +7,34 @@ import Wire
 enum File {
     /// Implements open(2).
     static func open(_ c: borrowing Call) throws(Failure) -> Reply {
-        try openCommon(c, dirfd: AT_FDCWD, pathArg: 0, flags: c.int(1), mode: c.raw(2), resolve: 0)
+        try openCommon(c, dirfd: AT_FDCWD, pathArg: 0, flags: legacyFlags(c.int(1)), mode: c.raw(2), resolve: 0)
     }
 
     /// Implements openat(2).
     static func openat(_ c: borrowing Call) throws(Failure) -> Reply {
-        try openCommon(c, dirfd: c.fd(0), pathArg: 1, flags: c.int(2), mode: c.raw(3), resolve: 0)
+        try openCommon(c, dirfd: c.fd(0), pathArg: 1, flags: legacyFlags(c.int(2)), mode: c.raw(3), resolve: 0)
     }
+
+    /// open(2) and openat(2) ignore flag bits they do not know (openat2,
+    /// which the home executes, refuses them): the kernel's VALID_OPEN_FLAGS.
+    private static func legacyFlags(_ flags: Int32) -> Int32 { flags & 0o37777703 }
 
     /// Implements openat2(2).
     static func openat2(_ c: borrowing Call) throws(Failure) -> Reply {
-        let size = c.size(3)
-        guard size >= MemoryLayout<cshim_open_how>.size else { throw .errno(.invalidArgument) }
+        // The kernel's checks on struct open_how, in its order (copy_struct_from_user, build_open_how).
+        let size = c.size(3), known = MemoryLayout<cshim_open_how>.size
+        guard size >= known else { throw .errno(.invalidArgument) }
         guard size <= 4096 else { throw .errno(.argListTooLong) }
-        var how = cshim_open_how(flags: 0, mode: 0, resolve: 0)
-        try local { () throws(Errno) in
-            try c.memory.readExactly(c.address(2), into: &how, count: MemoryLayout<cshim_open_how>.size)
-        }
+        let raw = c.worker.scratch
+        try local { () throws(Errno) in try c.memory.readExactly(c.address(2), into: raw.baseAddress!, count: size) }
+        // A larger struct from a newer libc is fine only if the fields we do not know are zero.
+        if size > known, raw[known..<size].contains(where: { $0 != 0 }) { throw .errno(.argListTooLong) }
+        let how = raw.loadUnaligned(as: cshim_open_how.self)
         guard how.flags <= UInt64(UInt32.max) else { throw .errno(.invalidArgument) }
-        return try openCommon(c, dirfd: c.fd(0), pathArg: 1, flags: Int32(bitPattern: UInt32(how.flags)),
-                              mode: how.mode, resolve: how.resolve)
+        let flags = Int32(bitPattern: UInt32(how.flags))
+        let creates = flags & O_CREAT != 0 || flags & CSHIM_O_TMPFILE == CSHIM_O_TMPFILE
+        guard how.mode & ~0o7777 == 0, creates || how.mode == 0 else { throw .errno(.invalidArgument) }
+        return try openCommon(c, dirfd: c.fd(0), pathArg: 1, flags: flags, mode: how.mode, resolve: how.resolve)
     }
 
     /// Implements creat(2).
