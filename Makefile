@@ -1,9 +1,10 @@
-# Tether: `make demo` builds and shows forwarding; `make test` runs every test.
+# Tether: `make demo` builds and shows forwarding; `make test` runs every test;
+# `make bench` (or `make bench-quick`) measures forwarding.
 SWIFT ?= swift
 PYTHON ?= python3
 RELEASE_BIN := $(shell pwd)/.build/release
 
-.PHONY: all build debug demo test unit-test integration-test clean
+.PHONY: all build debug demo test unit-test integration-test bench bench-quick clean
 
 all: build
 
@@ -26,6 +27,18 @@ unit-test:
 
 integration-test: build
 	TETHER_BIN="$(RELEASE_BIN)" $(PYTHON) -m pytest -v Tests/integration
+
+# Forwarding benchmarks (bench/, issue 3): every op in every configuration with
+# the C floors, one table. BENCH_ARGS e.g. "--json bench.json".
+BENCH_ARGS ?=
+
+bench:
+	$(SWIFT) build -c release
+	$(RELEASE_BIN)/forward-bench $(BENCH_ARGS)
+
+bench-quick:
+	$(SWIFT) build -c release
+	$(RELEASE_BIN)/forward-bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf .build

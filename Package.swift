@@ -1,6 +1,13 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// The bench C programs: -Wall clean, optimized in release builds.
+let benchC: [CSetting] = [.unsafeFlags(["-Wall", "-Wextra"])]
+/// SwiftPM links even C executables against libswiftCore.so, whose toolchain
+/// directory (/opt/swift) is a forwarded path under wrap-and-run, where the
+/// loader's mmap of it fails (ENODEV): link the runtime statically instead.
+let benchLink: [LinkerSetting] = [.unsafeFlags(["-static-stdlib"])]
+
 let package = Package(
     name: "Tether",
     platforms: [.macOS(.v13)],
@@ -12,7 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
     ],
     targets: [
         // The only C: variadic syscalls, seccomp notification ioctls, the
@@ -61,7 +68,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Benchmarks (issue 3): `make bench`. The C programs are standalone:
+        // the workload that runs natively or traced, and the floors.
+        .executableTarget(
+            name: "forward-bench",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "bench/forward-bench"
+        ),
+        .executableTarget(name: "bench-workload", path: "bench/bench-workload", cSettings: benchC, linkerSettings: benchLink),
+        .executableTarget(name: "bench-floor-notify", path: "bench/bench-floor-notify", cSettings: benchC, linkerSettings: benchLink),
+        .executableTarget(name: "bench-floor-transport", path: "bench/bench-floor-transport", cSettings: benchC, linkerSettings: benchLink),
+        .executableTarget(name: "bench-floor-forwarder", path: "bench/bench-floor-forwarder", cSettings: benchC, linkerSettings: benchLink),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"]),
+        .testTarget(name: "SysKitTests", dependencies: ["SysKit", "CShim"]),
     ]
 )

@@ -200,6 +200,15 @@ _Static_assert(CSHIM_STATX_BASIC_STATS == STATX_BASIC_STATS, "STATX_BASIC_STATS"
 _Static_assert(CSHIM_EPOLLIN == EPOLLIN, "EPOLLIN");
 _Static_assert(CSHIM_EPOLLHUP == EPOLLHUP, "EPOLLHUP");
 _Static_assert(CSHIM_EPOLLRDHUP == EPOLLRDHUP, "EPOLLRDHUP");
+_Static_assert(CSHIM_EPOLLOUT == EPOLLOUT, "EPOLLOUT");
+_Static_assert(CSHIM_EPOLLET == EPOLLET, "EPOLLET");
+
+#include <linux/sockios.h>
+
+int cshim_socket_unread(int fd) {
+    int n = 0;
+    return ioctl(fd, SIOCOUTQ, &n) < 0 ? -1 : n;
+}
 
 int cshim_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 

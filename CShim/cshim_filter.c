@@ -10,7 +10,35 @@
 #include <linux/filter.h>
 #include <seccomp.h>
 
-int cshim_filter_build(const int *syscalls, size_t count, cshim_filter *out)
+// One rule; several libseccomp rules for one syscall are OR-ed. The
+// descriptor and command arguments are C ints: compare their low 32 bits.
+static int add_rule(scmp_filter_ctx ctx, const cshim_filter_rule *r)
+{
+    int rc;
+    switch (r->when) {
+    case CSHIM_WHEN_ALWAYS:
+        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 0);
+        break;
+    case CSHIM_WHEN_FD_RANGE:
+        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1, SCMP_A0_32(SCMP_CMP_LE, 2));
+        if (rc >= 0)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1, SCMP_A0_32(SCMP_CMP_GE, r->fd_base));
+        break;
+    case CSHIM_WHEN_ARG1_IN:
+        if (r->nvalues == 0 || r->nvalues > 4)
+            return -EINVAL;
+        rc = 0;
+        for (uint32_t v = 0; v < r->nvalues && rc >= 0; v++)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1,
+                                  SCMP_A1_32(SCMP_CMP_EQ, (uint32_t)r->values[v]));
+        break;
+    default:
+        return -EINVAL;
+    }
+    return rc == -EEXIST ? 0 : rc;   // a duplicate rule is harmless
+}
+
+int cshim_filter_build(const cshim_filter_rule *rules, size_t count, cshim_filter *out)
 {
     out->filter = NULL;
     out->len = 0;
@@ -33,13 +61,10 @@ int cshim_filter_build(const int *syscalls, size_t count, cshim_filter *out)
     // syscall the tracee makes runs this program. Best effort.
     (void)seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 
-    for (size_t i = 0; i < count; i++) {
-        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, syscalls[i], 0);
-        if (rc == -EEXIST)   // duplicate in the table: harmless
-            rc = 0;
-        if (rc < 0)
-            goto out;
-    }
+    for (size_t i = 0; i < count && rc >= 0; i++)
+        rc = add_rule(ctx, &rules[i]);
+    if (rc < 0)
+        goto out;
 
     // libseccomp 2.5 can only export to an fd; round-trip through a memfd.
     memfd = memfd_create("cshim-bpf", MFD_CLOEXEC);

@@ -85,11 +85,30 @@ typedef struct cshim_filter {
     uint16_t len;      // number of instructions
 } cshim_filter;
 
-/// Builds an x86_64 filter: default ALLOW; each of `syscalls[0..<count]`
-/// returns SECCOMP_RET_USER_NOTIF; a non-x86_64 syscall ABI (x32, i386 via
-/// int 0x80) is answered with ENOSYS so nothing bypasses the table.
-/// Returns 0, or a negative errno.
-int cshim_filter_build(const int *syscalls, size_t count, cshim_filter *out);
+/// When a syscall goes to the supervisor.
+typedef enum cshim_filter_when {
+    /// Every call.
+    CSHIM_WHEN_ALWAYS = 0,
+    /// Only if the int in arg0 (a descriptor) is 0, 1, 2 or >= `fd_base`:
+    /// hot calls on the tracee's own low descriptors run at native speed.
+    CSHIM_WHEN_FD_RANGE = 1,
+    /// Only if the int in arg1 is one of `values[0..<nvalues]` (fcntl commands).
+    CSHIM_WHEN_ARG1_IN = 2,
+} cshim_filter_when;
+
+typedef struct cshim_filter_rule {
+    int32_t nr;
+    uint32_t when;        // cshim_filter_when
+    uint32_t fd_base;
+    uint32_t nvalues;     // at most 4
+    int32_t values[4];
+} cshim_filter_rule;
+
+/// Builds an x86_64 filter: default ALLOW; each rule's syscall returns
+/// SECCOMP_RET_USER_NOTIF when its condition holds; a non-x86_64 syscall
+/// ABI (x32, i386 via int 0x80) is answered with ENOSYS so nothing bypasses
+/// the table. Returns 0, or a negative errno.
+int cshim_filter_build(const cshim_filter_rule *rules, size_t count, cshim_filter *out);
 void cshim_filter_free(cshim_filter *f);
 
 // ---- spawn -----------------------------------------------------------------
@@ -183,6 +202,8 @@ int cshim_elf_check(int fd, int *machine_out);
 // ---- epoll (not imported by Swift's Glibc module) ---------------------------
 
 #define CSHIM_EPOLLIN 0x001u
+#define CSHIM_EPOLLOUT 0x004u
+#define CSHIM_EPOLLET 0x80000000u
 #define CSHIM_EPOLLHUP 0x010u
 #define CSHIM_EPOLLRDHUP 0x2000u
 
@@ -192,6 +213,8 @@ int cshim_epoll_create(void);
 int cshim_epoll_add(int epfd, int fd, uint32_t events, uint64_t tag);
 /// epoll_ctl(DEL).
 int cshim_epoll_del(int epfd, int fd);
+/// ioctl(SIOCOUTQ): bytes this socket has queued that its peer has not read.
+int cshim_socket_unread(int fd);
 /// epoll_wait into parallel arrays of tags and event masks; returns the count.
 int cshim_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms);
 

@@ -72,7 +72,7 @@ extension Deputy {
         case .faccessat:
             let mode = Int32(truncatingIfNeeded: r.scalar(1))
             let flags = Int32(truncatingIfNeeded: r.scalar(2))
-            try root.withObject(dir: try dir(r.scalar(0)), try path(r), follow: flags & AT_SYMLINK_NOFOLLOW == 0) {
+            _ = try root.withObject(dir: try dir(r.scalar(0)), try path(r), follow: flags & AT_SYMLINK_NOFOLLOW == 0) {
                 (d, p, extra) throws(Errno) in
                 try sys { cshim_faccessat2(d, p, mode, (flags & AT_EACCESS) | (extra != 0 ? extra : flags)) }
             }
@@ -85,14 +85,14 @@ extension Deputy {
 
         case .mkdirat:
             let mode = mode_t(truncatingIfNeeded: r.scalar(1))
-            try root.withEntry(dir: try dir(r.scalar(0)), try path(r)) { (d, name) throws(Errno) in
+            _ = try root.withEntry(dir: try dir(r.scalar(0)), try path(r)) { (d, name) throws(Errno) in
                 try sys { mkdirat(d, name, mode) }
             }
             return (0, 0)
 
         case .unlinkat:
             let flags = Int32(truncatingIfNeeded: r.scalar(1))
-            try root.withEntry(dir: try dir(r.scalar(0)), try path(r)) { (d, name) throws(Errno) in
+            _ = try root.withEntry(dir: try dir(r.scalar(0)), try path(r)) { (d, name) throws(Errno) in
                 try sys { unlinkat(d, name, flags) }
             }
             return (0, 0)
@@ -101,7 +101,7 @@ extension Deputy {
             let (old, new) = try paths(r)
             let oldDir = try dir(r.scalar(0)), newDir = try dir(r.scalar(1))
             let flags = UInt32(truncatingIfNeeded: r.scalar(2))
-            try root.withEntry(dir: oldDir, old, slot: 0) { (od, oname) throws(Errno) in
+            _ = try root.withEntry(dir: oldDir, old, slot: 0) { (od, oname) throws(Errno) in
                 try root.withEntry(dir: newDir, new, slot: 1) { (nd, nname) throws(Errno) in
                     try sys { cshim_renameat2(od, oname, nd, nname, flags) }
                 }

@@ -101,16 +101,44 @@ struct Call: ~Copyable {
     /// The tracee's umask (for modes of files and directories it creates at home).
     func umask() -> UInt32 { TaskStatus.read(tid: tid)?.umask ?? 0o022 }
 
-    /// Installs a new placeholder for home `handle` in the tracee and answers
-    /// the syscall with its fd number.
-    func installPlaceholder(handle: Int64, closeOnExec: Bool) throws(Failure) -> Reply {
+    /// Installs a new placeholder for home `handle` (opened with `flags`) in
+    /// the tracee and answers the syscall with its fd number.
+    func installPlaceholder(handle: Int64, flags: Int32) throws(Failure) -> Reply {
         let end: CInt
-        do { end = try sup.watchers.makePlaceholder(handle: handle, link: sup.link) } catch {
+        do { end = try sup.watchers.makePlaceholder(handle: handle, accessMode: flags & O_ACCMODE) } catch {
             sup.link.release(handle: handle)
             throw .errno(error)
         }
         defer { Glibc.close(end) }
-        _ = try local { () throws(Errno) in try sup.listener.installAndRespond(id: id, source: end, closeOnExec: closeOnExec) }
+        return try place(end, closeOnExec: flags & O_CLOEXEC != 0, minimum: 0)
+    }
+
+    /// Installs `source` in the tracee at a number the filter watches for
+    /// data calls, and answers with it: the lowest free of 0, 1, 2 (so
+    /// `close(0); open(…)` still yields 0), else the first free number from
+    /// the process's hint in the placeholder range. Not POSIX's lowest free
+    /// number otherwise: the price of running the tracee's own descriptors
+    /// at native speed.
+    func place(_ source: CInt, closeOnExec: Bool, minimum: Int32) throws(Failure) -> Reply {
+        let process = try thread().process
+        let base = max(sup.placeholderBase, minimum), limit = sup.descriptorLimit, tid = self.tid
+        let target = try process.nextSlot.withLock { (hint: inout Int32) throws(Failure) -> Int32 in
+            if minimum <= 2 {
+                for fd in minimum...2 where !PidFD.isOpen(tid: tid, fd) { return fd }
+            }
+            var fd = max(hint, base)
+            var tried: Int32 = 0
+            while fd >= limit || PidFD.isOpen(tid: tid, fd) {
+                fd = fd >= limit ? base : fd + 1
+                tried += 1
+                if tried > limit - base { throw .errno(.tooManyOpenFiles) }
+            }
+            hint = fd + 1
+            return fd
+        }
+        _ = try local { () throws(Errno) in
+            try sup.listener.installAndRespond(id: id, source: source, closeOnExec: closeOnExec, at: target)
+        }
         return .answered
     }
 }

@@ -16,18 +16,41 @@ final class Placeholder: Sendable {
     /// Our end of the pair, watched for hang-up.
     let supervisorEnd: CInt
     let link: HomeLink
+    /// O_RDONLY, O_WRONLY or O_RDWR, as opened.
+    let accessMode: Int32
+    /// For a stream view (see `StreamPump`): the placeholder whose home
+    /// handle it shares and keeps open.
+    let owner: Placeholder?
+    /// Set for stream views: their data moves through the socket.
+    let stream: StreamPump?
+    /// On an owner: its stream views. The lock also serializes the pump
+    /// with calls that depend on the file's offset.
+    let views = Mutex<[StreamView]>([])
+    let hasViews = Atomic<Bool>(false)
 
-    init(handle: Int64, inode: UInt64, supervisorEnd: CInt, link: HomeLink) {
+    init(handle: Int64, inode: UInt64, supervisorEnd: CInt, link: HomeLink, accessMode: Int32,
+         owner: Placeholder? = nil, stream: StreamPump? = nil) {
         self.handle = handle
         self.inode = inode
         self.supervisorEnd = supervisorEnd
         self.link = link
+        self.accessMode = accessMode
+        self.owner = owner
+        self.stream = stream
     }
 
     deinit {
         Glibc.close(supervisorEnd)
-        link.release(handle: handle)
+        if owner == nil { link.release(handle: handle) }
     }
+}
+
+/// Where a stream view was installed: (process, descriptor number), to
+/// find the tracee's end of it again and take back unread read-ahead.
+struct StreamView: Sendable {
+    let inode: UInt64
+    let tgid: pid_t
+    let fd: Int32
 }
 
 /// A working directory at home: a deputy handle and the path it had, inside
@@ -52,11 +75,16 @@ final class RemoteDir: Sendable {
 final class Watchers: Sendable {
     let epoll: CInt
     let placeholders = Mutex<[UInt64: Placeholder]>([:])
+    let link: HomeLink
+    /// The home slot the stream pump uses (only on the watcher thread).
+    let pumpSlot: HomeLink.Slot
 
     /// epoll data tag for a thread's pidfd (the rest is the tid).
     static let threadTag: UInt64 = 1 << 63
 
-    init() throws(Errno) {
+    init(link: HomeLink, pumpSlot: HomeLink.Slot) throws(Errno) {
+        self.link = link
+        self.pumpSlot = pumpSlot
         epoll = try sys { cshim_epoll_create() }
     }
 
@@ -65,19 +93,46 @@ final class Watchers: Sendable {
     }
 
     /// Makes a socketpair for a new placeholder of `handle`; returns the
-    /// tracee's end (to install, then close) and registers the other.
-    func makePlaceholder(handle: Int64, link: HomeLink) throws(Errno) -> CInt {
+    /// tracee's end (to install, then close) and registers the other. With
+    /// `streamOf`, the new placeholder is a stream view of that one.
+    func makePlaceholder(handle: Int64, accessMode: Int32, streamOf owner: Placeholder? = nil) throws(Errno) -> CInt {
         let (traceeEnd, ours) = try FD.socketPair()
         do {
             let (ino, _) = try FD.inode(traceeEnd)
-            let p = Placeholder(handle: handle, inode: ino, supervisorEnd: ours, link: link)
+            var events = CSHIM_EPOLLRDHUP | CSHIM_EPOLLHUP
+            var stream: StreamPump?
+            if owner != nil {
+                try FD.setNonBlocking(ours)
+                stream = StreamPump(accessMode: accessMode)
+                // Edge-triggered: each wake-up drains what the tracee wrote and
+                // refills what it read.
+                events |= CSHIM_EPOLLIN | CSHIM_EPOLLOUT | CSHIM_EPOLLET
+                if !stream!.readable { shutdown(ours, Int32(SHUT_WR)) }   // reads see end of file
+            }
+            let p = Placeholder(handle: handle, inode: ino, supervisorEnd: ours, link: link, accessMode: accessMode,
+                                owner: owner, stream: stream)
             placeholders.withLock { $0[ino] = p }
-            try sys { cshim_epoll_add(epoll, ours, CSHIM_EPOLLRDHUP | CSHIM_EPOLLHUP, ino) }
+            try sys { cshim_epoll_add(epoll, ours, events, ino) }
             return traceeEnd
         } catch {
             Glibc.close(traceeEnd)
             throw error
         }
+    }
+
+    /// Sends home what the tracee wrote through stream views and the pump
+    /// has not moved yet (when the program has exited), using `slot`.
+    func flushStreams(slot: HomeLink.Slot) {
+        let all = placeholders.withLock { Array($0.values) }
+        for p in all {
+            guard let stream = p.stream, let owner = p.owner else { continue }
+            owner.views.withLock { _ in _ = stream.drainWrites(p, slot) }
+        }
+    }
+
+    private func forget(_ inode: UInt64) {
+        let p = placeholders.withLock { $0.removeValue(forKey: inode) }
+        if let p { _ = cshim_epoll_del(epoll, p.supervisorEnd) }
     }
 
     func watchThread(tid: pid_t, pidfd: CInt) {
@@ -97,8 +152,13 @@ final class Watchers: Sendable {
                 if data & Self.threadTag != 0 {
                     onThreadExit(pid_t(bitPattern: UInt32(truncatingIfNeeded: data)))
                 } else {
-                    let p = placeholders.withLock { $0.removeValue(forKey: data) }
-                    if let p { _ = cshim_epoll_del(epoll, p.supervisorEnd) }
+                    let hangUp = events[i] & (CSHIM_EPOLLRDHUP | CSHIM_EPOLLHUP) != 0
+                    if let p = lookup(inode: data), let stream = p.stream {
+                        // Data first: what the tracee wrote before it closed still goes home.
+                        if !stream.pump(p, events: events[i], slot: pumpSlot) || hangUp { forget(data) }
+                    } else if hangUp {
+                        forget(data)
+                    }
                 }
             }
         }

@@ -19,6 +19,6 @@ final class Stats: @unchecked Sendable {
         cshim_counter_add(counters + row * 2 + (forwarded ? 0 : 1), 1)
     }
 
-    func forwarded(row: Int) -> UInt64 { cshim_counter_load(counters + row * 2) }
-    func local(row: Int) -> UInt64 { cshim_counter_load(counters + row * 2 + 1) }
+    func forwardedCount(row: Int) -> UInt64 { cshim_counter_load(counters + row * 2) }
+    func localCount(row: Int) -> UInt64 { cshim_counter_load(counters + row * 2 + 1) }
 }

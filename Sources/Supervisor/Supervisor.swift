@@ -55,10 +55,16 @@ public final class Supervisor: Sendable {
     let listener: SeccompListener
     let child: pid_t
     let options: SupervisorOptions
+    /// Placeholders live at this descriptor number and above (and on 0–2).
+    let placeholderBase: Int32
+    /// The tracee's RLIMIT_NOFILE soft limit, as it started.
+    let descriptorLimit: Int32
 
     private init(options: SupervisorOptions, link: HomeLink, watchers: Watchers, tracees: Tracees,
-                 listener: SeccompListener, child: pid_t) {
+                 listener: SeccompListener, child: pid_t, placeholderBase: Int32, descriptorLimit: Int32) {
         self.options = options
+        self.placeholderBase = placeholderBase
+        self.descriptorLimit = descriptorLimit
         policy = options.policy
         self.link = link
         self.watchers = watchers
@@ -84,21 +90,27 @@ public final class Supervisor: Sendable {
         let stream: CInt
         do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
         let home = options.home.description
-        let link = HomeLink(fd: stream, workers: options.workers) { why in
+        // One slot per worker, one for the stream pump, one for the final flush.
+        let link = HomeLink(fd: stream, workers: options.workers + 2) { why in
             let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
             printError(text)
         }
         link.start()
         let watchers: Watchers
-        do { watchers = try Watchers() } catch { throw .spawn("epoll: \(error)") }
+        do { watchers = try Watchers(link: link, pumpSlot: link.slots[options.workers]) } catch {
+            throw .spawn("epoll: \(error)")
+        }
         let tracees = Tracees(watchers: watchers)
         let cwd = try initialWorkingDirectory(link: link, policy: options.policy)
 
+        // The tracee keeps its own descriptor limit; placeholders take the upper half of it.
+        let nofile = raiseDescriptorLimit()
+        let limit = Int32(clamping: nofile > 0 ? nofile : 1024)
+        let base = max(16, limit / 2)
         let filter: SeccompFilter
-        do { filter = try SeccompFilter(notify: SyscallTable.x86_64.intercepted) } catch {
+        do throws(Errno) { filter = try SeccompFilter(rules: SyscallTable.x86_64.filterRules(placeholderBase: base)) } catch {
             throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
         }
-        let nofile = raiseDescriptorLimit()
         let pid: pid_t, listener: SeccompListener
         do {
             (pid, listener) = try Spawn.traced(path: options.program, argv: options.arguments, env: options.environment,
@@ -110,11 +122,12 @@ public final class Supervisor: Sendable {
         }
         tracees.addRoot(pid: pid, cwd: cwd)
 
-        let sup = Supervisor(options: options, link: link, watchers: watchers, tracees: tracees, listener: listener, child: pid)
+        let sup = Supervisor(options: options, link: link, watchers: watchers, tracees: tracees, listener: listener,
+                             child: pid, placeholderBase: base, descriptorLimit: limit)
         ThreadRunner(name: "watchers") { [watchers, tracees] in
             watchers.run { tid in tracees.threadExited(tid) }
         }.start()
-        for slot in link.slots {
+        for slot in link.slots.prefix(options.workers) {
             let worker = Worker(supervisor: sup, slot: slot)
             ThreadRunner(name: "worker") { worker.run() }.start()
         }
@@ -131,6 +144,7 @@ public final class Supervisor: Sendable {
     /// Waits for the program; returns its exit status (128+N for signal N).
     public func wait() -> Int32 {
         let status = ExitStatus.wait(pid: child)
+        watchers.flushStreams(slot: link.slots[options.workers + 1])
         if options.stats { printStats() }
         return status
     }
@@ -166,7 +180,7 @@ public final class Supervisor: Sendable {
         var lines = ["wrap-and-run: syscalls intercepted (forwarded to home / run locally):"]
         var total = (UInt64(0), UInt64(0))
         for row in table.rows {
-            let f = stats.forwarded(row: row.index), l = stats.local(row: row.index)
+            let f = stats.forwardedCount(row: row.index), l = stats.localCount(row: row.index)
             if f + l == 0 { continue }
             total.0 += f; total.1 += l
             let name = "\(row.name)".rightPad(12)

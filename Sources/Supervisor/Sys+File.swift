@@ -62,6 +62,6 @@ enum File {
         let effectiveMode = creates ? UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask() : 0
         let r = try c.home(.openat, Scalars(dir, Int64(flags), Int64(effectiveMode), Int64(bitPattern: resolve)),
                            payloadLength: len)
-        return try c.installPlaceholder(handle: r.result, closeOnExec: flags & O_CLOEXEC != 0)
+        return try c.installPlaceholder(handle: r.result, flags: flags)
     }
 }

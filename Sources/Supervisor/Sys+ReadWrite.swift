@@ -11,13 +11,17 @@ enum ReadWrite {
     /// Implements read(2).
     static func read(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
-        return .value(Int64(try receive(c, p, into: c.address(1), count: c.size(2), at: nil)))
+        return .value(Int64(try c.withExactOffset(p) { () throws(Failure) in
+            try receive(c, p, into: c.address(1), count: c.size(2), at: nil)
+        }))
     }
 
     /// Implements write(2).
     static func write(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
-        return .value(Int64(try send(c, p, from: c.address(1), count: c.size(2), at: nil)))
+        return .value(Int64(try c.withExactOffset(p, movesOffset: true) { () throws(Failure) in
+            try send(c, p, from: c.address(1), count: c.size(2), at: nil)
+        }))
     }
 
     /// Implements pread64(2).
@@ -37,13 +41,15 @@ enum ReadWrite {
     /// Implements readv(2).
     static func readv(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
-        return .value(try vectored(c, p, reading: true, at: nil))
+        return .value(try c.withExactOffset(p) { () throws(Failure) in try vectored(c, p, reading: true, at: nil) })
     }
 
     /// Implements writev(2).
     static func writev(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
-        return .value(try vectored(c, p, reading: false, at: nil))
+        return .value(try c.withExactOffset(p, movesOffset: true) { () throws(Failure) in
+            try vectored(c, p, reading: false, at: nil)
+        })
     }
 
     /// Implements preadv(2).
@@ -63,7 +69,9 @@ enum ReadWrite {
     /// Implements lseek(2).
     static func lseek(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
-        return .value(try c.home(.lseek, Scalars(p.handle, c.offset(1), Int64(c.int(2)))).result)
+        return .value(try c.withExactOffset(p, movesOffset: true) { () throws(Failure) in
+            try c.home(.lseek, Scalars(p.handle, c.offset(1), Int64(c.int(2)))).result
+        })
     }
 
     /// Implements fsync(2).

@@ -1,3 +1,6 @@
+import Glibc
+import SysKit
+
 /// Every handler has this one signature.
 typealias Handler = @Sendable (borrowing Call) throws(Failure) -> Reply
 
@@ -11,19 +14,35 @@ enum SyscallClass: String, Sendable {
     case cwd
 }
 
-/// One row of the table: the syscall, its class and its handler.
+/// Which calls of a syscall the filter sends to the supervisor.
+enum Interception: Sendable {
+    /// Every call.
+    case always
+    /// Hot data calls: only on descriptors 0, 1, 2 (shell redirections)
+    /// and the placeholder range; the tracee's own descriptors in between
+    /// run at native speed.
+    case placeholderRange
+    /// Only these commands (arg1), e.g. fcntl's F_DUPFD.
+    case commands([Int32])
+}
+
+/// One row of the table: the syscall, its class, its handler and when the
+/// filter sends it to the supervisor.
 struct SyscallRow: Sendable {
     let nr: Int32
     let name: StaticString
     let sysClass: SyscallClass
     let handler: Handler
+    let interception: Interception
     var index = 0
 
-    init(_ nr: Int32, _ name: StaticString, _ sysClass: SyscallClass, _ handler: @escaping Handler) {
+    init(_ nr: Int32, _ name: StaticString, _ sysClass: SyscallClass, _ handler: @escaping Handler,
+         when interception: Interception = .always) {
         self.nr = nr
         self.name = name
         self.sysClass = sysClass
         self.handler = handler
+        self.interception = interception
     }
 }
 
@@ -43,14 +62,14 @@ struct SyscallTable: Sendable {
         SyscallRow(437, "openat2", .path, File.openat2),
         SyscallRow(85, "creat", .path, File.creat),
         // Data.
-        SyscallRow(0, "read", .descriptor, ReadWrite.read),
-        SyscallRow(1, "write", .descriptor, ReadWrite.write),
-        SyscallRow(17, "pread64", .descriptor, ReadWrite.pread64),
-        SyscallRow(18, "pwrite64", .descriptor, ReadWrite.pwrite64),
-        SyscallRow(19, "readv", .descriptor, ReadWrite.readv),
-        SyscallRow(20, "writev", .descriptor, ReadWrite.writev),
-        SyscallRow(295, "preadv", .descriptor, ReadWrite.preadv),
-        SyscallRow(296, "pwritev", .descriptor, ReadWrite.pwritev),
+        SyscallRow(0, "read", .descriptor, ReadWrite.read, when: .placeholderRange),
+        SyscallRow(1, "write", .descriptor, ReadWrite.write, when: .placeholderRange),
+        SyscallRow(17, "pread64", .descriptor, ReadWrite.pread64, when: .placeholderRange),
+        SyscallRow(18, "pwrite64", .descriptor, ReadWrite.pwrite64, when: .placeholderRange),
+        SyscallRow(19, "readv", .descriptor, ReadWrite.readv, when: .placeholderRange),
+        SyscallRow(20, "writev", .descriptor, ReadWrite.writev, when: .placeholderRange),
+        SyscallRow(295, "preadv", .descriptor, ReadWrite.preadv, when: .placeholderRange),
+        SyscallRow(296, "pwritev", .descriptor, ReadWrite.pwritev, when: .placeholderRange),
         SyscallRow(8, "lseek", .descriptor, ReadWrite.lseek),
         SyscallRow(74, "fsync", .descriptor, ReadWrite.fsync),
         SyscallRow(75, "fdatasync", .descriptor, ReadWrite.fdatasync),
@@ -77,6 +96,11 @@ struct SyscallTable: Sendable {
         SyscallRow(82, "rename", .path, Dir.rename),
         SyscallRow(264, "renameat", .path, Dir.renameat),
         SyscallRow(316, "renameat2", .path, Dir.renameat2),
+        // New descriptor numbers for a placeholder: keep it in the range the filter watches.
+        SyscallRow(32, "dup", .descriptor, Descriptors.dup),
+        SyscallRow(33, "dup2", .descriptor, Descriptors.dup2),
+        SyscallRow(292, "dup3", .descriptor, Descriptors.dup3),
+        SyscallRow(72, "fcntl", .descriptor, Descriptors.fcntl, when: .commands([F_DUPFD, 1030 /* F_DUPFD_CLOEXEC */])),
         // Working directory.
         SyscallRow(80, "chdir", .cwd, Cwd.chdir),
         SyscallRow(81, "fchdir", .cwd, Cwd.fchdir),
@@ -140,6 +164,14 @@ struct SyscallTable: Sendable {
         return i < 0 ? nil : rows[Int(i)]
     }
 
-    /// The numbers the seccomp filter sends to the supervisor.
-    var intercepted: [Int32] { rows.map(\.nr) }
+    /// The filter's rules, with the placeholder range starting at `placeholderBase`.
+    func filterRules(placeholderBase: Int32) -> [(nr: Int32, when: NotifyWhen)] {
+        rows.map { row in
+            switch row.interception {
+            case .always: return (row.nr, .always)
+            case .placeholderRange: return (row.nr, .descriptorRange(base: placeholderBase))
+            case .commands(let c): return (row.nr, .arg1In(c))
+            }
+        }
+    }
 }

@@ -17,6 +17,8 @@ final class TraceeProcess: Sendable {
     let tgid: pid_t
     let cwd: Mutex<WorkingDirectory>
     let threadCount = Atomic<Int>(0)
+    /// Where to look first for a free placeholder number (0: the range's start).
+    let nextSlot = Mutex<Int32>(0)
 
     init(tgid: pid_t, cwd: WorkingDirectory) {
         self.tgid = tgid

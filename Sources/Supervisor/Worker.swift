@@ -9,7 +9,9 @@ import Wire
 final class Worker: @unchecked Sendable {
     // Everything here is touched only by this worker's thread after init
     // (the slot's reply buffer is handed over by HomeLink's protocol).
-    unowned let supervisor: Supervisor
+    /// Strong on purpose: workers run until the process exits, and the
+    /// supervisor must outlive every call they are handling.
+    let supervisor: Supervisor
     let slot: HomeLink.Slot
     let notification = UnsafeMutablePointer<cshim_notif>.allocate(capacity: 1)
     /// Normalized paths for routing.

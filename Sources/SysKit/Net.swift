@@ -138,7 +138,8 @@ public enum TCP {
                 getnameinfo(sa, len, &host, socklen_t(host.count), &serv, socklen_t(serv.count), NI_NUMERICHOST | NI_NUMERICSERV)
             }
         }
-        let peer = rc == 0 ? "\(String(cString: host)):\(String(cString: serv))" : "unknown peer"
+        let text = { (b: [CChar]) in String(decoding: b.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        let peer = rc == 0 ? "\(text(host)):\(text(serv))" : "unknown peer"
         return (fd, peer)
     }
 

@@ -40,6 +40,12 @@ public enum PidFD {
         return try sys { cshim_pidfd_open(tid, 0) }
     }
 
+    /// Whether descriptor `fd` is open in the process of thread `tid`
+    /// (kcmp of the descriptor with itself: no descriptor is copied).
+    public static func isOpen(tid: pid_t, _ fd: CInt) -> Bool {
+        cshim_kcmp_file(tid, tid, fd, fd) == 0
+    }
+
     /// A CLOEXEC copy of the tracee's descriptor `fd`.
     public static func getFD(_ pidfd: CInt, _ fd: CInt) throws(Errno) -> CInt {
         try sysOnce { cshim_pidfd_getfd(pidfd, fd) }

@@ -31,23 +31,69 @@ public struct SeccompListener: Sendable {
     public func isValid(id: UInt64) -> Bool { cshim_notif_id_valid(fd, id) == 0 }
 
     /// Installs `source` in the tracee and answers the syscall with the new
-    /// fd number, atomically (ADDFD with SEND).
-    public func installAndRespond(id: UInt64, source: CInt, closeOnExec: Bool) throws(Errno) -> CInt {
-        var a = cshim_notif_addfd(id: id, flags: CSHIM_ADDFD_FLAG_SEND, srcfd: UInt32(source), newfd: 0,
+    /// fd number, atomically (ADDFD with SEND): at the lowest free number,
+    /// or at exactly `at` (replacing what is there, as dup2 does).
+    public func installAndRespond(id: UInt64, source: CInt, closeOnExec: Bool, at target: CInt? = nil) throws(Errno) -> CInt {
+        var a = cshim_notif_addfd(id: id, flags: CSHIM_ADDFD_FLAG_SEND | (target != nil ? CSHIM_ADDFD_FLAG_SETFD : 0),
+                                  srcfd: UInt32(source), newfd: UInt32(target ?? 0),
                                   newfd_flags: closeOnExec ? UInt32(O_CLOEXEC) : 0)
         return try sys { cshim_notif_add_fd(fd, &a) }
     }
 }
 
-/// A classic-BPF seccomp filter built from a list of syscall numbers.
+/// When the filter sends a syscall to the supervisor.
+public enum NotifyWhen: Sendable {
+    /// Always.
+    case always
+    /// Only when the descriptor in arg0 is 0, 1, 2 or at least `base`.
+    case descriptorRange(base: Int32)
+    /// Only when arg1 is one of these values (at most 4).
+    case arg1In([Int32])
+}
+
+extension SeccompListener {
+    /// Installs `source` in the tracee at exactly `at` (dup2 semantics)
+    /// while the notification stays pending (ADDFD without SEND).
+    public func install(id: UInt64, source: CInt, closeOnExec: Bool, at target: CInt) throws(Errno) {
+        var a = cshim_notif_addfd(id: id, flags: CSHIM_ADDFD_FLAG_SETFD, srcfd: UInt32(source), newfd: UInt32(target),
+                                  newfd_flags: closeOnExec ? UInt32(O_CLOEXEC) : 0)
+        try sys { cshim_notif_add_fd(fd, &a) }
+    }
+}
+
+/// A classic-BPF seccomp filter built from (syscall, condition) rules.
 public final class SeccompFilter: @unchecked Sendable {
     // Immutable after init; only its address is handed to the spawn.
     public private(set) var raw = cshim_filter(filter: nil, len: 0)
 
-    /// Every syscall in `notify` is sent to the supervisor; all others run.
-    public init(notify: [Int32]) throws(Errno) {
-        let rc = notify.withUnsafeBufferPointer { cshim_filter_build($0.baseAddress, $0.count, &raw) }
+    /// Each listed syscall goes to the supervisor when its condition holds;
+    /// all others run.
+    public init(rules: [(nr: Int32, when: NotifyWhen)]) throws(Errno) {
+        let crules: [cshim_filter_rule] = rules.map { rule in
+            var r = cshim_filter_rule(nr: rule.nr, when: 0, fd_base: 0, nvalues: 0, values: (0, 0, 0, 0))
+            switch rule.when {
+            case .always:
+                r.when = CSHIM_WHEN_ALWAYS.rawValue
+            case .descriptorRange(let base):
+                r.when = CSHIM_WHEN_FD_RANGE.rawValue
+                r.fd_base = UInt32(base)
+            case .arg1In(let values):
+                precondition(!values.isEmpty && values.count <= 4, "arg1In takes 1 to 4 values")
+                r.when = CSHIM_WHEN_ARG1_IN.rawValue
+                r.nvalues = UInt32(values.count)
+                withUnsafeMutableBytes(of: &r.values) { b in
+                    for (i, v) in values.enumerated() { b.storeBytes(of: v, toByteOffset: i * 4, as: Int32.self) }
+                }
+            }
+            return r
+        }
+        let rc = crules.withUnsafeBufferPointer { cshim_filter_build($0.baseAddress, $0.count, &raw) }
         if rc < 0 { throw Errno(rawValue: -rc) }
     }
+    /// Every syscall in `notify` goes to the supervisor, always.
+    public convenience init(notify: [Int32]) throws(Errno) {
+        try self.init(rules: notify.map { ($0, NotifyWhen.always) })
+    }
+
     deinit { cshim_filter_free(&raw) }
 }

@@ -6,7 +6,7 @@
 // The child times N 4 KiB preads at random offsets, then reads SIZE bytes
 // sequentially in 1 MiB preads. One JSON line each, per transport.
 //
-//   bench-floor-forwarder --file FILE [-n N] [--size BYTES] [--transport unix|tcp|both]
+//   bench-floor-forwarder --file FILE [-n N] [--size BYTES] [--transport unix|tcp|both] [--what pread|seq|both]
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,7 +40,7 @@ _Static_assert(sizeof(struct request) == REQ, "64-byte request");
 
 static long n = 20000;
 static long long size = 256LL * M1;
-static const char *file;
+static const char *file, *what = "both";
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -136,24 +136,27 @@ static void child(int sock, const char *transport) {
     close(listener);
 
     uint64_t rng = 0x9E3779B97F4A7C15ULL;
-    for (long i = 0; i < n / 10 + n; i++) {
-        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
-        uint64_t t0 = now_ns();
-        if (pread(fd, buf, K4, (off_t)(rng % blocks) * K4) != K4) die("pread 4K");
-        if (i >= n / 10) s[i - n / 10] = now_ns() - t0;
+    if (strcmp(what, "seq")) {
+        for (long i = 0; i < n / 10 + n; i++) {
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+            uint64_t t0 = now_ns();
+            if (pread(fd, buf, K4, (off_t)(rng % blocks) * K4) != K4) die("pread 4K");
+            if (i >= n / 10) s[i - n / 10] = now_ns() - t0;
+        }
+        qsort(s, n, sizeof *s, cmp_u64);
+        printf("{\"floor\":\"forwarder-pread\",\"transport\":\"%s\",\"n\":%ld,\"median_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu}\n",
+               transport, n, (unsigned long long)pct(s, n, 0.5), (unsigned long long)pct(s, n, 0.99),
+               (unsigned long long)pct(s, n, 0.999));
     }
-    qsort(s, n, sizeof *s, cmp_u64);
-    printf("{\"floor\":\"forwarder-pread\",\"transport\":\"%s\",\"n\":%ld,\"median_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu}\n",
-           transport, n, (unsigned long long)pct(s, n, 0.5), (unsigned long long)pct(s, n, 0.99),
-           (unsigned long long)pct(s, n, 0.999));
-
-    long calls = size / M1 < 1 ? 1 : size / M1;
-    uint64_t t0 = now_ns();
-    for (long i = 0; i < calls; i++)
-        if (pread(fd, buf, M1, (off_t)(i % mblocks) * M1) != M1) die("pread 1M");
-    double secs = (now_ns() - t0) / 1e9;
-    printf("{\"floor\":\"forwarder-seqread\",\"transport\":\"%s\",\"bytes\":%lld,\"mb_s\":%.1f}\n",
-           transport, (long long)calls * M1, calls * (double)M1 / 1e6 / secs);
+    if (strcmp(what, "pread")) {
+        long calls = size / M1 < 1 ? 1 : size / M1;
+        uint64_t t0 = now_ns();
+        for (long i = 0; i < calls; i++)
+            if (pread(fd, buf, M1, (off_t)(i % mblocks) * M1) != M1) die("pread 1M");
+        double secs = (now_ns() - t0) / 1e9;
+        printf("{\"floor\":\"forwarder-seqread\",\"transport\":\"%s\",\"bytes\":%lld,\"mb_s\":%.1f}\n",
+               transport, (long long)calls * M1, calls * (double)M1 / 1e6 / secs);
+    }
     fflush(stdout);
     pread(SENTINEL_FD, buf, 1, 0);
     _exit(0);
@@ -260,9 +263,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--size")) size = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--file")) file = argv[i + 1];
         else if (!strcmp(argv[i], "--transport")) which = argv[i + 1];
+        else if (!strcmp(argv[i], "--what")) what = argv[i + 1];
         else { fprintf(stderr, "bench-floor-forwarder: unknown option %s\n", argv[i]); return 2; }
     }
-    if (!file) { fprintf(stderr, "usage: bench-floor-forwarder --file FILE [-n N] [--size BYTES] [--transport unix|tcp|both]\n"); return 2; }
+    if (!file) { fprintf(stderr, "usage: bench-floor-forwarder --file FILE [-n N] [--size BYTES] [--transport unix|tcp|both] [--what pread|seq|both]\n"); return 2; }
     if (n < 1) n = 1;
     int rc = 0;
     if (strcmp(which, "tcp")) rc |= run(0);

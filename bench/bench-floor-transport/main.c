@@ -5,7 +5,7 @@
 //   bulk-write: 1 MiB request -> 64-byte reply, SIZE bytes in all, MB/s.
 // The bulk figures are request/response, as a forwarded read or write is.
 //
-//   bench-floor-transport [-n N] [--size BYTES] [--transport unix|tcp|both]
+//   bench-floor-transport [-n N] [--size BYTES] [--transport unix|tcp|both] [--what rtt|bulk|both]
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,6 +26,7 @@
 
 static long n = 20000;
 static long long size = 256LL * M1;
+static const char *what = "both";
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -130,20 +131,22 @@ static void run(int tcp) {
     if (!buf || !s) die("malloc");
     memset(buf, 'q', M1);
 
-    for (long i = 0; i < n / 10; i++) { write_full(fd, h, REQ); read_full(fd, buf, REPLY); } // warm-up
-    for (long i = 0; i < n; i++) {
-        uint64_t t0 = now_ns();
-        write_full(fd, h, REQ);
-        read_full(fd, buf, REPLY);
-        s[i] = now_ns() - t0;
+    if (strcmp(what, "bulk")) {
+        for (long i = 0; i < n / 10; i++) { write_full(fd, h, REQ); read_full(fd, buf, REPLY); } // warm-up
+        for (long i = 0; i < n; i++) {
+            uint64_t t0 = now_ns();
+            write_full(fd, h, REQ);
+            read_full(fd, buf, REPLY);
+            s[i] = now_ns() - t0;
+        }
+        qsort(s, n, sizeof *s, cmp_u64);
+        printf("{\"floor\":\"transport-rtt\",\"transport\":\"%s\",\"n\":%ld,\"median_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu}\n",
+               name, n, (unsigned long long)pct(s, n, 0.5), (unsigned long long)pct(s, n, 0.99),
+               (unsigned long long)pct(s, n, 0.999));
     }
-    qsort(s, n, sizeof *s, cmp_u64);
-    printf("{\"floor\":\"transport-rtt\",\"transport\":\"%s\",\"n\":%ld,\"median_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu}\n",
-           name, n, (unsigned long long)pct(s, n, 0.5), (unsigned long long)pct(s, n, 0.99),
-           (unsigned long long)pct(s, n, 0.999));
 
     long calls = size / M1 < 1 ? 1 : size / M1;
-    for (int dir = 0; dir < 2; dir++) { // 0: bulk-read (1 MiB replies), 1: bulk-write (1 MiB requests)
+    for (int dir = 0; dir < 2 && strcmp(what, "rtt"); dir++) { // 0: bulk-read (1 MiB replies), 1: bulk-write (1 MiB requests)
         h[0] = dir ? REQ : M1;
         h[1] = dir ? M1 : 0;
         uint64_t t0 = now_ns();
@@ -169,6 +172,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "-n")) n = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--size")) size = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--transport")) which = argv[i + 1];
+        else if (!strcmp(argv[i], "--what")) what = argv[i + 1];
         else { fprintf(stderr, "bench-floor-transport: unknown option %s\n", argv[i]); return 2; }
     }
     if (n < 1) n = 1;

@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *op = argv[1];
-    for (int i = 2; i < argc; i++) {
+    for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "bench-workload: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "-n")) n = atol(v);
@@ -150,7 +150,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--size")) size = atoll(v);
         else if (!strcmp(a, "--seed")) rng = strtoull(v, NULL, 0) | 1;
         else { fprintf(stderr, "bench-workload: unknown option %s\n", a); return 2; }
-        i++;
     }
     if (n < 1) n = 1;
     if (warmup < 0) warmup = n / 10 < 1000 ? n / 10 : 1000;

@@ -1,0 +1,413 @@
+import ArgumentParser
+import Foundation
+import Glibc
+
+/// One measured figure: an op in a configuration (best of the rounds).
+struct Figure {
+    var op: String
+    var config: String
+    var n: Int
+    var medianNs: Double
+    var p99Ns: Double
+    var p999Ns: Double
+    var mbS: Double?
+
+    init?(_ j: [String: Any], config: String) {
+        guard let op = j["op"] as? String, let med = (j["median_ns"] as? NSNumber)?.doubleValue else { return nil }
+        self.op = op
+        self.config = config
+        n = (j["n"] as? NSNumber)?.intValue ?? 0
+        medianNs = med
+        p99Ns = (j["p99_ns"] as? NSNumber)?.doubleValue ?? 0
+        p999Ns = (j["p999_ns"] as? NSNumber)?.doubleValue ?? 0
+        mbS = (j["mb_s"] as? NSNumber)?.doubleValue
+    }
+
+    /// Better = lower median, or higher throughput for the sequential ops.
+    func better(than other: Figure) -> Bool {
+        if let a = mbS, let b = other.mbS { return a > b }
+        return medianNs < other.medianNs
+    }
+
+    var json: [String: Any] {
+        var j: [String: Any] = ["op": op, "config": config, "n": n, "median_ns": medianNs, "p99_ns": p99Ns, "p999_ns": p999Ns]
+        if let mbS { j["mb_s"] = mbS }
+        return j
+    }
+}
+
+struct Failure {
+    var what: String
+    var command: [String]
+    var status: Int32
+    var stderr: String
+
+    init(what: String, command: [String], status: Int32, stderr: String) {
+        self.what = what
+        self.command = command
+        self.status = status
+        // The first lines say what went wrong (a crash's message); the last, where.
+        self.stderr = stderr.count <= 3000 ? stderr : String(stderr.prefix(2000)) + "\n...\n" + String(stderr.suffix(1000))
+    }
+    var json: [String: Any] { ["what": what, "command": command.joined(separator: " "), "status": Int(status), "stderr": stderr] }
+}
+
+/// The configurations, in table order.
+let configs = ["native", "local", "unix", "tcp"]
+let configHelp = [
+    "native": "(a) the workload alone",
+    "local": "(b) wrap-and-run --home spawn --local WORKDIR: intercepted, run locally",
+    "unix": "(c) wrap-and-run --home spawn: forwarded over a Unix socketpair",
+    "tcp": "(d) wrap-and-run --home 127.0.0.1:PORT: forwarded over TCP loopback to a separate homestub",
+]
+
+/// An op of bench-workload and how many samples it takes (full, quick).
+struct Op {
+    var name: String
+    var label: String
+    var n: Int
+    var quickN: Int
+    var sequential = false
+    /// The floor its forwarded figure is compared with (nil: none).
+    var floor: String?
+}
+
+let ops: [Op] = [
+    Op(name: "getppid", label: "getppid (never intercepted)", n: 100_000, quickN: 20_000),
+    Op(name: "compute", label: "compute (no syscall)", n: 20_000, quickN: 5_000),
+    Op(name: "fstat-local", label: "fstat, local fd", n: 50_000, quickN: 10_000),
+    Op(name: "pread-local", label: "pread 4K, local file", n: 50_000, quickN: 10_000),
+    Op(name: "write-local", label: "write 4K, local file", n: 50_000, quickN: 10_000),
+    Op(name: "pipe-write-read", label: "pipe write+read 4K", n: 30_000, quickN: 5_000),
+    Op(name: "stat", label: "stat", n: 10_000, quickN: 2_000, floor: "forwarder-pread"),
+    Op(name: "open-close", label: "open+close", n: 10_000, quickN: 2_000, floor: "forwarder-pread"),
+    Op(name: "pread-random", label: "pread 4K random", n: 10_000, quickN: 2_000, floor: "forwarder-pread"),
+    Op(name: "write-append", label: "write 4K append", n: 10_000, quickN: 2_000, floor: "forwarder-pread"),
+    Op(name: "getdents", label: "getdents64, 1000 entries", n: 1_000, quickN: 200),
+    Op(name: "seqread", label: "seq read 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: "transport-bulk-read"),
+    Op(name: "seqwrite", label: "seq write 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: "transport-bulk-write"),
+]
+
+@main
+struct ForwardBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forward-bench",
+        abstract: "Tether's forwarding benchmark: every op in every configuration, with the C floors.",
+        discussion: """
+            Configurations: (a) native; (b) under wrap-and-run with every bench path local; (c) forwarded over \
+            a Unix socketpair (--home spawn); (d) forwarded over TCP loopback to a separate homestub. Floors: \
+            bench-floor-notify, bench-floor-transport, bench-floor-forwarder. Each op runs in all \
+            configurations back to back, for several rounds; the best median of the rounds is reported.
+            """)
+
+    @Flag(help: "Fewer samples, 32 MiB sequential runs, one round, an 8x1000 load (make bench-quick).")
+    var quick = false
+
+    @Option(help: "Directory holding wrap-and-run, homestub and the bench programs (default: forward-bench's own, or $TETHER_BENCH_BIN).")
+    var bin: String?
+
+    @Option(help: "Also write the figures as JSON to this file.")
+    var json: String?
+
+    @Option(help: "Rounds per op (default 3, quick 1).")
+    var rounds: Int?
+
+    @Option(help: "Bytes per sequential run (default 256 MiB, quick 32 MiB).")
+    var size: Int?
+
+    @Option(help: "Run only these ops (comma-separated).")
+    var only: String?
+
+    @Option(help: "Concurrent sessions of the load test (default 64, quick 8; 0 skips it).")
+    var sessions: Int?
+
+    @Option(help: "Forwarded preads per session of the load test (default 10000, quick 1000).")
+    var sessionOps: Int?
+
+    @Option(help: "Runs of each startup measurement (default 30, quick 10; 0 skips it).")
+    var startupRuns: Int?
+
+    @Option(help: "Parent of the forwarded work directory (default /tmp, forwarded by default).")
+    var workParent = "/tmp"
+
+    @Option(help: "Parent of the local work directory (default /dev/shm, local by default).")
+    var localParent = "/dev/shm"
+
+    @Flag(help: "Keep the work directories.")
+    var keep = false
+
+    mutating func run() throws {
+        let bench = try Bench(options: self)
+        defer { bench.cleanUp() }
+        try bench.runAll()
+    }
+}
+
+final class Bench {
+    let o: ForwardBench
+    let bin: String
+    let workDir: String
+    let localDir: String
+    let keyFile: String
+    let scratch: String
+    var port = 0
+    var homestub: Child?
+    let rounds: Int
+    let seqSize: Int
+    var figures: [String: Figure] = [:] // "op/config"
+    var floors: [String: [String: Any]] = [:] // "floor/transport|variant"
+    var rowFloors: [String: Double] = [:] // "op/transport": the floor measured next to that op
+    var failures: [Failure] = []
+    var load: [String: Any] = [:]
+    var startup: [String: Any] = [:]
+    var runCounter = 0
+    let began = Date()
+
+    init(options: ForwardBench) throws {
+        o = options
+        if let b = options.bin ?? ProcessInfo.processInfo.environment["TETHER_BENCH_BIN"] {
+            bin = b
+        } else {
+            bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        }
+        for p in ["wrap-and-run", "homestub", "bench-workload", "bench-floor-notify", "bench-floor-transport", "bench-floor-forwarder"]
+        where access(bin + "/" + p, X_OK) != 0 {
+            throw ValidationError("\(bin)/\(p) is missing: build with `swift build -c release` or pass --bin DIR")
+        }
+        rounds = options.rounds ?? (options.quick ? 1 : 3)
+        seqSize = options.size ?? ((options.quick ? 32 : 256) << 20)
+        func tempDir(_ parent: String) throws -> String {
+            var template = Array((parent + "/tether-bench.XXXXXX").utf8CString)
+            guard let p = mkdtemp(&template) else { throw SpawnError(description: "mkdtemp in \(parent) failed") }
+            return String(cString: p)
+        }
+        workDir = try tempDir(options.workParent)
+        localDir = try tempDir(options.localParent)
+        scratch = localDir + "/out"
+        keyFile = localDir + "/key"
+        mkdir(scratch, 0o755)
+    }
+
+    func cleanUp() {
+        if let h = homestub {
+            kill(h.pid, SIGTERM)
+            _ = h.wait()
+        }
+        if !o.keep {
+            try? FileManager.default.removeItem(atPath: workDir)
+            try? FileManager.default.removeItem(atPath: localDir)
+        }
+    }
+
+    // MARK: set-up
+
+    func prepare() throws {
+        warn("forward-bench: preparing \(workDir) (forwarded) and \(localDir) (local)")
+        try makeFile(workDir + "/data.bin", size: (o.quick ? 16 : 64) << 20, seed: 1)
+        try makeFile(workDir + "/seq.bin", size: seqSize, seed: 2)
+        try makeFile(localDir + "/local.bin", size: 16 << 20, seed: 3)
+        mkdir(workDir + "/dir1000", 0o755)
+        for i in 0..<1000 {
+            let fd = open(workDir + "/dir1000/" + String(format: "entry-%04d", i), O_WRONLY | O_CREAT, 0o644)
+            if fd >= 0 { close(fd) }
+        }
+        // A pre-shared key for the separate homestub.
+        var key = [UInt8](repeating: 0, count: 48)
+        let fd = open("/dev/urandom", O_RDONLY)
+        _ = read(fd, &key, key.count)
+        close(fd)
+        let kfd = open(keyFile, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let text = Data(key).base64EncodedString() + "\n"
+        _ = text.withCString { write(kfd, $0, strlen($0)) }
+        close(kfd)
+
+        port = freePort()
+        homestub = try Child.start([bin + "/homestub", "--listen", "127.0.0.1:\(port)", "--key-file", keyFile],
+                                   stdout: scratch + "/homestub.log", stderr: scratch + "/homestub.log")
+        sync() // no writeback of the set-up files during the runs
+        let deadline = nowNs() + 10_000_000_000
+        while !canConnect(port: port) {
+            guard nowNs() < deadline else { throw SpawnError(description: "homestub did not listen on 127.0.0.1:\(port)") }
+            usleep(20_000)
+        }
+    }
+
+    // MARK: commands
+
+    func wrap(_ config: String) -> [String] {
+        let w = bin + "/wrap-and-run"
+        switch config {
+        case "native": return []
+        case "local": return [w, "--home", "spawn", "--local", workDir, "--local", localDir, "--"]
+        case "unix": return [w, "--home", "spawn", "--"]
+        default: return [w, "--home", "127.0.0.1:\(port)", "--key-file", keyFile, "--"]
+        }
+    }
+
+    func workload(_ op: Op, extra: [String] = []) -> [String] {
+        [bin + "/bench-workload", op.name, "-n", String(o.quick ? op.quickN : op.n), "--dir", workDir,
+         "--local-dir", localDir] + (op.sequential ? ["--size", String(seqSize)] : []) + extra
+    }
+
+    /// Runs a command; its JSON lines, or nil after recording a failure.
+    func run(_ argv: [String], what: String) -> [[String: Any]]? {
+        runCounter += 1
+        do {
+            let r = try runCaptured(argv, scratch: scratch + "/run\(runCounter)")
+            let lines = jsonLines(r.out)
+            if r.status != 0 || lines.isEmpty {
+                failures.append(Failure(what: what, command: argv, status: r.status, stderr: r.err))
+                warn("forward-bench: FAILED \(what) (status \(r.status)): \(argv.joined(separator: " "))\n\(r.err.prefix(600))")
+                return nil
+            }
+            return lines
+        } catch {
+            failures.append(Failure(what: what, command: argv, status: -1, stderr: "\(error)"))
+            return nil
+        }
+    }
+
+    func keepBest(_ f: Figure) {
+        let key = f.op + "/" + f.config
+        if let old = figures[key], !f.better(than: old) { return }
+        figures[key] = f
+    }
+
+    func keepBestFloor(_ j: [String: Any]) {
+        guard let name = j["floor"] as? String else { return }
+        let key = name + "/" + ((j["transport"] as? String) ?? (j["variant"] as? String) ?? "")
+        if let old = floors[key] {
+            if let a = (j["mb_s"] as? NSNumber)?.doubleValue, let b = (old["mb_s"] as? NSNumber)?.doubleValue, a <= b { return }
+            if let a = (j["median_ns"] as? NSNumber)?.doubleValue, let b = (old["median_ns"] as? NSNumber)?.doubleValue, a >= b { return }
+        }
+        floors[key] = j
+    }
+
+    // MARK: the runs
+
+    func runAll() throws {
+        try prepare()
+        let selected = o.only.map { Set($0.split(separator: ",").map(String.init)) }
+        let chosen = ops.filter { selected?.contains($0.name) ?? true }
+        for round in 0..<rounds {
+            warn("forward-bench: round \(round + 1)/\(rounds)")
+            runFloors()
+            for op in chosen {
+                // Interleave: every configuration of this op and its floor back to back,
+                // rotated per round, so noise on this shared machine hits them alike.
+                let slots = configs + (op.floor == nil ? [] : ["floor"])
+                for k in 0..<slots.count {
+                    let slot = slots[(k + round) % slots.count]
+                    if slot == "floor" {
+                        runRowFloor(op)
+                    } else if let lines = run(wrap(slot) + workload(op), what: "\(op.name) [\(slot)]"),
+                              let f = Figure(lines[0], config: slot) {
+                        keepBest(f)
+                    }
+                }
+            }
+        }
+        let sessions = o.sessions ?? (o.quick ? 8 : 64)
+        if sessions > 0 { runLoad(sessions: sessions, perSession: o.sessionOps ?? (o.quick ? 1_000 : 10_000)) }
+        let startupRuns = o.startupRuns ?? (o.quick ? 10 : 30)
+        if startupRuns > 0 { runStartup(runs: startupRuns) }
+        report(chosen)
+    }
+
+    /// An op's own floor, measured next to it: the C forwarder's pread 4K or the raw bulk transport.
+    func runRowFloor(_ op: Op) {
+        guard let name = op.floor else { return }
+        let argv = op.sequential
+            ? [bin + "/bench-floor-transport", "--what", "bulk", "--size", String(seqSize)]
+            : [bin + "/bench-floor-forwarder", "--what", "pread", "--file", workDir + "/data.bin",
+               "-n", String(o.quick ? op.quickN : op.n)]
+        for line in run(argv, what: "floor for \(op.name)") ?? [] {
+            keepBestFloor(line)
+            guard line["floor"] as? String == name, let t = line["transport"] as? String else { continue }
+            let key = op.name + "/" + t
+            let value = (line[op.sequential ? "mb_s" : "median_ns"] as? NSNumber)?.doubleValue ?? 0
+            if let old = rowFloors[key], op.sequential ? old >= value : old <= value { continue }
+            rowFloors[key] = value
+        }
+    }
+
+    func runFloors() {
+        let n = o.quick ? 20_000 : 100_000
+        let fn = o.quick ? 3_000 : 20_000
+        for line in run([bin + "/bench-floor-notify", "-n", String(n)], what: "bench-floor-notify") ?? [] { keepBestFloor(line) }
+        for line in run([bin + "/bench-floor-transport", "-n", String(fn), "--size", String(seqSize)], what: "bench-floor-transport") ?? [] {
+            keepBestFloor(line)
+        }
+        for line in run([bin + "/bench-floor-forwarder", "--file", workDir + "/data.bin", "-n", String(fn), "--size", String(seqSize)],
+                        what: "bench-floor-forwarder") ?? [] {
+            keepBestFloor(line)
+        }
+    }
+
+    /// N concurrent traced processes, each doing M forwarded preads against the one homestub.
+    func runLoad(sessions: Int, perSession: Int) {
+        warn("forward-bench: load: \(sessions) sessions x \(perSession) forwarded preads over TCP")
+        var children: [Child] = []
+        var errors = 0
+        let t0 = nowNs()
+        for i in 0..<sessions {
+            let argv = wrap("tcp") + [bin + "/bench-workload", "pread-random", "-n", String(perSession), "--warmup", "0",
+                                      "--dir", workDir, "--seed", String(i + 1)]
+            do {
+                children.append(try Child.start(argv, stdout: scratch + "/load\(i).out", stderr: scratch + "/load\(i).err"))
+            } catch {
+                errors += 1
+                failures.append(Failure(what: "load session \(i)", command: argv, status: -1, stderr: "\(error)"))
+            }
+        }
+        var medians: [Double] = []
+        var p99s: [Double] = []
+        for (i, c) in children.enumerated() {
+            let (status, _) = c.wait()
+            let lines = jsonLines(c.output)
+            if status != 0 || lines.isEmpty {
+                errors += 1
+                failures.append(Failure(what: "load session \(i)", command: c.argv, status: status, stderr: c.errors))
+                continue
+            }
+            if let m = (lines[0]["median_ns"] as? NSNumber)?.doubleValue { medians.append(m) }
+            if let p = (lines[0]["p99_ns"] as? NSNumber)?.doubleValue { p99s.append(p) }
+        }
+        let wall = Double(nowNs() - t0) / 1e9
+        let done = Double((sessions - errors) * perSession)
+        medians.sort()
+        p99s.sort()
+        load = ["sessions": sessions, "preads_per_session": perSession, "errors": errors, "wall_s": wall,
+                "aggregate_ops_s": done / wall,
+                "session_median_ns_median": medians.isEmpty ? 0 : medians[medians.count / 2],
+                "session_p99_ns_max": p99s.last ?? 0]
+    }
+
+    /// `wrap-and-run ... -- /bin/true` against `/bin/true`, interleaved, median wall time.
+    func runStartup(runs: Int) {
+        warn("forward-bench: startup: \(runs) runs each")
+        let variants: [(String, [String])] = [("native", []), ("spawn", wrap("unix")), ("tcp", wrap("tcp"))]
+        var times: [String: [Double]] = [:]
+        for _ in 0..<runs {
+            for (name, prefix) in variants {
+                let argv = prefix + ["/bin/true"]
+                do {
+                    let c = try Child.start(argv, stdout: nil, stderr: scratch + "/startup.err")
+                    let (status, wall) = c.wait()
+                    if status != 0 {
+                        failures.append(Failure(what: "startup \(name)", command: argv, status: status, stderr: c.errors))
+                        continue
+                    }
+                    times[name, default: []].append(Double(wall) / 1e6)
+                } catch {
+                    failures.append(Failure(what: "startup \(name)", command: argv, status: -1, stderr: "\(error)"))
+                }
+            }
+        }
+        for (name, t) in times {
+            let s = t.sorted()
+            startup[name + "_median_ms"] = s[s.count / 2]
+        }
+        startup["runs"] = runs
+    }
+}
