@@ -183,6 +183,13 @@ int cshim_statx(int dirfd, const char *path, int flags, unsigned int mask, void 
 int cshim_faccessat2(int dirfd, const char *path, int mode, int flags);
 /// renameat2(2).
 int cshim_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+/// Sends `fd` with `len` bytes of `data` over a Unix socket (SCM_RIGHTS).
+int cshim_send_fd(int sock, int fd, const void *data, size_t len);
+/// Receives one descriptor and up to `len` bytes; returns the byte count
+/// (0 at end of stream) and stores the descriptor (or -1) in *fd_out.
+ssize_t cshim_recv_fd(int sock, int *fd_out, void *data, size_t len);
+/// unshare(CLONE_FS): this thread gets its own umask, cwd and root.
+int cshim_unshare_fs(void);
 /// fcntl(fd, cmd, arg) for integer-argument commands.
 int cshim_fcntl_int(int fd, int cmd, long arg);
 /// ioctl(fd, req, arg) with a pointer argument.

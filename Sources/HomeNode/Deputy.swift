@@ -9,24 +9,32 @@ import Wire
 /// executes each request inside the export root. Requests are executed in
 /// arrival order on one thread; responses carry the request id.
 public final class Deputy {
-    let input: CInt
-    let output: CInt
+    private(set) var input: CInt = -1
+    private(set) var output: CInt = -1
     let root: ExportRoot
-    let log: Logger
+    var log: Logger
     /// Descriptors that are handles of this session (and may be named by the client).
     var handles = Set<CInt>()
     let request: UnsafeMutableRawBufferPointer
     let response: UnsafeMutableRawBufferPointer
 
-    public init(input: CInt, output: CInt, rootPath: String, log: Logger) throws(Errno) {
-        self.input = input
-        self.output = output
+    public init(rootPath: String, log: Logger) throws(Errno) {
         self.log = log
         root = try ExportRoot(path: rootPath)
         request = .allocate(byteCount: Wire.maxFrameLength, alignment: 16)
         response = .allocate(byteCount: Wire.maxFrameLength, alignment: 16)
-        // The client applies each tracee process's own umask to modes.
+        // The client applies each tracee process's own umask to modes. This
+        // thread gets its own umask (and working directory) first, so a
+        // deputy running inside wrap-and-run leaves the process's alone.
+        _ = cshim_unshare_fs()
         umask(0)
+    }
+
+    /// The session's stream (one descriptor for both, or stdin/stdout).
+    func attach(input: CInt, output: CInt) {
+        self.input = input
+        self.output = output
+        FD.setBulkBuffers(input)
     }
 
     deinit {

@@ -7,8 +7,10 @@ import Wire
 public enum HomeAddress: Sendable, CustomStringConvertible {
     /// A homestub listening on TCP, authenticated with a pre-shared key.
     case tcp(Endpoint, key: [UInt8])
-    /// A private deputy spawned on this machine over a socketpair.
-    case spawn(root: String)
+    /// A private home on this machine over a socketpair: `serve` runs a
+    /// deputy session on the given descriptor (on a thread of its own, with
+    /// its own umask and working directory: no process start-up to wait for).
+    case spawn(root: String, serve: @Sendable (CInt) -> Void)
     /// A command whose stdin/stdout is the stream, e.g.
     /// `ssh node homestub --stdio`; authenticated with `key` if given.
     case command(String, key: [UInt8]?)
@@ -49,10 +51,19 @@ enum HomeConnection {
                 throw error
             }
             return fd
-        case .spawn(let root):
-            return try spawnHome(path: "/proc/self/exe",
-                                 argv: ["wrap-and-run", "--tether-deputy", "--fd", "3", "--session", "spawn", "--root", root],
-                                 key: nil, peer: "the private home node")
+        case .spawn(_, let serve):
+            let (mine, theirs): (CInt, CInt)
+            do { (mine, theirs) = try FD.socketPair() } catch {
+                throw .unreachable("cannot create the home socketpair: \(error)")
+            }
+            FD.setBulkBuffers(mine)
+            FD.setBulkBuffers(theirs)
+            ThreadRunner(name: "home") { serve(theirs) }.start()
+            do { try handshake(mine, key: nil, peer: "the private home node") } catch {
+                Glibc.close(mine)
+                throw error
+            }
+            return mine
         case .command(let command, let key):
             // The shell moves the stream (fd 3) onto stdin and stdout, then runs the command.
             return try spawnHome(path: "/bin/sh", argv: ["sh", "-c", "exec <&3 >&3 3>&-\n" + command],
@@ -66,6 +77,8 @@ enum HomeConnection {
         do { (mine, theirs) = try FD.socketPair() } catch {
             throw .unreachable("cannot create the home socketpair: \(error)")
         }
+        FD.setBulkBuffers(mine)
+        FD.setBulkBuffers(theirs)
         do {
             _ = try Spawn.plain(path: path, argv: argv, env: Spawn.environment, keep: [theirs])
         } catch {

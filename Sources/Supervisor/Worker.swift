@@ -39,8 +39,16 @@ final class Worker: @unchecked Sendable {
                 try listener.receive(into: notification)
             } catch {
                 switch error {
-                case .interrupted, .noSuchFileOrDirectory: continue   // tracee died before we read it
-                default: return                                       // listener gone: the tracees are gone
+                case .interrupted:
+                    continue
+                case .noSuchFileOrDirectory:
+                    // The notifying task died before we read it, or every
+                    // tracee is gone (then the listener hangs up: stop
+                    // rather than spin).
+                    if listener.hasHungUp() { return }
+                    continue
+                default:
+                    return   // listener gone
                 }
             }
             handle()

@@ -66,6 +66,14 @@ public enum FD {
         try sys { cshim_fcntl_int(fd, F_SETFL, Int(flags | O_NONBLOCK)) }
     }
 
+    /// Socket buffers big enough for a whole 1 MiB frame, so bulk reads and
+    /// writes cross in one go rather than in default-sized (208 KiB) pieces.
+    public static func setBulkBuffers(_ fd: CInt, bytes: CInt = 4 << 20) {
+        var size = bytes
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<CInt>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<CInt>.size))
+    }
+
     /// Reads a whole small file (a key file, a /proc entry) into an array.
     public static func readSmallFile(_ path: String, limit: Int = 1 << 16) throws(Errno) -> [UInt8] {
         let fd = try sys { cshim_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0) }

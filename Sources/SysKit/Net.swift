@@ -66,6 +66,7 @@ public enum TCP {
     /// Tunes a connected stream for request/response traffic: no Nagle delay,
     /// and keepalives so a vanished peer is noticed within about half a minute.
     public static func tune(_ fd: CInt) {
+        FD.setBulkBuffers(fd)
         var one: CInt = 1
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
         _ = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<CInt>.size))

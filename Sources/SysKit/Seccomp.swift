@@ -14,6 +14,12 @@ public struct SeccompListener: Sendable {
         try sysOnce { cshim_notif_recv(fd, n) }
     }
 
+    /// True once no task uses the filter any more (poll reports POLLHUP).
+    public func hasHungUp() -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) == 1 && p.revents & Int16(POLLHUP) != 0
+    }
+
     /// Answers with a return value (`error` 0) or a negated errno.
     public func respond(id: UInt64, value: Int64, error: Int32) throws(Errno) {
         var r = cshim_notif_resp(id: id, val: value, error: error, flags: 0)

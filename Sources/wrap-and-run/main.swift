@@ -6,14 +6,7 @@ import Policy
 import Supervisor
 import SysKit
 
-// A private home (`--home spawn`) is this same binary in deputy mode.
-if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == Listener.deputyFlag {
-    LoggingSystem.bootstrap(StreamLogHandler.standardError)
-    // The private home speaks up only when something is wrong.
-    var log = Logger(label: "wrap-and-run home")
-    log.logLevel = .warning
-    exit(deputyMain(arguments: Array(CommandLine.arguments.dropFirst(2)), log: log))
-}
+LoggingSystem.bootstrap(StreamLogHandler.standardError)
 
 /// Exit statuses of wrap-and-run's own failures (the program's status otherwise).
 enum Status {
@@ -169,7 +162,13 @@ struct WrapAndRun: ParsableCommand {
         }
         if home == "spawn" {
             if keyFile != nil { printError("wrap-and-run: note: --key-file is not used with --home spawn") }
-            return .spawn(root: root)
+            let root = self.root
+            return .spawn(root: root) { fd in
+                // The private home speaks up only when something is wrong.
+                var log = Logger(label: "wrap-and-run home")
+                log.logLevel = .warning
+                _ = serveSession(input: fd, output: fd, root: root, keyFile: nil, log: log)
+            }
         }
         guard let endpoint = Endpoint(parsing: home) else { fail(Status.usage, "--home takes HOST:PORT or spawn, not \(home)") }
         guard let keyFile else { fail(Status.usage, "--home \(home) needs --key-file FILE (the key homestub was started with)") }
