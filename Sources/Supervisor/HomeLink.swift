@@ -13,33 +13,53 @@ public enum TransportError: Error, Sendable {
 
 /// The forwarding client: one stream to the home deputy shared by all
 /// supervisor workers, with many requests in flight. Each worker owns a
-/// `Slot` (its preallocated request and reply buffers); a reader thread
-/// reads each reply straight into the waiting slot's buffer, so a forwarded
-/// call copies its data once and allocates nothing.
+/// `Slot` (its preallocated request and reply buffers).
+///
+/// There is no reader thread: a worker waiting for a reply reads the stream
+/// itself when nobody else is (the leader/follower pattern), delivering
+/// other workers' replies straight into their slots as they pass. With one
+/// call in flight — the common case — a reply costs no thread hand-off at
+/// all; a forwarded call copies its data once and allocates nothing.
 public final class HomeLink: Sendable {
     let fd: CInt
     let writeLock = Mutex<Void>(())
     let slots: [Slot]
     let lost = Atomic<Bool>(false)
+    /// Held by the one worker reading the stream.
+    let readerBusy = Atomic<Bool>(false)
+    /// The reader's header and discard buffers (only the reader touches them).
+    let scratch: ReaderScratch
     let onLost: @Sendable (String) -> Void
 
     /// Slot index reserved for fire-and-forget requests (handle releases).
     static let detachedSlot: UInt64 = 0xffff
 
-    /// A worker's request/reply buffers and its wake-up. The reader thread
-    /// writes `reply`/`replyLength`/`failed` only after claiming `pending`
-    /// (compare-exchange from the awaited id to 0) and before signalling
-    /// `ready`; the worker reads them only after `ready` fires. That
-    /// hand-off is what makes the unchecked Sendable sound.
+    /// Where a slot's worker is: running (trying to read, or reading), or
+    /// asleep on its semaphore. Only the transition asleep → running, won by
+    /// compare-exchange, may signal the semaphore, so no wake-up is lost or
+    /// doubled.
+    enum Phase: Int {
+        case running = 0
+        case asleep = 1
+    }
+
+    /// A worker's request/reply buffers and its wake-up. The reader writes
+    /// `reply`, `replyLength`, `delivered` and `failed` only after claiming
+    /// `pending` (compare-exchange from the awaited id to 0); the worker
+    /// reads them only after seeing `delivered`/`failed` set through that
+    /// claim and the semaphore or phase change that follows. That hand-off
+    /// is what makes the unchecked Sendable sound.
     final class Slot: @unchecked Sendable {
         let index: UInt64
         let frame: UnsafeMutableRawBufferPointer
         let reply: UnsafeMutableRawBufferPointer
         let ready = DispatchSemaphore(value: 0)
         let pending = Atomic<UInt64>(0)
+        let phase = Atomic<Int>(Phase.running.rawValue)
+        let delivered = Atomic<Bool>(false)
         var sequence: UInt64 = 0
         var replyLength = 0
-        var failed = false
+        let failed = Atomic<Bool>(false)
 
         init(index: Int) {
             self.index = UInt64(index)
@@ -55,6 +75,25 @@ public final class HomeLink: Sendable {
         func payload(for op: Op) -> UnsafeMutableRawBufferPointer {
             UnsafeMutableRawBufferPointer(rebasing: frame[RequestEncoder.payloadOffset(op)...])
         }
+
+        /// Wakes the worker if it is asleep (from any thread).
+        func wake() {
+            if phase.compareExchange(expected: Phase.asleep.rawValue, desired: Phase.running.rawValue,
+                                     ordering: .sequentiallyConsistent).exchanged {
+                ready.signal()
+            }
+        }
+    }
+
+    /// Buffers of whoever holds the reader role.
+    final class ReaderScratch: @unchecked Sendable {
+        // Used only by the holder of `readerBusy`.
+        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.headerSize, alignment: 8)
+        let discard = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.maxFrameLength, alignment: 16)
+        deinit {
+            header.deallocate()
+            discard.deallocate()
+        }
     }
 
     /// Wraps a connected, already authenticated stream.
@@ -62,12 +101,7 @@ public final class HomeLink: Sendable {
         self.fd = fd
         self.onLost = onLost
         slots = (0..<workers).map { Slot(index: $0) }
-    }
-
-    /// Starts the reader thread.
-    func start() {
-        let t = ThreadRunner(name: "home-reader") { [self] in readLoop() }
-        t.start()
+        scratch = ReaderScratch()
     }
 
     /// Sends `op` with `scalars` and the `payloadLength` bytes already in
@@ -82,20 +116,45 @@ public final class HomeLink: Sendable {
         } catch {
             preconditionFailure("request over the frame limit: \(error)")  // callers chunk to Wire.maxPayload
         }
-        slot.failed = false
+        slot.failed.store(false, ordering: .relaxed)
+        slot.delivered.store(false, ordering: .relaxed)
         slot.pending.store(id, ordering: .sequentiallyConsistent)
         let sent = writeLock.withLock { _ -> Bool in
             do { try FD.writeFully(fd, slot.frame.baseAddress!, length); return true } catch { return false }
         }
         if !sent { markLost("write to home failed") }
-        if lost.load(ordering: .sequentiallyConsistent) {
-            // Whoever clears `pending` owns the wake-up.
-            if slot.pending.compareExchange(expected: id, desired: 0, ordering: .sequentiallyConsistent).exchanged {
-                throw .lost
+        while true {
+            if slot.delivered.load(ordering: .acquiring) { return try view(slot) }
+            if slot.failed.load(ordering: .acquiring) || lost.load(ordering: .sequentiallyConsistent) {
+                // Whoever clears `pending` owns the outcome.
+                if slot.pending.compareExchange(expected: id, desired: 0, ordering: .sequentiallyConsistent).exchanged {
+                    throw .lost
+                }
+                if slot.delivered.load(ordering: .acquiring) { return try view(slot) }
+                if slot.failed.load(ordering: .acquiring) { throw .lost }
             }
+            if readerBusy.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
+                readUntilDelivered(slot)
+                readerBusy.store(false, ordering: .sequentiallyConsistent)
+                promoteWaitingReader()
+                continue
+            }
+            // Someone else reads: sleep until they deliver our reply or hand
+            // us the stream. Re-check after announcing the sleep, so a reader
+            // that left just now is not missed.
+            slot.phase.store(Phase.asleep.rawValue, ordering: .sequentiallyConsistent)
+            if slot.delivered.load(ordering: .acquiring) || !readerBusy.load(ordering: .sequentiallyConsistent)
+                || lost.load(ordering: .sequentiallyConsistent) {
+                if slot.phase.compareExchange(expected: Phase.asleep.rawValue, desired: Phase.running.rawValue,
+                                              ordering: .sequentiallyConsistent).exchanged {
+                    continue
+                }
+            }
+            slot.ready.wait()
         }
-        slot.ready.wait()
-        if slot.failed { throw .lost }
+    }
+
+    private func view(_ slot: Slot) throws(TransportError) -> ResponseView {
         do {
             return try ResponseView(frame: UnsafeRawBufferPointer(rebasing: slot.reply[0..<slot.replyLength]))
         } catch {
@@ -104,8 +163,59 @@ public final class HomeLink: Sendable {
         }
     }
 
+    /// As the reader: reads frames, delivering each to its slot, until
+    /// `mine` has its reply (or the stream fails).
+    private func readUntilDelivered(_ mine: Slot) {
+        while !mine.delivered.load(ordering: .acquiring) && !lost.load(ordering: .acquiring) {
+            let h: FrameHeader
+            do {
+                guard try FD.readFully(fd, scratch.header.baseAddress!, Wire.headerSize) else {
+                    return markLost("the home node closed the connection")
+                }
+                h = try FrameHeader.decode(UnsafeRawBufferPointer(scratch.header))
+            } catch let e as Errno {
+                return markLost(String(cString: strerror(e.rawValue)))
+            } catch {
+                return markLost("malformed frame from home: \(error)")
+            }
+            let index = Int(h.id & 0xffff)
+            let target: Slot? = index < slots.count ? slots[index] : nil
+            let claimed = target?.pending.compareExchange(expected: h.id, desired: 0, ordering: .sequentiallyConsistent).exchanged ?? false
+            let into = claimed ? target!.reply : scratch.discard
+            into.copyMemory(from: UnsafeRawBufferPointer(scratch.header))
+            let length = Int(h.length)
+            do {
+                if length > Wire.headerSize {
+                    guard try FD.readFully(fd, into.baseAddress! + Wire.headerSize, length - Wire.headerSize) else {
+                        throw Errno.ioError
+                    }
+                }
+            } catch {
+                if claimed { target!.failed.store(true, ordering: .releasing); target!.wake() }
+                return markLost("the home node closed the connection mid-reply")
+            }
+            if claimed {
+                target!.replyLength = length
+                target!.delivered.store(true, ordering: .releasing)
+                if target !== mine { target!.wake() }
+            }
+        }
+    }
+
+    /// After giving up the reader role: if another call still waits for its
+    /// reply, wake its worker to take the stream over.
+    private func promoteWaitingReader() {
+        for slot in slots where slot.pending.load(ordering: .sequentiallyConsistent) != 0 {
+            if slot.phase.load(ordering: .sequentiallyConsistent) == Phase.asleep.rawValue {
+                slot.wake()
+                return
+            }
+        }
+    }
+
     /// Tells home to close `handle`, without waiting (from deinit of a
     /// placeholder or a working directory, on whatever thread drops it).
+    /// Its reply is read, and dropped, by whoever reads next.
     func release(handle: Int64) {
         if lost.load(ordering: .relaxed) { return }
         var buf: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
@@ -117,56 +227,16 @@ public final class HomeLink: Sendable {
         }
     }
 
-    private func readLoop() {
-        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.headerSize, alignment: 8)
-        let discard = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.maxFrameLength, alignment: 16)
-        defer { header.deallocate(); discard.deallocate() }
-        while true {
-            let h: FrameHeader
-            do {
-                guard try FD.readFully(fd, header.baseAddress!, Wire.headerSize) else {
-                    return markLost("the home node closed the connection")
-                }
-                h = try FrameHeader.decode(UnsafeRawBufferPointer(header))
-            } catch let e as Errno {
-                return markLost(String(cString: strerror(e.rawValue)))
-            } catch {
-                return markLost("malformed frame from home: \(error)")
-            }
-            let index = Int(h.id & 0xffff)
-            let slot: Slot? = index < slots.count ? slots[index] : nil
-            let claimed = slot?.pending.compareExchange(expected: h.id, desired: 0, ordering: .sequentiallyConsistent).exchanged ?? false
-            let target = claimed ? slot!.reply : discard
-            target.copyMemory(from: UnsafeRawBufferPointer(header))
-            let length = Int(h.length)
-            do {
-                if length > Wire.headerSize {
-                    guard try FD.readFully(fd, target.baseAddress! + Wire.headerSize, length - Wire.headerSize) else {
-                        throw Errno.ioError
-                    }
-                }
-            } catch {
-                if claimed { slot!.failed = true; slot!.ready.signal() }
-                return markLost("the home node closed the connection mid-reply")
-            }
-            if claimed {
-                slot!.replyLength = length
-                slot!.ready.signal()
-            }
-        }
-    }
-
     /// Fails every waiting call and every later one; says so once.
     func markLost(_ why: String) {
         if lost.exchange(true, ordering: .sequentiallyConsistent) { return }
         shutdown(fd, Int32(SHUT_RDWR))
         for slot in slots {
             if slot.pending.exchange(0, ordering: .sequentiallyConsistent) != 0 {
-                slot.failed = true
-                slot.ready.signal()
+                slot.failed.store(true, ordering: .releasing)
+                slot.wake()
             }
         }
         onLost(why)
     }
 }
-

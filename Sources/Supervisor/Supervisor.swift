@@ -95,7 +95,6 @@ public final class Supervisor: Sendable {
             let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
             printError(text)
         }
-        link.start()
         let watchers: Watchers
         do { watchers = try Watchers(link: link, pumpSlot: link.slots[options.workers]) } catch {
             throw .spawn("epoll: \(error)")
@@ -121,6 +120,7 @@ public final class Supervisor: Sendable {
             throw .spawn("\(options.program): \(what) failed: \(String(cString: strerror(error.errno.rawValue)))")
         }
         tracees.addRoot(pid: pid, cwd: cwd)
+        listener.preferSynchronousWakeUp()
 
         let sup = Supervisor(options: options, link: link, watchers: watchers, tracees: tracees, listener: listener,
                              child: pid, placeholderBase: base, descriptorLimit: limit)
