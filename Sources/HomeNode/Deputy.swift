@@ -17,6 +17,8 @@ public final class Deputy {
     var handles = Set<CInt>()
     let request: UnsafeMutableRawBufferPointer
     let response: UnsafeMutableRawBufferPointer
+    /// How long to poll for the next request before sleeping (µs).
+    public var pollMicroseconds = 50
 
     public init(rootPath: String, log: Logger) throws(Errno) {
         self.log = log
@@ -90,6 +92,7 @@ public final class Deputy {
 
     /// Reads one frame into `request`; nil on a clean EOF between frames.
     private func readFrame() throws -> Int? {
+        if pollMicroseconds > 0 { FD.spinUntilReadable(input, microseconds: pollMicroseconds) }
         guard try FD.readFully(input, request.baseAddress!, Wire.headerSize) else { return nil }
         // Validates the length against the maximum before reading the body.
         let header = try FrameHeader.decode(UnsafeRawBufferPointer(rebasing: request[0..<Wire.headerSize]))

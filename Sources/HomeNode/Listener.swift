@@ -11,6 +11,8 @@ public struct Listener {
     public var keyFile: String
     public var root: String
     public var log: Logger
+    /// Deputies poll this long for the next request before sleeping (µs).
+    public var pollMicroseconds = 50
 
     public init(endpoint: Endpoint, keyFile: String, root: String, log: Logger) {
         self.endpoint = endpoint
@@ -90,7 +92,8 @@ public struct Listener {
     }
 
     private func spawn(_ extra: [String], keep: CInt, control: CInt) -> DeputyProcess? {
-        let args = ["homestub", Self.deputyFlag] + extra + ["--root", root, "--key-file", keyFile]
+        let args = ["homestub", Self.deputyFlag] + extra + ["--root", root, "--key-file", keyFile,
+                                                            "--poll-us", String(pollMicroseconds)]
         guard let pid = try? Spawn.plain(path: "/proc/self/exe", argv: args, env: Spawn.environment, keep: [keep]) else {
             if control >= 0 { Glibc.close(control) }
             return nil
@@ -112,13 +115,14 @@ public struct Listener {
 /// Entry point of a deputy process: `--fd N --session N --root DIR [--key-file F]`
 /// (or `--stdio`). Returns the process exit status.
 public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
-    var fd: CInt = 0, out: CInt = 1, session = "stdio", root = "/", keyFile: String?, standby: CInt?
+    var fd: CInt = 0, out: CInt = 1, session = "stdio", root = "/", keyFile: String?, standby: CInt?, poll = 50
     var i = 0
     while i < arguments.count {
         let a = arguments[i], v = i + 1 < arguments.count ? arguments[i + 1] : ""
         switch a {
         case "--fd": fd = CInt(v) ?? -1; out = fd; i += 1
         case "--standby": standby = CInt(v); i += 1
+        case "--poll-us": poll = Int(v) ?? poll; i += 1
         case "--session": session = v; i += 1
         case "--root": root = v; i += 1
         case "--key-file": keyFile = v.isEmpty ? nil : v; i += 1
@@ -129,7 +133,7 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
     var log = baseLog
     guard let standby else {
         log[metadataKey: "session"] = "\(session)"
-        return serveSession(input: fd, output: out, root: root, keyFile: keyFile, log: log)
+        return serveSession(input: fd, output: out, root: root, keyFile: keyFile, pollMicroseconds: poll, log: log)
     }
     // Standby: ready everything before the connection arrives.
     guard let (deputy, key) = prepareSession(root: root, keyFile: keyFile, log: log) else { return 1 }
@@ -141,13 +145,16 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
     let lines = note[0..<n].split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }
     log[metadataKey: "session"] = "\(lines.first ?? "?")"
     deputy.log = log
+    deputy.pollMicroseconds = poll
     deputy.attach(input: conn, output: conn)
     return finishSession(deputy, key: key, log: log)
 }
 
 /// Serves one session on (input, output) and logs how it ended.
-public func serveSession(input: CInt, output: CInt, root: String, keyFile: String?, log: Logger) -> Int32 {
+public func serveSession(input: CInt, output: CInt, root: String, keyFile: String?, pollMicroseconds: Int = 50,
+                         log: Logger) -> Int32 {
     guard let (deputy, key) = prepareSession(root: root, keyFile: keyFile, log: log) else { return 1 }
+    deputy.pollMicroseconds = pollMicroseconds
     deputy.attach(input: input, output: output)
     return finishSession(deputy, key: key, log: log)
 }

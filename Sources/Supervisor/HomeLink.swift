@@ -31,6 +31,9 @@ public final class HomeLink: Sendable {
     let scratch: ReaderScratch
     let onLost: @Sendable (String) -> Void
 
+    /// How long a reader polls for a reply before sleeping (µs).
+    let pollMicroseconds: Int
+
     /// Slot index reserved for fire-and-forget requests (handle releases).
     static let detachedSlot: UInt64 = 0xffff
 
@@ -97,8 +100,9 @@ public final class HomeLink: Sendable {
     }
 
     /// Wraps a connected, already authenticated stream.
-    init(fd: CInt, workers: Int, onLost: @escaping @Sendable (String) -> Void) {
+    init(fd: CInt, workers: Int, pollMicroseconds: Int, onLost: @escaping @Sendable (String) -> Void) {
         self.fd = fd
+        self.pollMicroseconds = pollMicroseconds
         self.onLost = onLost
         slots = (0..<workers).map { Slot(index: $0) }
         scratch = ReaderScratch()
@@ -168,6 +172,7 @@ public final class HomeLink: Sendable {
     private func readUntilDelivered(_ mine: Slot) {
         while !mine.delivered.load(ordering: .acquiring) && !lost.load(ordering: .acquiring) {
             let h: FrameHeader
+            if pollMicroseconds > 0 { FD.spinUntilReadable(fd, microseconds: pollMicroseconds) }
             do {
                 guard try FD.readFully(fd, scratch.header.baseAddress!, Wire.headerSize) else {
                     return markLost("the home node closed the connection")

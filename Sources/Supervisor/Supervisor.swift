@@ -16,9 +16,12 @@ public struct SupervisorOptions: Sendable {
     public var stats: Bool
     /// Supervisor threads receiving notifications (calls in flight at once).
     public var workers: Int
+    /// How long to poll for a reply from home before sleeping (µs).
+    public var pollMicroseconds: Int
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
-                policy: RoutingPolicy, stats: Bool, workers: Int = 4) {
+                policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50) {
+        self.pollMicroseconds = pollMicroseconds
         self.program = program
         self.arguments = arguments
         self.environment = environment
@@ -91,7 +94,7 @@ public final class Supervisor: Sendable {
         do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
         let home = options.home.description
         // One slot per worker, one for the stream pump, one for the final flush.
-        let link = HomeLink(fd: stream, workers: options.workers + 2) { why in
+        let link = HomeLink(fd: stream, workers: options.workers + 2, pollMicroseconds: options.pollMicroseconds) { why in
             let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
             printError(text)
         }

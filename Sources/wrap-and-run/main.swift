@@ -60,6 +60,10 @@ struct WrapAndRun: ParsableCommand {
     @Option(name: .customLong("local"), help: "Keep paths under this prefix local (overrides by longest prefix).")
     var localPrefixes: [String] = []
 
+    @Option(name: .customLong("poll-us"),
+            help: "Microseconds to poll for a reply from home before sleeping (0: never poll; the private home's deputy polls as long).")
+    var pollMicroseconds = 50
+
     @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
     var stats = false
 
@@ -95,7 +99,7 @@ struct WrapAndRun: ParsableCommand {
         let program = resolveProgram(name, environment: environment)
         let address = homeAddress()
         let options = SupervisorOptions(program: program, arguments: command, environment: environment,
-                                        home: address, policy: policy, stats: stats)
+                                        home: address, policy: policy, stats: stats, pollMicroseconds: pollMicroseconds)
         let supervisor: Supervisor
         do { supervisor = try Supervisor.launch(options) } catch {
             switch error {
@@ -162,12 +166,12 @@ struct WrapAndRun: ParsableCommand {
         }
         if home == "spawn" {
             if keyFile != nil { printError("wrap-and-run: note: --key-file is not used with --home spawn") }
-            let root = self.root
+            let root = self.root, poll = pollMicroseconds
             return .spawn(root: root) { fd in
                 // The private home speaks up only when something is wrong.
                 var log = Logger(label: "wrap-and-run home")
                 log.logLevel = .warning
-                _ = serveSession(input: fd, output: fd, root: root, keyFile: nil, log: log)
+                _ = serveSession(input: fd, output: fd, root: root, keyFile: nil, pollMicroseconds: poll, log: log)
             }
         }
         guard let endpoint = Endpoint(parsing: home) else { fail(Status.usage, "--home takes HOST:PORT or spawn, not \(home)") }
