@@ -271,3 +271,63 @@ ssize_t cshim_recv_fd(int sock, int *fd_out, void *data, size_t len)
             memcpy(fd_out, CMSG_DATA(c), sizeof(int));
     return n;
 }
+
+// ---- more file calls for the deputy ------------------------------------------------
+
+#include <sys/xattr.h>
+
+int cshim_fchmodat2(int dirfd, const char *path, unsigned int mode, int flags)
+{
+    return (int)syscall(452 /* SYS_fchmodat2 */, dirfd, path, mode, flags);
+}
+
+int cshim_fallocate(int fd, int mode, int64_t offset, int64_t len) { return fallocate(fd, mode, offset, len); }
+
+ssize_t cshim_copy_file_range(int in, int64_t *in_off, int out, int64_t *out_off, size_t len, unsigned int flags)
+{
+    return copy_file_range(in, (off_t *)in_off, out, (off_t *)out_off, len, flags);
+}
+
+ssize_t cshim_getxattr(int fd, const char *path, int nofollow, const char *name, void *value, size_t size)
+{
+    if (path == NULL) return fgetxattr(fd, name, value, size);
+    return nofollow ? lgetxattr(path, name, value, size) : getxattr(path, name, value, size);
+}
+
+int cshim_setxattr(int fd, const char *path, int nofollow, const char *name, const void *value, size_t size, int flags)
+{
+    if (path == NULL) return fsetxattr(fd, name, value, size, flags);
+    return nofollow ? lsetxattr(path, name, value, size, flags) : setxattr(path, name, value, size, flags);
+}
+
+ssize_t cshim_listxattr(int fd, const char *path, int nofollow, char *list, size_t size)
+{
+    if (path == NULL) return flistxattr(fd, list, size);
+    return nofollow ? llistxattr(path, list, size) : listxattr(path, list, size);
+}
+
+int cshim_removexattr(int fd, const char *path, int nofollow, const char *name)
+{
+    if (path == NULL) return fremovexattr(fd, name);
+    return nofollow ? lremovexattr(path, name) : removexattr(path, name);
+}
+
+int cshim_fcntl_ptr(int fd, int cmd, void *arg) { return fcntl(fd, cmd, arg); }
+
+#include <sys/file.h>
+#include <sys/statfs.h>
+
+_Static_assert(sizeof(struct statfs) == CSHIM_STATFS_SIZE, "struct statfs");
+
+int cshim_utimensat(int dirfd, const char *path, const void *times, int flags)
+{
+    return (int)syscall(SYS_utimensat, dirfd, path, times, flags);
+}
+
+int cshim_fstatfs(int fd, void *buf) { return fstatfs(fd, (struct statfs *)buf); }
+
+int cshim_flock(int fd, int operation) { return flock(fd, operation); }
+
+#include <sys/mman.h>
+
+int cshim_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }

@@ -25,12 +25,19 @@ static int add_rule(scmp_filter_ctx ctx, const cshim_filter_rule *r)
             rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1, SCMP_A0_32(SCMP_CMP_GE, r->fd_base));
         break;
     case CSHIM_WHEN_ARG1_IN:
-        if (r->nvalues == 0 || r->nvalues > 4)
+        if (r->nvalues == 0 || r->nvalues > CSHIM_FILTER_MAX_VALUES)
             return -EINVAL;
         rc = 0;
         for (uint32_t v = 0; v < r->nvalues && rc >= 0; v++)
             rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1,
                                   SCMP_A1_32(SCMP_CMP_EQ, (uint32_t)r->values[v]));
+        break;
+    case CSHIM_WHEN_MMAP_FD_RANGE:
+        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 2, SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, 0),
+                              SCMP_A4_32(SCMP_CMP_LE, 2));
+        if (rc >= 0)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 2, SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, 0),
+                                  SCMP_A4_32(SCMP_CMP_GE, r->fd_base));
         break;
     default:
         return -EINVAL;

@@ -94,14 +94,19 @@ typedef enum cshim_filter_when {
     CSHIM_WHEN_FD_RANGE = 1,
     /// Only if the int in arg1 is one of `values[0..<nvalues]` (fcntl commands).
     CSHIM_WHEN_ARG1_IN = 2,
+    /// mmap: only if MAP_ANONYMOUS is clear in arg3 and the descriptor in
+    /// arg4 is 0, 1, 2 or >= `fd_base`.
+    CSHIM_WHEN_MMAP_FD_RANGE = 3,
 } cshim_filter_when;
+
+#define CSHIM_FILTER_MAX_VALUES 12
 
 typedef struct cshim_filter_rule {
     int32_t nr;
     uint32_t when;        // cshim_filter_when
     uint32_t fd_base;
-    uint32_t nvalues;     // at most 4
-    int32_t values[4];
+    uint32_t nvalues;     // at most CSHIM_FILTER_MAX_VALUES
+    int32_t values[CSHIM_FILTER_MAX_VALUES];
 } cshim_filter_rule;
 
 /// Builds an x86_64 filter: default ALLOW; each rule's syscall returns
@@ -190,6 +195,31 @@ int cshim_send_fd(int sock, int fd, const void *data, size_t len);
 ssize_t cshim_recv_fd(int sock, int *fd_out, void *data, size_t len);
 /// unshare(CLONE_FS): this thread gets its own umask, cwd and root.
 int cshim_unshare_fs(void);
+/// fchmodat2(2) (Linux 6.6; flags AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH).
+int cshim_fchmodat2(int dirfd, const char *path, unsigned int mode, int flags);
+/// fallocate(2).
+int cshim_fallocate(int fd, int mode, int64_t offset, int64_t len);
+/// copy_file_range(2); a NULL offset pointer means the file offset.
+ssize_t cshim_copy_file_range(int in, int64_t *in_off, int out, int64_t *out_off, size_t len, unsigned int flags);
+/// getxattr/lgetxattr on a path (nofollow: the l form) or fgetxattr on fd (path NULL).
+ssize_t cshim_getxattr(int fd, const char *path, int nofollow, const char *name, void *value, size_t size);
+/// setxattr and its forms, as cshim_getxattr.
+int cshim_setxattr(int fd, const char *path, int nofollow, const char *name, const void *value, size_t size, int flags);
+/// listxattr and its forms, as cshim_getxattr.
+ssize_t cshim_listxattr(int fd, const char *path, int nofollow, char *list, size_t size);
+/// removexattr and its forms, as cshim_getxattr.
+int cshim_removexattr(int fd, const char *path, int nofollow, const char *name);
+/// utimensat(2); `path` may be NULL (futimens).
+int cshim_utimensat(int dirfd, const char *path, const void *times, int flags);
+/// memfd_create(2).
+int cshim_memfd_create(const char *name, unsigned int flags);
+/// fstatfs(2) into the raw x86_64 struct statfs (CSHIM_STATFS_SIZE bytes).
+int cshim_fstatfs(int fd, void *buf);
+#define CSHIM_STATFS_SIZE 120
+/// flock(2).
+int cshim_flock(int fd, int operation);
+/// fcntl(fd, cmd, ptr) for commands taking a struct (record locks).
+int cshim_fcntl_ptr(int fd, int cmd, void *arg);
 /// fcntl(fd, cmd, arg) for integer-argument commands.
 int cshim_fcntl_int(int fd, int cmd, long arg);
 /// ioctl(fd, req, arg) with a pointer argument.

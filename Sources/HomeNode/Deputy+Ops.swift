@@ -157,33 +157,42 @@ extension Deputy {
             memset(out.baseAddress!, 0, n)
             return (Int64(n), n)
 
+        case .fchmodat, .fchownat, .utimensat, .linkat, .symlinkat, .mknodat, .statfs:
+            return try executeMetadata(r, out)
+
+        case .fallocate, .fcntl, .lock, .flock, .copyFileRange:
+            return try executeDescriptor(r, out)
+
+        case .getxattr, .setxattr, .listxattr, .removexattr:
+            return try executeXattr(r, out)
+
         case .hello, .challenge, .authenticate, .welcome, .refused:
             throw Errno.invalidArgument
         }
     }
 
     /// A handle scalar naming one of this session's descriptors.
-    private func handle(_ value: Int64) throws(Errno) -> CInt {
+    func handle(_ value: Int64) throws(Errno) -> CInt {
         guard value >= 0, value <= Int64(Int32.max), handles.contains(CInt(value)) else { throw Errno.badFileDescriptor }
         return CInt(value)
     }
 
     /// A directory scalar: the export root or a handle.
-    private func dir(_ value: Int64) throws(Errno) -> CInt? {
+    func dir(_ value: Int64) throws(Errno) -> CInt? {
         value == Wire.rootDir ? nil : try handle(value)
     }
 
     /// A byte count, bounded by the payload space.
-    private func count(_ value: Int64, _ out: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+    func count(_ value: Int64, _ out: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
         guard value >= 0 else { throw Errno.invalidArgument }
         return Int(min(value, Int64(min(out.count, Wire.maxPayload))))
     }
 
-    private func path(_ r: RequestView) throws(Errno) -> UnsafePointer<CChar> {
+    func path(_ r: RequestView) throws(Errno) -> UnsafePointer<CChar> {
         do { return try r.path().baseAddress!.assumingMemoryBound(to: CChar.self) } catch { throw Errno.invalidArgument }
     }
 
-    private func paths(_ r: RequestView) throws(Errno) -> (UnsafePointer<CChar>, UnsafePointer<CChar>) {
+    func paths(_ r: RequestView) throws(Errno) -> (UnsafePointer<CChar>, UnsafePointer<CChar>) {
         do {
             let (a, b) = try r.twoPaths()
             return (a.baseAddress!.assumingMemoryBound(to: CChar.self), b.baseAddress!.assumingMemoryBound(to: CChar.self))

@@ -28,10 +28,10 @@ enum Descriptors {
         return try duplicate(c, c.fd(0), onto: c.fd(1), closeOnExec: flags & O_CLOEXEC != 0)
     }
 
-    /// Implements fcntl(2) for F_DUPFD and F_DUPFD_CLOEXEC (the only commands the filter sends).
-    static func fcntl(_ c: borrowing Call) throws(Failure) -> Reply {
+    /// fcntl(2)'s F_DUPFD and F_DUPFD_CLOEXEC (see `Locks.fcntl`).
+    static func fcntlDup(_ c: borrowing Call) throws(Failure) -> Reply {
         let cmd = c.int(1), minimum = c.int(2)
-        guard cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC, try c.placeholder(fd: c.fd(0)) != nil else { return .continueSyscall }
+        guard try c.placeholder(fd: c.fd(0)) != nil else { return .continueSyscall }
         guard minimum >= 0, minimum < c.sup.descriptorLimit else { throw .errno(.invalidArgument) }
         return try duplicate(c, c.fd(0), closeOnExec: cmd == F_DUPFD_CLOEXEC, minimum: minimum)
     }

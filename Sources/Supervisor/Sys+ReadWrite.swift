@@ -66,6 +66,33 @@ enum ReadWrite {
         return .value(try vectored(c, p, reading: false, at: c.offset(3)))
     }
 
+    /// Implements preadv2(2). Offset -1 means the file offset, as readv;
+    /// the RWF_* hints are not forwarded.
+    static func preadv2(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        let offset = c.offset(3)
+        if offset == -1 { return .value(try c.withExactOffset(p) { () throws(Failure) in try vectored(c, p, reading: true, at: nil) }) }
+        guard offset >= 0 else { throw .errno(.invalidArgument) }
+        return .value(try vectored(c, p, reading: true, at: offset))
+    }
+
+    /// Implements pwritev2(2), as preadv2.
+    static func pwritev2(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        let offset = c.offset(3)
+        if offset == -1 {
+            return .value(try c.withExactOffset(p, movesOffset: true) { () throws(Failure) in try vectored(c, p, reading: false, at: nil) })
+        }
+        guard offset >= 0 else { throw .errno(.invalidArgument) }
+        return .value(try vectored(c, p, reading: false, at: offset))
+    }
+
+    /// Implements fallocate(2).
+    static func fallocate(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        return .value(try c.home(.fallocate, Scalars(p.handle, Int64(c.int(1)), c.offset(2), c.offset(3))).result)
+    }
+
     /// Implements lseek(2).
     static func lseek(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }

@@ -24,6 +24,8 @@ enum Interception: Sendable {
     case placeholderRange
     /// Only these commands (arg1), e.g. fcntl's F_DUPFD.
     case commands([Int32])
+    /// mmap of a descriptor in the watched numbers.
+    case mappedPlaceholder
 }
 
 /// One row of the table: the syscall, its class, its handler and when the
@@ -100,49 +102,59 @@ struct SyscallTable: Sendable {
         SyscallRow(32, "dup", .descriptor, Descriptors.dup),
         SyscallRow(33, "dup2", .descriptor, Descriptors.dup2),
         SyscallRow(292, "dup3", .descriptor, Descriptors.dup3),
-        SyscallRow(72, "fcntl", .descriptor, Descriptors.fcntl, when: .commands([F_DUPFD, 1030 /* F_DUPFD_CLOEXEC */])),
+        SyscallRow(72, "fcntl", .descriptor, Locks.fcntl, when: .commands(Locks.commands)),
         // Working directory.
         SyscallRow(80, "chdir", .cwd, Cwd.chdir),
         SyscallRow(81, "fchdir", .cwd, Cwd.fchdir),
         SyscallRow(79, "getcwd", .cwd, Cwd.getcwd),
-        // Not forwarded yet: refused (EOPNOTSUPP) on forwarded names and
-        // descriptors so the target's file of that name is never touched.
-        SyscallRow(90, "chmod", .path, Unsupported.path(0)),
-        SyscallRow(268, "fchmodat", .path, Unsupported.path(1, dirfd: 0)),
-        SyscallRow(91, "fchmod", .descriptor, Unsupported.descriptor(0)),
-        SyscallRow(92, "chown", .path, Unsupported.path(0)),
-        SyscallRow(94, "lchown", .path, Unsupported.path(0)),
-        SyscallRow(260, "fchownat", .path, Unsupported.path(1, dirfd: 0)),
-        SyscallRow(93, "fchown", .descriptor, Unsupported.descriptor(0)),
-        SyscallRow(132, "utime", .path, Unsupported.path(0)),
-        SyscallRow(235, "utimes", .path, Unsupported.path(0)),
-        SyscallRow(261, "futimesat", .path, Unsupported.pathOrDescriptor(1, dirfd: 0)),
-        SyscallRow(280, "utimensat", .path, Unsupported.pathOrDescriptor(1, dirfd: 0)),
-        SyscallRow(86, "link", .path, Unsupported.twoPaths(0, dirfd: nil, 1, dirfd: nil)),
-        SyscallRow(265, "linkat", .path, Unsupported.twoPaths(1, dirfd: 0, 3, dirfd: 2)),
-        SyscallRow(88, "symlink", .path, Unsupported.path(1)),
-        SyscallRow(266, "symlinkat", .path, Unsupported.path(2, dirfd: 1)),
-        SyscallRow(133, "mknod", .path, Unsupported.path(0)),
-        SyscallRow(259, "mknodat", .path, Unsupported.path(1, dirfd: 0)),
-        SyscallRow(137, "statfs", .path, Unsupported.path(0)),
-        SyscallRow(138, "fstatfs", .descriptor, Unsupported.descriptor(0)),
-        SyscallRow(188, "setxattr", .path, Unsupported.path(0)),
-        SyscallRow(189, "lsetxattr", .path, Unsupported.path(0)),
-        SyscallRow(190, "fsetxattr", .descriptor, Unsupported.descriptor(0)),
-        SyscallRow(191, "getxattr", .path, Unsupported.path(0)),
-        SyscallRow(192, "lgetxattr", .path, Unsupported.path(0)),
-        SyscallRow(193, "fgetxattr", .descriptor, Unsupported.descriptor(0)),
-        SyscallRow(194, "listxattr", .path, Unsupported.path(0)),
-        SyscallRow(195, "llistxattr", .path, Unsupported.path(0)),
-        SyscallRow(196, "flistxattr", .descriptor, Unsupported.descriptor(0)),
-        SyscallRow(197, "removexattr", .path, Unsupported.path(0)),
-        SyscallRow(198, "lremovexattr", .path, Unsupported.path(0)),
-        SyscallRow(199, "fremovexattr", .descriptor, Unsupported.descriptor(0)),
+        // Metadata, links, special files.
+        SyscallRow(90, "chmod", .path, Metadata.chmod),
+        SyscallRow(268, "fchmodat", .path, Metadata.fchmodat),
+        SyscallRow(452, "fchmodat2", .path, Metadata.fchmodat2),
+        SyscallRow(91, "fchmod", .descriptor, Metadata.fchmod),
+        SyscallRow(92, "chown", .path, Metadata.chown),
+        SyscallRow(94, "lchown", .path, Metadata.lchown),
+        SyscallRow(260, "fchownat", .path, Metadata.fchownat),
+        SyscallRow(93, "fchown", .descriptor, Metadata.fchown),
+        SyscallRow(132, "utime", .path, Metadata.utime),
+        SyscallRow(235, "utimes", .path, Metadata.utimes),
+        SyscallRow(261, "futimesat", .path, Metadata.futimesat),
+        SyscallRow(280, "utimensat", .path, Metadata.utimensat),
+        SyscallRow(86, "link", .path, Metadata.link),
+        SyscallRow(265, "linkat", .path, Metadata.linkat),
+        SyscallRow(88, "symlink", .path, Metadata.symlink),
+        SyscallRow(266, "symlinkat", .path, Metadata.symlinkat),
+        SyscallRow(133, "mknod", .path, Metadata.mknod),
+        SyscallRow(259, "mknodat", .path, Metadata.mknodat),
+        SyscallRow(137, "statfs", .path, Metadata.statfs),
+        SyscallRow(138, "fstatfs", .descriptor, Metadata.fstatfs),
+        // Extended attributes.
+        SyscallRow(191, "getxattr", .path, Xattr.getxattr),
+        SyscallRow(192, "lgetxattr", .path, Xattr.lgetxattr),
+        SyscallRow(193, "fgetxattr", .descriptor, Xattr.fgetxattr),
+        SyscallRow(188, "setxattr", .path, Xattr.setxattr),
+        SyscallRow(189, "lsetxattr", .path, Xattr.lsetxattr),
+        SyscallRow(190, "fsetxattr", .descriptor, Xattr.fsetxattr),
+        SyscallRow(194, "listxattr", .path, Xattr.listxattr),
+        SyscallRow(195, "llistxattr", .path, Xattr.llistxattr),
+        SyscallRow(196, "flistxattr", .descriptor, Xattr.flistxattr),
+        SyscallRow(197, "removexattr", .path, Xattr.removexattr),
+        SyscallRow(198, "lremovexattr", .path, Xattr.lremovexattr),
+        SyscallRow(199, "fremovexattr", .descriptor, Xattr.fremovexattr),
+        // Locks, space, copies, memory maps.
+        SyscallRow(73, "flock", .descriptor, Locks.flock),
+        SyscallRow(285, "fallocate", .descriptor, ReadWrite.fallocate),
+        SyscallRow(326, "copy_file_range", .descriptor, Copy.copyFileRange),
+        SyscallRow(40, "sendfile", .descriptor, Copy.sendfile),
+        SyscallRow(275, "splice", .descriptor, Copy.splice),
+        SyscallRow(327, "preadv2", .descriptor, ReadWrite.preadv2, when: .placeholderRange),
+        SyscallRow(328, "pwritev2", .descriptor, ReadWrite.pwritev2, when: .placeholderRange),
+        SyscallRow(9, "mmap", .descriptor, Memory.mmap, when: .mappedPlaceholder),
+        // Refused on forwarded names, with the errno a program already handles.
         SyscallRow(254, "inotify_add_watch", .path, Unsupported.path(1)),
-        // ENOLCK, as NFS says when it cannot lock: a lock on the placeholder
-        // would exclude nobody at home.
-        SyscallRow(73, "flock", .descriptor, Unsupported.descriptor(0, errno: .noLocks)),
-        SyscallRow(285, "fallocate", .descriptor, Unsupported.descriptor(0)),
+        SyscallRow(303, "name_to_handle_at", .path, Unsupported.path(1, dirfd: 0)),
+        // io_uring runs file operations the filter never sees: not offered at all.
+        SyscallRow(425, "io_uring_setup", .descriptor, Unsupported.always(.noFunction)),
     ])
 
     init(rows: [SyscallRow]) {
@@ -171,6 +183,7 @@ struct SyscallTable: Sendable {
             case .always: return (row.nr, .always)
             case .placeholderRange: return (row.nr, .descriptorRange(base: placeholderBase))
             case .commands(let c): return (row.nr, .arg1In(c))
+            case .mappedPlaceholder: return (row.nr, .mappedDescriptorRange(base: placeholderBase))
             }
         }
     }

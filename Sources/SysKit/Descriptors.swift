@@ -69,7 +69,9 @@ public enum FD {
     /// Waits up to `microseconds` for `fd` to become readable by polling
     /// without sleeping. On a VM an idle vCPU halts, and waking it costs
     /// tens of microseconds: a reply that comes back within the spin is
-    /// picked up without that wake-up. Returns true if readable.
+    /// picked up without that wake-up. The loop yields the CPU between
+    /// polls, so it costs little when other threads have work. Returns true
+    /// if readable.
     @discardableResult
     public static func spinUntilReadable(_ fd: CInt, microseconds: Int) -> Bool {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -77,6 +79,9 @@ public enum FD {
         var start = timespec(), now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &start)
         while true {
+            // Yield between polls: on an idle CPU this returns at once and
+            // keeps the vCPU awake; under load the CPU goes to real work.
+            sched_yield()
             p.revents = 0
             if poll(&p, 1, 0) == 1 { return true }
             clock_gettime(CLOCK_MONOTONIC, &now)

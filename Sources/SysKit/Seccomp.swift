@@ -60,8 +60,10 @@ public enum NotifyWhen: Sendable {
     case always
     /// Only when the descriptor in arg0 is 0, 1, 2 or at least `base`.
     case descriptorRange(base: Int32)
-    /// Only when arg1 is one of these values (at most 4).
+    /// Only when arg1 is one of these values (at most 12).
     case arg1In([Int32])
+    /// mmap of a descriptor (not MAP_ANONYMOUS) that is 0, 1, 2 or at least `base`.
+    case mappedDescriptorRange(base: Int32)
 }
 
 extension SeccompListener {
@@ -83,15 +85,19 @@ public final class SeccompFilter: @unchecked Sendable {
     /// all others run.
     public init(rules: [(nr: Int32, when: NotifyWhen)]) throws(Errno) {
         let crules: [cshim_filter_rule] = rules.map { rule in
-            var r = cshim_filter_rule(nr: rule.nr, when: 0, fd_base: 0, nvalues: 0, values: (0, 0, 0, 0))
+            var r = cshim_filter_rule()
+            r.nr = rule.nr
             switch rule.when {
             case .always:
                 r.when = CSHIM_WHEN_ALWAYS.rawValue
             case .descriptorRange(let base):
                 r.when = CSHIM_WHEN_FD_RANGE.rawValue
                 r.fd_base = UInt32(base)
+            case .mappedDescriptorRange(let base):
+                r.when = CSHIM_WHEN_MMAP_FD_RANGE.rawValue
+                r.fd_base = UInt32(base)
             case .arg1In(let values):
-                precondition(!values.isEmpty && values.count <= 4, "arg1In takes 1 to 4 values")
+                precondition(!values.isEmpty && values.count <= Int(CSHIM_FILTER_MAX_VALUES), "arg1In takes 1 to 12 values")
                 r.when = CSHIM_WHEN_ARG1_IN.rawValue
                 r.nvalues = UInt32(values.count)
                 withUnsafeMutableBytes(of: &r.values) { b in

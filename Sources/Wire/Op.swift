@@ -90,6 +90,50 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// Analogous to no syscall (a transport round-trip measurement): scalars [replySize];
     /// payload: anything. Response: payload: replySize bytes.
     case echo = 37
+    /// Analogous to fchmodat2(2): scalars [dir, mode, flags]; payload: path (empty with a
+    /// handle as dir: fchmod(2)).
+    case fchmodat = 38
+    /// Analogous to fchownat(2): scalars [dir, uid, gid, flags]; payload: path (empty with a
+    /// handle as dir and AT_EMPTY_PATH: fchown(2)).
+    case fchownat = 39
+    /// Analogous to utimensat(2): scalars [dir, flags, hasTimes]; payload: two struct timespec
+    /// (32 bytes, when hasTimes is 1) then the path (empty with a handle as dir: futimens(3)).
+    case utimensat = 40
+    /// Analogous to linkat(2): scalars [olddir, newdir, flags]; payload: oldpath NUL newpath NUL.
+    case linkat = 41
+    /// Analogous to symlinkat(2): scalars [newdir]; payload: target NUL linkpath NUL.
+    case symlinkat = 42
+    /// Analogous to mknodat(2): scalars [dir, mode, dev]; payload: path.
+    case mknodat = 43
+    /// Analogous to statfs(2) (fstatfs(2) with a handle and an empty path): scalars [dir];
+    /// payload: path. Response: payload: the x86_64 struct statfs (120 bytes).
+    case statfs = 44
+    /// Analogous to fallocate(2): scalars [handle, mode, offset, length].
+    case fallocate = 45
+    /// Analogous to fcntl(2) with an integer argument (F_GETFL, F_SETFL): scalars
+    /// [handle, cmd, arg]. Response: result: fcntl's.
+    case fcntl = 46
+    /// Analogous to fcntl(2) record locks (F_GETLK, F_SETLK, F_OFD_GETLK, F_OFD_SETLK; never
+    /// blocking): scalars [handle, cmd]; payload: x86_64 struct flock (32 bytes). Response:
+    /// payload: the struct as the home kernel left it.
+    case lock = 47
+    /// Analogous to flock(2), always with LOCK_NB: scalars [handle, operation].
+    case flock = 48
+    /// Analogous to getxattr(2)/lgetxattr(2)/fgetxattr(2): scalars [dir, nofollow, size];
+    /// payload: name NUL path NUL (empty path with a handle: the open file). Response:
+    /// payload: the value (size 0: only its length, as the result).
+    case getxattr = 49
+    /// Analogous to setxattr(2) and its forms: scalars [dir, nofollow, flags, valueLength];
+    /// payload: name NUL path NUL value.
+    case setxattr = 50
+    /// Analogous to listxattr(2) and its forms: scalars [dir, nofollow, size]; payload: path.
+    /// Response: payload: the NUL-separated names.
+    case listxattr = 51
+    /// Analogous to removexattr(2) and its forms: scalars [dir, nofollow]; payload: name NUL path NUL.
+    case removexattr = 52
+    /// Analogous to copy_file_range(2) between two handles of the session: scalars
+    /// [inHandle, inOffset (-1: the file offset), outHandle, outOffset (-1), length, flags].
+    case copyFileRange = 53
 
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
@@ -122,6 +166,22 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .getcwd: return 1
         case .cancel: return 1
         case .echo: return 1
+        case .fchmodat: return 3
+        case .fchownat: return 4
+        case .utimensat: return 3
+        case .linkat: return 3
+        case .symlinkat: return 1
+        case .mknodat: return 3
+        case .statfs: return 1
+        case .fallocate: return 4
+        case .fcntl: return 3
+        case .lock: return 2
+        case .flock: return 2
+        case .getxattr: return 3
+        case .setxattr: return 4
+        case .listxattr: return 3
+        case .removexattr: return 2
+        case .copyFileRange: return 6
         }
     }
 

@@ -117,6 +117,17 @@ public struct RequestView {
         return p
     }
 
+    /// The NUL-terminated string starting at payload offset `offset`, INCLUDING its NUL,
+    /// and the offset just after it: for payloads that chain strings and bytes (setxattr's
+    /// name NUL path NUL value, utimensat's times then path).
+    ///
+    /// Throws ``WireError/malformedPayload`` if no NUL follows `offset`.
+    public func cString(at offset: Int) throws(WireError) -> (UnsafeRawBufferPointer, next: Int) {
+        let p = payload
+        guard offset >= 0, offset <= p.count, let nul = firstNUL(p, from: offset) else { throw .malformedPayload }
+        return (slice(p, from: offset, to: nul + 1), nul + 1)
+    }
+
     /// Two NUL-terminated paths (renameat2: oldpath NUL newpath NUL), each INCLUDING its NUL.
     ///
     /// Throws ``WireError/malformedPayload`` unless the payload is exactly two such paths.

@@ -46,7 +46,7 @@ struct DecodeErrorTests {
     }
 
     @Test func unknownOps() {
-        for raw: UInt16 in [0x7777, 0, 6, 15, 38, 0xFFFF] {
+        for raw: UInt16 in [0x7777, 0, 6, 15, 54, 0xFFFF] {  // 54: just past the last op
             expectAll(rawHeader(length: 64, op: raw) + [UInt8](repeating: 0, count: 48), .unknownOp(raw))
         }
     }
@@ -203,5 +203,27 @@ struct DecodeErrorTests {
         #expect(WireError.unknownOp(0x7777).description.contains("0x7777"))
         #expect(WireError.refused(reason: 1).description.contains("bad key"))
         #expect(WireError.truncated(needed: 16, available: 3).description.contains("16"))
+    }
+}
+
+@Suite("Chained payload strings") struct ChainedStringTests {
+    @Test func walksStringsAndRejectsUnterminated() throws {
+        var frame = [UInt8](repeating: 0, count: 256)
+        let payload: [UInt8] = Array("user.x\0/a/b\0VALUE".utf8)
+        let n = try frame.withUnsafeMutableBytes { out in
+            try payload.withUnsafeBytes { p in
+                try RequestEncoder.encode(op: .setxattr, id: 9, scalars: Scalars(-1, 0, 0, 5), payload: p, into: out)
+            }
+        }
+        try frame.withUnsafeBytes { raw in
+            let view = try RequestView(frame: UnsafeRawBufferPointer(rebasing: raw[0..<n]))
+            let (name, next) = try view.cString(at: 0)
+            #expect(Array(name) == Array("user.x\0".utf8))
+            let (path, rest) = try view.cString(at: next)
+            #expect(Array(path) == Array("/a/b\0".utf8))
+            #expect(Array(view.payload[rest...]) == Array("VALUE".utf8))
+            #expect(throws: WireError.malformedPayload) { try view.cString(at: rest) }
+            #expect(throws: WireError.malformedPayload) { try view.cString(at: 999) }
+        }
     }
 }
