@@ -98,6 +98,18 @@ struct Call: ~Copyable {
         return r
     }
 
+    /// Sends a routed request to its destination: home, or the supervisor's
+    /// local deputy (the payload is copied to that link's slot first).
+    func send(_ to: Destination, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
+        guard to.isLocal else { return try home(op, scalars, payloadLength: payloadLength) }
+        let slot = worker.localSlot
+        slot.payload(for: op).baseAddress!.copyMemory(from: worker.slot.payload(for: op).baseAddress!, byteCount: payloadLength)
+        let r: ResponseView
+        do { r = try sup.localLink.call(slot, op, scalars, payloadLength: payloadLength) } catch { throw .transport(error) }
+        if r.result < 0 { throw .errno(Errno(rawValue: CInt(truncatingIfNeeded: -r.result))) }
+        return r
+    }
+
     /// The tracee's umask (for modes of files and directories it creates at home).
     func umask() -> UInt32 { TaskStatus.read(tid: tid)?.umask ?? 0o022 }
 

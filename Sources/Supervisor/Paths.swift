@@ -12,6 +12,47 @@ enum PathRoute {
     /// Executed at home, relative to `dir` (a handle or `Wire.rootDir`).
     /// `keep` holds the directory's owner alive until the call is done.
     case forward(dir: Int64, keep: AnyObject?)
+    /// The target's own file, but the kernel cannot find it from the name
+    /// given: a relative path whose process works in a directory at home
+    /// (`../../usr/lib` from there). The path has been rewritten to its
+    /// absolute form and the supervisor's local deputy executes the call.
+    case emulated
+
+    /// Where a call that is not simply continued goes.
+    var destination: Destination? {
+        switch self {
+        case .local: return nil
+        case .forward(let dir, let keep): return Destination(dir: dir, keep: keep, isLocal: false)
+        case .emulated: return Destination(dir: Wire.rootDir, keep: nil, isLocal: true)
+        }
+    }
+}
+
+/// The executor of a routed call: the home node, or the target's own
+/// files through the supervisor's local deputy.
+struct Destination {
+    let dir: Int64
+    let keep: AnyObject?
+    let isLocal: Bool
+
+    /// For calls naming two paths (rename, link): both must be on the same
+    /// side, or the answer is EXDEV (which `mv` answers by copying). Nil:
+    /// both local and kernel-resolvable, so the call continues. A local
+    /// path next to an emulated one is absolute (relative ones from that
+    /// process are emulated too), so the local deputy takes both.
+    static func pair(_ a: PathRoute, _ b: PathRoute) throws(Failure) -> (Destination, Destination)? {
+        switch (a, b) {
+        case (.local, .local):
+            return nil
+        case (.forward, .forward):
+            return (a.destination!, b.destination!)
+        case (.emulated, .emulated), (.emulated, .local), (.local, .emulated):
+            let here = Destination(dir: Wire.rootDir, keep: nil, isLocal: true)
+            return (here, here)
+        default:
+            throw .errno(.improperLink)
+        }
+    }
 }
 
 extension Call {
@@ -55,21 +96,30 @@ extension Call {
             }
             // "../../usr/…" from a forwarded directory into a local tree:
             // the kernel's working directory is not that directory, so the
-            // call cannot simply continue there.
-            throw .errno(.improperLink)
+            // call cannot simply continue; it is executed here by name.
+            return (.emulated, try rewriteAbsolute(into: buf, cap: cap))
+        case .detached(let cwdPath):
+            guard let b = cwdPath.withUnsafeBytes({ decide(base: $0) }) else { throw tooLong }
+            return (b == .forward ? .forward(dir: Wire.rootDir, keep: nil) : .emulated, try rewriteAbsolute(into: buf, cap: cap))
         case .local(let known):
             let cwdPath: [UInt8]
             if let known { cwdPath = known } else { cwdPath = try kernelWorkingDirectory(process) }
             guard let b = cwdPath.withUnsafeBytes({ decide(base: $0) }) else { throw tooLong }
             if b == .local { return (.local, len + 1) }
             // A relative path that climbs from a local directory into a
-            // forwarded one: send home its absolute form (now in `norm`).
-            let n = worker.normalizedLength
-            guard n < cap else { throw tooLong }
-            buf.baseAddress!.copyMemory(from: norm.baseAddress!, byteCount: n)
-            buf[n] = 0
-            return (.forward(dir: Wire.rootDir, keep: nil), n + 1)
+            // forwarded one: send home its absolute form.
+            return (.forward(dir: Wire.rootDir, keep: nil), try rewriteAbsolute(into: buf, cap: cap))
         }
+    }
+
+    /// Replaces the path in `buf` with its normalized absolute form (left in
+    /// `worker.normalized` by routing); returns its length with the NUL.
+    private func rewriteAbsolute(into buf: UnsafeMutableRawBufferPointer, cap: Int) throws(Failure) -> Int {
+        let n = worker.normalizedLength
+        guard n < cap else { throw .errno(.fileNameTooLong) }
+        buf.baseAddress!.copyMemory(from: worker.normalized.baseAddress!, byteCount: n)
+        buf[n] = 0
+        return n + 1
     }
 
     /// The kernel's idea of a local working directory, read once and cached.

@@ -18,10 +18,17 @@ public struct SupervisorOptions: Sendable {
     public var workers: Int
     /// How long to poll for a reply from home before sleeping (µs).
     public var pollMicroseconds: Int
+    /// Serves a deputy session with export root "/" on the given
+    /// descriptor: the supervisor's local deputy, which executes the calls
+    /// on target files that the kernel cannot resolve for the tracee (see
+    /// `PathRoute.emulated`).
+    public var localDeputy: @Sendable (CInt) -> Void
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
-                policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50) {
+                policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50,
+                localDeputy: @escaping @Sendable (CInt) -> Void) {
         self.pollMicroseconds = pollMicroseconds
+        self.localDeputy = localDeputy
         self.program = program
         self.arguments = arguments
         self.environment = environment
@@ -52,6 +59,8 @@ public final class Supervisor: Sendable {
     let table = SyscallTable.x86_64
     let policy: RoutingPolicy
     let link: HomeLink
+    /// The local deputy (emulated calls on the target's own files).
+    let localLink: HomeLink
     let watchers: Watchers
     let tracees: Tracees
     let stats: Stats
@@ -63,9 +72,10 @@ public final class Supervisor: Sendable {
     /// The tracee's RLIMIT_NOFILE soft limit, as it started.
     let descriptorLimit: Int32
 
-    private init(options: SupervisorOptions, link: HomeLink, watchers: Watchers, tracees: Tracees,
+    private init(options: SupervisorOptions, link: HomeLink, localLink: HomeLink, watchers: Watchers, tracees: Tracees,
                  listener: SeccompListener, child: pid_t, placeholderBase: Int32, descriptorLimit: Int32) {
         self.options = options
+        self.localLink = localLink
         self.placeholderBase = placeholderBase
         self.descriptorLimit = descriptorLimit
         policy = options.policy
@@ -98,6 +108,13 @@ public final class Supervisor: Sendable {
             let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
             printError(text)
         }
+        let localStream: CInt
+        do { localStream = try HomeConnection.open(.spawn(root: "/", serve: options.localDeputy)) } catch {
+            throw .spawn("cannot start the local deputy: \(error)")
+        }
+        let localLink = HomeLink(fd: localStream, workers: options.workers, pollMicroseconds: 0) { why in
+            printError("wrap-and-run: the local deputy failed: \(why)")
+        }
         let watchers: Watchers
         do { watchers = try Watchers(link: link, pumpSlot: link.slots[options.workers]) } catch {
             throw .spawn("epoll: \(error)")
@@ -125,13 +142,13 @@ public final class Supervisor: Sendable {
         tracees.addRoot(pid: pid, cwd: cwd)
         listener.preferSynchronousWakeUp()
 
-        let sup = Supervisor(options: options, link: link, watchers: watchers, tracees: tracees, listener: listener,
+        let sup = Supervisor(options: options, link: link, localLink: localLink, watchers: watchers, tracees: tracees, listener: listener,
                              child: pid, placeholderBase: base, descriptorLimit: limit)
         ThreadRunner(name: "watchers") { [watchers, tracees] in
             watchers.run { tid in tracees.threadExited(tid) }
         }.start()
-        for slot in link.slots.prefix(options.workers) {
-            let worker = Worker(supervisor: sup, slot: slot)
+        for (slot, localSlot) in zip(link.slots.prefix(options.workers), localLink.slots) {
+            let worker = Worker(supervisor: sup, slot: slot, localSlot: localSlot)
             ThreadRunner(name: "worker") { worker.run() }.start()
         }
         ThreadRunner(name: "signals") { [relayed] in

@@ -27,6 +27,15 @@ enum Cwd {
         case .forward(let dir, let keep):
             defer { withExtendedLifetime(keep) {} }
             return try moveHome(c, process, dir: dir, payloadLength: len)
+        case .emulated:
+            // A local directory named from a directory at home: the local
+            // deputy checks it; the kernel's working directory cannot follow.
+            let r = try c.send(Destination(dir: Wire.rootDir, keep: nil, isLocal: true), .chdir, Scalars(Wire.rootDir),
+                               payloadLength: len)
+            c.sup.localLink.release(handle: r.result)
+            let path = Array(r.payload)
+            process.cwd.withLock { $0 = .detached(path) }
+            return .value(0)
         }
     }
 
@@ -54,12 +63,26 @@ enum Cwd {
 
     /// Implements getcwd(2).
     static func getcwd(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard case .remote(let dir) = try c.thread().process.cwd.withLock({ $0 }) else { return .continueSyscall }
-        let r = try c.home(.getcwd, Scalars(dir.handle))
-        let n = r.payload.count
+        switch try c.thread().process.cwd.withLock({ $0 }) {
+        case .local:
+            return .continueSyscall
+        case .detached(let path):
+            var result: Result<Reply, Failure> = .success(.continueSyscall)
+            path.withUnsafeBytes { p in
+                do throws(Failure) { result = .success(try reply(c, p)) } catch { result = .failure(error) }
+            }
+            return try result.get()
+        case .remote(let dir):
+            return try reply(c, try c.home(.getcwd, Scalars(dir.handle)).payload)
+        }
+    }
+
+    /// getcwd's answer: the path and its NUL, or ERANGE.
+    private static func reply(_ c: borrowing Call, _ path: UnsafeRawBufferPointer) throws(Failure) -> Reply {
+        let n = path.count
         guard n + 1 <= c.size(1) else { throw .errno(.outOfRange) }
         try local { () throws(Errno) in
-            try c.memory.write(c.address(0), from: r.payload.baseAddress!, count: n)
+            try c.memory.write(c.address(0), from: path.baseAddress!, count: n)
             var nul: UInt8 = 0
             try c.memory.write(c.address(0) + UInt64(n), from: &nul, count: 1)
         }

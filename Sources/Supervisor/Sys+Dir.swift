@@ -59,18 +59,20 @@ enum Dir {
 
     private static func mkdirCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, mode: UInt64) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .mkdirat))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
         let m = UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask()
-        _ = try c.home(.mkdirat, Scalars(dir, Int64(m)), payloadLength: len)
+        _ = try c.send(to, .mkdirat, Scalars(dir, Int64(m)), payloadLength: len)
         return .value(0)
     }
 
     private static func unlinkCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, flags: Int32) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .unlinkat))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
-        _ = try c.home(.unlinkat, Scalars(dir, Int64(flags)), payloadLength: len)
+        _ = try c.send(to, .unlinkat, Scalars(dir, Int64(flags)), payloadLength: len)
         return .value(0)
     }
 
@@ -82,15 +84,9 @@ enum Dir {
         let (oldRoute, oldLen) = try c.routePath(arg: oldArg, dirfd: oldDirfd, into: payload)
         let (newRoute, newLen) = try c.routePath(arg: newArg, dirfd: newDirfd,
                                                  into: UnsafeMutableRawBufferPointer(rebasing: payload[oldLen...]))
-        switch (oldRoute, newRoute) {
-        case (.local, .local):
-            return .continueSyscall
-        case (.forward(let oldDir, let k1), .forward(let newDir, let k2)):
-            defer { withExtendedLifetime((k1, k2)) {} }
-            _ = try c.home(.renameat2, Scalars(oldDir, newDir, Int64(flags)), payloadLength: oldLen + newLen)
-            return .value(0)
-        default:
-            throw .errno(.improperLink)
-        }
+        guard let to = try Destination.pair(oldRoute, newRoute) else { return .continueSyscall }
+        defer { withExtendedLifetime(to) {} }
+        _ = try c.send(to.0, .renameat2, Scalars(to.0.dir, to.1.dir, Int64(flags)), payloadLength: oldLen + newLen)
+        return .value(0)
     }
 }

@@ -45,9 +45,10 @@ enum File {
     /// Implements truncate(2).
     static func truncate(_ c: borrowing Call) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: 0, dirfd: AT_FDCWD, into: c.worker.slot.payload(for: .truncate))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
-        _ = try c.home(.truncate, Scalars(dir, c.offset(1)), payloadLength: len)
+        _ = try c.send(to, .truncate, Scalars(dir, c.offset(1)), payloadLength: len)
         return .value(0)
     }
 
@@ -56,12 +57,21 @@ enum File {
     private static func openCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, flags: Int32, mode: UInt64,
                                    resolve: UInt64) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .openat))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
         let creates = flags & O_CREAT != 0 || flags & CSHIM_O_TMPFILE == CSHIM_O_TMPFILE
         let effectiveMode = creates ? UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask() : 0
-        let r = try c.home(.openat, Scalars(dir, Int64(flags), Int64(effectiveMode), Int64(bitPattern: resolve)),
+        let r = try c.send(to, .openat, Scalars(dir, Int64(flags), Int64(effectiveMode), Int64(bitPattern: resolve)),
                            payloadLength: len)
+        if to.isLocal {
+            // The local deputy's descriptor is ours: the tracee gets it as is.
+            defer { c.sup.localLink.release(handle: r.result) }
+            _ = try local { () throws(Errno) in
+                try c.sup.listener.installAndRespond(id: c.id, source: CInt(r.result), closeOnExec: flags & O_CLOEXEC != 0)
+            }
+            return .answered
+        }
         return try c.installPlaceholder(handle: r.result, flags: flags)
     }
 }

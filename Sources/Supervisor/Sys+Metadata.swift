@@ -118,9 +118,10 @@ enum Metadata {
     /// Implements statfs(2).
     static func statfs(_ c: borrowing Call) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: 0, dirfd: AT_FDCWD, into: c.worker.slot.payload(for: .statfs))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
-        return try statfsReply(c, try c.home(.statfs, Scalars(dir), payloadLength: len), to: c.address(1))
+        return try statfsReply(c, try c.send(to, .statfs, Scalars(dir), payloadLength: len), to: c.address(1))
     }
 
     /// Implements fstatfs(2).
@@ -138,18 +139,20 @@ enum Metadata {
 
     private static func chmodCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, mode: UInt64, flags: Int32) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .fchmodat))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
-        _ = try c.home(.fchmodat, Scalars(dir, Int64(mode & 0o7777), Int64(flags)), payloadLength: len)
+        _ = try c.send(to, .fchmodat, Scalars(dir, Int64(mode & 0o7777), Int64(flags)), payloadLength: len)
         return .value(0)
     }
 
     private static func chownCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, uid: Int32, gid: Int32,
                                     flags: Int32) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .fchownat))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
-        _ = try c.home(.fchownat, Scalars(dir, Int64(uid), Int64(gid), Int64(flags)), payloadLength: len)
+        _ = try c.send(to, .fchownat, Scalars(dir, Int64(uid), Int64(gid), Int64(flags)), payloadLength: len)
         return .value(0)
     }
 
@@ -192,16 +195,10 @@ enum Metadata {
         let (oldRoute, oldLen) = try c.routePath(arg: oldArg, dirfd: oldDirfd, into: payload)
         let (newRoute, newLen) = try c.routePath(arg: newArg, dirfd: newDirfd,
                                                  into: UnsafeMutableRawBufferPointer(rebasing: payload[oldLen...]))
-        switch (oldRoute, newRoute) {
-        case (.local, .local):
-            return .continueSyscall
-        case (.forward(let oldDir, let k1), .forward(let newDir, let k2)):
-            defer { withExtendedLifetime((k1, k2)) {} }
-            _ = try c.home(.linkat, Scalars(oldDir, newDir, Int64(flags)), payloadLength: oldLen + newLen)
-            return .value(0)
-        default:
-            throw .errno(.improperLink)
-        }
+        guard let to = try Destination.pair(oldRoute, newRoute) else { return .continueSyscall }
+        defer { withExtendedLifetime(to) {} }
+        _ = try c.send(to.0, .linkat, Scalars(to.0.dir, to.1.dir, Int64(flags)), payloadLength: oldLen + newLen)
+        return .value(0)
     }
 
     /// The target is the link's content, not a name to route: only the link's own path is.
@@ -212,19 +209,21 @@ enum Metadata {
         } + 1
         let (route, len) = try c.routePath(arg: linkArg, dirfd: dirfd,
                                            into: UnsafeMutableRawBufferPointer(rebasing: payload[targetLength...]))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
-        _ = try c.home(.symlinkat, Scalars(dir), payloadLength: targetLength + len)
+        _ = try c.send(to, .symlinkat, Scalars(dir), payloadLength: targetLength + len)
         return .value(0)
     }
 
     private static func mknodCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, mode: UInt64, dev: UInt64) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .mknodat))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
         let m = UInt32(truncatingIfNeeded: mode)
         let masked = (m & ~0o7777) | (m & 0o7777 & ~c.umask())
-        _ = try c.home(.mknodat, Scalars(dir, Int64(masked), Int64(bitPattern: dev)), payloadLength: len)
+        _ = try c.send(to, .mknodat, Scalars(dir, Int64(masked), Int64(bitPattern: dev)), payloadLength: len)
         return .value(0)
     }
 

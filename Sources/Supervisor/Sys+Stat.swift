@@ -32,9 +32,10 @@ enum Stat {
     static func statx(_ c: borrowing Call) throws(Failure) -> Reply {
         let flags = c.int(2)
         let (route, len) = try c.routePath(arg: 1, dirfd: c.fd(0), into: c.worker.slot.payload(for: .statx))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
-        let r = try c.home(.statx, Scalars(dir, Int64(flags), Int64(c.int(3))), payloadLength: len)
+        let r = try c.send(to, .statx, Scalars(dir, Int64(flags), Int64(c.int(3))), payloadLength: len)
         guard r.payload.count == 256 else { throw .transport(.lost) }
         try local { () throws(Errno) in try c.memory.write(c.address(4), from: r.payload.baseAddress!, count: 256) }
         return .value(0)
@@ -69,18 +70,20 @@ enum Stat {
 
     private static func statCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, bufArg: Int, flags: Int32) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .statx))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
-        let r = try c.home(.statx, Scalars(dir, Int64(flags), Int64(CSHIM_STATX_BASIC_STATS)), payloadLength: len)
+        let r = try c.send(to, .statx, Scalars(dir, Int64(flags), Int64(CSHIM_STATX_BASIC_STATS)), payloadLength: len)
         try writeStat(c, r, to: c.address(bufArg))
         return .value(0)
     }
 
     private static func accessCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, mode: Int32, flags: Int32) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .faccessat))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
-        _ = try c.home(.faccessat, Scalars(dir, Int64(mode), Int64(flags)), payloadLength: len)
+        _ = try c.send(to, .faccessat, Scalars(dir, Int64(mode), Int64(flags)), payloadLength: len)
         return .value(0)
     }
 
@@ -88,9 +91,10 @@ enum Stat {
         let size = Int(Int32(truncatingIfNeeded: c.raw(sizeArg)))
         guard size > 0 else { throw .errno(.invalidArgument) }
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .readlinkat))
-        guard case .forward(let dir, let keep) = route else { return .continueSyscall }
+        guard let to = route.destination else { return .continueSyscall }
+        let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
-        let r = try c.home(.readlinkat, Scalars(dir, Int64(min(size, Wire.maxPayload))), payloadLength: len)
+        let r = try c.send(to, .readlinkat, Scalars(dir, Int64(min(size, Wire.maxPayload))), payloadLength: len)
         let n = min(r.payload.count, size)
         try local { () throws(Errno) in try c.memory.write(c.address(bufArg), from: r.payload.baseAddress!, count: n) }
         return .value(Int64(n))

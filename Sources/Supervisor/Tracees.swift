@@ -10,6 +10,11 @@ enum WorkingDirectory: Sendable {
     case local(path: [UInt8]?)
     /// At home.
     case remote(RemoteDir)
+    /// On the target, at `path`, but not where the kernel thinks: the
+    /// process moved there from a directory at home, and the supervisor
+    /// cannot move the kernel's working directory. Relative names are
+    /// resolved from `path` by the supervisor.
+    case detached([UInt8])
 }
 
 /// A tracee process (thread group): its working directory.

@@ -13,6 +13,8 @@ final class Worker: @unchecked Sendable {
     /// supervisor must outlive every call they are handling.
     let supervisor: Supervisor
     let slot: HomeLink.Slot
+    /// This worker's slot on the supervisor's local deputy (emulated calls).
+    let localSlot: HomeLink.Slot
     let notification = UnsafeMutablePointer<cshim_notif>.allocate(capacity: 1)
     /// Normalized paths for routing.
     let normalized = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * Int(PATH_MAX) + 2, alignment: 8)
@@ -21,9 +23,10 @@ final class Worker: @unchecked Sendable {
     /// iovec arrays, stat conversions, second paths.
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024 * 16 + Int(PATH_MAX), alignment: 16)
 
-    init(supervisor: Supervisor, slot: HomeLink.Slot) {
+    init(supervisor: Supervisor, slot: HomeLink.Slot, localSlot: HomeLink.Slot) {
         self.supervisor = supervisor
         self.slot = slot
+        self.localSlot = localSlot
     }
 
     deinit {

@@ -99,7 +99,13 @@ struct WrapAndRun: ParsableCommand {
         let program = resolveProgram(name, environment: environment)
         let address = homeAddress()
         let options = SupervisorOptions(program: program, arguments: command, environment: environment,
-                                        home: address, policy: policy, stats: stats, pollMicroseconds: pollMicroseconds)
+                                        home: address, policy: policy, stats: stats, pollMicroseconds: pollMicroseconds,
+                                        localDeputy: { fd in
+                                            var log = Logger(label: "wrap-and-run local")
+                                            log.logLevel = .warning
+                                            _ = serveSession(input: fd, output: fd, root: "/", keyFile: nil,
+                                                             pollMicroseconds: 0, log: log)
+                                        })
         let supervisor: Supervisor
         do { supervisor = try Supervisor.launch(options) } catch {
             switch error {
