@@ -107,6 +107,7 @@ typedef struct cshim_filter_rule {
     uint32_t fd_base;
     uint32_t nvalues;     // at most CSHIM_FILTER_MAX_VALUES
     int32_t values[CSHIM_FILTER_MAX_VALUES];
+    uint8_t priority;     // 0: none; higher is tested earlier
 } cshim_filter_rule;
 
 /// Builds an x86_64 filter: default ALLOW; each rule's syscall returns

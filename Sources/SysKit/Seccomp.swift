@@ -91,8 +91,10 @@ public final class SeccompFilter: @unchecked Sendable {
             case .always:
                 r.when = CSHIM_WHEN_ALWAYS.rawValue
             case .descriptorRange(let base):
+                // The hot data calls: tested first.
                 r.when = CSHIM_WHEN_FD_RANGE.rawValue
                 r.fd_base = UInt32(base)
+                r.priority = 255
             case .mappedDescriptorRange(let base):
                 r.when = CSHIM_WHEN_MMAP_FD_RANGE.rawValue
                 r.fd_base = UInt32(base)
