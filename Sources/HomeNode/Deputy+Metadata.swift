@@ -12,7 +12,7 @@ extension Deputy {
         switch r.op {
         case .fchmodat:
             let mode = UInt32(truncatingIfNeeded: r.scalar(1)), flags = Int32(truncatingIfNeeded: r.scalar(2))
-            try onObject(r, pathAt: 0, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { (fd, _) throws(Errno) in
+            _ = try onObject(r, pathAt: 0, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { (fd, _) throws(Errno) in
                 try sys { cshim_fchmodat2(fd, "", mode, CSHIM_AT_EMPTY_PATH) }
             }
             return (0, 0)
@@ -20,7 +20,7 @@ extension Deputy {
         case .fchownat:
             let uid = uid_t(truncatingIfNeeded: r.scalar(1)), gid = gid_t(truncatingIfNeeded: r.scalar(2))
             let flags = Int32(truncatingIfNeeded: r.scalar(3))
-            try onObject(r, pathAt: 0, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { (fd, _) throws(Errno) in
+            _ = try onObject(r, pathAt: 0, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { (fd, _) throws(Errno) in
                 try sys { fchownat(fd, "", uid, gid, CSHIM_AT_EMPTY_PATH) }
             }
             return (0, 0)
@@ -31,15 +31,13 @@ extension Deputy {
             guard r.payload.count >= timesLength else { throw Errno.invalidArgument }
             var times = (timespec(), timespec())
             if hasTimes { withUnsafeMutableBytes(of: &times) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: r.payload[0..<timesLength])) } }
-            try onObject(r, pathAt: timesLength, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { (fd, magic) throws(Errno) in
+            _ = try onObject(r, pathAt: timesLength, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { (fd, magic) throws(Errno) in
                 try withUnsafePointer(to: &times) { (t) throws(Errno) in
                     let tp = hasTimes ? UnsafeRawPointer(t).assumingMemoryBound(to: timespec.self) : nil
                     // utimensat has no AT_EMPTY_PATH: reach an O_PATH object through its /proc link.
-                    if let magic {
-                        try sys { cshim_utimensat(AT_FDCWD, magic, tp, flags & AT_SYMLINK_NOFOLLOW) }
-                    } else {
-                        try sys { cshim_utimensat(fd, nil, tp, 0) }
-                    }
+                    // Following the /proc link reaches the object itself (opened
+                    // O_NOFOLLOW when the tracee asked not to follow).
+                    try sys { cshim_utimensat(AT_FDCWD, magic, tp, 0) }
                 }
             }
             return (0, 0)
@@ -73,7 +71,7 @@ extension Deputy {
 
         case .statfs:
             guard out.count >= Int(CSHIM_STATFS_SIZE) else { throw Errno.invalidArgument }
-            try onObject(r, pathAt: 0, follow: true) { (fd, _) throws(Errno) in
+            _ = try onObject(r, pathAt: 0, follow: true) { (fd, _) throws(Errno) in
                 try sys { cshim_fstatfs(fd, out.baseAddress) }
             }
             return (0, Int(CSHIM_STATFS_SIZE))
@@ -137,7 +135,7 @@ extension Deputy {
             let (nameBytes, pathOffset) = try string(r, at: 0)
             let name = nameBytes.baseAddress!.assumingMemoryBound(to: CChar.self)
             let (_, valueOffset) = try string(r, at: pathOffset)
-            return try onObject(r, pathAt: pathOffset, follow: !nofollow, keepOpenFile: true) { (fd, magic) throws(Errno) -> (Int64, Int) in
+            return try onObject(r, pathAt: pathOffset, follow: !nofollow) { (fd, magic) throws(Errno) -> (Int64, Int) in
                 switch r.op {
                 case .getxattr:
                     let size = try count(r.scalar(2), out)
@@ -155,7 +153,7 @@ extension Deputy {
             }
         case .listxattr:
             let size = try count(r.scalar(2), out)
-            return try onObject(r, pathAt: 0, follow: !nofollow, keepOpenFile: true) { (fd, magic) throws(Errno) -> (Int64, Int) in
+            return try onObject(r, pathAt: 0, follow: !nofollow) { (fd, magic) throws(Errno) -> (Int64, Int) in
                 let n = try sys { cshim_listxattr(fd, magic, 0, size == 0 ? nil : out.baseAddress!.assumingMemoryBound(to: CChar.self), size) }
                 return (Int64(n), size == 0 ? 0 : n)
             }
@@ -170,17 +168,16 @@ extension Deputy {
     /// Runs `body` on the object a request names: the payload string at
     /// `pathAt` resolved against the request's dir scalar (0), or, for an
     /// empty path, the handle itself (the f*() forms). `body` gets a
-    /// descriptor and, when that descriptor is an O_PATH one, its
-    /// /proc/self/fd link for calls that need a real open file or a path.
-    /// With `keepOpenFile`, an empty path passes the handle with no link.
-    private func onObject<R>(_ r: RequestView, pathAt offset: Int, follow: Bool, keepOpenFile: Bool = false,
-                             _ body: (CInt, UnsafePointer<CChar>?) throws(Errno) -> R) throws(Errno) -> R {
+    /// descriptor and its /proc/self/fd link, for calls that need a path
+    /// (the link reaches O_PATH descriptors too).
+    private func onObject<R>(_ r: RequestView, pathAt offset: Int, follow: Bool,
+                             _ body: (CInt, UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
         let (pathBytes, _) = try string(r, at: offset)
         let path = pathBytes.baseAddress!.assumingMemoryBound(to: CChar.self)
         let d = try dir(r.scalar(0))
         if path.pointee == 0 {
             guard let d else { throw Errno.noSuchFileOrDirectory }
-            return try body(d, nil)
+            return try ProcLink(d).withCString { (magic) throws(Errno) -> R in try body(d, magic) }
         }
         let fd = try root.open(dir: d, path, flags: CSHIM_O_PATH | (follow ? 0 : O_NOFOLLOW), mode: 0)
         defer { Glibc.close(fd) }

@@ -57,8 +57,9 @@ extension Deputy {
             let mask = UInt32(truncatingIfNeeded: r.scalar(2))
             let sync = flags & CSHIM_AT_STATX_SYNC_TYPE
             let target = try path(r)
-            if target.pointee == 0 && flags & CSHIM_AT_EMPTY_PATH != 0, let d = try dir(r.scalar(0)) {
-                // fstatat(fd, "", CSHIM_AT_EMPTY_PATH): glibc's fstat.
+            if target.pointee == 0, let d = try dir(r.scalar(0)) {
+                // fstatat(fd, "", AT_EMPTY_PATH) (glibc's fstat), or a stat of
+                // /proc/self/fd/N: the object itself.
                 try sys { cshim_statx(d, "", CSHIM_AT_EMPTY_PATH | sync, mask, out.baseAddress) }
                 return (0, 256)
             }
@@ -72,6 +73,10 @@ extension Deputy {
         case .faccessat:
             let mode = Int32(truncatingIfNeeded: r.scalar(1))
             let flags = Int32(truncatingIfNeeded: r.scalar(2))
+            if try path(r).pointee == 0, let d = try dir(r.scalar(0)) {
+                try sys { cshim_faccessat2(d, "", mode, (flags & AT_EACCESS) | CSHIM_AT_EMPTY_PATH) }
+                return (0, 0)
+            }
             _ = try root.withObject(dir: try dir(r.scalar(0)), try path(r), follow: flags & AT_SYMLINK_NOFOLLOW == 0) {
                 (d, p, extra) throws(Errno) in
                 try sys { cshim_faccessat2(d, p, mode, (flags & AT_EACCESS) | (extra != 0 ? extra : flags)) }
@@ -110,6 +115,11 @@ extension Deputy {
 
         case .readlinkat:
             let size = try count(r.scalar(1), out)
+            if try path(r).pointee == 0, let d = try dir(r.scalar(0)) {
+                // readlink of /proc/self/fd/N: the file's name as the tracee sees it.
+                let n = min(try root.pathInRoot(of: d, into: out), size)
+                return (Int64(n), n)
+            }
             let n = try root.withObject(dir: try dir(r.scalar(0)), try path(r), follow: false) {
                 (d, p, _) throws(Errno) -> Int in
                 try sys { readlinkat(d, p, out.baseAddress!.assumingMemoryBound(to: CChar.self), size) }

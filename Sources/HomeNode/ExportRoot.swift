@@ -40,6 +40,14 @@ struct ExportRoot: ~Copyable {
     /// openat2 would, confined to the root.
     func open(dir: CInt?, _ path: UnsafePointer<CChar>, flags: Int32, mode: UInt32, resolve: UInt64 = 0) throws(Errno) -> CInt {
         var how = cshim_open_how(flags: UInt64(UInt32(bitPattern: flags | O_CLOEXEC)), mode: UInt64(mode), resolve: resolve)
+        if path.pointee == 0, let dir {
+            // The empty name with a handle: the object itself (the tracee
+            // named /proc/self/fd/N of a forwarded descriptor). Reopen it
+            // through our own /proc link: it is already inside the root.
+            return try ProcLink(dir).withCString { (link) throws(Errno) in
+                try sys { cshim_openat(AT_FDCWD, link, flags | O_CLOEXEC, mode) }
+            }
+        }
         let absolute = path.pointee == CChar(UInt8(ascii: "/"))
         guard confined else {
             let base = absolute ? AT_FDCWD : (dir ?? fd)

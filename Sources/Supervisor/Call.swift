@@ -115,9 +115,9 @@ struct Call: ~Copyable {
 
     /// Installs a new placeholder for home `handle` (opened with `flags`) in
     /// the tracee and answers the syscall with its fd number.
-    func installPlaceholder(handle: Int64, flags: Int32) throws(Failure) -> Reply {
+    func installPlaceholder(handle: Int64, flags: Int32, path: [UInt8]?) throws(Failure) -> Reply {
         let end: CInt
-        do { end = try sup.watchers.makePlaceholder(handle: handle, accessMode: flags & O_ACCMODE) } catch {
+        do { end = try sup.watchers.makePlaceholder(handle: handle, accessMode: flags & O_ACCMODE, path: path) } catch {
             sup.link.release(handle: handle)
             throw .errno(error)
         }

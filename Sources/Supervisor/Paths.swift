@@ -80,12 +80,24 @@ extension Call {
 
         if len > 0 && path[0] == UInt8(ascii: "/") {
             guard let b = decide(base: root) else { throw tooLong }
+            if b == .local, let n = MagicLink.descriptor(UnsafeRawBufferPointer(rebasing: norm[0..<worker.normalizedLength]),
+                                                        tgid: try thread().process.tgid, tid: tid),
+               let p = try placeholder(fd: n) {
+                // /proc/self/fd/N (or /dev/fd/N, /dev/stdin …) of a forwarded
+                // descriptor names that file: the object itself, at home.
+                buf[0] = 0
+                return (.forward(dir: p.handle, keep: p), 1)
+            }
             return (b == .forward ? .forward(dir: Wire.rootDir, keep: nil) : .local, len + 1)
         }
         if dirfd != AT_FDCWD {
-            // Relative to a descriptor: a forwarded directory stays at home.
-            if let p = try placeholder(fd: dirfd) { return (.forward(dir: p.handle, keep: p), len + 1) }
-            return (.local, len + 1)
+            guard let p = try placeholder(fd: dirfd) else { return (.local, len + 1) }
+            // Relative to a forwarded directory: the rules decide on the
+            // directory's path joined with the name, as for the cwd.
+            guard let base = (p.owner ?? p).path else { return (.forward(dir: p.handle, keep: p), len + 1) }
+            guard let b = base.withUnsafeBytes({ decide(base: $0) }) else { throw tooLong }
+            if b == .forward || len == 0 { return (.forward(dir: p.handle, keep: p), len + 1) }
+            return (.emulated, try rewriteAbsolute(into: buf, cap: cap))
         }
         let process = try thread().process
         switch process.cwd.withLock({ $0 }) {
@@ -132,5 +144,42 @@ extension Call {
             if case .local(nil) = cwd { cwd = .local(path: path) }
         }
         return path
+    }
+}
+
+/// Names under /proc and /dev that are a process's own descriptors:
+/// /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (PID: the caller's
+/// process or thread), /dev/fd/N, /dev/stdin, /dev/stdout, /dev/stderr.
+enum MagicLink {
+    /// The descriptor number such a normalized absolute path names, or nil.
+    static func descriptor(_ path: UnsafeRawBufferPointer, tgid: pid_t, tid: pid_t) -> Int32? {
+        func has(_ prefix: StaticString) -> Int? {
+            let n = prefix.utf8CodeUnitCount
+            guard path.count >= n, memcmp(path.baseAddress!, prefix.utf8Start, n) == 0 else { return nil }
+            return n
+        }
+        func number(from i: Int, to end: Int) -> Int32? {
+            guard i < end, end - i <= 9 else { return nil }
+            var v: Int32 = 0
+            for k in i..<end {
+                let d = path[k] &- UInt8(ascii: "0")
+                guard d <= 9 else { return nil }
+                v = v * 10 + Int32(d)
+            }
+            return v
+        }
+        if path.count == 10, has("/dev/stdin") != nil { return 0 }
+        if path.count == 11, has("/dev/stdout") != nil { return 1 }
+        if path.count == 11, has("/dev/stderr") != nil { return 2 }
+        if let n = has("/dev/fd/") ?? has("/proc/self/fd/") ?? has("/proc/thread-self/fd/") {
+            return number(from: n, to: path.count)
+        }
+        guard let n = has("/proc/") else { return nil }
+        var slash = n
+        while slash < path.count && path[slash] != UInt8(ascii: "/") { slash += 1 }
+        guard let pid = number(from: n, to: slash), pid == tgid || pid == tid,
+              slash + 4 < path.count, path[slash + 1] == UInt8(ascii: "f"), path[slash + 2] == UInt8(ascii: "d"),
+              path[slash + 3] == UInt8(ascii: "/") else { return nil }
+        return number(from: slash + 4, to: path.count)
     }
 }

@@ -18,6 +18,9 @@ final class Placeholder: Sendable {
     let link: HomeLink
     /// O_RDONLY, O_WRONLY or O_RDWR, as opened.
     let accessMode: Int32
+    /// The normalized absolute name it was opened by (routing of names
+    /// relative to it); nil for stream views, which use their owner's.
+    let path: [UInt8]?
     /// For a stream view (see `StreamPump`): the placeholder whose home
     /// handle it shares and keeps open.
     let owner: Placeholder?
@@ -28,8 +31,9 @@ final class Placeholder: Sendable {
     let views = Mutex<[StreamView]>([])
     let hasViews = Atomic<Bool>(false)
 
-    init(handle: Int64, inode: UInt64, supervisorEnd: CInt, link: HomeLink, accessMode: Int32,
+    init(handle: Int64, inode: UInt64, supervisorEnd: CInt, link: HomeLink, accessMode: Int32, path: [UInt8]? = nil,
          owner: Placeholder? = nil, stream: StreamPump? = nil) {
+        self.path = path
         self.handle = handle
         self.inode = inode
         self.supervisorEnd = supervisorEnd
@@ -95,7 +99,7 @@ final class Watchers: Sendable {
     /// Makes a socketpair for a new placeholder of `handle`; returns the
     /// tracee's end (to install, then close) and registers the other. With
     /// `streamOf`, the new placeholder is a stream view of that one.
-    func makePlaceholder(handle: Int64, accessMode: Int32, streamOf owner: Placeholder? = nil) throws(Errno) -> CInt {
+    func makePlaceholder(handle: Int64, accessMode: Int32, path: [UInt8]? = nil, streamOf owner: Placeholder? = nil) throws(Errno) -> CInt {
         let (traceeEnd, ours) = try FD.socketPair()
         do {
             let (ino, _) = try FD.inode(traceeEnd)
@@ -110,7 +114,7 @@ final class Watchers: Sendable {
                 if !stream!.readable { shutdown(ours, Int32(SHUT_WR)) }   // reads see end of file
             }
             let p = Placeholder(handle: handle, inode: ino, supervisorEnd: ours, link: link, accessMode: accessMode,
-                                owner: owner, stream: stream)
+                                path: path, owner: owner, stream: stream)
             placeholders.withLock { $0[ino] = p }
             try sys { cshim_epoll_add(epoll, ours, events, ino) }
             return traceeEnd

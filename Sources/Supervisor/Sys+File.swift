@@ -72,6 +72,11 @@ enum File {
             }
             return .answered
         }
-        return try c.installPlaceholder(handle: r.result, flags: flags)
+        // The name it was opened by, for names relative to it later: the
+        // routed absolute form, or the object's own when reopened through
+        // /proc/self/fd.
+        let path = len == 1 ? (keep as? Placeholder).flatMap { ($0.owner ?? $0).path }
+            : Array(UnsafeRawBufferPointer(rebasing: c.worker.normalized[0..<c.worker.normalizedLength]))
+        return try c.installPlaceholder(handle: r.result, flags: flags, path: path)
     }
 }

@@ -209,10 +209,6 @@ def test_metadata_links_nodes_and_statfs_on_home_files_equal_home_stat(tv):
         assert_forwarded(r, name, at_least)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "utimensat(..., AT_SYMLINK_NOFOLLOW) on a forwarded path returns 0 but leaves the home object's times "
-    "unchanged: the deputy calls utimensat(AT_FDCWD, \"/proc/self/fd/N\", times, AT_SYMLINK_NOFOLLOW), which "
-    "sets the times of its own /proc magic link, not of the O_PATH object"))
 def test_utimensat_nofollow_sets_times_of_home_file_dir_and_symlink(tv):
     tv.both("f", "home f\n", "decoy f\n")
     (tv.homedata / "d").mkdir()
@@ -227,10 +223,6 @@ for n in ["f", "d", "ln"]:
         assert (s.st_atime_ns, s.st_mtime_ns) == (1_000_000_000_000_000_001, 1_100_000_000_000_000_002), n
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "/proc/self/fd/<placeholder> names the local placeholder socket: glibc 2.36's "
-    "fchmodat(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW) (= openat(O_PATH) + chmod(\"/proc/self/fd/N\")) "
-    "returns 0 but chmods the placeholder socket on the target; the home file's mode is unchanged"))
 def test_glibc_fchmodat_nofollow_changes_the_home_mode(tv):
     tv.both("f", "home f\n", "decoy f\n")
     os.chmod(tv.homedata / "f", 0o644)
@@ -913,11 +905,6 @@ os.rmdir("newdir", dir_fd=d)
     assert (tv.view / "dir" / "old.txt").read_text() == "decoy old\n"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "*at() calls relative to a forwarded dirfd are always sent home, even when the lexical absolute path "
-    "falls under a --local prefix (or a default local prefix such as /dev): "
-    "os.stat('loc/t.txt', dir_fd=<BASE/view>) with --local BASE/view/loc gives ENOENT (home has no loc/), "
-    "while os.stat('BASE/view/loc/t.txt') finds the target's file"))
 def test_at_calls_from_a_forwarded_dirfd_into_a_local_prefix_stay_local(tv):
     tv.decoy("loc/t.txt", "target-local t\n")
     (tv.homedata / "x").mkdir()

@@ -291,12 +291,6 @@ def test_tar_czf_then_xzf_preserves_files_symlinks_modes_mtimes_owners_at_home(t
     assert got["sub/rel-link"][5] == "../sub/deeper/notes.md"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tar restores a directory's times with utimensat(dirfd, name, times, AT_SYMLINK_NOFOLLOW) and its "
-    "mode with glibc 2.36's fchmodat(..., AT_SYMLINK_NOFOLLOW) = openat(O_PATH) + chmod(\"/proc/self/fd/N\"). "
-    "Both return 0 but change nothing at home: the deputy applies utimensat(AT_FDCWD, \"/proc/self/fd/M\", "
-    "times, AT_SYMLINK_NOFOLLOW) to its own /proc magic link, and chmod of /proc/self/fd/<placeholder> runs "
-    "locally on the placeholder socket. Extracted directories keep mode 0700 and the extraction time."))
 def test_tar_xzf_restores_directory_modes_and_mtimes_at_home(tv):
     want, got = tar_round_trip(tv)
     dirs = lambda snap: {k: v for k, v in snap.items() if v[0] == "dir"}
