@@ -61,11 +61,16 @@ extension Call {
     /// path in `buf` to its absolute form when a relative path leaves a
     /// local working directory for a forwarded one. Returns the route and
     /// the path's final length, NUL included.
-    func routePath(arg: Int, dirfd: Int32, into buf: UnsafeMutableRawBufferPointer) throws(Failure) -> (PathRoute, Int) {
+    /// An empty name is ENOENT, as the kernel says, unless `allowEmpty`
+    /// (the call has AT_EMPTY_PATH): then it names the `dirfd` object; at
+    /// home the empty name always means the directory handle's object.
+    func routePath(arg: Int, dirfd: Int32, into buf: UnsafeMutableRawBufferPointer,
+                   allowEmpty: Bool = false) throws(Failure) -> (PathRoute, Int) {
         let cap = min(buf.count, Int(PATH_MAX))
         let len = try local { () throws(Errno) in
             try memory.readCString(address(arg), into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<cap]))
         }
+        if len == 0 && !allowEmpty { throw .errno(.noSuchFileOrDirectory) }
         guard sup.listener.isValid(id: id) else { throw .errno(.noSuchProcess) }
         let path = UnsafeRawBufferPointer(rebasing: buf[0..<len])
         let norm = worker.normalized

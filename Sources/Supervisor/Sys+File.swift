@@ -67,8 +67,17 @@ enum File {
         if to.isLocal {
             // The local deputy's descriptor is ours: the tracee gets it as is.
             defer { c.sup.localLink.release(handle: r.result) }
+            var source = CInt(r.result)
+            if flags & CSHIM_O_PATH != 0 {
+                // SECCOMP_IOCTL_NOTIF_ADDFD cannot pass an O_PATH descriptor
+                // (fget refuses them): give a read-only open of the same object.
+                source = try local { () throws(Errno) in
+                    try ProcPath.reopen(source, flags: O_RDONLY | O_NONBLOCK | O_CLOEXEC | (flags & O_DIRECTORY))
+                }
+            }
+            defer { if source != CInt(r.result) { Glibc.close(source) } }
             _ = try local { () throws(Errno) in
-                try c.sup.listener.installAndRespond(id: c.id, source: CInt(r.result), closeOnExec: flags & O_CLOEXEC != 0)
+                try c.sup.listener.installAndRespond(id: c.id, source: source, closeOnExec: flags & O_CLOEXEC != 0)
             }
             return .answered
         }

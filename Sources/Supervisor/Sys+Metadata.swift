@@ -138,7 +138,8 @@ enum Metadata {
     }
 
     private static func chmodCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, mode: UInt64, flags: Int32) throws(Failure) -> Reply {
-        let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .fchmodat))
+        let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .fchmodat),
+                                           allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
         let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
@@ -148,7 +149,8 @@ enum Metadata {
 
     private static func chownCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, uid: Int32, gid: Int32,
                                     flags: Int32) throws(Failure) -> Reply {
-        let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .fchownat))
+        let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .fchownat),
+                                           allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
         let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
@@ -173,7 +175,8 @@ enum Metadata {
         let dir: Int64, len: Int, keep: AnyObject?
         if let pathArg {
             let (route, n) = try c.routePath(arg: pathArg, dirfd: dirfd,
-                                            into: UnsafeMutableRawBufferPointer(rebasing: payload[timesLength...]))
+                                            into: UnsafeMutableRawBufferPointer(rebasing: payload[timesLength...]),
+                                            allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
             guard case .forward(let d, let k) = route else { return .continueSyscall }
             (dir, len, keep) = (d, n, k)
         } else {
@@ -192,7 +195,8 @@ enum Metadata {
     private static func linkCommon(_ c: borrowing Call, oldDirfd: Int32, oldArg: Int, newDirfd: Int32, newArg: Int,
                                    flags: Int32) throws(Failure) -> Reply {
         let payload = c.worker.slot.payload(for: .linkat)
-        let (oldRoute, oldLen) = try c.routePath(arg: oldArg, dirfd: oldDirfd, into: payload)
+        let (oldRoute, oldLen) = try c.routePath(arg: oldArg, dirfd: oldDirfd, into: payload,
+                                                 allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         let (newRoute, newLen) = try c.routePath(arg: newArg, dirfd: newDirfd,
                                                  into: UnsafeMutableRawBufferPointer(rebasing: payload[oldLen...]))
         guard let to = try Destination.pair(oldRoute, newRoute) else { return .continueSyscall }

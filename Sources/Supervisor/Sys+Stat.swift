@@ -31,7 +31,8 @@ enum Stat {
     /// Implements statx(2): the home kernel's struct statx, unchanged.
     static func statx(_ c: borrowing Call) throws(Failure) -> Reply {
         let flags = c.int(2)
-        let (route, len) = try c.routePath(arg: 1, dirfd: c.fd(0), into: c.worker.slot.payload(for: .statx))
+        let (route, len) = try c.routePath(arg: 1, dirfd: c.fd(0), into: c.worker.slot.payload(for: .statx),
+                                           allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
         let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
@@ -69,7 +70,8 @@ enum Stat {
     // MARK: shared
 
     private static func statCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, bufArg: Int, flags: Int32) throws(Failure) -> Reply {
-        let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .statx))
+        let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .statx),
+                                           allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
         let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }
@@ -79,7 +81,8 @@ enum Stat {
     }
 
     private static func accessCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, mode: Int32, flags: Int32) throws(Failure) -> Reply {
-        let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .faccessat))
+        let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .faccessat),
+                                           allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
         let dir = to.dir, keep = to.keep
         defer { withExtendedLifetime(keep) {} }

@@ -135,3 +135,10 @@ public func randomBytes(_ count: Int) -> [UInt8] {
     var g = SystemRandomNumberGenerator()
     return (0..<count).map { _ in UInt8.random(in: 0...255, using: &g) }
 }
+
+/// Reopening a descriptor's object through /proc/self/fd.
+public enum ProcPath {
+    public static func reopen(_ fd: CInt, flags: Int32) throws(Errno) -> CInt {
+        try sys { cshim_openat(AT_FDCWD, "/proc/self/fd/\(fd)", flags, 0) }
+    }
+}
