@@ -132,6 +132,13 @@ struct Call: ~Copyable {
     /// number otherwise: the price of running the tracee's own descriptors
     /// at native speed.
     func place(_ source: CInt, closeOnExec: Bool, minimum: Int32) throws(Failure) -> Reply {
+        _ = try place(source, closeOnExec: closeOnExec, minimum: minimum, answer: true)
+        return .answered
+    }
+
+    /// `place`, optionally leaving the notification pending (for calls that
+    /// install several descriptors, then answer); returns the number.
+    func place(_ source: CInt, closeOnExec: Bool, minimum: Int32, answer: Bool) throws(Failure) -> CInt {
         let process = try thread().process
         let base = max(sup.placeholderBase, minimum), limit = sup.descriptorLimit, tid = self.tid
         let target = try process.nextSlot.withLock { (hint: inout Int32) throws(Failure) -> Int32 in
@@ -148,9 +155,9 @@ struct Call: ~Copyable {
             hint = fd + 1
             return fd
         }
-        _ = try local { () throws(Errno) in
-            try sup.listener.installAndRespond(id: id, source: source, closeOnExec: closeOnExec, at: target)
+        return try local { () throws(Errno) in
+            answer ? try sup.listener.installAndRespond(id: id, source: source, closeOnExec: closeOnExec, at: target)
+                : try sup.listener.install(id: id, source: source, closeOnExec: closeOnExec, at: target)
         }
-        return .answered
     }
 }

@@ -25,7 +25,7 @@ enum Memory {
         let copy = try snapshot(c, p)
         defer { Glibc.close(copy) }
         let closeOnExec = try isCloseOnExec(c, fd)
-        try local { () throws(Errno) in try c.sup.listener.install(id: c.id, source: copy, closeOnExec: closeOnExec, at: fd) }
+        _ = try local { () throws(Errno) in try c.sup.listener.install(id: c.id, source: copy, closeOnExec: closeOnExec, at: fd) }
         return .continueSyscall
     }
 

@@ -150,6 +150,8 @@ struct SyscallTable: Sendable {
         SyscallRow(327, "preadv2", .descriptor, ReadWrite.preadv2, when: .placeholderRange),
         SyscallRow(328, "pwritev2", .descriptor, ReadWrite.pwritev2, when: .placeholderRange),
         SyscallRow(9, "mmap", .descriptor, Memory.mmap, when: .mappedPlaceholder),
+        // Descriptors passed over Unix sockets.
+        SyscallRow(47, "recvmsg", .descriptor, Messages.recvmsg),
         // Refused on forwarded names, with the errno a program already handles.
         SyscallRow(254, "inotify_add_watch", .path, Unsupported.path(1)),
         SyscallRow(303, "name_to_handle_at", .path, Unsupported.path(1, dirfd: 0)),

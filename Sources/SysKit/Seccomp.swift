@@ -67,12 +67,14 @@ public enum NotifyWhen: Sendable {
 }
 
 extension SeccompListener {
-    /// Installs `source` in the tracee at exactly `at` (dup2 semantics)
-    /// while the notification stays pending (ADDFD without SEND).
-    public func install(id: UInt64, source: CInt, closeOnExec: Bool, at target: CInt) throws(Errno) {
-        var a = cshim_notif_addfd(id: id, flags: CSHIM_ADDFD_FLAG_SETFD, srcfd: UInt32(source), newfd: UInt32(target),
-                                  newfd_flags: closeOnExec ? UInt32(O_CLOEXEC) : 0)
-        try sys { cshim_notif_add_fd(fd, &a) }
+    /// Installs `source` in the tracee at exactly `at` (dup2 semantics), or
+    /// at the lowest free number when `at` is nil, while the notification
+    /// stays pending (ADDFD without SEND). Returns the number.
+    @discardableResult
+    public func install(id: UInt64, source: CInt, closeOnExec: Bool, at target: CInt?) throws(Errno) -> CInt {
+        var a = cshim_notif_addfd(id: id, flags: target == nil ? 0 : CSHIM_ADDFD_FLAG_SETFD, srcfd: UInt32(source),
+                                  newfd: UInt32(target ?? 0), newfd_flags: closeOnExec ? UInt32(O_CLOEXEC) : 0)
+        return try sys { cshim_notif_add_fd(fd, &a) }
     }
 }
 

@@ -831,10 +831,6 @@ print("parent", status, flush=True)
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a placeholder received with SCM_RIGHTS lands on the lowest free descriptor (3 here), below the "
-    "placeholder range, where the filter lets data calls run natively: read(3) reads the raw placeholder "
-    "socket and blocks forever (the child is killed by its 3 s SIGALRM, parent status 14)"))
 def test_scm_rights_passes_a_home_descriptor_to_an_exec_d_child(tv):
     tv.both("s.txt", "home passed content\n", "decoy passed content, longer\n")
     r = ok(tv.run(py(SCM_PARENT, tv.p("s.txt"), SCM_CHILD), timeout=30))

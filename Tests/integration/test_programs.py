@@ -404,23 +404,12 @@ def rsync_to(tv, dest: pathlib.Path, extra_wrap_args=()):
     assert (tv.view / "src" / "readme.txt").read_text() == "DECOY readme\n"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a path relative to a forwarded dirfd is sent home even when its lexical absolute form is under a "
-    "--local prefix: rsync 3.4+'s receiver mkdir()s BASE/view/localdest locally, then walks "
-    "openat(O_PATH) from / to BASE/view and does newfstatat(<forwarded dirfd>, \"localdest\", AT_SYMLINK_NOFOLLOW), "
-    "which the home answers with ENOENT: 'change_dir#2 ... failed: No such file or directory', exit 3"))
 def test_rsync_archive_from_home_to_a_local_prefix_inside_the_forwarded_tree(tv):
     dest = tv.view / "localdest"
     rsync_to(tv, dest, extra_wrap_args=["--local", str(dest)])
     assert not (tv.homedata / "localdest").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "same routing bug: rsync 3.4+ (Debian 12's 3.5.0+ds1-0+deb12u1) walks the destination from / with "
-    "openat(O_PATH|O_NOFOLLOW); / is forwarded, so openat(<placeholder of />, \"dev\") and the rest of the walk "
-    "go home although /dev is local by policy; after fchdir(<that placeholder>) every "
-    "openat(AT_FDCWD, \".\", O_PATH) fails with EBADF: 'failed to set permissions on .../sub: Bad file "
-    "descriptor (9)', 'recv_generator: failed to stat ...: Bad file descriptor (9)', exit 23"))
 def test_rsync_archive_from_home_to_a_local_directory_in_dev_shm(tv):
     dest = pathlib.Path(f"/dev/shm/tether-it-rsync-{os.getpid()}-{time.monotonic_ns()}")
     try:
