@@ -27,32 +27,6 @@ public func sysOnce<T: FixedWidthInteger>(_ call: () -> T) throws(Errno) -> T {
     return r
 }
 
-extension Errno {
-    /// The C constant's name ("ENOENT"), for messages and traces.
-    public var name: String {
-        switch rawValue {
-        case Glibc.EPERM: return "EPERM"
-        case Glibc.ENOENT: return "ENOENT"
-        case Glibc.EIO: return "EIO"
-        case Glibc.EBADF: return "EBADF"
-        case Glibc.EACCES: return "EACCES"
-        case Glibc.EEXIST: return "EEXIST"
-        case Glibc.EXDEV: return "EXDEV"
-        case Glibc.ENOTDIR: return "ENOTDIR"
-        case Glibc.EISDIR: return "EISDIR"
-        case Glibc.EINVAL: return "EINVAL"
-        case Glibc.ENOSPC: return "ENOSPC"
-        case Glibc.ENOSYS: return "ENOSYS"
-        case Glibc.ENOTEMPTY: return "ENOTEMPTY"
-        case Glibc.ECONNREFUSED: return "ECONNREFUSED"
-        case Glibc.ETIMEDOUT: return "ETIMEDOUT"
-        case Glibc.EHOSTUNREACH: return "EHOSTUNREACH"
-        case Glibc.ENETUNREACH: return "ENETUNREACH"
-        default: return "errno \(rawValue)"
-        }
-    }
-}
-
 /// Writes a message to standard error with one write(2) (lines from
 /// several threads do not interleave).
 public func printError(_ message: String) {
