@@ -1,6 +1,7 @@
 import CShim
 import Glibc
 import Policy
+import Synchronization
 import SysKit
 import Wire
 
@@ -71,6 +72,8 @@ public final class Supervisor: Sendable {
     let placeholderBase: Int32
     /// The tracee's RLIMIT_NOFILE soft limit, as it started.
     let descriptorLimit: Int32
+    /// Notifications being handled right now (for exact `--stats`).
+    let callsInFlight = Atomic<Int>(0)
 
     private init(options: SupervisorOptions, link: HomeLink, localLink: HomeLink, watchers: Watchers, tracees: Tracees,
                  listener: SeccompListener, child: pid_t, placeholderBase: Int32, descriptorLimit: Int32) {
@@ -165,7 +168,11 @@ public final class Supervisor: Sendable {
     public func wait() -> Int32 {
         let status = ExitStatus.wait(pid: child)
         watchers.flushStreams(slot: link.slots[options.workers + 1])
-        if options.stats { printStats() }
+        if options.stats {
+            // Let calls answered just before the exit finish counting (bounded).
+            for _ in 0..<1000 where callsInFlight.load(ordering: .acquiring) > 0 { usleep(100) }
+            printStats()
+        }
         return status
     }
 

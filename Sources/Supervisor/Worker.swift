@@ -60,6 +60,10 @@ final class Worker: @unchecked Sendable {
 
     private func handle() {
         let sup = supervisor
+        // Counted until the call's statistics are in: the answer may let the
+        // program exit before this worker has counted it.
+        sup.callsInFlight.wrappingAdd(1, ordering: .relaxed)
+        defer { sup.callsInFlight.wrappingSubtract(1, ordering: .releasing) }
         let call = Call(notification, worker: self)
         let id = call.id
         guard let row = sup.table.row(for: call.nr) else {
