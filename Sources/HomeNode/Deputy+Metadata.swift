@@ -46,6 +46,14 @@ extension Deputy {
             let (old, new) = try paths(r)
             let oldDir = try dir(r.scalar(0)), newDir = try dir(r.scalar(1))
             let flags = Int32(truncatingIfNeeded: r.scalar(2))
+            if old.pointee == 0, let handle = oldDir {
+                // The object itself (AT_EMPTY_PATH, or /proc/self/fd/N: an
+                // O_TMPFILE getting its name): flink through the handle.
+                _ = try root.withEntry(dir: newDir, new) { (d, name) throws(Errno) in
+                    try sys { Glibc.linkat(handle, "", d, name, CSHIM_AT_EMPTY_PATH) }
+                }
+                return (0, 0)
+            }
             let ofd = try root.open(dir: oldDir, old, flags: CSHIM_O_PATH | (flags & AT_SYMLINK_FOLLOW != 0 ? 0 : O_NOFOLLOW), mode: 0)
             defer { Glibc.close(ofd) }
             let magic = ProcLink(ofd)

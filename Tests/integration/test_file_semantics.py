@@ -756,8 +756,9 @@ print("RESULT " + json.dumps(res, sort_keys=True))
 
 @pytest.mark.xfail(strict=True, reason=(
     "linkat(AT_FDCWD, \"/proc/self/fd/N\", AT_FDCWD, <home path>, AT_SYMLINK_FOLLOW) of an O_TMPFILE "
-    "placeholder fails with EXDEV: /proc/self/fd/N is routed as a local path (it is the placeholder socket) "
-    "and the new name is forwarded; natively the anonymous file gets its name (nlink 1, listed)"))
+    "placeholder reaches home as a flink (linkat(handle, \"\", dir, name, AT_EMPTY_PATH)), which names the "
+    "file with --home spawn and with a plain TCP home, but gets EXDEV from the home kernel in this harness, "
+    "where the export is a bind mount inside the home's mount namespace; natively the file gets its name"))
 def test_o_tmpfile_in_a_home_dir_then_linkat_via_proc_self_fd(tv):
     (tv.homedata / "nat").mkdir()
     (tv.homedata / "fw").mkdir()
