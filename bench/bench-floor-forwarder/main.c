@@ -10,6 +10,8 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+
+#include "BenchSupport.h"
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -42,62 +44,19 @@ static long n = 20000;
 static long long size = 256LL * M1;
 static const char *file, *what = "both";
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *what) {
-    fprintf(stderr, "bench-floor-forwarder: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t pct(const uint64_t *s, long count, double q) {
-    long i = (long)(q * count + 0.999999) - 1;
-    return s[i < 0 ? 0 : i >= count ? count - 1 : i];
-}
-
-static int read_full(int fd, void *buf, size_t len) { // 0 on EOF before any byte
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, (char *)buf + got, len - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) die("read");
-        if (r == 0) { if (got == 0) return 0; errno = EPIPE; die("short read"); }
-        got += r;
-    }
-    return 1;
-}
-
-static void write_full(int fd, const void *buf, size_t len) {
-    size_t put = 0;
-    while (put < len) {
-        ssize_t w = write(fd, (const char *)buf + put, len - put);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) die("write");
-        put += w;
-    }
-}
-
 // The home side: does the real pread and replies with result + data in one write.
 static void stub(int sock) {
     int fd = open(file, O_RDONLY);
-    if (fd < 0) die(file);
+    if (fd < 0) bench_die(file);
     char *buf = malloc(8 + M1);
-    if (!buf) die("malloc");
+    if (!buf) bench_die("malloc");
     struct request rq;
-    while (read_full(sock, &rq, REQ)) {
+    while (bench_read_full(sock, &rq, REQ)) {
         if (rq.len < 0 || rq.len > M1) rq.len = M1;
         int64_t r = pread(fd, buf + 8, rq.len, rq.offset);
         if (r < 0) r = -errno;
         memcpy(buf, &r, 8);
-        write_full(sock, buf, 8 + (r > 0 ? r : 0));
+        bench_write_full(sock, buf, 8 + (r > 0 ? r : 0));
     }
     _exit(0);
 }
@@ -113,17 +72,17 @@ static void child(int sock, const char *transport) {
     struct sock_fprog prog = {sizeof code / sizeof code[0], code};
     int fd = open(file, O_RDONLY);
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) die(file);
+    if (fd < 0 || fstat(fd, &st) < 0) bench_die(file);
     long blocks = st.st_size / K4, mblocks = st.st_size / M1;
-    if (mblocks < 1) { errno = EINVAL; die("file smaller than 1 MiB"); }
+    if (mblocks < 1) { errno = EINVAL; bench_die("file smaller than 1 MiB"); }
     char *buf = malloc(M1);
     uint64_t *s = calloc(n, sizeof *s);
-    if (!buf || !s) die("malloc");
+    if (!buf || !s) bench_die("malloc");
     memset(buf, 0, M1);
 
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("no_new_privs");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) bench_die("no_new_privs");
     int listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
-    if (listener < 0) die("seccomp");
+    if (listener < 0) bench_die("seccomp");
     char dummy = 0, ctl[CMSG_SPACE(sizeof(int))] = {0};
     struct iovec iov = {&dummy, 1};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
@@ -132,28 +91,28 @@ static void child(int sock, const char *transport) {
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &listener, sizeof listener);
-    if (sendmsg(sock, &msg, 0) != 1) die("sendmsg");
+    if (sendmsg(sock, &msg, 0) != 1) bench_die("sendmsg");
     close(listener);
 
     uint64_t rng = 0x9E3779B97F4A7C15ULL;
     if (strcmp(what, "seq")) {
         for (long i = 0; i < n / 10 + n; i++) {
             rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
-            uint64_t t0 = now_ns();
-            if (pread(fd, buf, K4, (off_t)(rng % blocks) * K4) != K4) die("pread 4K");
-            if (i >= n / 10) s[i - n / 10] = now_ns() - t0;
+            uint64_t t0 = bench_now_ns();
+            if (pread(fd, buf, K4, (off_t)(rng % blocks) * K4) != K4) bench_die("pread 4K");
+            if (i >= n / 10) s[i - n / 10] = bench_now_ns() - t0;
         }
-        qsort(s, n, sizeof *s, cmp_u64);
+        qsort(s, n, sizeof *s, bench_cmp_u64);
         printf("{\"floor\":\"forwarder-pread\",\"transport\":\"%s\",\"n\":%ld,\"median_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu}\n",
-               transport, n, (unsigned long long)pct(s, n, 0.5), (unsigned long long)pct(s, n, 0.99),
-               (unsigned long long)pct(s, n, 0.999));
+               transport, n, (unsigned long long)bench_percentile(s, n, 0.5), (unsigned long long)bench_percentile(s, n, 0.99),
+               (unsigned long long)bench_percentile(s, n, 0.999));
     }
     if (strcmp(what, "pread")) {
         long calls = size / M1 < 1 ? 1 : size / M1;
-        uint64_t t0 = now_ns();
+        uint64_t t0 = bench_now_ns();
         for (long i = 0; i < calls; i++)
-            if (pread(fd, buf, M1, (off_t)(i % mblocks) * M1) != M1) die("pread 1M");
-        double secs = (now_ns() - t0) / 1e9;
+            if (pread(fd, buf, M1, (off_t)(i % mblocks) * M1) != M1) bench_die("pread 1M");
+        double secs = (bench_now_ns() - t0) / 1e9;
         printf("{\"floor\":\"forwarder-seqread\",\"transport\":\"%s\",\"bytes\":%lld,\"mb_s\":%.1f}\n",
                transport, (long long)calls * M1, calls * (double)M1 / 1e6 / secs);
     }
@@ -164,7 +123,7 @@ static void child(int sock, const char *transport) {
 
 static void nodelay(int fd) {
     int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) die("TCP_NODELAY");
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) bench_die("TCP_NODELAY");
 }
 
 static int run(int tcp) {
@@ -172,52 +131,52 @@ static int run(int tcp) {
     int home, far; // the forwarder's end and the stub's end
     if (!tcp) {
         int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) die("socketpair");
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) bench_die("socketpair");
         home = sv[0];
         far = sv[1];
     } else {
         int ls = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         socklen_t alen = sizeof a;
-        if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 1) < 0) die("listen");
-        if (getsockname(ls, (struct sockaddr *)&a, &alen) < 0) die("getsockname");
+        if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 1) < 0) bench_die("listen");
+        if (getsockname(ls, (struct sockaddr *)&a, &alen) < 0) bench_die("getsockname");
         home = socket(AF_INET, SOCK_STREAM, 0);
-        if (home < 0 || connect(home, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
+        if (home < 0 || connect(home, (struct sockaddr *)&a, sizeof a) < 0) bench_die("connect");
         far = accept(ls, NULL, NULL);
-        if (far < 0) die("accept");
+        if (far < 0) bench_die("accept");
         close(ls);
         nodelay(home);
         nodelay(far);
     }
     fflush(stdout);
     pid_t stub_pid = fork();
-    if (stub_pid < 0) die("fork");
+    if (stub_pid < 0) bench_die("fork");
     if (stub_pid == 0) { close(home); stub(far); }
     close(far);
 
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) die("socketpair");
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) bench_die("socketpair");
     pid_t pid = fork();
-    if (pid < 0) die("fork");
+    if (pid < 0) bench_die("fork");
     if (pid == 0) { close(home); close(sv[0]); child(sv[1], transport); }
     close(sv[1]);
     char dummy, ctl[CMSG_SPACE(sizeof(int))];
     struct iovec iov = {&dummy, 1};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
-    if (recvmsg(sv[0], &msg, 0) != 1 || !CMSG_FIRSTHDR(&msg)) die("recvmsg listener");
+    if (recvmsg(sv[0], &msg, 0) != 1 || !CMSG_FIRSTHDR(&msg)) bench_die("recvmsg listener");
     int listener;
     memcpy(&listener, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof listener);
     close(sv[0]);
 
     char *reply = malloc(8 + M1);
-    if (!reply) die("malloc");
+    if (!reply) bench_die("malloc");
     struct seccomp_notif req;
     struct seccomp_notif_resp resp;
     for (;;) {
         memset(&req, 0, sizeof req);
         if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0) {
             if (errno == EINTR) continue;
-            die("NOTIF_RECV");
+            bench_die("NOTIF_RECV");
         }
         memset(&resp, 0, sizeof resp);
         resp.id = req.id;
@@ -227,12 +186,12 @@ static int run(int tcp) {
         } else {
             struct request rq = {.op = 1, .fd = (int64_t)req.data.args[0],
                                  .offset = (int64_t)req.data.args[3], .len = (int64_t)req.data.args[2]};
-            write_full(home, &rq, REQ);
+            bench_write_full(home, &rq, REQ);
             size_t got = 0;
             int64_t r = 0;
             do { // usually one read brings header and data
                 ssize_t k = read(home, reply + got, 8 + M1 - got);
-                if (k <= 0) { if (k < 0 && errno == EINTR) continue; die("stub reply"); }
+                if (k <= 0) { if (k < 0 && errno == EINTR) continue; bench_die("stub reply"); }
                 got += k;
                 if (got >= 8) memcpy(&r, reply, 8);
             } while (got < 8 || got < 8 + (size_t)(r > 0 ? r : 0));
@@ -240,11 +199,11 @@ static int run(int tcp) {
                 resp.error = (int32_t)r;
             } else {
                 struct iovec local = {reply + 8, (size_t)r}, remote = {(void *)req.data.args[1], (size_t)r};
-                if (process_vm_writev(req.pid, &local, 1, &remote, 1, 0) != r) die("process_vm_writev");
+                if (process_vm_writev(req.pid, &local, 1, &remote, 1, 0) != r) bench_die("process_vm_writev");
                 resp.val = r;
             }
         }
-        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT) die("NOTIF_SEND");
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT) bench_die("NOTIF_SEND");
         if (done) break;
     }
     int status;
@@ -257,6 +216,7 @@ static int run(int tcp) {
 }
 
 int main(int argc, char **argv) {
+    bench_name("bench-floor-forwarder");
     const char *which = "both";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-n")) n = atol(argv[i + 1]);

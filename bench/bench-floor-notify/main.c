@@ -8,6 +8,8 @@
 //   bench-floor-notify [-n N]
 #define _GNU_SOURCE
 #include <errno.h>
+
+#include "BenchSupport.h"
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
@@ -35,27 +37,6 @@
 
 static long n = 100000;
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *what) {
-    fprintf(stderr, "bench-floor-notify: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t pct(const uint64_t *s, long count, double q) {
-    long i = (long)(q * count + 0.999999) - 1;
-    return s[i < 0 ? 0 : i >= count ? count - 1 : i];
-}
-
 static void send_fd(int sock, int fd) {
     char dummy = 0, ctl[CMSG_SPACE(sizeof(int))] = {0};
     struct iovec iov = {&dummy, 1};
@@ -65,16 +46,16 @@ static void send_fd(int sock, int fd) {
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    if (sendmsg(sock, &msg, 0) != 1) die("sendmsg");
+    if (sendmsg(sock, &msg, 0) != 1) bench_die("sendmsg");
 }
 
 static int recv_fd(int sock) {
     char dummy, ctl[CMSG_SPACE(sizeof(int))];
     struct iovec iov = {&dummy, 1};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
-    if (recvmsg(sock, &msg, 0) != 1) die("recvmsg");
+    if (recvmsg(sock, &msg, 0) != 1) bench_die("recvmsg");
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_type != SCM_RIGHTS) { errno = EPROTO; die("no fd received"); }
+    if (!c || c->cmsg_type != SCM_RIGHTS) { errno = EPROTO; bench_die("no fd received"); }
     int fd;
     memcpy(&fd, CMSG_DATA(c), sizeof fd);
     return fd;
@@ -89,24 +70,24 @@ static void child(int sock, const char *variant) {
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog prog = {sizeof code / sizeof code[0], code};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("no_new_privs");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) bench_die("no_new_privs");
     int listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
-    if (listener < 0) die("seccomp");
+    if (listener < 0) bench_die("seccomp");
     send_fd(sock, listener);
     close(listener);
     uint64_t *s = calloc(n, sizeof *s);
-    if (!s) die("calloc");
+    if (!s) bench_die("calloc");
     for (long i = 0; i < n / 10; i++) syscall(SYS_getppid); // warm-up
     for (long i = 0; i < n; i++) {
-        uint64_t t0 = now_ns();
-        if (syscall(SYS_getppid) != 42) die("getppid answer");
-        s[i] = now_ns() - t0;
+        uint64_t t0 = bench_now_ns();
+        if (syscall(SYS_getppid) != 42) bench_die("getppid answer");
+        s[i] = bench_now_ns() - t0;
     }
     syscall(SYS_getppid, SENTINEL);
-    qsort(s, n, sizeof *s, cmp_u64);
+    qsort(s, n, sizeof *s, bench_cmp_u64);
     printf("{\"floor\":\"notify\",\"variant\":\"%s\",\"n\":%ld,\"median_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu}\n",
-           variant, n, (unsigned long long)pct(s, n, 0.5), (unsigned long long)pct(s, n, 0.99),
-           (unsigned long long)pct(s, n, 0.999));
+           variant, n, (unsigned long long)bench_percentile(s, n, 0.5), (unsigned long long)bench_percentile(s, n, 0.99),
+           (unsigned long long)bench_percentile(s, n, 0.999));
     fflush(stdout);
     _exit(0);
 }
@@ -114,23 +95,23 @@ static void child(int sock, const char *variant) {
 // The supervisor side: answer each notification at once, with 42.
 static int run(const char *variant, int pin, int sync_wakeup) {
     cpu_set_t all, one;
-    if (sched_getaffinity(0, sizeof all, &all) < 0) die("sched_getaffinity");
+    if (sched_getaffinity(0, sizeof all, &all) < 0) bench_die("sched_getaffinity");
     if (pin) {
         CPU_ZERO(&one);
         for (int c = 0; c < CPU_SETSIZE; c++) if (CPU_ISSET(c, &all)) { CPU_SET(c, &one); break; }
-        if (sched_setaffinity(0, sizeof one, &one) < 0) die("sched_setaffinity");
+        if (sched_setaffinity(0, sizeof one, &one) < 0) bench_die("sched_setaffinity");
     }
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) die("socketpair");
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) bench_die("socketpair");
     fflush(stdout);
     pid_t pid = fork();
-    if (pid < 0) die("fork");
+    if (pid < 0) bench_die("fork");
     if (pid == 0) { close(sv[0]); child(sv[1], variant); }
     close(sv[1]);
     int listener = recv_fd(sv[0]);
     close(sv[0]);
     if (sync_wakeup && ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 0) < 0) {
-        if (errno != EINVAL && errno != ENOTTY) die("NOTIF_SET_FLAGS");
+        if (errno != EINVAL && errno != ENOTTY) bench_die("NOTIF_SET_FLAGS");
         fprintf(stderr, "bench-floor-notify: SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unsupported; skipping\n");
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
@@ -143,22 +124,23 @@ static int run(const char *variant, int pin, int sync_wakeup) {
         memset(&req, 0, sizeof req);
         if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0) {
             if (errno == EINTR) continue;
-            die("NOTIF_RECV");
+            bench_die("NOTIF_RECV");
         }
         memset(&resp, 0, sizeof resp);
         resp.id = req.id;
         resp.val = 42;
-        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT) die("NOTIF_SEND");
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT) bench_die("NOTIF_SEND");
         if (req.data.args[0] == SENTINEL) break;
     }
     int status;
     waitpid(pid, &status, 0);
     close(listener);
-    if (pin && sched_setaffinity(0, sizeof all, &all) < 0) die("sched_setaffinity");
+    if (pin && sched_setaffinity(0, sizeof all, &all) < 0) bench_die("sched_setaffinity");
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
+    bench_name("bench-floor-notify");
     for (int i = 1; i + 1 < argc; i += 2)
         if (!strcmp(argv[i], "-n")) n = atol(argv[i + 1]);
     if (n < 1) n = 1;

@@ -9,6 +9,8 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+
+#include "BenchSupport.h"
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -28,66 +30,23 @@ static long n = 20000;
 static long long size = 256LL * M1;
 static const char *what = "both";
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *what) {
-    fprintf(stderr, "bench-floor-transport: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t pct(const uint64_t *s, long count, double q) {
-    long i = (long)(q * count + 0.999999) - 1;
-    return s[i < 0 ? 0 : i >= count ? count - 1 : i];
-}
-
-static int read_full(int fd, void *buf, size_t len) { // 0 on EOF before any byte
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, (char *)buf + got, len - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) die("read");
-        if (r == 0) { if (got == 0) return 0; errno = EPIPE; die("short read"); }
-        got += r;
-    }
-    return 1;
-}
-
-static void write_full(int fd, const void *buf, size_t len) {
-    size_t put = 0;
-    while (put < len) {
-        ssize_t w = write(fd, (const char *)buf + put, len - put);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) die("write");
-        put += w;
-    }
-}
-
 // Request: 64 bytes; bytes 0..7 = reply length, 8..15 = bytes that follow the header.
 static void server(int fd) {
     char *buf = malloc(M1);
-    if (!buf) die("malloc");
+    if (!buf) bench_die("malloc");
     memset(buf, 'r', M1);
     uint64_t h[REQ / 8];
-    while (read_full(fd, h, REQ)) {
-        if (h[1] > M1 || h[0] > M1) { errno = EPROTO; die("bad request"); }
-        if (h[1]) read_full(fd, buf, h[1]);
-        write_full(fd, buf, h[0]);
+    while (bench_read_full(fd, h, REQ)) {
+        if (h[1] > M1 || h[0] > M1) { errno = EPROTO; bench_die("bad request"); }
+        if (h[1]) bench_read_full(fd, buf, h[1]);
+        bench_write_full(fd, buf, h[0]);
     }
     _exit(0);
 }
 
 static void nodelay(int fd) {
     int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) die("TCP_NODELAY");
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) bench_die("TCP_NODELAY");
 }
 
 // Returns the client's end; the server runs in a child process.
@@ -95,26 +54,26 @@ static int connect_pair(int tcp, pid_t *server_pid) {
     int client, srv;
     if (!tcp) {
         int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) die("socketpair");
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) bench_die("socketpair");
         client = sv[0];
         srv = sv[1];
     } else {
         int ls = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         socklen_t alen = sizeof a;
-        if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 1) < 0) die("listen");
-        if (getsockname(ls, (struct sockaddr *)&a, &alen) < 0) die("getsockname");
+        if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 1) < 0) bench_die("listen");
+        if (getsockname(ls, (struct sockaddr *)&a, &alen) < 0) bench_die("getsockname");
         client = socket(AF_INET, SOCK_STREAM, 0);
-        if (client < 0 || connect(client, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
+        if (client < 0 || connect(client, (struct sockaddr *)&a, sizeof a) < 0) bench_die("connect");
         srv = accept(ls, NULL, NULL);
-        if (srv < 0) die("accept");
+        if (srv < 0) bench_die("accept");
         close(ls);
         nodelay(client);
         nodelay(srv);
     }
     fflush(stdout);
     pid_t pid = fork();
-    if (pid < 0) die("fork");
+    if (pid < 0) bench_die("fork");
     if (pid == 0) { close(client); server(srv); }
     close(srv);
     *server_pid = pid;
@@ -128,34 +87,34 @@ static void run(int tcp) {
     uint64_t h[REQ / 8] = {REPLY, 0};
     char *buf = malloc(M1);
     uint64_t *s = calloc(n, sizeof *s);
-    if (!buf || !s) die("malloc");
+    if (!buf || !s) bench_die("malloc");
     memset(buf, 'q', M1);
 
     if (strcmp(what, "bulk")) {
-        for (long i = 0; i < n / 10; i++) { write_full(fd, h, REQ); read_full(fd, buf, REPLY); } // warm-up
+        for (long i = 0; i < n / 10; i++) { bench_write_full(fd, h, REQ); bench_read_full(fd, buf, REPLY); } // warm-up
         for (long i = 0; i < n; i++) {
-            uint64_t t0 = now_ns();
-            write_full(fd, h, REQ);
-            read_full(fd, buf, REPLY);
-            s[i] = now_ns() - t0;
+            uint64_t t0 = bench_now_ns();
+            bench_write_full(fd, h, REQ);
+            bench_read_full(fd, buf, REPLY);
+            s[i] = bench_now_ns() - t0;
         }
-        qsort(s, n, sizeof *s, cmp_u64);
+        qsort(s, n, sizeof *s, bench_cmp_u64);
         printf("{\"floor\":\"transport-rtt\",\"transport\":\"%s\",\"n\":%ld,\"median_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu}\n",
-               name, n, (unsigned long long)pct(s, n, 0.5), (unsigned long long)pct(s, n, 0.99),
-               (unsigned long long)pct(s, n, 0.999));
+               name, n, (unsigned long long)bench_percentile(s, n, 0.5), (unsigned long long)bench_percentile(s, n, 0.99),
+               (unsigned long long)bench_percentile(s, n, 0.999));
     }
 
     long calls = size / M1 < 1 ? 1 : size / M1;
     for (int dir = 0; dir < 2 && strcmp(what, "rtt"); dir++) { // 0: bulk-read (1 MiB replies), 1: bulk-write (1 MiB requests)
         h[0] = dir ? REQ : M1;
         h[1] = dir ? M1 : 0;
-        uint64_t t0 = now_ns();
+        uint64_t t0 = bench_now_ns();
         for (long i = 0; i < calls; i++) {
-            write_full(fd, h, REQ);
-            if (dir) write_full(fd, buf, M1);
-            read_full(fd, buf, h[0]);
+            bench_write_full(fd, h, REQ);
+            if (dir) bench_write_full(fd, buf, M1);
+            bench_read_full(fd, buf, h[0]);
         }
-        double secs = (now_ns() - t0) / 1e9;
+        double secs = (bench_now_ns() - t0) / 1e9;
         printf("{\"floor\":\"transport-%s\",\"transport\":\"%s\",\"bytes\":%lld,\"mb_s\":%.1f}\n",
                dir ? "bulk-write" : "bulk-read", name, (long long)calls * M1, calls * (double)M1 / 1e6 / secs);
     }
@@ -167,6 +126,7 @@ static void run(int tcp) {
 }
 
 int main(int argc, char **argv) {
+    bench_name("bench-floor-transport");
     const char *which = "both";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-n")) n = atol(argv[i + 1]);

@@ -11,6 +11,8 @@
 //        DIR/seq.bin (seqread, at least --size bytes), LOCAL_DIR/local.bin.
 #define _GNU_SOURCE
 #include <errno.h>
+
+#include "BenchSupport.h"
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,20 +34,9 @@ static uint64_t rng = 0x9E3779B97F4A7C15ULL;
 static char path[4096];
 static double mb_s = -1;
 
-static inline uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static inline uint64_t next_rand(void) { // xorshift64
     rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
     return rng;
-}
-
-static void die(const char *what) {
-    fprintf(stderr, "bench-workload: %s: %s\n", what, strerror(errno));
-    exit(1);
 }
 
 static const char *in(const char *d, const char *name) {
@@ -55,29 +46,17 @@ static const char *in(const char *d, const char *name) {
 
 static int open_or_die(const char *p, int flags) {
     int fd = open(p, flags, 0644);
-    if (fd < 0) die(p);
+    if (fd < 0) bench_die(p);
     return fd;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t pct(long count, double q) { // nearest-rank percentile of sorted samples
-    long i = (long)(q * count + 0.999999) - 1;
-    if (i < 0) i = 0;
-    if (i >= count) i = count - 1;
-    return samples[i];
 }
 
 static void report(const char *op, long count) {
     double sum = 0;
     for (long i = 0; i < count; i++) sum += samples[i];
-    qsort(samples, count, sizeof *samples, cmp_u64);
+    qsort(samples, count, sizeof *samples, bench_cmp_u64);
     printf("{\"op\":\"%s\",\"n\":%ld,\"median_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu,\"mean_ns\":%.0f",
-           op, count, (unsigned long long)pct(count, 0.5), (unsigned long long)pct(count, 0.99),
-           (unsigned long long)pct(count, 0.999), count ? sum / count : 0);
+           op, count, (unsigned long long)bench_percentile(samples, count, 0.5), (unsigned long long)bench_percentile(samples, count, 0.99),
+           (unsigned long long)bench_percentile(samples, count, 0.999), count ? sum / count : 0);
     if (mb_s >= 0) printf(",\"mb_s\":%.1f", mb_s);
     printf("}\n");
 }
@@ -87,9 +66,9 @@ static void report(const char *op, long count) {
     do {                                                                    \
         for (long i_ = 0; i_ < warmup; i_++) { __VA_ARGS__; }               \
         for (long i_ = 0; i_ < n; i_++) {                                   \
-            uint64_t t0_ = now_ns();                                        \
+            uint64_t t0_ = bench_now_ns();                                        \
             __VA_ARGS__;                                                    \
-            samples[i_] = now_ns() - t0_;                                   \
+            samples[i_] = bench_now_ns() - t0_;                                   \
         }                                                                   \
     } while (0)
 
@@ -97,23 +76,23 @@ static volatile uint64_t sink;
 
 static long file_size(int fd) {
     struct stat st;
-    if (fstat(fd, &st) < 0) die("fstat");
+    if (fstat(fd, &st) < 0) bench_die("fstat");
     return (long)st.st_size;
 }
 
 static void op_pread_random(int fd, const char *what) {
     static char buf[K4];
     long blocks = file_size(fd) / K4;
-    if (blocks < 1) { errno = EINVAL; die("file too small"); }
+    if (blocks < 1) { errno = EINVAL; bench_die("file too small"); }
     TIMED({
         off_t off = (off_t)(next_rand() % blocks) * K4;
-        if (pread(fd, buf, K4, off) != K4) die(what);
+        if (pread(fd, buf, K4, off) != K4) bench_die(what);
     });
 }
 
 static void op_seq(int write_mode) {
     char *buf = malloc(M1);
-    if (!buf) die("malloc");
+    if (!buf) bench_die("malloc");
     memset(buf, 'w', M1);
     long calls = (long)(size / M1);
     if (calls < 1) calls = 1;
@@ -121,20 +100,21 @@ static void op_seq(int write_mode) {
     samples = realloc(samples, sizeof *samples * (calls + 1));
     int fd = write_mode ? open_or_die(in(dir, "seqw.bin"), O_WRONLY | O_CREAT | O_TRUNC)
                         : open_or_die(in(dir, "seq.bin"), O_RDONLY);
-    uint64_t start = now_ns();
+    uint64_t start = bench_now_ns();
     for (long i = 0; i < calls; i++) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = bench_now_ns();
         ssize_t got = write_mode ? write(fd, buf, M1) : read(fd, buf, M1);
-        if (got != M1) { if (got >= 0) errno = EIO; die(write_mode ? "seqwrite" : "seqread (is seq.bin big enough?)"); }
-        samples[i] = now_ns() - t0;
+        if (got != M1) { if (got >= 0) errno = EIO; bench_die(write_mode ? "seqwrite" : "seqread (is seq.bin big enough?)"); }
+        samples[i] = bench_now_ns() - t0;
     }
-    uint64_t total = now_ns() - start;
+    uint64_t total = bench_now_ns() - start;
     close(fd);
     mb_s = (double)calls * M1 / 1e6 / (total / 1e9);
     n = calls;
 }
 
 int main(int argc, char **argv) {
+    bench_name("bench-workload");
     if (argc < 2) {
         fprintf(stderr, "usage: bench-workload OP [-n N] [--warmup W] [--dir DIR] [--local-dir DIR] [--size BYTES] [--seed S]\n");
         return 2;
@@ -154,7 +134,7 @@ int main(int argc, char **argv) {
     if (n < 1) n = 1;
     if (warmup < 0) warmup = n / 10 < 1000 ? n / 10 : 1000;
     samples = calloc(n + 1, sizeof *samples);
-    if (!samples) die("calloc");
+    if (!samples) bench_die("calloc");
     static char buf[K4];
     memset(buf, 'x', sizeof buf);
 
@@ -165,55 +145,55 @@ int main(int argc, char **argv) {
     } else if (!strcmp(op, "fstat-local")) {
         int fd = open_or_die(in(local_dir, "local.bin"), O_RDONLY);
         struct stat st;
-        TIMED(if (fstat(fd, &st) < 0) die("fstat"));
+        TIMED(if (fstat(fd, &st) < 0) bench_die("fstat"));
     } else if (!strcmp(op, "pread-local")) {
         op_pread_random(open_or_die(in(local_dir, "local.bin"), O_RDONLY), "pread-local");
     } else if (!strcmp(op, "write-local")) {
         char tmpl[4096];
         snprintf(tmpl, sizeof tmpl, "%s/wlocal.XXXXXX", local_dir);
         int fd = mkstemp(tmpl);
-        if (fd < 0) die(tmpl);
+        if (fd < 0) bench_die(tmpl);
         unlink(tmpl);
         long k = 0;
         TIMED({
-            if (write(fd, buf, K4) != K4) die("write-local");
-            if (++k % 256 == 0 && lseek(fd, 0, SEEK_SET) < 0) die("lseek"); // rewind every 1 MiB
+            if (write(fd, buf, K4) != K4) bench_die("write-local");
+            if (++k % 256 == 0 && lseek(fd, 0, SEEK_SET) < 0) bench_die("lseek"); // rewind every 1 MiB
         });
     } else if (!strcmp(op, "pipe-write-read")) {
         int p[2];
-        if (pipe(p) < 0) die("pipe");
+        if (pipe(p) < 0) bench_die("pipe");
         TIMED({
-            if (write(p[1], buf, K4) != K4) die("pipe write");
-            if (read(p[0], buf, K4) != K4) die("pipe read");
+            if (write(p[1], buf, K4) != K4) bench_die("pipe write");
+            if (read(p[0], buf, K4) != K4) bench_die("pipe read");
         });
     } else if (!strcmp(op, "stat")) {
         char target[4096];
         snprintf(target, sizeof target, "%s/data.bin", dir);
         struct stat st;
-        TIMED(if (stat(target, &st) < 0) die(target));
+        TIMED(if (stat(target, &st) < 0) bench_die(target));
     } else if (!strcmp(op, "open-close")) {
         char target[4096];
         snprintf(target, sizeof target, "%s/data.bin", dir);
-        TIMED({ int fd = open(target, O_RDONLY); if (fd < 0) die(target); close(fd); });
+        TIMED({ int fd = open(target, O_RDONLY); if (fd < 0) bench_die(target); close(fd); });
     } else if (!strcmp(op, "pread-random")) {
         op_pread_random(open_or_die(in(dir, "data.bin"), O_RDONLY), "pread-random");
     } else if (!strcmp(op, "write-append")) {
         char target[4096];
         snprintf(target, sizeof target, "%s/append.%d", dir, getpid());
         int fd = open_or_die(target, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND);
-        TIMED(if (write(fd, buf, K4) != K4) die("write-append"));
+        TIMED(if (write(fd, buf, K4) != K4) bench_die("write-append"));
         close(fd);
-        if (unlink(target) < 0) die("unlink");
+        if (unlink(target) < 0) bench_die("unlink");
     } else if (!strcmp(op, "getdents")) { // one sample: rewind + getdents64 until the end
         int fd = open_or_die(in(dir, "dir1000"), O_RDONLY | O_DIRECTORY);
         static char dbuf[32768];
         long entries = 0;
         TIMED({
-            if (lseek(fd, 0, SEEK_SET) < 0) die("lseek dir");
+            if (lseek(fd, 0, SEEK_SET) < 0) bench_die("lseek dir");
             long got, count = 0;
             while ((got = syscall(SYS_getdents64, fd, dbuf, sizeof dbuf)) > 0)
                 for (long off = 0; off < got; off += *(unsigned short *)(dbuf + off + 16)) count++;
-            if (got < 0) die("getdents64");
+            if (got < 0) bench_die("getdents64");
             entries = count;
         });
         if (entries < 1000) { fprintf(stderr, "bench-workload: getdents saw %ld entries, expected >= 1000\n", entries); return 1; }
@@ -221,7 +201,7 @@ int main(int argc, char **argv) {
         op_seq(0);
     } else if (!strcmp(op, "seqwrite")) {
         op_seq(1);
-        if (unlink(in(dir, "seqw.bin")) < 0) die("unlink seqw.bin");
+        if (unlink(in(dir, "seqw.bin")) < 0) bench_die("unlink seqw.bin");
     } else {
         fprintf(stderr, "bench-workload: unknown op %s\n", op);
         return 2;
