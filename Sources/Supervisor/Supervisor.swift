@@ -210,10 +210,10 @@ public final class Supervisor: Sendable {
             let f = stats.forwardedCount(row: row.index), l = stats.localCount(row: row.index)
             if f + l == 0 { continue }
             total.0 += f; total.1 += l
-            let name = "\(row.name)".rightPad(12)
+            let name = "\(row.name)".rightPad(17)
             lines.append("  \(name) \(String(f).leftPad(9)) \(String(l).leftPad(9))")
         }
-        lines.append("  \("total".rightPad(12)) \(String(total.0).leftPad(9)) \(String(total.1).leftPad(9))")
+        lines.append("  \("total".rightPad(17)) \(String(total.0).leftPad(9)) \(String(total.1).leftPad(9))")
         printError(lines.joined(separator: "\n") + "\n")
     }
 }
