@@ -83,15 +83,7 @@ static void child(int sock, const char *transport) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) bench_die("no_new_privs");
     int listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
     if (listener < 0) bench_die("seccomp");
-    char dummy = 0, ctl[CMSG_SPACE(sizeof(int))] = {0};
-    struct iovec iov = {&dummy, 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &listener, sizeof listener);
-    if (sendmsg(sock, &msg, 0) != 1) bench_die("sendmsg");
+    bench_send_fd(sock, listener);
     close(listener);
 
     uint64_t rng = 0x9E3779B97F4A7C15ULL;
@@ -121,33 +113,10 @@ static void child(int sock, const char *transport) {
     _exit(0);
 }
 
-static void nodelay(int fd) {
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) bench_die("TCP_NODELAY");
-}
-
 static int run(int tcp) {
     const char *transport = tcp ? "tcp" : "unix";
     int home, far; // the forwarder's end and the stub's end
-    if (!tcp) {
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) bench_die("socketpair");
-        home = sv[0];
-        far = sv[1];
-    } else {
-        int ls = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t alen = sizeof a;
-        if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 1) < 0) bench_die("listen");
-        if (getsockname(ls, (struct sockaddr *)&a, &alen) < 0) bench_die("getsockname");
-        home = socket(AF_INET, SOCK_STREAM, 0);
-        if (home < 0 || connect(home, (struct sockaddr *)&a, sizeof a) < 0) bench_die("connect");
-        far = accept(ls, NULL, NULL);
-        if (far < 0) bench_die("accept");
-        close(ls);
-        nodelay(home);
-        nodelay(far);
-    }
+    bench_stream_pair(tcp, &home, &far);
     fflush(stdout);
     pid_t stub_pid = fork();
     if (stub_pid < 0) bench_die("fork");
@@ -160,12 +129,7 @@ static int run(int tcp) {
     if (pid < 0) bench_die("fork");
     if (pid == 0) { close(home); close(sv[0]); child(sv[1], transport); }
     close(sv[1]);
-    char dummy, ctl[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {&dummy, 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
-    if (recvmsg(sv[0], &msg, 0) != 1 || !CMSG_FIRSTHDR(&msg)) bench_die("recvmsg listener");
-    int listener;
-    memcpy(&listener, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof listener);
+    int listener = bench_recv_fd(sv[0]);
     close(sv[0]);
 
     char *reply = malloc(8 + M1);

@@ -37,30 +37,6 @@
 
 static long n = 100000;
 
-static void send_fd(int sock, int fd) {
-    char dummy = 0, ctl[CMSG_SPACE(sizeof(int))] = {0};
-    struct iovec iov = {&dummy, 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    if (sendmsg(sock, &msg, 0) != 1) bench_die("sendmsg");
-}
-
-static int recv_fd(int sock) {
-    char dummy, ctl[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {&dummy, 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
-    if (recvmsg(sock, &msg, 0) != 1) bench_die("recvmsg");
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_type != SCM_RIGHTS) { errno = EPROTO; bench_die("no fd received"); }
-    int fd;
-    memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    return fd;
-}
-
 // The traced side: install the filter, hand over the listener, time N calls.
 static void child(int sock, const char *variant) {
     struct sock_filter code[] = {
@@ -73,7 +49,7 @@ static void child(int sock, const char *variant) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) bench_die("no_new_privs");
     int listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
     if (listener < 0) bench_die("seccomp");
-    send_fd(sock, listener);
+    bench_send_fd(sock, listener);
     close(listener);
     uint64_t *s = calloc(n, sizeof *s);
     if (!s) bench_die("calloc");
@@ -108,7 +84,7 @@ static int run(const char *variant, int pin, int sync_wakeup) {
     if (pid < 0) bench_die("fork");
     if (pid == 0) { close(sv[0]); child(sv[1], variant); }
     close(sv[1]);
-    int listener = recv_fd(sv[0]);
+    int listener = bench_recv_fd(sv[0]);
     close(sv[0]);
     if (sync_wakeup && ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 0) < 0) {
         if (errno != EINVAL && errno != ENOTTY) bench_die("NOTIF_SET_FLAGS");

@@ -44,33 +44,10 @@ static void server(int fd) {
     _exit(0);
 }
 
-static void nodelay(int fd) {
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) bench_die("TCP_NODELAY");
-}
-
 // Returns the client's end; the server runs in a child process.
 static int connect_pair(int tcp, pid_t *server_pid) {
     int client, srv;
-    if (!tcp) {
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) bench_die("socketpair");
-        client = sv[0];
-        srv = sv[1];
-    } else {
-        int ls = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t alen = sizeof a;
-        if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 1) < 0) bench_die("listen");
-        if (getsockname(ls, (struct sockaddr *)&a, &alen) < 0) bench_die("getsockname");
-        client = socket(AF_INET, SOCK_STREAM, 0);
-        if (client < 0 || connect(client, (struct sockaddr *)&a, sizeof a) < 0) bench_die("connect");
-        srv = accept(ls, NULL, NULL);
-        if (srv < 0) bench_die("accept");
-        close(ls);
-        nodelay(client);
-        nodelay(srv);
-    }
+    bench_stream_pair(tcp, &client, &srv);
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) bench_die("fork");

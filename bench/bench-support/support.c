@@ -7,6 +7,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 static const char *program = "bench";
 
 void bench_name(const char *name) { program = name; }
@@ -62,4 +67,62 @@ void bench_write_full(int fd, const void *buf, size_t len)
         if (w < 0) bench_die("write");
         put += (size_t)w;
     }
+}
+
+void bench_send_fd(int sock, int fd)
+{
+    char dummy = 0, ctl[CMSG_SPACE(sizeof(int))] = {0};
+    struct iovec iov = {&dummy, 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    if (sendmsg(sock, &msg, 0) != 1) bench_die("sendmsg");
+}
+
+int bench_recv_fd(int sock)
+{
+    char dummy, ctl[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {&dummy, 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+    if (recvmsg(sock, &msg, 0) != 1) bench_die("recvmsg");
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS) {
+        errno = EPROTO;
+        bench_die("no fd received");
+    }
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
+}
+
+static void nodelay(int fd)
+{
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) bench_die("TCP_NODELAY");
+}
+
+void bench_stream_pair(int tcp, int *near, int *far)
+{
+    if (!tcp) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) bench_die("socketpair");
+        *near = sv[0];
+        *far = sv[1];
+        return;
+    }
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 1) < 0) bench_die("listen");
+    if (getsockname(ls, (struct sockaddr *)&a, &alen) < 0) bench_die("getsockname");
+    *near = socket(AF_INET, SOCK_STREAM, 0);
+    if (*near < 0 || connect(*near, (struct sockaddr *)&a, sizeof a) < 0) bench_die("connect");
+    *far = accept(ls, NULL, NULL);
+    if (*far < 0) bench_die("accept");
+    close(ls);
+    nodelay(*near);
+    nodelay(*far);
 }

@@ -21,4 +21,12 @@ int bench_read_full(int fd, void *buf, size_t len);
 /// Writes exactly `len` bytes or dies.
 void bench_write_full(int fd, const void *buf, size_t len);
 
+/// Passes `fd` over a Unix socket (SCM_RIGHTS, one data byte) or dies.
+void bench_send_fd(int sock, int fd);
+/// Receives one descriptor sent by bench_send_fd, or dies.
+int bench_recv_fd(int sock);
+/// A connected stream pair: a Unix socketpair, or (tcp) a TCP loopback
+/// connection with TCP_NODELAY on both ends. Dies on failure.
+void bench_stream_pair(int tcp, int *near, int *far);
+
 #endif
