@@ -100,6 +100,8 @@ struct Call: ~Copyable {
 
     /// Sends a routed request to its destination: home, or the supervisor's
     /// local deputy (the payload is copied to that link's slot first).
+    /// `to.keep` (the directory's owner) stays alive for the call, so its
+    /// handle is not released at home while the request names it.
     func send(_ to: Destination, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
         guard to.isLocal else { return try home(op, scalars, payloadLength: payloadLength) }
         let slot = worker.localSlot

@@ -60,19 +60,15 @@ enum Dir {
     private static func mkdirCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, mode: UInt64) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .mkdirat))
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
         let m = UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask()
-        _ = try c.send(to, .mkdirat, Scalars(dir, Int64(m)), payloadLength: len)
+        _ = try c.send(to, .mkdirat, Scalars(to.dir, Int64(m)), payloadLength: len)
         return .value(0)
     }
 
     private static func unlinkCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, flags: Int32) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .unlinkat))
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
-        _ = try c.send(to, .unlinkat, Scalars(dir, Int64(flags)), payloadLength: len)
+        _ = try c.send(to, .unlinkat, Scalars(to.dir, Int64(flags)), payloadLength: len)
         return .value(0)
     }
 

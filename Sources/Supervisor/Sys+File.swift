@@ -46,9 +46,7 @@ enum File {
     static func truncate(_ c: borrowing Call) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: 0, dirfd: AT_FDCWD, into: c.worker.slot.payload(for: .truncate))
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
-        _ = try c.send(to, .truncate, Scalars(dir, c.offset(1)), payloadLength: len)
+        _ = try c.send(to, .truncate, Scalars(to.dir, c.offset(1)), payloadLength: len)
         return .value(0)
     }
 
@@ -58,11 +56,9 @@ enum File {
                                    resolve: UInt64) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .openat))
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
         let creates = flags & O_CREAT != 0 || flags & CSHIM_O_TMPFILE == CSHIM_O_TMPFILE
         let effectiveMode = creates ? UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask() : 0
-        let r = try c.send(to, .openat, Scalars(dir, Int64(flags), Int64(effectiveMode), Int64(bitPattern: resolve)),
+        let r = try c.send(to, .openat, Scalars(to.dir, Int64(flags), Int64(effectiveMode), Int64(bitPattern: resolve)),
                            payloadLength: len)
         if to.isLocal {
             // The local deputy's descriptor is ours: the tracee gets it as is.
@@ -84,7 +80,7 @@ enum File {
         // The name it was opened by, for names relative to it later: the
         // routed absolute form, or the object's own when reopened through
         // /proc/self/fd.
-        let path = len == 1 ? (keep as? Placeholder).flatMap { ($0.owner ?? $0).path }
+        let path = len == 1 ? (to.keep as? Placeholder).flatMap { ($0.owner ?? $0).path }
             : Array(UnsafeRawBufferPointer(rebasing: c.worker.normalized[0..<c.worker.normalizedLength]))
         return try c.installPlaceholder(handle: r.result, flags: flags, path: path)
     }

@@ -119,9 +119,7 @@ enum Metadata {
     static func statfs(_ c: borrowing Call) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: 0, dirfd: AT_FDCWD, into: c.worker.slot.payload(for: .statfs))
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
-        return try statfsReply(c, try c.send(to, .statfs, Scalars(dir), payloadLength: len), to: c.address(1))
+        return try statfsReply(c, try c.send(to, .statfs, Scalars(to.dir), payloadLength: len), to: c.address(1))
     }
 
     /// Implements fstatfs(2).
@@ -141,9 +139,7 @@ enum Metadata {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .fchmodat),
                                            allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
-        _ = try c.send(to, .fchmodat, Scalars(dir, Int64(mode & 0o7777), Int64(flags)), payloadLength: len)
+        _ = try c.send(to, .fchmodat, Scalars(to.dir, Int64(mode & 0o7777), Int64(flags)), payloadLength: len)
         return .value(0)
     }
 
@@ -152,9 +148,7 @@ enum Metadata {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .fchownat),
                                            allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
-        _ = try c.send(to, .fchownat, Scalars(dir, Int64(uid), Int64(gid), Int64(flags)), payloadLength: len)
+        _ = try c.send(to, .fchownat, Scalars(to.dir, Int64(uid), Int64(gid), Int64(flags)), payloadLength: len)
         return .value(0)
     }
 
@@ -172,22 +166,21 @@ enum Metadata {
                                  flags: Int32) throws(Failure) -> Reply {
         let payload = c.worker.slot.payload(for: .utimensat)
         let timesLength = times == nil ? 0 : 2 * MemoryLayout<timespec>.size
-        let dir: Int64, len: Int, keep: AnyObject?
+        let to: Destination, len: Int
         if let pathArg {
             let (route, n) = try c.routePath(arg: pathArg, dirfd: dirfd,
                                             into: UnsafeMutableRawBufferPointer(rebasing: payload[timesLength...]),
                                             allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
-            guard case .forward(let d, let k) = route else { return .continueSyscall }
-            (dir, len, keep) = (d, n, k)
+            guard let d = route.destination else { return .continueSyscall }
+            (to, len) = (d, n)
         } else {
             // NULL path: the descriptor itself (futimens).
             guard let p = try c.placeholder(fd: dirfd) else { return .continueSyscall }
             payload[timesLength] = 0
-            (dir, len, keep) = (p.handle, 1, p)
+            (to, len) = (Destination(dir: p.handle, keep: p, isLocal: false), 1)
         }
-        defer { withExtendedLifetime(keep) {} }
         if var t = times { withUnsafeBytes(of: &t) { payload.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: timesLength) } }
-        _ = try c.home(.utimensat, Scalars(dir, Int64(flags), times == nil ? 0 : 1), payloadLength: timesLength + len)
+        _ = try c.send(to, .utimensat, Scalars(to.dir, Int64(flags), times == nil ? 0 : 1), payloadLength: timesLength + len)
         return .value(0)
     }
 
@@ -214,20 +207,16 @@ enum Metadata {
         let (route, len) = try c.routePath(arg: linkArg, dirfd: dirfd,
                                            into: UnsafeMutableRawBufferPointer(rebasing: payload[targetLength...]))
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
-        _ = try c.send(to, .symlinkat, Scalars(dir), payloadLength: targetLength + len)
+        _ = try c.send(to, .symlinkat, Scalars(to.dir), payloadLength: targetLength + len)
         return .value(0)
     }
 
     private static func mknodCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, mode: UInt64, dev: UInt64) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .mknodat))
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
         let m = UInt32(truncatingIfNeeded: mode)
         let masked = (m & ~0o7777) | (m & 0o7777 & ~c.umask())
-        _ = try c.send(to, .mknodat, Scalars(dir, Int64(masked), Int64(bitPattern: dev)), payloadLength: len)
+        _ = try c.send(to, .mknodat, Scalars(to.dir, Int64(masked), Int64(bitPattern: dev)), payloadLength: len)
         return .value(0)
     }
 

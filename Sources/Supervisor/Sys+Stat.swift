@@ -34,9 +34,7 @@ enum Stat {
         let (route, len) = try c.routePath(arg: 1, dirfd: c.fd(0), into: c.worker.slot.payload(for: .statx),
                                            allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
-        let r = try c.send(to, .statx, Scalars(dir, Int64(flags), Int64(c.int(3))), payloadLength: len)
+        let r = try c.send(to, .statx, Scalars(to.dir, Int64(flags), Int64(c.int(3))), payloadLength: len)
         guard r.payload.count == 256 else { throw .transport(.lost) }
         try local { () throws(Errno) in try c.memory.write(c.address(4), from: r.payload.baseAddress!, count: 256) }
         return .value(0)
@@ -73,9 +71,7 @@ enum Stat {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .statx),
                                            allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
-        let r = try c.send(to, .statx, Scalars(dir, Int64(flags), Int64(CSHIM_STATX_BASIC_STATS)), payloadLength: len)
+        let r = try c.send(to, .statx, Scalars(to.dir, Int64(flags), Int64(CSHIM_STATX_BASIC_STATS)), payloadLength: len)
         try writeStat(c, r, to: c.address(bufArg))
         return .value(0)
     }
@@ -84,9 +80,7 @@ enum Stat {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .faccessat),
                                            allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
-        _ = try c.send(to, .faccessat, Scalars(dir, Int64(mode), Int64(flags)), payloadLength: len)
+        _ = try c.send(to, .faccessat, Scalars(to.dir, Int64(mode), Int64(flags)), payloadLength: len)
         return .value(0)
     }
 
@@ -95,9 +89,7 @@ enum Stat {
         guard size > 0 else { throw .errno(.invalidArgument) }
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .readlinkat))
         guard let to = route.destination else { return .continueSyscall }
-        let dir = to.dir, keep = to.keep
-        defer { withExtendedLifetime(keep) {} }
-        let r = try c.send(to, .readlinkat, Scalars(dir, Int64(min(size, Wire.maxPayload))), payloadLength: len)
+        let r = try c.send(to, .readlinkat, Scalars(to.dir, Int64(min(size, Wire.maxPayload))), payloadLength: len)
         let n = min(r.payload.count, size)
         try local { () throws(Errno) in try c.memory.write(c.address(bufArg), from: r.payload.baseAddress!, count: n) }
         return .value(Int64(n))

@@ -25,6 +25,9 @@ enum Unsupported {
     private static func refuseIfForwarded(_ c: borrowing Call, pathArg: Int, dirfdArg: Int?) throws(Failure) {
         let dirfd = dirfdArg.map { c.fd($0) } ?? AT_FDCWD
         let (route, _) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .openat))
-        if case .forward = route { throw refusal }
+        // Local names the kernel could not resolve (emulated) cannot be
+        // handed to it either: refused like forwarded ones.
+        if case .local = route { return }
+        throw refusal
     }
 }

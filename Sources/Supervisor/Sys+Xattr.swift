@@ -37,9 +37,9 @@ enum Xattr {
     // MARK: shared
 
     /// Writes "name NUL path NUL" into `op`'s payload (name: argument 1;
-    /// path or descriptor: argument 0). Nil when the object is local.
+    /// path or descriptor: argument 0). Nil when the kernel can do it itself.
     private static func target(_ c: borrowing Call, _ op: Op, nameArg: Int?, byFD: Bool) throws(Failure)
-        -> (dir: Int64, keep: AnyObject?, length: Int)? {
+        -> (to: Destination, length: Int)? {
         let payload = c.worker.slot.payload(for: op)
         var used = 0
         if let nameArg {
@@ -52,18 +52,17 @@ enum Xattr {
         if byFD {
             guard let p = try c.placeholder(fd: c.fd(0)) else { return nil }
             payload[used] = 0
-            return (p.handle, p, used + 1)
+            return (Destination(dir: p.handle, keep: p, isLocal: false), used + 1)
         }
         let (route, len) = try c.routePath(arg: 0, dirfd: AT_FDCWD, into: UnsafeMutableRawBufferPointer(rebasing: payload[used...]))
-        guard case .forward(let dir, let keep) = route else { return nil }
-        return (dir, keep, used + len)
+        guard let to = route.destination else { return nil }
+        return (to, used + len)
     }
 
     private static func get(_ c: borrowing Call, nofollow: Bool, byFD: Bool) throws(Failure) -> Reply {
         guard let t = try target(c, .getxattr, nameArg: 1, byFD: byFD) else { return .continueSyscall }
-        defer { withExtendedLifetime(t.keep) {} }
         let size = min(c.size(3), sizeMax)
-        let r = try c.home(.getxattr, Scalars(t.dir, nofollow ? 1 : 0, Int64(size)), payloadLength: t.length)
+        let r = try c.send(t.to, .getxattr, Scalars(t.to.dir, nofollow ? 1 : 0, Int64(size)), payloadLength: t.length)
         if size > 0 {
             try local { () throws(Errno) in try c.memory.write(c.address(2), from: r.payload.baseAddress!, count: r.payload.count) }
         }
@@ -72,20 +71,18 @@ enum Xattr {
 
     private static func set(_ c: borrowing Call, nofollow: Bool, byFD: Bool) throws(Failure) -> Reply {
         guard let t = try target(c, .setxattr, nameArg: 1, byFD: byFD) else { return .continueSyscall }
-        defer { withExtendedLifetime(t.keep) {} }
         let size = c.size(3)
         guard size <= sizeMax else { throw .errno(.outOfRange) }
         let payload = c.worker.slot.payload(for: .setxattr)
         try local { () throws(Errno) in try c.memory.readExactly(c.address(2), into: payload.baseAddress! + t.length, count: size) }
-        _ = try c.home(.setxattr, Scalars(t.dir, nofollow ? 1 : 0, Int64(c.int(4)), Int64(size)), payloadLength: t.length + size)
+        _ = try c.send(t.to, .setxattr, Scalars(t.to.dir, nofollow ? 1 : 0, Int64(c.int(4)), Int64(size)), payloadLength: t.length + size)
         return .value(0)
     }
 
     private static func list(_ c: borrowing Call, nofollow: Bool, byFD: Bool) throws(Failure) -> Reply {
         guard let t = try target(c, .listxattr, nameArg: nil, byFD: byFD) else { return .continueSyscall }
-        defer { withExtendedLifetime(t.keep) {} }
         let size = min(c.size(2), sizeMax)
-        let r = try c.home(.listxattr, Scalars(t.dir, nofollow ? 1 : 0, Int64(size)), payloadLength: t.length)
+        let r = try c.send(t.to, .listxattr, Scalars(t.to.dir, nofollow ? 1 : 0, Int64(size)), payloadLength: t.length)
         if size > 0 {
             try local { () throws(Errno) in try c.memory.write(c.address(1), from: r.payload.baseAddress!, count: r.payload.count) }
         }
@@ -94,8 +91,7 @@ enum Xattr {
 
     private static func remove(_ c: borrowing Call, nofollow: Bool, byFD: Bool) throws(Failure) -> Reply {
         guard let t = try target(c, .removexattr, nameArg: 1, byFD: byFD) else { return .continueSyscall }
-        defer { withExtendedLifetime(t.keep) {} }
-        _ = try c.home(.removexattr, Scalars(t.dir, nofollow ? 1 : 0), payloadLength: t.length)
+        _ = try c.send(t.to, .removexattr, Scalars(t.to.dir, nofollow ? 1 : 0), payloadLength: t.length)
         return .value(0)
     }
 }

@@ -50,3 +50,15 @@ def test_each_process_keeps_its_own_working_directory_across_fork(tv):
     tv.both("f.txt", "home f\n", "decoy f\n")
     r = ok(tv.run(py(FORK_CWD, up_to_root(tv.p()))))
     assert r.stdout == f"child /usr True\nparent {tv.p()} home f\n", describe(r)
+
+
+def test_metadata_calls_through_dotdot_reach_the_local_file(tv):
+    target = "/dev/shm/tether-routing-times-%d" % os.getpid()
+    open(target, "w").close()
+    up = up_to_root(tv.p())
+    try:
+        ok(tv.run([SH, "-c", f"touch -d 2001-02-03T04:05:06 {up}{target} && chmod 640 {up}{target}"]))
+        st = os.stat(target)
+        assert (st.st_mode & 0o777, int(st.st_mtime)) == (0o640, 981173106)
+    finally:
+        os.unlink(target)
