@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -331,3 +333,63 @@ int cshim_flock(int fd, int operation) { return flock(fd, operation); }
 #include <sys/mman.h>
 
 int cshim_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+
+// ---- interrupting a blocked thread ------------------------------------------
+
+static void cshim_interrupt_handler(int sig) { (void)sig; }
+
+int cshim_interrupt_signal(void) { return SIGRTMIN + 3; }
+
+int cshim_interrupt_prepare_thread(void) {
+    static int installed;
+    if (!__atomic_exchange_n(&installed, 1, __ATOMIC_ACQ_REL)) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = cshim_interrupt_handler;   // no SA_RESTART: the call returns EINTR
+        sigemptyset(&sa.sa_mask);
+        sigaction(cshim_interrupt_signal(), &sa, NULL);
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, cshim_interrupt_signal());
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    return 0;
+}
+
+int cshim_interrupt_thread(unsigned long thread) {
+    return pthread_kill((pthread_t)thread, cshim_interrupt_signal());
+}
+
+// ---- a tracee thread's pending signals --------------------------------------
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static unsigned long long status_hex(const char *buf, const char *key) {
+    const char *p = strstr(buf, key);
+    return p ? strtoull(p + strlen(key), NULL, 16) : 0;
+}
+
+int cshim_task_signals(pid_t tid, int *threads) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    unsigned long long blocked = status_hex(buf, "\nSigBlk:");
+    int bits = 0;
+    if (status_hex(buf, "\nSigPnd:") & ~blocked)
+        bits |= CSHIM_SIGNAL_THREAD;
+    if (status_hex(buf, "\nShdPnd:") & ~blocked)
+        bits |= CSHIM_SIGNAL_SHARED;
+    if (threads != NULL) {
+        const char *p = strstr(buf, "\nThreads:");
+        *threads = p ? atoi(p + 9) : 1;
+    }
+    return bits;
+}

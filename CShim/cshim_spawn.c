@@ -16,6 +16,7 @@
 // socket before the new image runs). The one syscall that must NOT be in the
 // notified set is sendmsg: the child sends the listener with it, and the
 // parent cannot answer that notification without the listener.
+#define CSHIM_SECCOMP_WAIT_KILLABLE_RECV (1UL << 5)
 #include "CShim.h"
 
 #include <errno.h>
@@ -85,8 +86,14 @@ __attribute__((noreturn)) static void child_main(int sock, const cshim_spawn_req
         child_report(sock, STAGE_NO_NEW_PRIVS, errno);
         _exit(127);
     }
+    // WAIT_KILLABLE_RECV (Linux 5.19): once the supervisor has received a
+    // notification, only a fatal signal ends the wait, so no reply the home
+    // already produced is thrown away; the supervisor interrupts calls
+    // itself (see HomeLink). Older kernels refuse the flag: go without.
     int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                                SECCOMP_FILTER_FLAG_NEW_LISTENER, prog);
+                                SECCOMP_FILTER_FLAG_NEW_LISTENER | CSHIM_SECCOMP_WAIT_KILLABLE_RECV, prog);
+    if (listener < 0 && errno == EINVAL)
+        listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, prog);
     if (listener < 0) {
         child_report(sock, STAGE_SECCOMP, errno);
         _exit(127);

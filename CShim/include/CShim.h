@@ -256,6 +256,27 @@ int cshim_socket_unread(int fd);
 /// epoll_wait into parallel arrays of tags and event masks; returns the count.
 int cshim_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms);
 
+// ---- interrupting a blocked thread (the home's `cancel`) -------------------
+
+/// The signal that interrupts a thread blocked in a syscall at home:
+/// SIGRTMIN+3, whose handler does nothing and is installed without
+/// SA_RESTART, so the blocked call returns EINTR (or its partial count).
+int cshim_interrupt_signal(void);
+/// Installs that handler (idempotent) and unblocks the signal in the
+/// calling thread. Returns 0.
+int cshim_interrupt_prepare_thread(void);
+/// pthread_kill(thread, cshim_interrupt_signal()); returns its result.
+int cshim_interrupt_thread(unsigned long thread);
+
+// ---- a tracee thread's pending signals ------------------------------------
+
+#define CSHIM_SIGNAL_THREAD 1   // a signal sent to the thread itself, not blocked by it
+#define CSHIM_SIGNAL_SHARED 2   // a signal sent to its process, not blocked by the thread
+/// Reads /proc/TID/status without allocating: returns the CSHIM_SIGNAL_*
+/// bits of the signals pending for `tid` that it does not block, and the
+/// number of threads of its process in *threads; -1 if the task is gone.
+int cshim_task_signals(pid_t tid, int *threads);
+
 // ---- relaxed atomic counters (for --stats; never on a lock) ------------------
 
 static inline void cshim_counter_add(uint64_t *counter, uint64_t value) {

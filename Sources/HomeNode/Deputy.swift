@@ -6,17 +6,17 @@ import Wire
 
 /// One session's executor at home: it owns the session's open handles
 /// (descriptors, hence offsets) and per-process working directories, and
-/// executes each request inside the export root. Requests are executed in
-/// arrival order on one thread; responses carry the request id.
+/// executes each request inside the export root. It reads requests in
+/// order; a request that cannot block runs at once on the reading thread,
+/// one that may block (see `HomeOps`) on a thread of its own, so replies,
+/// which carry the request id, may leave out of order.
 public final class Deputy {
     private(set) var input: CInt = -1
     private(set) var output: CInt = -1
     let root: ExportRoot
     var log: Logger
-    /// Descriptors that are handles of this session (and may be named by the client).
-    var handles = Set<CInt>()
+    /// Handshake frames (the session's calls bring their own buffers).
     let request: UnsafeMutableRawBufferPointer
-    let response: UnsafeMutableRawBufferPointer
     /// How long to poll for the next request before sleeping (µs).
     public var pollMicroseconds = 50
 
@@ -24,9 +24,8 @@ public final class Deputy {
         self.log = log
         root = try ExportRoot(path: rootPath)
         request = .allocate(byteCount: Wire.maxFrameLength, alignment: 16)
-        response = .allocate(byteCount: Wire.maxFrameLength, alignment: 16)
         // The client applies each tracee process's own umask to modes. This
-        // thread gets its own umask (and working directory) first, so a
+        // process gets its own umask (and working directory) first, so a
         // deputy running inside wrap-and-run leaves the process's alone.
         _ = cshim_unshare_fs()
         umask(0)
@@ -40,9 +39,7 @@ public final class Deputy {
     }
 
     deinit {
-        for h in handles { Glibc.close(h) }
         request.deallocate()
-        response.deallocate()
     }
 
     /// How a session ended.
@@ -68,7 +65,7 @@ public final class Deputy {
         while true {
             let frame: [UInt8]
             do {
-                guard let n = try readFrame() else { return .closedByPeer }
+                guard let n = try readFrame(into: request) else { return .closedByPeer }
                 frame = Array(UnsafeRawBufferPointer(rebasing: request[0..<n]))
             } catch let e as WireError {
                 return .protocolError(e.description)
@@ -90,57 +87,51 @@ public final class Deputy {
         }
     }
 
-    /// Reads one frame into `request`; nil on a clean EOF between frames.
-    private func readFrame() throws -> Int? {
+    /// Reads one frame into `buffer`; nil on a clean EOF between frames.
+    private func readFrame(into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
         if pollMicroseconds > 0 { FD.spinUntilReadable(input, microseconds: pollMicroseconds) }
-        guard try FD.readFully(input, request.baseAddress!, Wire.headerSize) else { return nil }
+        guard try FD.readFully(input, buffer.baseAddress!, Wire.headerSize) else { return nil }
         // Validates the length against the maximum before reading the body.
-        let header = try FrameHeader.decode(UnsafeRawBufferPointer(rebasing: request[0..<Wire.headerSize]))
+        let header = try FrameHeader.decode(UnsafeRawBufferPointer(rebasing: buffer[0..<Wire.headerSize]))
         let length = Int(header.length)
         if length > Wire.headerSize {
-            guard try FD.readFully(input, request.baseAddress! + Wire.headerSize, length - Wire.headerSize) else {
+            guard try FD.readFully(input, buffer.baseAddress! + Wire.headerSize, length - Wire.headerSize) else {
                 throw Errno.ioError
             }
         }
         return length
     }
 
+    /// Serves requests until the peer closes; then ends the session
+    /// (interrupting calls still blocked, closing the handles).
     private func serve() -> End {
+        let session = Session(root: root, input: input, output: output)
+        defer { session.end() }
+        var call = session.takeCall()
         while true {
             let n: Int
             do {
-                guard let got = try readFrame() else { return .closedByPeer }
+                guard let got = try readFrame(into: call.request) else { return .closedByPeer }
                 n = got
+                try call.begin(length: n)
             } catch let e as WireError {
                 return .protocolError(e.description)
             } catch let e as Errno {
                 return e == .connectionReset ? .closedByPeer : .ioError(e)
             } catch { return .protocolError("\(error)") }
-            let view: RequestView
-            do { view = try RequestView(frame: UnsafeRawBufferPointer(rebasing: request[0..<n])) } catch {
-                return .protocolError(error.description)
+            if call.r.op.isHandshake { return .protocolError("handshake op \(call.r.op) after the handshake") }
+            if HomeOps.mayBlock(call) {
+                if session.runOnThread(call) {
+                    call = session.takeCall()
+                    continue
+                }
+                // Too many calls blocked already, or no thread to be had.
+                guard session.reply(call, result: -Int64(EAGAIN), payloadLength: 0) else { return .closedByPeer }
+                continue
             }
-            if view.op.isHandshake { return .protocolError("handshake op \(view.op) after the handshake") }
-            let payloadOffset = ResponseEncoder.payloadOffset
-            let out = UnsafeMutableRawBufferPointer(rebasing: response[payloadOffset...])
-            var result: Int64
-            var payloadLength = 0
-            do {
-                (result, payloadLength) = try execute(view, out)
-            } catch {
-                result = -Int64(error.rawValue)
-                payloadLength = 0
-            }
-            do {
-                let len = try ResponseEncoder.encodeHeader(op: view.op, id: view.id, result: result,
-                                                           payloadLength: payloadLength, into: response)
-                try FD.writeFully(output, response.baseAddress!, len)
-            } catch let e as Errno {
-                // The client may exit without reading replies to its last releases.
-                return e == .connectionReset || e == .brokenPipe ? .closedByPeer : .ioError(e)
-            } catch {
-                return .protocolError("\(error)")
-            }
+            let (result, length) = session.execute(call)
+            // The client may exit without reading replies to its last releases.
+            guard session.reply(call, result: result, payloadLength: length) else { return .closedByPeer }
         }
     }
 }

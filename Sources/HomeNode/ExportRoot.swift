@@ -6,18 +6,18 @@ import SysKit
 /// every path resolves with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS):
 /// "..", absolute symlinks and /proc magic links stay inside it. With "/",
 /// calls go straight to the *at() syscalls, so semantics are exactly the
-/// kernel's.
-struct ExportRoot: ~Copyable {
+/// kernel's. Shared by all of a session's threads: the scratch each call
+/// needs for joined paths is the caller's (`HomeCall.scratch`).
+final class ExportRoot: Sendable {
     /// CSHIM_O_PATH descriptor of the root directory.
     let fd: CInt
     /// Canonical path of the root, without a trailing slash ("" for "/").
     let prefix: [UInt8]
     let confined: Bool
-    /// Scratch for joined paths and /proc readlinks; owned by the one
-    /// deputy thread.
-    private let scratch: UnsafeMutableRawBufferPointer
 
     static let pathMax = 4096
+    /// The scratch a caller lends to `open`, `withEntry` and `withObject`.
+    static let scratchSize = 4 * pathMax
 
     init(path: String) throws(Errno) {
         guard let real = realpath(path, nil) else { throw lastErrno() }
@@ -26,51 +26,52 @@ struct ExportRoot: ~Copyable {
         fd = try sys { cshim_openat(AT_FDCWD, canonical, CSHIM_O_PATH | O_DIRECTORY | O_CLOEXEC, 0) }
         confined = canonical != "/"
         prefix = confined ? Array(canonical.utf8) : []
-        scratch = .allocate(byteCount: 4 * Self.pathMax, alignment: 8)
     }
 
     deinit {
         Glibc.close(fd)
-        scratch.deallocate()
     }
 
     private var confinement: UInt64 { confined ? UInt64(CSHIM_RESOLVE_IN_ROOT | CSHIM_RESOLVE_NO_MAGICLINKS) : 0 }
 
     /// Opens `path` (NUL-terminated) relative to `dir` (nil: the root), as
-    /// openat2 would, confined to the root.
-    func open(dir: CInt?, _ path: UnsafePointer<CChar>, flags: Int32, mode: UInt32, resolve: UInt64 = 0) throws(Errno) -> CInt {
+    /// openat2 would, confined to the root. EINTR is the caller's to retry
+    /// (an open of a FIFO may be cancelled). `scratch` (`scratchSize` bytes)
+    /// holds the joined path of a name relative to a directory handle.
+    func open(dir: CInt?, _ path: UnsafePointer<CChar>, flags: Int32, mode: UInt32, resolve: UInt64 = 0,
+              scratch: UnsafeMutableRawBufferPointer) throws(Errno) -> CInt {
         var how = cshim_open_how(flags: UInt64(UInt32(bitPattern: flags | O_CLOEXEC)), mode: UInt64(mode), resolve: resolve)
         if path.pointee == 0, let dir {
             // The empty name with a handle: the object itself (the tracee
             // named /proc/self/fd/N of a forwarded descriptor). Reopen it
             // through our own /proc link: it is already inside the root.
             return try ProcLink(dir).withCString { (link) throws(Errno) in
-                try sys { cshim_openat(AT_FDCWD, link, flags | O_CLOEXEC, mode) }
+                try sysOnce { cshim_openat(AT_FDCWD, link, flags | O_CLOEXEC, mode) }
             }
         }
         let absolute = path.pointee == CChar(UInt8(ascii: "/"))
         guard confined else {
             let base = absolute ? AT_FDCWD : (dir ?? fd)
-            return try sys { cshim_openat2(base, path, &how) }
+            return try sysOnce { cshim_openat2(base, path, &how) }
         }
         how.resolve |= confinement
         if absolute || dir == nil {
-            return try sys { cshim_openat2(fd, path, &how) }
+            return try sysOnce { cshim_openat2(fd, path, &how) }
         }
         // The caller's own BENEATH/IN_ROOT keeps resolution under `dir`,
         // which is itself inside the root.
         if resolve & UInt64(CSHIM_RESOLVE_BENEATH | CSHIM_RESOLVE_IN_ROOT) != 0 {
-            return try sys { cshim_openat2(dir!, path, &how) }
+            return try sysOnce { cshim_openat2(dir!, path, &how) }
         }
         // Relative to a directory handle: resolve from the root through the
         // directory's current path, so ".." can climb out of `dir` but never
         // out of the root (RESOLVE_IN_ROOT from `dir` would stop at `dir`).
-        let joined = try join(dir: dir!, path)
-        return try sys { cshim_openat2(fd, joined, &how) }
+        let joined = try join(dir: dir!, path, scratch: scratch)
+        return try sysOnce { cshim_openat2(fd, joined, &how) }
     }
 
     /// Writes "<path of dir inside the root>/<path>\0" into scratch.
-    private func join(dir: CInt, _ path: UnsafePointer<CChar>) throws(Errno) -> UnsafePointer<CChar> {
+    private func join(dir: CInt, _ path: UnsafePointer<CChar>, scratch: UnsafeMutableRawBufferPointer) throws(Errno) -> UnsafePointer<CChar> {
         let out = scratch.baseAddress!.assumingMemoryBound(to: CChar.self)
         var n = try pathInRoot(of: dir, into: UnsafeMutableRawBufferPointer(start: scratch.baseAddress!, count: 2 * Self.pathMax))
         let len = strlen(path)
@@ -110,7 +111,7 @@ struct ExportRoot: ~Copyable {
     /// pair for mkdirat/unlinkat/renameat2. Confined, the parent is resolved
     /// inside the root and `name` is one final component, which those calls
     /// never follow upward.
-    func withEntry<R>(dir: CInt?, _ path: UnsafePointer<CChar>, slot: Int = 0,
+    func withEntry<R>(dir: CInt?, _ path: UnsafePointer<CChar>, slot: Int = 0, scratch: UnsafeMutableRawBufferPointer,
                       _ body: (CInt, UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
         let absolute = path.pointee == CChar(UInt8(ascii: "/"))
         guard confined else {
@@ -134,7 +135,7 @@ struct ExportRoot: ~Copyable {
         let parentBuf = (scratch.baseAddress! + (2 + slot) * Self.pathMax).assumingMemoryBound(to: CChar.self)
         memcpy(parentBuf, path, cut)
         parentBuf[cut] = 0
-        let pfd = try open(dir: dir, parentBuf, flags: CSHIM_O_PATH | O_DIRECTORY, mode: 0)
+        let pfd = try open(dir: dir, parentBuf, flags: CSHIM_O_PATH | O_DIRECTORY, mode: 0, scratch: scratch)
         defer { Glibc.close(pfd) }
         return try body(pfd, name)
     }
@@ -143,14 +144,14 @@ struct ExportRoot: ~Copyable {
     /// for fstatat/faccessat/readlinkat. Confined, the object is first
     /// opened CSHIM_O_PATH inside the root (not following a final symlink when
     /// `follow` is false) and passed as (fd, "", CSHIM_AT_EMPTY_PATH).
-    func withObject<R>(dir: CInt?, _ path: UnsafePointer<CChar>, follow: Bool,
+    func withObject<R>(dir: CInt?, _ path: UnsafePointer<CChar>, follow: Bool, scratch: UnsafeMutableRawBufferPointer,
                        _ body: (CInt, UnsafePointer<CChar>, Int32) throws(Errno) -> R) throws(Errno) -> R {
         if !confined {
             let absolute = path.pointee == CChar(UInt8(ascii: "/"))
             return try body(absolute ? AT_FDCWD : (dir ?? fd), path, 0)
         }
         if path.pointee == 0 { throw Errno.noSuchFileOrDirectory }
-        let ofd = try open(dir: dir, path, flags: CSHIM_O_PATH | (follow ? 0 : O_NOFOLLOW), mode: 0)
+        let ofd = try open(dir: dir, path, flags: CSHIM_O_PATH | (follow ? 0 : O_NOFOLLOW), mode: 0, scratch: scratch)
         defer { Glibc.close(ofd) }
         return try body(ofd, "", CSHIM_AT_EMPTY_PATH)
     }

@@ -91,7 +91,7 @@ struct Call: ~Copyable {
     /// thrown as the home kernel's errno.
     func home(_ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
         let r: ResponseView
-        do { r = try sup.link.call(worker.slot, op, scalars, payloadLength: payloadLength) } catch {
+        do { r = try sup.link.call(worker.slot, op, scalars, payloadLength: payloadLength, watch: tid) } catch {
             throw .transport(error)
         }
         if r.result < 0 { throw .errno(Errno(rawValue: CInt(truncatingIfNeeded: -r.result))) }
@@ -107,7 +107,7 @@ struct Call: ~Copyable {
         let slot = worker.localSlot
         slot.payload(for: op).baseAddress!.copyMemory(from: worker.slot.payload(for: op).baseAddress!, byteCount: payloadLength)
         let r: ResponseView
-        do { r = try sup.localLink.call(slot, op, scalars, payloadLength: payloadLength) } catch { throw .transport(error) }
+        do { r = try sup.localLink.call(slot, op, scalars, payloadLength: payloadLength, watch: tid) } catch { throw .transport(error) }
         if r.result < 0 { throw .errno(Errno(rawValue: CInt(truncatingIfNeeded: -r.result))) }
         return r
     }

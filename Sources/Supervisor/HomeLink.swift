@@ -25,6 +25,10 @@ public final class HomeLink: Sendable {
     let writeLock = Mutex<Void>(())
     let slots: [Slot]
     let lost = Atomic<Bool>(false)
+    /// Indexes of the slots no worker holds.
+    let free: Mutex<[Int]>
+    /// The highest slot index ever taken (`promoteWaitingReader` looks no further).
+    let highWater = Atomic<Int>(1)
     /// Held by the one worker reading the stream.
     let readerBusy = Atomic<Bool>(false)
     /// The reader's header and discard buffers (only the reader touches them).
@@ -54,9 +58,13 @@ public final class HomeLink: Sendable {
     /// is what makes the unchecked Sendable sound.
     final class Slot: @unchecked Sendable {
         let index: UInt64
-        let frame: UnsafeMutableRawBufferPointer
-        let reply: UnsafeMutableRawBufferPointer
+        /// Allocated by `prepare`, on the slot's first use.
+        private(set) var frame = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        private(set) var reply = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         let ready = DispatchSemaphore(value: 0)
+        /// Set when the call in flight was cancelled because its tracee
+        /// thread has a signal to take (see `call`).
+        var cancelSent = false
         let pending = Atomic<UInt64>(0)
         let phase = Atomic<Int>(Phase.running.rawValue)
         let delivered = Atomic<Bool>(false)
@@ -66,12 +74,17 @@ public final class HomeLink: Sendable {
 
         init(index: Int) {
             self.index = UInt64(index)
-            frame = .allocate(byteCount: Wire.maxFrameLength, alignment: 16)
-            reply = .allocate(byteCount: Wire.maxFrameLength, alignment: 16)
         }
         deinit {
             frame.deallocate()
             reply.deallocate()
+        }
+
+        /// Allocates the buffers, once (by the slot's owner, before its first call).
+        func prepare() {
+            if frame.baseAddress != nil { return }
+            frame = .allocate(byteCount: Wire.maxFrameLength, alignment: 16)
+            reply = .allocate(byteCount: Wire.maxFrameLength, alignment: 16)
         }
 
         /// Where a request's payload goes, so callers can fill it in place.
@@ -99,20 +112,54 @@ public final class HomeLink: Sendable {
         }
     }
 
-    /// Wraps a connected, already authenticated stream.
-    init(fd: CInt, workers: Int, pollMicroseconds: Int, onLost: @escaping @Sendable (String) -> Void) {
+    /// Slot indexes with a fixed use: the stream pump's, and one for
+    /// start-up and the final flush. Workers take the others.
+    static let pumpSlot = 0, controlSlot = 1
+
+    /// Wraps a connected, already authenticated stream, with room for
+    /// `calls` calls in flight at once (plus the two fixed slots).
+    init(fd: CInt, calls: Int, pollMicroseconds: Int, onLost: @escaping @Sendable (String) -> Void) {
         self.fd = fd
         self.pollMicroseconds = pollMicroseconds
         self.onLost = onLost
-        slots = (0..<workers).map { Slot(index: $0) }
+        slots = (0..<(calls + 2)).map { Slot(index: $0) }
+        free = Mutex(Array((2..<(calls + 2)).reversed()))
+        slots[Self.pumpSlot].prepare()
+        slots[Self.controlSlot].prepare()
         scratch = ReaderScratch()
     }
 
+    /// A slot for one worker's calls, or nil when every slot is taken.
+    func takeSlot() -> Slot? {
+        guard let i = free.withLock({ $0.popLast() }) else { return nil }
+        let slot = slots[i]
+        slot.prepare()
+        _ = highWater.max(i, ordering: .relaxed)
+        return slot
+    }
+
+    /// Gives back a slot taken with `takeSlot` (no call in flight on it).
+    func returnSlot(_ slot: Slot) {
+        free.withLock { $0.append(Int(slot.index)) }
+    }
+
+    /// How long a call waits for its reply before it starts watching its
+    /// tracee thread for signals, and how often it looks after that.
+    static let signalCheckMicroseconds = 2000
+
     /// Sends `op` with `scalars` and the `payloadLength` bytes already in
     /// `slot.payload(for: op)`, waits for the reply, and returns it.
-    func call(_ slot: Slot, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(TransportError) -> ResponseView {
+    ///
+    /// With `watch` (a tracee thread id), a call still waiting after
+    /// `signalCheckMicroseconds` checks that thread for a signal it does not
+    /// block, every `signalCheckMicroseconds`; on the first, it asks home to
+    /// `cancel` the request and sets `slot.cancelSent`, then goes on waiting
+    /// for the reply (EINTR, or what the call had done by then).
+    func call(_ slot: Slot, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0,
+              watch: pid_t = 0) throws(TransportError) -> ResponseView {
         if lost.load(ordering: .acquiring) { throw .lost }
         slot.sequence &+= 1
+        slot.cancelSent = false
         let id = (slot.sequence << 16) | slot.index
         let length: Int
         do {
@@ -127,6 +174,7 @@ public final class HomeLink: Sendable {
             do { try FD.writeFully(fd, slot.frame.baseAddress!, length); return true } catch { return false }
         }
         if !sent { markLost("write to home failed") }
+        var watcher = SignalWatch(tid: watch, request: id)
         while true {
             if slot.delivered.load(ordering: .acquiring) { return try view(slot) }
             if slot.failed.load(ordering: .acquiring) || lost.load(ordering: .sequentiallyConsistent) {
@@ -138,7 +186,7 @@ public final class HomeLink: Sendable {
                 if slot.failed.load(ordering: .acquiring) { throw .lost }
             }
             if readerBusy.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
-                readUntilDelivered(slot)
+                readUntilDelivered(slot, watcher: &watcher)
                 readerBusy.store(false, ordering: .sequentiallyConsistent)
                 promoteWaitingReader()
                 continue
@@ -154,8 +202,26 @@ public final class HomeLink: Sendable {
                     continue
                 }
             }
-            slot.ready.wait()
+            if !watcher.active {
+                slot.ready.wait()
+                continue
+            }
+            if slot.ready.wait(timeout: .now() + .microseconds(watcher.nextWaitMicroseconds)) == .success { continue }
+            // Timed out: take ourselves out of the sleep, unless a waker
+            // already has (then its signal is on its way: take it).
+            if !slot.phase.compareExchange(expected: Phase.asleep.rawValue, desired: Phase.running.rawValue,
+                                           ordering: .sequentiallyConsistent).exchanged {
+                slot.ready.wait()
+            }
+            if watcher.signalArrived() { sendCancel(of: watcher.request, slot: slot) }
         }
+    }
+
+    /// Asks home to interrupt request `request` (fire and forget: the
+    /// request's own reply says how it ended).
+    private func sendCancel(of request: UInt64, slot: Slot) {
+        slot.cancelSent = true
+        sendDetached(.cancel, Scalars(Int64(bitPattern: request)))
     }
 
     private func view(_ slot: Slot) throws(TransportError) -> ResponseView {
@@ -168,11 +234,19 @@ public final class HomeLink: Sendable {
     }
 
     /// As the reader: reads frames, delivering each to its slot, until
-    /// `mine` has its reply (or the stream fails).
-    private func readUntilDelivered(_ mine: Slot) {
+    /// `mine` has its reply (or the stream fails). While nothing arrives,
+    /// watches `mine`'s tracee thread for signals as `call` does.
+    private func readUntilDelivered(_ mine: Slot, watcher: inout SignalWatch) {
         while !mine.delivered.load(ordering: .acquiring) && !lost.load(ordering: .acquiring) {
             let h: FrameHeader
-            if pollMicroseconds > 0 { FD.spinUntilReadable(fd, microseconds: pollMicroseconds) }
+            let ready = pollMicroseconds > 0 && FD.spinUntilReadable(fd, microseconds: pollMicroseconds)
+            if !ready && watcher.active {
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&p, 1, Int32(watcher.nextWaitMicroseconds / 1000)) == 0 {
+                    if watcher.signalArrived() { sendCancel(of: watcher.request, slot: mine) }
+                    continue
+                }
+            }
             do {
                 guard try FD.readFully(fd, scratch.header.baseAddress!, Wire.headerSize) else {
                     return markLost("the home node closed the connection")
@@ -210,7 +284,7 @@ public final class HomeLink: Sendable {
     /// After giving up the reader role: if another call still waits for its
     /// reply, wake its worker to take the stream over.
     private func promoteWaitingReader() {
-        for slot in slots where slot.pending.load(ordering: .sequentiallyConsistent) != 0 {
+        for slot in slots[0...highWater.load(ordering: .relaxed)] where slot.pending.load(ordering: .sequentiallyConsistent) != 0 {
             if slot.phase.load(ordering: .sequentiallyConsistent) == Phase.asleep.rawValue {
                 slot.wake()
                 return
@@ -220,12 +294,17 @@ public final class HomeLink: Sendable {
 
     /// Tells home to close `handle`, without waiting (from deinit of a
     /// placeholder or a working directory, on whatever thread drops it).
-    /// Its reply is read, and dropped, by whoever reads next.
     func release(handle: Int64) {
+        sendDetached(.close, Scalars(handle))
+    }
+
+    /// Sends a request whose reply nobody waits for (it is read, and
+    /// dropped, by whoever reads next).
+    private func sendDetached(_ op: Op, _ scalars: Scalars) {
         if lost.load(ordering: .relaxed) { return }
         var buf: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         withUnsafeMutableBytes(of: &buf) { raw in
-            guard let n = try? RequestEncoder.encode(op: .close, id: Self.detachedSlot, scalars: Scalars(handle),
+            guard let n = try? RequestEncoder.encode(op: op, id: Self.detachedSlot, scalars: scalars,
                                                      payload: UnsafeRawBufferPointer(start: nil, count: 0), into: raw)
             else { return }
             writeLock.withLock { _ in _ = try? FD.writeFully(fd, raw.baseAddress!, n) }
@@ -243,5 +322,33 @@ public final class HomeLink: Sendable {
             }
         }
         onLost(why)
+    }
+}
+
+/// A waiting call's watch on its tracee thread: once the call has waited
+/// `HomeLink.signalCheckMicroseconds`, each further wait of that length
+/// ends with a look at the thread's pending signals (/proc/TID/status).
+/// Fires once.
+struct SignalWatch {
+    let tid: pid_t
+    /// The request to cancel when it fires.
+    let request: UInt64
+    private var fired = false
+
+    init(tid: pid_t, request: UInt64) {
+        self.tid = tid
+        self.request = request
+    }
+
+    /// Whether there is still something to watch.
+    var active: Bool { tid > 0 && !fired }
+
+    var nextWaitMicroseconds: Int { HomeLink.signalCheckMicroseconds }
+
+    /// True (once) when the thread has a signal pending that it does not block.
+    mutating func signalArrived() -> Bool {
+        guard active, cshim_task_signals(tid, nil) > 0 else { return false }
+        fired = true
+        return true
     }
 }

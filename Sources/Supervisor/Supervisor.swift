@@ -15,7 +15,8 @@ public struct SupervisorOptions: Sendable {
     public var policy: RoutingPolicy
     /// Print per-syscall counts on exit.
     public var stats: Bool
-    /// Supervisor threads receiving notifications (calls in flight at once).
+    /// Supervisor threads receiving notifications at start; more are
+    /// started while all are busy (calls blocked at home), up to `maxWorkers`.
     public var workers: Int
     /// How long to poll for a reply from home before sleeping (µs).
     public var pollMicroseconds: Int
@@ -74,6 +75,16 @@ public final class Supervisor: Sendable {
     let descriptorLimit: Int32
     /// Notifications being handled right now (for exact `--stats`).
     let callsInFlight = Atomic<Int>(0)
+    /// Workers waiting for a notification, and workers in all.
+    let idleWorkers = Atomic<Int>(0)
+    let workerCount = Atomic<Int>(0)
+
+    /// The most calls handled at once: one worker each, so a call blocked
+    /// at home never keeps another from being received. Beyond this,
+    /// notifications wait in the kernel's queue.
+    static let maxWorkers = 1024
+    /// Idle workers kept; one more idle worker exits.
+    static let maxIdleWorkers = 4
 
     private init(options: SupervisorOptions, link: HomeLink, localLink: HomeLink, watchers: Watchers, tracees: Tracees,
                  listener: SeccompListener, child: pid_t, placeholderBase: Int32, descriptorLimit: Int32) {
@@ -106,8 +117,7 @@ public final class Supervisor: Sendable {
         let stream: CInt
         do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
         let home = options.home.description
-        // One slot per worker, one for the stream pump, one for the final flush.
-        let link = HomeLink(fd: stream, workers: options.workers + 2, pollMicroseconds: options.pollMicroseconds) { why in
+        let link = HomeLink(fd: stream, calls: maxWorkers, pollMicroseconds: options.pollMicroseconds) { why in
             let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
             printError(text)
         }
@@ -115,11 +125,11 @@ public final class Supervisor: Sendable {
         do { localStream = try HomeConnection.open(.spawn(root: "/", serve: options.localDeputy)) } catch {
             throw .spawn("cannot start the local deputy: \(error)")
         }
-        let localLink = HomeLink(fd: localStream, workers: options.workers, pollMicroseconds: 0) { why in
+        let localLink = HomeLink(fd: localStream, calls: maxWorkers, pollMicroseconds: 0) { why in
             printError("wrap-and-run: the local deputy failed: \(why)")
         }
         let watchers: Watchers
-        do { watchers = try Watchers(link: link, pumpSlot: link.slots[options.workers]) } catch {
+        do { watchers = try Watchers(link: link, pumpSlot: link.slots[HomeLink.pumpSlot]) } catch {
             throw .spawn("epoll: \(error)")
         }
         let tracees = Tracees(watchers: watchers)
@@ -150,9 +160,8 @@ public final class Supervisor: Sendable {
         ThreadRunner(name: "watchers") { [watchers, tracees] in
             watchers.run { tid in tracees.threadExited(tid) }
         }.start()
-        for (slot, localSlot) in zip(link.slots.prefix(options.workers), localLink.slots) {
-            let worker = Worker(supervisor: sup, slot: slot, localSlot: localSlot)
-            ThreadRunner(name: "worker") { worker.run() }.start()
+        for _ in 0..<max(1, options.workers) where !sup.addWorker() {
+            throw .spawn("cannot start a supervisor thread")
         }
         ThreadRunner(name: "signals") { [relayed] in
             var set = relayed
@@ -167,13 +176,34 @@ public final class Supervisor: Sendable {
     /// Waits for the program; returns its exit status (128+N for signal N).
     public func wait() -> Int32 {
         let status = ExitStatus.wait(pid: child)
-        watchers.flushStreams(slot: link.slots[options.workers + 1])
+        watchers.flushStreams(slot: link.slots[HomeLink.controlSlot])
         if options.stats {
             // Let calls answered just before the exit finish counting (bounded).
             for _ in 0..<1000 where callsInFlight.load(ordering: .acquiring) > 0 { usleep(100) }
             printStats()
         }
         return status
+    }
+
+    /// Starts one more worker; false if no slot or thread can be had.
+    @discardableResult
+    func addWorker() -> Bool {
+        guard workerCount.wrappingAdd(1, ordering: .relaxed).newValue <= Self.maxWorkers,
+              let slot = link.takeSlot() else {
+            workerCount.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        guard let localSlot = localLink.takeSlot() else {
+            link.returnSlot(slot)
+            workerCount.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        let worker = Worker(supervisor: self, slot: slot, localSlot: localSlot)
+        if ThreadRunner(name: "worker", body: { worker.run() }).tryStart() != nil { return true }
+        link.returnSlot(slot)
+        localLink.returnSlot(localSlot)
+        workerCount.wrappingSubtract(1, ordering: .relaxed)
+        return false
     }
 
     /// The tracee starts where wrap-and-run runs: at home if that path is forwarded.
@@ -184,7 +214,7 @@ public final class Supervisor: Sendable {
         }
         let path = Array(buf.prefix { $0 != 0 })
         if path.withUnsafeBytes({ policy.decide($0) }) == .local { return .local(path: path) }
-        let slot = link.slots[0]
+        let slot = link.slots[HomeLink.controlSlot]
         let payload = slot.payload(for: .chdir)
         payload.copyBytes(from: path)
         payload[path.count] = 0

@@ -4,8 +4,10 @@ import SysKit
 import Wire
 
 /// One supervisor thread: receives notifications and handles them with its
-/// own preallocated buffers. Several workers share one listener so a call
-/// blocked at home never stalls the others.
+/// own preallocated buffers. Workers share one listener, and the last one
+/// to stop waiting for a notification starts another, so a call blocked at
+/// home never keeps the next notification from being received; a worker
+/// that finds enough others idle exits.
 final class Worker: @unchecked Sendable {
     // Everything here is touched only by this worker's thread after init
     // (the slot's reply buffer is handed over by HomeLink's protocol).
@@ -36,11 +38,22 @@ final class Worker: @unchecked Sendable {
     }
 
     func run() {
-        let listener = supervisor.listener
+        let sup = supervisor, listener = sup.listener
+        defer {
+            sup.link.returnSlot(slot)
+            sup.localLink.returnSlot(localSlot)
+            sup.workerCount.wrappingSubtract(1, ordering: .relaxed)
+        }
         while true {
-            do {
-                try listener.receive(into: notification)
-            } catch {
+            if sup.idleWorkers.load(ordering: .relaxed) >= Supervisor.maxIdleWorkers { return }
+            sup.idleWorkers.wrappingAdd(1, ordering: .relaxed)
+            let received: Errno?
+            do throws(Errno) { try listener.receive(into: notification); received = nil } catch { received = error }
+            // The last idle worker takes a call: make sure the next one has a receiver.
+            if sup.idleWorkers.wrappingSubtract(1, ordering: .relaxed).newValue == 0, received == nil {
+                sup.addWorker()
+            }
+            if let error = received {
                 switch error {
                 case .interrupted:
                     continue
@@ -58,6 +71,26 @@ final class Worker: @unchecked Sendable {
         }
     }
 
+    /// ERESTARTSYS: returned to a tracee thread whose call was cancelled for
+    /// a signal, the kernel delivers the signal and then restarts the call
+    /// (SA_RESTART) or fails it with EINTR, exactly as for a local call.
+    static let restartSys: Int32 = 512
+
+    /// What a call cancelled for a signal (home answered EINTR: nothing was
+    /// done) returns: the restart, when the kernel will surely deliver the
+    /// signal to this thread on the way out; EINTR when another thread of the
+    /// process may take it first (a process-directed signal); nil when no
+    /// signal is pending any more (another thread took it): then the call
+    /// is run again, as the kernel would have gone on waiting.
+    private func interruptedResult(tid: pid_t) -> Int32? {
+        var threads: Int32 = 1
+        let bits = cshim_task_signals(tid, &threads)
+        if bits < 0 { return -EINTR }   // gone: nobody will see it
+        if bits & CSHIM_SIGNAL_THREAD != 0 { return -Self.restartSys }
+        if bits & CSHIM_SIGNAL_SHARED != 0 { return threads == 1 ? -Self.restartSys : -EINTR }
+        return nil
+    }
+
     private func handle() {
         let sup = supervisor
         // Counted until the call's statistics are in: the answer may let the
@@ -71,10 +104,24 @@ final class Worker: @unchecked Sendable {
             _ = try? sup.listener.continueSyscall(id: id)
             return
         }
-        let reply: Reply
-        do throws(Failure) {
-            reply = try row.handler(call)
-        } catch {
+        var reply: Reply = .continueSyscall
+        var failure: Failure? = nil
+        while true {
+            slot.cancelSent = false
+            localSlot.cancelSent = false
+            do throws(Failure) {
+                reply = try row.handler(call)
+            } catch {
+                if case .errno(let e) = error, e == .interrupted, slot.cancelSent || localSlot.cancelSent {
+                    guard let result = interruptedResult(tid: call.tid) else { continue }
+                    failure = .errno(Errno(rawValue: -result))
+                } else {
+                    failure = error
+                }
+            }
+            break
+        }
+        if let error = failure {
             sup.stats.count(row: row.index, forwarded: true)
             switch error {
             case .errno(let e):

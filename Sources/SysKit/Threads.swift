@@ -10,7 +10,16 @@ public final class ThreadRunner: Sendable {
         self.body = body
     }
 
+    /// Starts the thread; traps if it cannot be created (for the few
+    /// threads a process cannot run without).
     public func start() {
+        guard tryStart() != nil else { preconditionFailure("cannot create thread \(name)") }
+    }
+
+    /// Starts the thread and returns it, or nil (nothing started) when the
+    /// system refuses another thread: the caller decides what that means.
+    @discardableResult
+    public func tryStart() -> pthread_t? {
         let box = Unmanaged.passRetained(self).toOpaque()
         var tid = pthread_t()
         let rc = pthread_create(&tid, nil, { arg in
@@ -18,7 +27,11 @@ public final class ThreadRunner: Sendable {
             runner.body()
             return nil
         }, box)
-        precondition(rc == 0, "pthread_create failed: \(rc)")
+        guard rc == 0 else {
+            Unmanaged<ThreadRunner>.fromOpaque(box).release()
+            return nil
+        }
         pthread_detach(tid)
+        return tid
     }
 }

@@ -1,0 +1,204 @@
+import CShim
+import Dispatch
+import Glibc
+import Synchronization
+import SysKit
+import Wire
+
+/// What every thread of one session shares: the export root, the handles,
+/// the reply stream, and the threads that run calls which may block.
+///
+/// Nothing waits in line: the session's reader runs a call inline only when
+/// it cannot block (regular files, metadata); a call that may wait (a FIFO,
+/// a pipe, a socket, a terminal, a lock) goes to a thread of its own, taken
+/// from an idle pool or started for it, and answers when it is done, out of
+/// order. `cancel` interrupts such a call with a thread signal whose handler
+/// is installed without SA_RESTART: the call ends with EINTR, or with what it
+/// had already done (a partial read or write), and that is what the client
+/// gets. Data a call consumed at home is always in its reply.
+final class Session: Sendable {
+    let root: ExportRoot
+    let handles = Handles()
+    let input: CInt
+    let output: CInt
+    private let writeLock = Mutex<Void>(())
+    /// Calls running on threads of their own, by request id (for `cancel`).
+    private let blocked = Mutex<[UInt64: HomeCall]>([:])
+    /// Calls not in use (their buffers are reused).
+    private let spare = Mutex<[HomeCall]>([])
+    /// Pool threads waiting for a call.
+    private let idle = Mutex<[PoolThread]>([])
+    /// Wakes the interrupter, which re-signals cancelled calls until they end.
+    private let interrupter = DispatchSemaphore(value: 0)
+    private let interrupterRunning = Atomic<Bool>(false)
+    let ended = Atomic<Bool>(false)
+
+    /// Calls that may be blocked at once; one more gets EAGAIN.
+    static let maxBlockedCalls = 1024
+    /// How long a pool thread waits for work before it exits.
+    static let idleSeconds = 30
+    /// How often a cancelled call that has not ended yet is signalled again
+    /// (the first signal can land just before the call enters the kernel).
+    static let resignalMicroseconds: UInt32 = 1000
+
+    init(root: ExportRoot, input: CInt, output: CInt) {
+        self.root = root
+        self.input = input
+        self.output = output
+    }
+
+    /// A call object with its buffers, from the free list or new.
+    func takeCall() -> HomeCall {
+        spare.withLock { $0.popLast() } ?? HomeCall(session: self)
+    }
+
+    func recycle(_ c: HomeCall) {
+        spare.withLock { $0.append(c) }
+    }
+
+    /// Executes `c` with its op's handler; the handles it acquired are
+    /// released before this returns.
+    func execute(_ c: HomeCall) -> (result: Int64, payloadLength: Int) {
+        defer { c.finish() }
+        do {
+            return try HomeOps.row(c.r.op).handler(c)
+        } catch {
+            return (-Int64(error.rawValue), 0)
+        }
+    }
+
+    /// Sends `c`'s reply; false if the stream is gone.
+    @discardableResult
+    func reply(_ c: HomeCall, result: Int64, payloadLength: Int) -> Bool {
+        do {
+            let len = try ResponseEncoder.encodeHeader(op: c.r.op, id: c.r.id, result: result,
+                                                       payloadLength: payloadLength, into: c.response)
+            return writeLock.withLock { _ in
+                do { try FD.writeFully(output, c.response.baseAddress!, len); return true } catch { return false }
+            }
+        } catch {
+            return false
+        }
+    }
+
+    // MARK: Calls that may block
+
+    /// Runs `c` on a thread of its own; false (nothing started) when the
+    /// session already has `maxBlockedCalls` blocked or no thread can be had.
+    func runOnThread(_ c: HomeCall) -> Bool {
+        let id = c.r.id
+        let admitted = blocked.withLock { map -> Bool in
+            guard map.count < Self.maxBlockedCalls, map[id] == nil else { return false }
+            map[id] = c
+            return true
+        }
+        guard admitted else { return false }
+        if let worker = idle.withLock({ $0.popLast() }) {
+            worker.call = c
+            worker.wake.signal()
+            return true
+        }
+        let worker = PoolThread()
+        worker.call = c
+        if ThreadRunner(name: "home-call", body: { [self] in serve(worker) }).tryStart() != nil { return true }
+        _ = blocked.withLock { $0.removeValue(forKey: id) }
+        return false
+    }
+
+    /// A pool thread: runs the calls handed to it, then waits for the next;
+    /// exits after `idleSeconds` without work, or when the session ends.
+    private func serve(_ worker: PoolThread) {
+        _ = cshim_interrupt_prepare_thread()
+        let me = UInt(pthread_self())
+        while true {
+            if let c = worker.call {
+                worker.call = nil
+                c.thread.store(me, ordering: .sequentiallyConsistent)
+                let (result, length) = execute(c)
+                c.thread.store(0, ordering: .sequentiallyConsistent)
+                _ = blocked.withLock { $0.removeValue(forKey: c.r.id) }
+                if !ended.load(ordering: .acquiring) { reply(c, result: result, payloadLength: length) }
+                recycle(c)
+                if ended.load(ordering: .acquiring) { return }
+                idle.withLock { $0.append(worker) }
+            }
+            if worker.wake.wait(timeout: .now() + .seconds(Self.idleSeconds)) == .timedOut {
+                let left = idle.withLock { list -> Bool in
+                    guard let i = list.firstIndex(where: { $0 === worker }) else { return false }
+                    list.remove(at: i)
+                    return true
+                }
+                if left { return }
+                worker.wake.wait()   // a call is being handed over right now
+            }
+            if worker.call == nil { return }   // the session ended
+        }
+    }
+
+    /// Interrupts the blocked call with request id `id`, if it is still
+    /// running (a call that already finished keeps its result).
+    func cancel(_ id: UInt64) {
+        let found = blocked.withLock { map -> Bool in
+            guard let c = map[id] else { return false }
+            c.cancelled.store(true, ordering: .sequentiallyConsistent)
+            let t = c.thread.load(ordering: .sequentiallyConsistent)
+            if t != 0 { _ = cshim_interrupt_thread(t) }
+            return true
+        }
+        guard found else { return }
+        if !interrupterRunning.exchange(true, ordering: .acquiringAndReleasing) {
+            let started = ThreadRunner(name: "home-interrupter", body: { [self] in interruptLoop() }).tryStart() != nil
+            if !started { interrupterRunning.store(false, ordering: .releasing) }
+        }
+        interrupter.signal()
+    }
+
+    /// Signals every cancelled call still running, every
+    /// `resignalMicroseconds`, until none is left.
+    private func interruptLoop() {
+        while true {
+            interrupter.wait()
+            if ended.load(ordering: .acquiring) && blocked.withLock({ $0.isEmpty }) {
+                interrupterRunning.store(false, ordering: .releasing)
+                return
+            }
+            while signalCancelled() { usleep(Self.resignalMicroseconds) }
+        }
+    }
+
+    /// True while some cancelled call has not ended.
+    private func signalCancelled() -> Bool {
+        blocked.withLock { map -> Bool in
+            var any = false
+            for c in map.values where c.cancelled.load(ordering: .sequentiallyConsistent) {
+                any = true
+                // Under the lock: a thread stays registered while it runs the call, so it is alive.
+                let t = c.thread.load(ordering: .sequentiallyConsistent)
+                if t != 0 { _ = cshim_interrupt_thread(t) }
+            }
+            return any
+        }
+    }
+
+    /// The session is over: interrupts every blocked call (their replies go
+    /// nowhere), waits up to a second for them, stops the idle threads and
+    /// closes the handles nobody is using.
+    func end() {
+        ended.store(true, ordering: .releasing)
+        for id in blocked.withLock({ Array($0.keys) }) { cancel(id) }
+        for _ in 0..<1000 where !blocked.withLock({ $0.isEmpty }) { usleep(1000) }
+        for worker in idle.withLock({ list -> [PoolThread] in defer { list.removeAll() }; return list }) {
+            worker.call = nil
+            worker.wake.signal()
+        }
+        interrupter.signal()
+        handles.closeAll()
+    }
+}
+
+/// A thread of the session's pool. `call` is handed over before `wake` is
+/// signalled and read after the wait returns, so the semaphore orders it.
+final class PoolThread: @unchecked Sendable {
+    let wake = DispatchSemaphore(value: 0)
+    var call: HomeCall?
+}
