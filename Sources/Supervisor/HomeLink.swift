@@ -29,6 +29,12 @@ public final class HomeLink: Sendable {
     let free: Mutex<[Int]>
     /// The highest slot index ever taken (`promoteWaitingReader` looks no further).
     let highWater = Atomic<Int>(1)
+    /// Calls waiting for their reply right now. The reader polls for the
+    /// next frame only while its own call is the only one: with company,
+    /// spinning threads take the CPUs that the other calls need.
+    let waiting = Atomic<Int>(0)
+    /// Of those, the parked ones (blocked at home, see `Slot.parked`).
+    let parkedCount = Atomic<Int>(0)
     /// Held by the one worker reading the stream.
     let readerBusy = Atomic<Bool>(false)
     /// The reader's header and discard buffers (only the reader touches them).
@@ -65,6 +71,10 @@ public final class HomeLink: Sendable {
         /// Set when the call in flight was cancelled because its tracee
         /// thread has a signal to take (see `call`).
         var cancelSent = false
+        /// The call in flight has waited past its first signal check: it is
+        /// blocked at home, and leaves reading the stream to calls that are
+        /// not (see `readUntilDelivered`).
+        let parked = Atomic<Bool>(false)
         let pending = Atomic<UInt64>(0)
         let phase = Atomic<Int>(Phase.running.rawValue)
         let delivered = Atomic<Bool>(false)
@@ -144,8 +154,12 @@ public final class HomeLink: Sendable {
     }
 
     /// How long a call waits for its reply before it starts watching its
-    /// tracee thread for signals, and how often it looks after that.
+    /// tracee thread for signals, and how often it looks after that: every
+    /// 2 ms for its first 50 ms, then every 5 ms (a blocked call costs a
+    /// /proc read per look, nothing else).
     static let signalCheckMicroseconds = 2000
+    static let signalCheckLaterMicroseconds = 5000
+    static let signalCheckBackoffAfter = 25
 
     /// Sends `op` with `scalars` and the `payloadLength` bytes already in
     /// `slot.payload(for: op)`, waits for the reply, and returns it.
@@ -169,12 +183,21 @@ public final class HomeLink: Sendable {
         }
         slot.failed.store(false, ordering: .relaxed)
         slot.delivered.store(false, ordering: .relaxed)
+        slot.parked.store(false, ordering: .relaxed)
         slot.pending.store(id, ordering: .sequentiallyConsistent)
         let sent = writeLock.withLock { _ -> Bool in
             do { try FD.writeFully(fd, slot.frame.baseAddress!, length); return true } catch { return false }
         }
         if !sent { markLost("write to home failed") }
+        waiting.wrappingAdd(1, ordering: .relaxed)
+        defer {
+            if slot.parked.load(ordering: .relaxed) { parkedCount.wrappingSubtract(1, ordering: .relaxed) }
+            waiting.wrappingSubtract(1, ordering: .relaxed)
+        }
         var watcher = SignalWatch(tid: watch, request: id)
+        /// Set when this call, parked, just gave up reading: it sleeps once
+        /// before it may read again.
+        var yielded = false
         while true {
             if slot.delivered.load(ordering: .acquiring) { return try view(slot) }
             if slot.failed.load(ordering: .acquiring) || lost.load(ordering: .sequentiallyConsistent) {
@@ -185,12 +208,13 @@ public final class HomeLink: Sendable {
                 if slot.delivered.load(ordering: .acquiring) { return try view(slot) }
                 if slot.failed.load(ordering: .acquiring) { throw .lost }
             }
-            if readerBusy.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
-                readUntilDelivered(slot, watcher: &watcher)
+            if !yielded && readerBusy.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
+                yielded = readUntilDelivered(slot, watcher: &watcher)
                 readerBusy.store(false, ordering: .sequentiallyConsistent)
                 promoteWaitingReader()
                 continue
             }
+            yielded = false
             // Someone else reads: sleep until they deliver our reply or hand
             // us the stream. Re-check after announcing the sleep, so a reader
             // that left just now is not missed.
@@ -202,10 +226,12 @@ public final class HomeLink: Sendable {
                     continue
                 }
             }
-            if !watcher.active {
+            if watcher.tid <= 0 {
                 slot.ready.wait()
                 continue
             }
+            // Timed even after the watch has fired: a parked call is not
+            // promoted to reader, so it looks at the stream itself.
             if slot.ready.wait(timeout: .now() + .microseconds(watcher.nextWaitMicroseconds)) == .success { continue }
             // Timed out: take ourselves out of the sleep, unless a waker
             // already has (then its signal is on its way: take it).
@@ -213,8 +239,17 @@ public final class HomeLink: Sendable {
                                            ordering: .sequentiallyConsistent).exchanged {
                 slot.ready.wait()
             }
+            park(slot)
             if watcher.signalArrived() { sendCancel(of: watcher.request, slot: slot) }
         }
+    }
+
+    /// Calls waiting that are not parked.
+    private var activeCalls: Int { waiting.load(ordering: .relaxed) - parkedCount.load(ordering: .relaxed) }
+
+    /// Marks the slot's call parked (once per call).
+    private func park(_ slot: Slot) {
+        if !slot.parked.exchange(true, ordering: .relaxed) { parkedCount.wrappingAdd(1, ordering: .relaxed) }
     }
 
     /// Asks home to interrupt request `request` (fire and forget: the
@@ -235,27 +270,33 @@ public final class HomeLink: Sendable {
 
     /// As the reader: reads frames, delivering each to its slot, until
     /// `mine` has its reply (or the stream fails). While nothing arrives,
-    /// watches `mine`'s tracee thread for signals as `call` does.
-    private func readUntilDelivered(_ mine: Slot, watcher: inout SignalWatch) {
+    /// watches `mine`'s tracee thread for signals as `call` does. A parked
+    /// call (blocked at home) stops reading as soon as another call waits,
+    /// and returns true: that call then reads its own reply, with no
+    /// thread hand-off, and the parked one sleeps.
+    private func readUntilDelivered(_ mine: Slot, watcher: inout SignalWatch) -> Bool {
         while !mine.delivered.load(ordering: .acquiring) && !lost.load(ordering: .acquiring) {
+            if mine.parked.load(ordering: .relaxed) && activeCalls > 0 { return true }
             let h: FrameHeader
-            let ready = pollMicroseconds > 0 && FD.spinUntilReadable(fd, microseconds: pollMicroseconds)
+            let ready = pollMicroseconds > 0 && activeCalls <= 1
+                && FD.spinUntilReadable(fd, microseconds: pollMicroseconds)
             if !ready && watcher.active {
                 var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 if poll(&p, 1, Int32(watcher.nextWaitMicroseconds / 1000)) == 0 {
+                    park(mine)
                     if watcher.signalArrived() { sendCancel(of: watcher.request, slot: mine) }
                     continue
                 }
             }
             do {
                 guard try FD.readFully(fd, scratch.header.baseAddress!, Wire.headerSize) else {
-                    return markLost("the home node closed the connection")
+                    markLost("the home node closed the connection"); return false
                 }
                 h = try FrameHeader.decode(UnsafeRawBufferPointer(scratch.header))
             } catch let e as Errno {
-                return markLost(String(cString: strerror(e.rawValue)))
+                markLost(String(cString: strerror(e.rawValue))); return false
             } catch {
-                return markLost("malformed frame from home: \(error)")
+                markLost("malformed frame from home: \(error)"); return false
             }
             let index = Int(h.id & 0xffff)
             let target: Slot? = index < slots.count ? slots[index] : nil
@@ -271,7 +312,7 @@ public final class HomeLink: Sendable {
                 }
             } catch {
                 if claimed { target!.failed.store(true, ordering: .releasing); target!.wake() }
-                return markLost("the home node closed the connection mid-reply")
+                markLost("the home node closed the connection mid-reply"); return false
             }
             if claimed {
                 target!.replyLength = length
@@ -279,13 +320,15 @@ public final class HomeLink: Sendable {
                 if target !== mine { target!.wake() }
             }
         }
+        return false
     }
 
     /// After giving up the reader role: if another call still waits for its
-    /// reply, wake its worker to take the stream over.
+    /// reply, wake its worker to take the stream over. Parked calls are not
+    /// woken: they look at the stream on their own every few milliseconds.
     private func promoteWaitingReader() {
         for slot in slots[0...highWater.load(ordering: .relaxed)] where slot.pending.load(ordering: .sequentiallyConsistent) != 0 {
-            if slot.phase.load(ordering: .sequentiallyConsistent) == Phase.asleep.rawValue {
+            if !slot.parked.load(ordering: .relaxed) && slot.phase.load(ordering: .sequentiallyConsistent) == Phase.asleep.rawValue {
                 slot.wake()
                 return
             }
@@ -325,15 +368,15 @@ public final class HomeLink: Sendable {
     }
 }
 
-/// A waiting call's watch on its tracee thread: once the call has waited
-/// `HomeLink.signalCheckMicroseconds`, each further wait of that length
-/// ends with a look at the thread's pending signals (/proc/TID/status).
-/// Fires once.
+/// A waiting call's watch on its tracee thread: each wait of
+/// `nextWaitMicroseconds` without a reply ends with a look at the thread's
+/// pending signals (/proc/TID/status). Fires once.
 struct SignalWatch {
     let tid: pid_t
     /// The request to cancel when it fires.
     let request: UInt64
     private var fired = false
+    private var looks = 0
 
     init(tid: pid_t, request: UInt64) {
         self.tid = tid
@@ -343,10 +386,13 @@ struct SignalWatch {
     /// Whether there is still something to watch.
     var active: Bool { tid > 0 && !fired }
 
-    var nextWaitMicroseconds: Int { HomeLink.signalCheckMicroseconds }
+    var nextWaitMicroseconds: Int {
+        looks < HomeLink.signalCheckBackoffAfter ? HomeLink.signalCheckMicroseconds : HomeLink.signalCheckLaterMicroseconds
+    }
 
     /// True (once) when the thread has a signal pending that it does not block.
     mutating func signalArrived() -> Bool {
+        looks += 1
         guard active, cshim_task_signals(tid, nil) > 0 else { return false }
         fired = true
         return true

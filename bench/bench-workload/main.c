@@ -4,9 +4,13 @@
 // Runs natively or under wrap-and-run; forward-bench prepares the files.
 //
 //   bench-workload OP [-n N] [--warmup W] [--dir DIR] [--local-dir DIR] [--size BYTES] [--seed S]
+//                     [--threads T] [--blocked B]
 //
 // OP: getppid compute fstat-local pread-local write-local pipe-write-read
 //     stat open-close pread-random write-append getdents seqread seqwrite
+//     pread-threads (T threads each doing n random preads of DIR/data.bin, all
+//     samples pooled, while B more threads are blocked reading DIR/fifo: the
+//     concurrency section)
 // Files: DIR/data.bin (random preads, open-close), DIR/dir1000/ (getdents),
 //        DIR/seq.bin (seqread, at least --size bytes), LOCAL_DIR/local.bin.
 #define _GNU_SOURCE
@@ -14,6 +18,7 @@
 
 #include "BenchSupport.h"
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +38,7 @@ static long long size = 256LL * M1;
 static uint64_t rng = 0x9E3779B97F4A7C15ULL;
 static char path[4096];
 static double mb_s = -1;
+static long threads = 1, blocked = 0;
 
 static inline uint64_t next_rand(void) { // xorshift64
     rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
@@ -113,6 +119,65 @@ static void op_seq(int write_mode) {
     n = calls;
 }
 
+// ---- pread-threads: latency with company ----------------------------------
+
+struct reader {
+    pthread_t thread;
+    int fd;
+    uint64_t seed;
+    uint64_t *samples;
+};
+
+static void *timed_preads(void *arg) {
+    struct reader *r = arg;
+    static __thread char buf[K4];
+    long blocks = file_size(r->fd) / K4;
+    uint64_t x = r->seed | 1;
+    for (long i = -warmup; i < n; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        uint64_t t0 = bench_now_ns();
+        if (pread(r->fd, buf, K4, (off_t)(x % blocks) * K4) != K4) bench_die("pread-threads");
+        if (i >= 0) r->samples[i] = bench_now_ns() - t0;
+    }
+    return NULL;
+}
+
+static void *blocked_read(void *arg) {
+    char c;
+    if (read(*(int *)arg, &c, 1) != 1) bench_die("blocked read");
+    return NULL;
+}
+
+static void op_pread_threads(void) {
+    int fd = open_or_die(in(dir, "data.bin"), O_RDONLY);
+    int fifo = blocked > 0 ? open_or_die(in(dir, "fifo"), O_RDWR) : -1;   // O_RDWR: no wait for a writer
+    pthread_t *waiters = calloc(blocked + 1, sizeof *waiters);
+    for (long i = 0; i < blocked; i++)
+        if (pthread_create(&waiters[i], NULL, blocked_read, &fifo) != 0) bench_die("pthread_create");
+    usleep(blocked > 0 ? 300000 : 0);   // let every waiter reach its read
+    struct reader *rs = calloc(threads, sizeof *rs);
+    uint64_t *all = calloc(threads * n + 1, sizeof *all);
+    if (!rs || !all || !waiters) bench_die("calloc");
+    for (long t = 0; t < threads; t++) {
+        rs[t] = (struct reader){.fd = fd, .seed = rng + 7919 * t, .samples = all + t * n};
+        if (pthread_create(&rs[t].thread, NULL, timed_preads, &rs[t]) != 0) bench_die("pthread_create");
+    }
+    for (long t = 0; t < threads; t++) pthread_join(rs[t].thread, NULL);
+    if (blocked > 0) {
+        char wake[4096];
+        memset(wake, 'w', sizeof wake);
+        for (long left = blocked; left > 0;) {
+            ssize_t k = write(fifo, wake, left < (long)sizeof wake ? (size_t)left : sizeof wake);
+            if (k <= 0) bench_die("waking the blocked readers");
+            left -= k;
+        }
+        for (long i = 0; i < blocked; i++) pthread_join(waiters[i], NULL);
+    }
+    free(samples);
+    samples = all;
+    n *= threads;
+}
+
 int main(int argc, char **argv) {
     bench_name("bench-workload");
     if (argc < 2) {
@@ -129,6 +194,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--local-dir")) local_dir = v;
         else if (!strcmp(a, "--size")) size = atoll(v);
         else if (!strcmp(a, "--seed")) rng = strtoull(v, NULL, 0) | 1;
+        else if (!strcmp(a, "--threads")) threads = atol(v) < 1 ? 1 : atol(v);
+        else if (!strcmp(a, "--blocked")) blocked = atol(v) < 0 ? 0 : atol(v);
         else { fprintf(stderr, "bench-workload: unknown option %s\n", a); return 2; }
     }
     if (n < 1) n = 1;
@@ -197,6 +264,8 @@ int main(int argc, char **argv) {
             entries = count;
         });
         if (entries < 1000) { fprintf(stderr, "bench-workload: getdents saw %ld entries, expected >= 1000\n", entries); return 1; }
+    } else if (!strcmp(op, "pread-threads")) {
+        op_pread_threads();
     } else if (!strcmp(op, "seqread")) {
         op_seq(0);
     } else if (!strcmp(op, "seqwrite")) {

@@ -160,6 +160,7 @@ final class Bench {
     var failures: [Failure] = []
     var load: [String: Any] = [:]
     var startup: [String: Any] = [:]
+    var concurrency: [String: [String: Double]] = [:] // "case/config"
     var runCounter = 0
     let began = Date()
 
@@ -206,6 +207,7 @@ final class Bench {
         try makeFile(workDir + "/data.bin", size: (o.quick ? 16 : 64) << 20, seed: 1)
         try makeFile(workDir + "/seq.bin", size: seqSize, seed: 2)
         try makeFile(localDir + "/local.bin", size: 16 << 20, seed: 3)
+        mkfifo(workDir + "/fifo", 0o600)   // the concurrency section's blocked readers
         mkdir(workDir + "/dir1000", 0o755)
         for i in 0..<1000 {
             let fd = open(workDir + "/dir1000/" + String(format: "entry-%04d", i), O_WRONLY | O_CREAT, 0o644)
@@ -307,6 +309,7 @@ final class Bench {
                 }
             }
         }
+        if selected == nil || selected!.contains("pread-threads") { runConcurrency() }
         let sessions = o.sessions ?? (o.quick ? 8 : 64)
         if sessions > 0 { runLoad(sessions: sessions, perSession: o.sessionOps ?? (o.quick ? 1_000 : 10_000)) }
         let startupRuns = o.startupRuns ?? (o.quick ? 10 : 30)

@@ -109,6 +109,11 @@ extension Bench {
                         num(load, "wall_s") ?? 0, num(load, "aggregate_ops_s") ?? 0,
                         us(num(load, "session_median_ns_median") ?? 0), us(num(load, "session_p99_ns_max") ?? 0)))
         }
+        let concurrencyReport = concurrencyLines()
+        if !concurrencyReport.isEmpty {
+            line()
+            concurrencyReport.forEach { line($0) }
+        }
         if let base = num(startup, "native_median_ms") {
             line()
             var s = String(format: "startup (median of %d): /bin/true %.2f ms", startup["runs"] as? Int ?? 0, base)
@@ -152,7 +157,7 @@ extension Bench {
                 "rounds": rounds, "seq_bytes": seqSize, "configs": configHelp,
                 "results": chosen.flatMap { op in configs.compactMap { figures[op.name + "/" + $0]?.json } },
                 "floors": floors.keys.sorted().compactMap { floors[$0] },
-                "ratios": ratios, "row_floors": rowFloors, "load": load, "startup": startup, "targets": targets,
+                "ratios": ratios, "row_floors": rowFloors, "load": load, "concurrency": concurrency, "startup": startup, "targets": targets,
                 "failures": failures.map(\.json),
             ]
             do {
@@ -188,6 +193,9 @@ extension Bench {
             for c in ["unix", "tcp"] {
                 add("forwarded \(name) over \(c) ≥ 70% of transport bulk", floorRatio(op, config: c), { $0 >= 0.70 }, pc)
             }
+        }
+        for c in ["unix", "tcp"] {
+            add("pread 4K over \(c) with 16 calls blocked at home ≤ 1.2× alone", concurrencyRatio(config: c), { $0 <= 1.2 }, x)
         }
         if let e = load["errors"] as? Int {
             t.append(["target": "\(load["sessions"] ?? 0)-session load: no errors", "value": e, "pass": e == 0,
