@@ -85,7 +85,10 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// Response: payload: the directory's path inside the export root.
     case getcwd = 35
     /// Analogous to a signal interrupting a blocked syscall (EINTR): scalars [requestId];
-    /// no payload. Asks the home to interrupt the blocked request with that id.
+    /// no payload. Asks the home to interrupt the blocked request with that id: it then
+    /// answers EINTR, or its partial or complete result if it had one. An id that names no
+    /// blocked request is ignored. Response: result 0 (clients send it with an id no call
+    /// waits for, and drop the reply).
     case cancel = 36
     /// Analogous to no syscall (a transport round-trip measurement): scalars [replySize];
     /// payload: anything. Response: payload: replySize bytes.
@@ -113,11 +116,13 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// Analogous to fcntl(2) with an integer argument (F_GETFL, F_SETFL): scalars
     /// [handle, cmd, arg]. Response: result: fcntl's.
     case fcntl = 46
-    /// Analogous to fcntl(2) record locks (F_GETLK, F_SETLK, F_OFD_GETLK, F_OFD_SETLK; never
-    /// blocking): scalars [handle, cmd]; payload: x86_64 struct flock (32 bytes). Response:
-    /// payload: the struct as the home kernel left it.
+    /// Analogous to fcntl(2) record locks (F_GETLK, F_SETLK, F_OFD_GETLK, F_OFD_SETLK, and
+    /// F_OFD_SETLKW, which waits at home until granted or cancelled): scalars [handle, cmd];
+    /// payload: x86_64 struct flock (32 bytes). Response: payload: the struct as the home
+    /// kernel left it.
     case lock = 47
-    /// Analogous to flock(2), always with LOCK_NB: scalars [handle, operation].
+    /// Analogous to flock(2): scalars [handle, operation]; without LOCK_NB it waits at home
+    /// until granted or cancelled.
     case flock = 48
     /// Analogous to getxattr(2)/lgetxattr(2)/fgetxattr(2): scalars [dir, nofollow, size];
     /// payload: name NUL path NUL (empty path with a handle: the open file). Response:

@@ -1,6 +1,8 @@
 """Bad peers against a real homestub: a wrong magic, an oversized frame, an
 unknown op, a frame cut short. Each ends that session with a logged reason;
-the homestub never crashes and keeps serving the next client."""
+the homestub never crashes and keeps serving the next client. Then the
+concurrent deputy at the wire: replies out of order, `cancel`, and a handle
+closed under a blocked call."""
 
 import hashlib
 import hmac
@@ -121,3 +123,61 @@ def test_a_handle_the_session_never_opened_is_ebadf(tv):
         s.sendall(frame(18, (3, 16), ident=9))   # read from descriptor 3: not this session's handle
         op, body = read_frame(s)
         assert op == 18 and struct.unpack("<q", body[:8])[0] == -9   # -EBADF
+
+
+OPENAT, CLOSE, READ, CANCEL, ECHO = 16, 17, 18, 36, 37
+ROOT_DIR = -1
+
+
+def reply(s):
+    op, body = read_frame(s)
+    return op, struct.unpack("<q", body[:8])[0], body[8:]
+
+
+def test_cancel_of_a_request_that_is_not_blocked_is_ignored(tv):
+    with connect(tv) as s:
+        authenticate(tv, s)
+        s.sendall(frame(CANCEL, (12345,), ident=1))
+        assert reply(s)[:2] == (CANCEL, 0)
+        s.sendall(frame(ECHO, (8,), ident=2))
+        assert reply(s) == (ECHO, 8, b"\0" * 8)
+
+
+def test_blocked_read_answers_out_of_order_and_cancel_ends_it_with_eintr(tv):
+    os.mkfifo(tv.homedata / "p", 0o666)
+    with connect(tv) as s:
+        authenticate(tv, s)
+        s.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDWR, 0, 0), tv.p("p").encode() + b"\0", ident=1))
+        op, handle, _ = reply(s)
+        assert op == OPENAT and handle >= 0
+        s.sendall(frame(READ, (handle, 100), ident=2))          # waits at home: the FIFO is empty
+        s.sendall(frame(ECHO, (4,), ident=3))                   # not behind it
+        assert reply(s) == (ECHO, 4, b"\0" * 4)
+        # Closing the handle under the blocked read only unlists it: its
+        # descriptor stays open (and its number unused) until the read ends.
+        s.sendall(frame(CLOSE, (handle,), ident=4))
+        assert reply(s)[:2] == (CLOSE, 0)
+        tv.both("other.txt", "x\n", "decoy\n")
+        s.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDONLY, 0, 0), tv.p("other.txt").encode() + b"\0", ident=5))
+        op, other, _ = reply(s)
+        assert op == OPENAT and other >= 0 and other != handle, (handle, other)
+        s.sendall(frame(CANCEL, (2,), ident=7))
+        got = {reply(s)[:2] for _ in range(2)}
+        assert got == {(CANCEL, 0), (READ, -4)}, got            # -EINTR: nothing was read
+    still_serves(tv)
+
+
+def test_cancel_after_the_data_arrived_keeps_the_data(tv):
+    p = tv.homedata / "p"
+    os.mkfifo(p, 0o666)
+    with connect(tv) as s:
+        authenticate(tv, s)
+        s.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDWR, 0, 0), tv.p("p").encode() + b"\0", ident=1))
+        _, handle, _ = reply(s)
+        s.sendall(frame(READ, (handle, 100), ident=2))
+        w = os.open(p, os.O_WRONLY)
+        os.write(w, b"consumed at home")
+        os.close(w)
+        assert reply(s) == (READ, 16, b"consumed at home")
+        s.sendall(frame(CANCEL, (2,), ident=3))                 # too late: nothing to interrupt
+        assert reply(s)[:2] == (CANCEL, 0)
