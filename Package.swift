@@ -87,5 +87,6 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"]),
         .testTarget(name: "SysKitTests", dependencies: ["SysKit", "CShim"]),
+        .testTarget(name: "HomeNodeTests", dependencies: ["HomeNode", "SysKit", "Wire"]),
     ]
 )
