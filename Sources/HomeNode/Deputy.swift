@@ -105,7 +105,7 @@ public final class Deputy {
     /// Serves requests until the peer closes; then ends the session
     /// (interrupting calls still blocked, closing the handles).
     private func serve() -> End {
-        let session = Session(root: root, input: input, output: output)
+        let session = Session(root: root, output: output)
         defer { session.end() }
         var call = session.takeCall()
         while true {

@@ -19,7 +19,7 @@ import Wire
 final class Session: Sendable {
     let root: ExportRoot
     let handles = Handles()
-    let input: CInt
+    /// The reply stream.
     let output: CInt
     private let writeLock = Mutex<Void>(())
     /// Calls running on threads of their own, by request id (for `cancel`).
@@ -41,9 +41,8 @@ final class Session: Sendable {
     /// (the first signal can land just before the call enters the kernel).
     static let resignalMicroseconds: UInt32 = 1000
 
-    init(root: ExportRoot, input: CInt, output: CInt) {
+    init(root: ExportRoot, output: CInt) {
         self.root = root
-        self.input = input
         self.output = output
     }
 

@@ -330,6 +330,7 @@ def test_signal_storm_during_blocked_reads_loses_no_byte(tv):
 
     def writer():
         fd = os.open(p, os.O_WRONLY)                   # waits for the tracee's open at home
+        time.sleep(0.4)                                # the first read waits at home through ~200 signals
         rnd = random.Random(8)
         i = 0
         while i < len(data):
