@@ -109,12 +109,8 @@ final class HomeCall: @unchecked Sendable {
     /// Opens inside the export root; an open that waits (a FIFO) ends with
     /// EINTR once the call is cancelled.
     func open(dir: CInt?, _ path: UnsafePointer<CChar>, flags: Int32, mode: UInt32, resolve: UInt64 = 0) throws(Errno) -> CInt {
-        while true {
-            do {
-                return try session.root.open(dir: dir, path, flags: flags, mode: mode, resolve: resolve, scratch: scratch)
-            } catch {
-                if error != .interrupted || cancelled.load(ordering: .acquiring) { throw error }
-            }
+        try untilCancelled { () throws(Errno) in
+            try session.root.open(dir: dir, path, flags: flags, mode: mode, resolve: resolve, scratch: scratch)
         }
     }
 
@@ -128,16 +124,23 @@ final class HomeCall: @unchecked Sendable {
         try session.root.withObject(dir: dir, path, follow: follow, scratch: scratch, body)
     }
 
-    /// Runs a syscall that may block, as `sys` does, except that EINTR ends
-    /// it once the call is cancelled (any other interruption is retried).
+    /// Runs a libc-style syscall that may block, as `sys` does, except that
+    /// EINTR ends it once the call is cancelled (see `untilCancelled`).
     @inline(__always) @discardableResult
     func interruptible<T: FixedWidthInteger>(_ call: () -> T) throws(Errno) -> T {
+        try untilCancelled { () throws(Errno) in try sysOnce(call) }
+    }
+
+    /// Runs `body`, again after each EINTR, until it succeeds, fails
+    /// otherwise, or the call is cancelled (then EINTR; a cancel that came
+    /// before `body` started means it never starts).
+    @inline(__always)
+    func untilCancelled<T>(_ body: () throws(Errno) -> T) throws(Errno) -> T {
         while true {
             if cancelled.load(ordering: .acquiring) { throw Errno.interrupted }
-            let v = call()
-            if v != -1 { return v }
-            let e = lastErrno()
-            if e != .interrupted { throw e }
+            do { return try body() } catch {
+                if error != .interrupted { throw error }
+            }
         }
     }
 }

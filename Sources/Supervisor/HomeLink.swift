@@ -164,11 +164,11 @@ public final class HomeLink: Sendable {
     /// Sends `op` with `scalars` and the `payloadLength` bytes already in
     /// `slot.payload(for: op)`, waits for the reply, and returns it.
     ///
-    /// With `watch` (a tracee thread id), a call still waiting after
-    /// `signalCheckMicroseconds` checks that thread for a signal it does not
-    /// block, every `signalCheckMicroseconds`; on the first, it asks home to
-    /// `cancel` the request and sets `slot.cancelSent`, then goes on waiting
-    /// for the reply (EINTR, or what the call had done by then).
+    /// With `watch` (a tracee thread id), a call still waiting checks that
+    /// thread for a signal it does not block at each `SignalWatch` interval;
+    /// on the first, it asks home to `cancel` the request and sets
+    /// `slot.cancelSent`, then goes on waiting for the reply (EINTR, or what
+    /// the call had done by then).
     func call(_ slot: Slot, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0,
               watch: pid_t = 0) throws(TransportError) -> ResponseView {
         if lost.load(ordering: .acquiring) { throw .lost }
@@ -239,8 +239,7 @@ public final class HomeLink: Sendable {
                                            ordering: .sequentiallyConsistent).exchanged {
                 slot.ready.wait()
             }
-            park(slot)
-            if watcher.signalArrived() { sendCancel(of: watcher.request, slot: slot) }
+            waitedWithoutReply(slot, &watcher)
         }
     }
 
@@ -252,11 +251,16 @@ public final class HomeLink: Sendable {
         if !slot.parked.exchange(true, ordering: .relaxed) { parkedCount.wrappingAdd(1, ordering: .relaxed) }
     }
 
-    /// Asks home to interrupt request `request` (fire and forget: the
-    /// request's own reply says how it ended).
-    private func sendCancel(of request: UInt64, slot: Slot) {
-        slot.cancelSent = true
-        sendDetached(.cancel, Scalars(Int64(bitPattern: request)))
+    /// A watched call has waited one more interval without its reply: it
+    /// is parked from now on, and if its thread has a signal to take, home
+    /// is asked to interrupt it (fire and forget: the request's own reply
+    /// says how it ended).
+    private func waitedWithoutReply(_ slot: Slot, _ watcher: inout SignalWatch) {
+        park(slot)
+        if watcher.signalArrived() {
+            slot.cancelSent = true
+            sendDetached(.cancel, Scalars(Int64(bitPattern: watcher.request)))
+        }
     }
 
     private func view(_ slot: Slot) throws(TransportError) -> ResponseView {
@@ -280,11 +284,12 @@ public final class HomeLink: Sendable {
             let h: FrameHeader
             let ready = pollMicroseconds > 0 && activeCalls <= 1
                 && FD.spinUntilReadable(fd, microseconds: pollMicroseconds)
-            if !ready && watcher.active {
+            // Timed even after the watch has fired, so a parked reader
+            // notices an active call and leaves the stream to it.
+            if !ready && watcher.tid > 0 {
                 var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 if poll(&p, 1, Int32(watcher.nextWaitMicroseconds / 1000)) == 0 {
-                    park(mine)
-                    if watcher.signalArrived() { sendCancel(of: watcher.request, slot: mine) }
+                    waitedWithoutReply(mine, &watcher)
                     continue
                 }
             }
