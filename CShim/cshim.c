@@ -393,3 +393,18 @@ int cshim_task_signals(pid_t tid, int *threads) {
     }
     return bits;
 }
+
+// ---- per-thread file credentials ----------------------------------------------
+
+int cshim_adopt_credentials(uint32_t uid, uint32_t gid, const uint32_t *groups, size_t ngroups) {
+    if (syscall(SYS_setgroups, ngroups, groups) != 0)
+        return -1;
+    syscall(SYS_setfsgid, gid);
+    syscall(SYS_setfsuid, uid);
+    // setfsuid/setfsgid report the previous value, never an error: ask again.
+    if ((uint32_t)syscall(SYS_setfsgid, -1) != gid || (uint32_t)syscall(SYS_setfsuid, -1) != uid) {
+        errno = EPERM;
+        return -1;
+    }
+    return 0;
+}

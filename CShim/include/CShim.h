@@ -268,6 +268,15 @@ int cshim_interrupt_prepare_thread(void);
 /// pthread_kill(thread, cshim_interrupt_signal()); returns its result.
 int cshim_interrupt_thread(unsigned long thread);
 
+// ---- per-thread file credentials (the home acting as a tracee thread) -------
+
+/// Makes the calling thread act on files as (uid, gid, groups): raw
+/// setgroups, setfsgid and setfsuid syscalls, which change this thread only
+/// (glibc's wrappers would change every thread). Needs CAP_SETUID and
+/// CAP_SETGID. Returns 0, or -1 with errno set (EPERM if the fsuid or fsgid
+/// did not take).
+int cshim_adopt_credentials(uint32_t uid, uint32_t gid, const uint32_t *groups, size_t ngroups);
+
 // ---- a tracee thread's pending signals ------------------------------------
 
 #define CSHIM_SIGNAL_THREAD 1   // a signal sent to the thread itself, not blocked by it

@@ -108,6 +108,7 @@ public final class Deputy {
         let session = Session(root: root, output: output)
         defer { session.end() }
         var call = session.takeCall()
+        var applied = AppliedCredentials()
         while true {
             let n: Int
             do {
@@ -129,7 +130,7 @@ public final class Deputy {
                 guard session.reply(call, result: -Int64(EAGAIN), payloadLength: 0) else { return .closedByPeer }
                 continue
             }
-            let (result, length) = session.execute(call)
+            let (result, length) = session.execute(call, applied: &applied)
             // The client may exit without reading replies to its last releases.
             guard session.reply(call, result: result, payloadLength: length) else { return .closedByPeer }
         }

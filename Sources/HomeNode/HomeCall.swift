@@ -31,6 +31,8 @@ final class HomeCall: @unchecked Sendable {
     let cancelled = Atomic<Bool>(false)
     /// The thread executing the call while it may block (0 otherwise).
     let thread = Atomic<UInt>(0)
+    /// The credentials the call acts with (nil: the deputy's own, unchanged).
+    var credentials: HomeCredentials?
 
     init(session: Session) {
         self.session = session
@@ -49,6 +51,7 @@ final class HomeCall: @unchecked Sendable {
     func begin(length: Int) throws(WireError) {
         r = try RequestView(frame: UnsafeRawBufferPointer(rebasing: request[0..<length]))
         cancelled.store(false, ordering: .relaxed)
+        credentials = session.credentials.forRequest(r.id)
     }
 
     /// Releases what the call acquired.

@@ -80,6 +80,7 @@ enum HomeOps {
         // The session itself (Home+Session.swift).
         HomeOpRow(.cancel, .inline, HomeSessionOps.cancel),
         HomeOpRow(.echo, .inline, HomeSessionOps.echo),
+        HomeOpRow(.credentials, .inline, HomeSessionOps.credentials),
     ]
 
     /// `rows` indexed by op number (nil: a handshake op, or none).

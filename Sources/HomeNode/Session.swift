@@ -19,6 +19,7 @@ import Wire
 final class Session: Sendable {
     let root: ExportRoot
     let handles = Handles()
+    let credentials = SessionCredentials()
     /// The reply stream.
     let output: CInt
     private let writeLock = Mutex<Void>(())
@@ -55,11 +56,13 @@ final class Session: Sendable {
         spare.withLock { $0.append(c) }
     }
 
-    /// Executes `c` with its op's handler; the handles it acquired are
-    /// released before this returns.
-    func execute(_ c: HomeCall) -> (result: Int64, payloadLength: Int) {
+    /// Executes `c` with its op's handler, on the calling thread switched to
+    /// the call's credentials (`applied` is that thread's record of them);
+    /// the handles it acquired are released before this returns.
+    func execute(_ c: HomeCall, applied: inout AppliedCredentials) -> (result: Int64, payloadLength: Int) {
         defer { c.finish() }
         do {
+            try applied.apply(c.credentials)
             return try HomeOps.row(c.r.op).handler(c)
         } catch {
             return (-Int64(error.rawValue), 0)
@@ -109,11 +112,12 @@ final class Session: Sendable {
     private func serve(_ worker: PoolThread) {
         _ = cshim_interrupt_prepare_thread()
         let me = UInt(pthread_self())
+        var applied = AppliedCredentials()
         while true {
             if let c = worker.call {
                 worker.call = nil
                 c.thread.store(me, ordering: .sequentiallyConsistent)
-                let (result, length) = execute(c)
+                let (result, length) = execute(c, applied: &applied)
                 c.thread.store(0, ordering: .sequentiallyConsistent)
                 _ = blocked.withLock { $0.removeValue(forKey: c.r.id) }
                 if !ended.load(ordering: .acquiring) { reply(c, result: result, payloadLength: length) }

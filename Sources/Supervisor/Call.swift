@@ -90,6 +90,7 @@ struct Call: ~Copyable {
     /// Sends a request to home and returns its reply; a negative result is
     /// thrown as the home kernel's errno.
     func home(_ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
+        try actAsThread(on: sup.link, worker.slot)
         let r: ResponseView
         do { r = try sup.link.call(worker.slot, op, scalars, payloadLength: payloadLength, watch: tid) } catch {
             throw .transport(error)
@@ -105,11 +106,20 @@ struct Call: ~Copyable {
     func send(_ to: Destination, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
         guard to.isLocal else { return try home(op, scalars, payloadLength: payloadLength) }
         let slot = worker.localSlot
+        try actAsThread(on: sup.localLink, slot)
         slot.payload(for: op).baseAddress!.copyMemory(from: worker.slot.payload(for: op).baseAddress!, byteCount: payloadLength)
         let r: ResponseView
         do { r = try sup.localLink.call(slot, op, scalars, payloadLength: payloadLength, watch: tid) } catch { throw .transport(error) }
         if r.result < 0 { throw .errno(Errno(rawValue: CInt(truncatingIfNeeded: -r.result))) }
         return r
+    }
+
+    /// Makes the slot's next request act at home with this thread's
+    /// credentials (a frame only when they differ from the last it sent).
+    private func actAsThread(on link: HomeLink, _ slot: HomeLink.Slot) throws(Failure) {
+        let table = sup.tracees.credentials
+        let id = try thread().identity.current(tid: tid, table: table)
+        link.sendCredentials(slot, id: id, table.credentials(id))
     }
 
     /// The tracee's umask (for modes of files and directories it creates at home).

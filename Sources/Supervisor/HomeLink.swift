@@ -68,6 +68,9 @@ public final class HomeLink: Sendable {
         private(set) var frame = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         private(set) var reply = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         let ready = DispatchSemaphore(value: 0)
+        /// The credentials number (`CredentialTable`) home last got from this
+        /// slot's channel; 0 before the first.
+        var sentCredentials: UInt64 = 0
         /// Set when the call in flight was cancelled because its tracee
         /// thread has a signal to take (see `call`).
         var cancelSent = false
@@ -344,6 +347,28 @@ public final class HomeLink: Sendable {
     /// placeholder or a working directory, on whatever thread drops it).
     func release(handle: Int64) {
         sendDetached(.close, Scalars(handle))
+    }
+
+    /// Tells home that the slot's later requests act with `credentials`
+    /// (number `id`), unless it already knows. Written before the request it
+    /// precedes, by the same thread, so home reads it first.
+    func sendCredentials(_ slot: Slot, id: UInt64, _ credentials: @autoclosure () -> Credentials) {
+        if slot.sentCredentials == id || lost.load(ordering: .relaxed) { return }
+        let c = credentials()
+        var payload = [UInt8](repeating: 0, count: 4 * c.groups.count)
+        payload.withUnsafeMutableBytes { p in
+            for (i, g) in c.groups.enumerated() { p.storeBytes(of: g.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+        }
+        let scalars = Scalars(Int64(slot.index), Int64(c.fsuid), Int64(c.fsgid), Int64(c.groups.count))
+        var frame = [UInt8](repeating: 0, count: Wire.headerSize + 8 * Wire.maxScalars + payload.count)
+        let sent = frame.withUnsafeMutableBytes { raw -> Bool in
+            payload.withUnsafeBytes { p -> Bool in
+                guard let n = try? RequestEncoder.encode(op: .credentials, id: Self.detachedSlot, scalars: scalars,
+                                                         payload: p, into: raw) else { return false }
+                return writeLock.withLock { _ in (try? FD.writeFully(fd, raw.baseAddress!, n)) != nil }
+            }
+        }
+        if sent { slot.sentCredentials = id }
     }
 
     /// Sends a request whose reply nobody waits for (it is read, and

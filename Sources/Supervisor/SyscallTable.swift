@@ -12,6 +12,8 @@ enum SyscallClass: String, Sendable {
     case descriptor
     /// Reads or changes the working directory.
     case cwd
+    /// Changes the credentials the thread's calls act with.
+    case identity
 }
 
 /// Which calls of a syscall the filter sends to the supervisor.
@@ -107,6 +109,16 @@ struct SyscallTable: Sendable {
         SyscallRow(80, "chdir", .cwd, Cwd.chdir),
         SyscallRow(81, "fchdir", .cwd, Cwd.fchdir),
         SyscallRow(79, "getcwd", .cwd, Cwd.getcwd),
+        // Credentials: run natively, re-read before the next forwarded call.
+        SyscallRow(105, "setuid", .identity, Identity.changed),
+        SyscallRow(106, "setgid", .identity, Identity.changed),
+        SyscallRow(113, "setreuid", .identity, Identity.changed),
+        SyscallRow(114, "setregid", .identity, Identity.changed),
+        SyscallRow(116, "setgroups", .identity, Identity.changed),
+        SyscallRow(117, "setresuid", .identity, Identity.changed),
+        SyscallRow(119, "setresgid", .identity, Identity.changed),
+        SyscallRow(122, "setfsuid", .identity, Identity.changed),
+        SyscallRow(123, "setfsgid", .identity, Identity.changed),
         // Metadata, links, special files.
         SyscallRow(90, "chmod", .path, Metadata.chmod),
         SyscallRow(268, "fchmodat", .path, Metadata.fchmodat),

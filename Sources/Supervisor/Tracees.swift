@@ -36,6 +36,7 @@ final class TraceeProcess: Sendable {
 struct TraceeThread: Sendable {
     let pidfd: CInt
     let process: TraceeProcess
+    let identity: ThreadIdentity
 }
 
 /// Every tracee thread and process seen so far. A new thread is recorded
@@ -45,6 +46,7 @@ final class Tracees: Sendable {
     let threads = Mutex<[pid_t: TraceeThread]>([:])
     let processes = Mutex<[pid_t: TraceeProcess]>([:])
     let watchers: Watchers
+    let credentials = CredentialTable()
 
     init(watchers: Watchers) { self.watchers = watchers }
 
@@ -71,7 +73,8 @@ final class Tracees: Sendable {
             return p
         }
         process.threadCount.wrappingAdd(1, ordering: .relaxed)
-        let t = TraceeThread(pidfd: pidfd, process: process)
+        let t = TraceeThread(pidfd: pidfd, process: process,
+                             identity: ThreadIdentity(id: credentials.id(for: Credentials(status))))
         threads.withLock { $0[tid] = t }
         watchers.watchThread(tid: tid, pidfd: pidfd)
         return t

@@ -6,6 +6,11 @@ public struct TaskStatus: Sendable {
     public var tgid: pid_t
     public var ppid: pid_t
     public var umask: UInt32
+    /// The filesystem uid and gid (the fourth field of Uid: and Gid:) and
+    /// the supplementary groups: what the kernel checks file access with.
+    public var fsuid: UInt32 = 0
+    public var fsgid: UInt32 = 0
+    public var groups: [UInt32] = []
 
     /// Parses /proc/TID/status; nil if the task is gone.
     public static func read(tid: pid_t) -> TaskStatus? {
@@ -25,6 +30,15 @@ public struct TaskStatus: Sendable {
             if let v = value("Tgid:"), let x = pid_t(v) { status.tgid = x }
             if let v = value("PPid:"), let x = pid_t(v) { status.ppid = x }
             if let v = value("Umask:"), let x = UInt32(v, radix: 8) { status.umask = x }
+            if let v = value("Uid:"), let x = v.split(whereSeparator: { $0 == "\t" || $0 == " " }).last.flatMap({ UInt32($0) }) {
+                status.fsuid = x
+            }
+            if let v = value("Gid:"), let x = v.split(whereSeparator: { $0 == "\t" || $0 == " " }).last.flatMap({ UInt32($0) }) {
+                status.fsgid = x
+            }
+            if let v = value("Groups:") {
+                status.groups = v.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
+            }
         }
         return status
     }

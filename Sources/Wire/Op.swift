@@ -139,6 +139,13 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// Analogous to copy_file_range(2) between two handles of the session: scalars
     /// [inHandle, inOffset (-1: the file offset), outHandle, outOffset (-1), length, flags].
     case copyFileRange = 53
+    /// Analogous to setfsuid(2)/setfsgid(2)/setgroups(2) for the calls that follow: scalars
+    /// [channel, fsuid, fsgid, groupCount]; payload: groupCount little-endian UInt32 group
+    /// ids (at most ``Wire/maxGroups``). From this frame on, every request whose id has
+    /// `channel` as its low 16 bits acts at home with these credentials (a privileged home
+    /// adopts them per call; an unprivileged one acts as itself). A channel's requests
+    /// before its first such frame act with the home's own credentials. Response: result 0.
+    case credentials = 54
 
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
@@ -187,6 +194,7 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .listxattr: return 3
         case .removexattr: return 2
         case .copyFileRange: return 6
+        case .credentials: return 4
         }
     }
 

@@ -25,6 +25,8 @@ public enum Wire {
     public static let magic: UInt64 = 0x3130_5245_4854_4554
     /// The `dir` scalar meaning "the export root" (relative paths resolve against the root).
     public static let rootDir: Int64 = -1
+    /// Most supplementary groups a ``Op/credentials`` frame carries (the kernel's NGROUPS_MAX).
+    public static let maxGroups = 65536
     /// Size of a handshake nonce, and of an HMAC-SHA256 proof.
     public static let nonceSize = 32
     /// Size of the `struct statx` payload returned by `fstat` and `statx`.

@@ -474,3 +474,46 @@ def test_make_j8_of_a_c_project_whose_sources_are_at_home(tv):
     assert list((tv.view / "proj").iterdir()) == []
     run = subprocess.run([str(proj / "app")], capture_output=True, text=True)
     assert run.stdout == f"{n * (n + 1) // 2}\n"
+
+
+# -- 5. credentials at home ---------------------------------------------------
+
+DROP_PRIVILEGES = r'''
+import errno, os, sys
+d = sys.argv[1]
+def try_(what, f):
+    try:
+        f(); print(what, "ok", flush=True)
+    except OSError as e:
+        print(what, errno.errorcode[e.errno], flush=True)
+os.mkdir(f"{d}/made-as-root")
+os.setgroups([])
+os.setegid(65534)
+os.seteuid(65534)
+try_("chmod", lambda: os.chmod(f"{d}/root-owned.txt", 0o666))
+try_("create", lambda: os.close(os.open(f"{d}/closed/new.txt", os.O_CREAT | os.O_WRONLY, 0o644)))
+try_("mkdir", lambda: os.mkdir(f"{d}/open/made-as-nobody"))
+try_("read-0600", lambda: open(f"{d}/secret.txt").read())
+os.seteuid(0)                                   # the saved uid lets it come back
+try_("read-0600-again", lambda: open(f"{d}/secret.txt").read())
+'''
+
+
+def test_calls_act_at_home_with_the_tracee_threads_credentials(tv):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the home adopts credentials only when privileged")
+    tv.both("root-owned.txt", "home\n", "decoy\n")
+    tv.both("secret.txt", "home secret\n", "decoy\n")
+    os.chmod(tv.homedata / "secret.txt", 0o600)
+    for name, mode in (("closed", 0o755), ("open", 0o777)):
+        (tv.homedata / name).mkdir()
+        os.chmod(tv.homedata / name, mode)
+    r = ok(tv.run(py(DROP_PRIVILEGES, tv.p()), timeout=30))
+    assert r.stdout.splitlines() == [
+        "chmod EPERM", "create EACCES", "mkdir ok", "read-0600 EACCES", "read-0600-again ok",
+    ], describe(r)
+    made = os.stat(tv.homedata / "open" / "made-as-nobody")
+    assert (made.st_uid, made.st_gid) == (65534, 65534)
+    assert os.stat(tv.homedata / "made-as-root").st_uid == 0
+    assert (tv.homedata / "root-owned.txt").stat().st_mode & 0o777 == 0o644
+    assert not (tv.homedata / "closed" / "new.txt").exists()

@@ -181,3 +181,36 @@ def test_cancel_after_the_data_arrived_keeps_the_data(tv):
         assert reply(s) == (READ, 16, b"consumed at home")
         s.sendall(frame(CANCEL, (2,), ident=3))                 # too late: nothing to interrupt
         assert reply(s)[:2] == (CANCEL, 0)
+
+
+CREDENTIALS = 54
+
+
+def test_malformed_credentials_are_einval_and_the_session_goes_on(tv):
+    with connect(tv) as s:
+        authenticate(tv, s)
+        s.sendall(frame(CREDENTIALS, (1, 0, 0, 3), struct.pack("<I", 5), ident=1))     # 3 groups announced, 1 sent
+        assert reply(s)[:2] == (CREDENTIALS, -22)
+        s.sendall(frame(CREDENTIALS, (70000, 0, 0, 0), ident=2))                     # no such channel
+        assert reply(s)[:2] == (CREDENTIALS, -22)
+        s.sendall(frame(CREDENTIALS, (1, 1 << 40, 0, 0), ident=3))                   # uid out of range
+        assert reply(s)[:2] == (CREDENTIALS, -22)
+        s.sendall(frame(CREDENTIALS, (1, 0, 0, 70000), b"\0" * 4 * 70000, ident=4))  # over NGROUPS_MAX
+        assert reply(s)[:2] == (CREDENTIALS, -22)
+        s.sendall(frame(ECHO, (4,), ident=5))
+        assert reply(s) == (ECHO, 4, b"\0" * 4)
+
+
+def test_credentials_apply_to_their_channel_only(tv):
+    tv.both("secret.txt", "home secret\n", "decoy\n")
+    os.chmod(tv.homedata / "secret.txt", 0o600)
+    path = tv.p("secret.txt").encode() + b"\0"
+    with connect(tv) as s:
+        authenticate(tv, s)
+        s.sendall(frame(CREDENTIALS, (7, 65534, 65534, 0), ident=(1 << 16) | 7))    # channel 7 acts as nobody
+        assert reply(s)[:2] == (CREDENTIALS, 0)
+        s.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDONLY, 0, 0), path, ident=(2 << 16) | 7))
+        assert reply(s)[:2] == (OPENAT, -13)                                      # EACCES, as nobody
+        s.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDONLY, 0, 0), path, ident=(3 << 16) | 8))
+        op, handle, _ = reply(s)
+        assert op == OPENAT and handle >= 0                                       # channel 8: the home's own
