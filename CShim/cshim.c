@@ -238,6 +238,12 @@ int cshim_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int ti
 
 int cshim_unshare_fs(void) { return unshare(CLONE_FS); }
 
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+pid_t cshim_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+int cshim_unshare_files_empty(void) { return (int)syscall(SYS_close_range, 0U, ~0U, CLOSE_RANGE_UNSHARE); }
+
 // ---- passing descriptors ---------------------------------------------------------
 
 #include <sys/socket.h>

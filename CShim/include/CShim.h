@@ -196,6 +196,12 @@ int cshim_send_fd(int sock, int fd, const void *data, size_t len);
 ssize_t cshim_recv_fd(int sock, int *fd_out, void *data, size_t len);
 /// unshare(CLONE_FS): this thread gets its own umask, cwd and root.
 int cshim_unshare_fs(void);
+/// close_range(0, ~0, CLOSE_RANGE_UNSHARE): this thread gets a descriptor
+/// table of its own, empty, which the threads it creates share (a POSIX
+/// lock owner of its own: the kernel keys those locks by descriptor table).
+int cshim_unshare_files_empty(void);
+/// gettid(2): the calling thread's id (kcmp names a thread's descriptor table by it).
+pid_t cshim_gettid(void);
 /// fchmodat2(2) (Linux 6.6; flags AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH).
 int cshim_fchmodat2(int dirfd, const char *path, unsigned int mode, int flags);
 /// fallocate(2).

@@ -120,9 +120,10 @@ public final class Deputy {
             } catch let e as Errno {
                 return e == .connectionReset ? .closedByPeer : .ioError(e)
             } catch { return .protocolError("\(error)") }
+            session.closeDeferred()
             if call.r.op.isHandshake { return .protocolError("handshake op \(call.r.op) after the handshake") }
             if HomeOps.mayBlock(call) {
-                if session.runOnThread(call) {
+                if call.r.op == .posixLock ? session.runOnLockOwner(call) : session.runOnThread(call) {
                     call = session.takeCall()
                     continue
                 }

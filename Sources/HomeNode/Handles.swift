@@ -71,7 +71,13 @@ final class Handles: Sendable {
 
     /// Ends one call's use of `fd`; closes it if it was unlisted meanwhile.
     func release(_ fd: CInt) {
-        let close = table.withLock { t -> Bool in
+        if mustClose(afterReleasing: fd) { Glibc.close(fd) }
+    }
+
+    /// Ends one call's use of `fd`; true if it was unlisted meanwhile and
+    /// the caller must now close it (from the session's descriptor table).
+    func mustClose(afterReleasing fd: CInt) -> Bool {
+        table.withLock { t -> Bool in
             guard var e = t[fd] else { return false }
             e.users -= 1
             if e.closing && e.users == 0 {
@@ -81,7 +87,6 @@ final class Handles: Sendable {
             t[fd] = e
             return false
         }
-        if close { Glibc.close(fd) }
     }
 
     /// Unlists `handle` (EBADF if the session has no such handle); the

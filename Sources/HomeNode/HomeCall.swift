@@ -54,12 +54,22 @@ final class HomeCall: @unchecked Sendable {
         credentials = session.credentials.forRequest(r.id)
     }
 
+    /// Set while a lock owner's thread runs the call: that thread has a
+    /// descriptor table of its own, so the session's descriptors are not
+    /// its to close (see `LockOwners`).
+    var onLockOwner = false
+
     /// Releases what the call acquired.
     func finish() {
-        if held.0 >= 0 { session.handles.release(held.0) }
-        if held.1 >= 0 { session.handles.release(held.1) }
-        if held.2 >= 0 { session.handles.release(held.2) }
+        release(held.0)
+        release(held.1)
+        release(held.2)
         held = (-1, -1, -1)
+    }
+
+    private func release(_ fd: CInt) {
+        guard fd >= 0, session.handles.mustClose(afterReleasing: fd) else { return }
+        if onLockOwner { session.closeLater(fd) } else { Glibc.close(fd) }
     }
 
     // MARK: Arguments

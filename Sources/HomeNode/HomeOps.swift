@@ -77,6 +77,10 @@ enum HomeOps {
         HomeOpRow(.fcntl, .inline, HomeLocks.fcntl),
         HomeOpRow(.lock, .when({ Int32(truncatingIfNeeded: $0.scalar(1)) == HomeLocks.F_OFD_SETLKW }), HomeLocks.lock),
         HomeOpRow(.flock, .when({ Int32(truncatingIfNeeded: $0.scalar(1)) & LOCK_NB == 0 }), HomeLocks.flock),
+        // Always on the tracee process's lock owner (LockOwners.swift).
+        HomeOpRow(.posixLock, .when({ _ in true }), HomeLocks.posixLock),
+        HomeOpRow(.lockOwnerClose, .inline, HomeLocks.lockOwnerClose),
+        HomeOpRow(.lockOwnerExit, .inline, HomeLocks.lockOwnerExit),
         // The session itself (Home+Session.swift).
         HomeOpRow(.cancel, .inline, HomeSessionOps.cancel),
         HomeOpRow(.echo, .inline, HomeSessionOps.echo),

@@ -20,6 +20,7 @@ final class Session: Sendable {
     let root: ExportRoot
     let handles = Handles()
     let credentials = SessionCredentials()
+    let lockOwners = LockOwners()
     /// The reply stream.
     let output: CInt
     private let writeLock = Mutex<Void>(())
@@ -69,9 +70,24 @@ final class Session: Sendable {
         }
     }
 
-    /// Sends `c`'s reply; false if the stream is gone.
+    /// Handles whose last user was a lock owner's thread, for the reader to close.
+    private let toClose = Mutex<[CInt]>([])
+
+    /// Closes `fd` (a handle of the session) from the session's table soon.
+    func closeLater(_ fd: CInt) {
+        toClose.withLock { $0.append(fd) }
+    }
+
+    /// Closes what `closeLater` was given (on the reader, between requests).
+    func closeDeferred() {
+        for fd in toClose.withLock({ list -> [CInt] in defer { list.removeAll() }; return list }) { Glibc.close(fd) }
+    }
+
+    /// Sends `c`'s reply through `stream` (the session's output, or a lock
+    /// owner's copy of it); false if the stream is gone.
     @discardableResult
-    func reply(_ c: HomeCall, result: Int64, payloadLength: Int) -> Bool {
+    func reply(_ c: HomeCall, result: Int64, payloadLength: Int, through stream: CInt? = nil) -> Bool {
+        let output = stream ?? self.output
         do {
             let len = try ResponseEncoder.encodeHeader(op: c.r.op, id: c.r.id, result: result,
                                                        payloadLength: payloadLength, into: c.response)
@@ -85,16 +101,61 @@ final class Session: Sendable {
 
     // MARK: Calls that may block
 
-    /// Runs `c` on a thread of its own; false (nothing started) when the
-    /// session already has `maxBlockedCalls` blocked or no thread can be had.
-    func runOnThread(_ c: HomeCall) -> Bool {
+    /// Lists `c` among the calls running off the reader (for `cancel`);
+    /// false when the session already has `maxBlockedCalls` of them.
+    private func admit(_ c: HomeCall) -> Bool {
         let id = c.r.id
-        let admitted = blocked.withLock { map -> Bool in
+        return blocked.withLock { map -> Bool in
             guard map.count < Self.maxBlockedCalls, map[id] == nil else { return false }
             map[id] = c
             return true
         }
-        guard admitted else { return false }
+    }
+
+    /// Runs an admitted call on the calling thread (which `cancel` may
+    /// interrupt meanwhile), then answers it (through `stream`, see `reply`)
+    /// and gives its buffers back.
+    func runHandedOver(_ c: HomeCall, applied: inout AppliedCredentials, replyThrough stream: CInt? = nil) {
+        c.onLockOwner = stream != nil
+        c.thread.store(UInt(pthread_self()), ordering: .sequentiallyConsistent)
+        let (result, length) = execute(c, applied: &applied)
+        c.thread.store(0, ordering: .sequentiallyConsistent)
+        c.onLockOwner = false
+        _ = blocked.withLock { $0.removeValue(forKey: c.r.id) }
+        if !ended.load(ordering: .acquiring) { reply(c, result: result, payloadLength: length, through: stream) }
+        recycle(c)
+    }
+
+    /// Answers an admitted call that could not be run with -`errno`.
+    func refuse(_ c: HomeCall, _ errno: Int32, replyThrough stream: CInt? = nil) {
+        _ = blocked.withLock { $0.removeValue(forKey: c.r.id) }
+        reply(c, result: -Int64(errno), payloadLength: 0, through: stream)
+        recycle(c)
+    }
+
+    /// Runs a `posixLock` call on its tracee process's lock owner; false
+    /// (nothing started) as `runOnThread`.
+    func runOnLockOwner(_ c: HomeCall) -> Bool {
+        guard let tgid = Int32(exactly: c.r.scalar(2)), tgid > 0,
+              let owner = lockOwners.owner(tgid, session: self), admit(c) else { return false }
+        owner.post(.call(c))
+        return true
+    }
+
+    /// The tracee process `tgid` is gone: its lock waits end, its locks go.
+    func endLockOwner(_ tgid: Int32) {
+        let waits = blocked.withLock { map in
+            map.values.filter { $0.r.op == .posixLock && $0.r.scalar(2) == Int64(tgid) }.map { $0.r.id }
+        }
+        for id in waits { cancel(id) }
+        lockOwners.exit(tgid)
+    }
+
+    /// Runs `c` on a thread of its own; false (nothing started) when the
+    /// session already has `maxBlockedCalls` blocked or no thread can be had.
+    func runOnThread(_ c: HomeCall) -> Bool {
+        let id = c.r.id
+        guard admit(c) else { return false }
         if let worker = idle.withLock({ $0.popLast() }) {
             worker.call = c
             worker.wake.signal()
@@ -111,17 +172,11 @@ final class Session: Sendable {
     /// exits after `idleSeconds` without work, or when the session ends.
     private func serve(_ worker: PoolThread) {
         _ = cshim_interrupt_prepare_thread()
-        let me = UInt(pthread_self())
         var applied = AppliedCredentials()
         while true {
             if let c = worker.call {
                 worker.call = nil
-                c.thread.store(me, ordering: .sequentiallyConsistent)
-                let (result, length) = execute(c, applied: &applied)
-                c.thread.store(0, ordering: .sequentiallyConsistent)
-                _ = blocked.withLock { $0.removeValue(forKey: c.r.id) }
-                if !ended.load(ordering: .acquiring) { reply(c, result: result, payloadLength: length) }
-                recycle(c)
+                runHandedOver(c, applied: &applied)
                 if ended.load(ordering: .acquiring) { return }
                 idle.withLock { $0.append(worker) }
             }
@@ -195,6 +250,8 @@ final class Session: Sendable {
             worker.wake.signal()
         }
         interrupter.signal()
+        lockOwners.exitAll()
+        closeDeferred()
         handles.closeAll()
     }
 }

@@ -371,6 +371,11 @@ public final class HomeLink: Sendable {
         if sent { slot.sentCredentials = id }
     }
 
+    /// Tells home that tracee process `tgid` is gone: its POSIX locks go.
+    func releaseLockOwner(_ tgid: pid_t) {
+        sendDetached(.lockOwnerExit, Scalars(Int64(tgid)))
+    }
+
     /// Sends a request whose reply nobody waits for (it is read, and
     /// dropped, by whoever reads next).
     private func sendDetached(_ op: Op, _ scalars: Scalars) {

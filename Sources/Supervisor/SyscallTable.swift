@@ -52,9 +52,10 @@ struct SyscallRow: Sendable {
 
 /// The syscall table: the single list that drives the seccomp filter, the
 /// dispatch and the statistics. A syscall not listed here is never
-/// intercepted, by construction. `close` is deliberately absent: the kernel
-/// closes placeholders itself and the supervisor learns of the last close
-/// by hang-up.
+/// intercepted, by construction. `close` is watched only on the placeholder
+/// numbers and always runs in the kernel, which closes placeholders itself
+/// (the supervisor learns of the last close by hang-up); the supervisor only
+/// looks first, to release a locking process's POSIX locks at home.
 struct SyscallTable: Sendable {
     let rows: [SyscallRow]
     private let byNumber: [Int16]
@@ -106,6 +107,8 @@ struct SyscallTable: Sendable {
         SyscallRow(292, "dup3", .descriptor, Descriptors.dup3),
         SyscallRow(72, "fcntl", .descriptor, Locks.fcntl, when: .commands(Locks.commands)),
         // Working directory.
+        // Closing a descriptor releases the process's POSIX locks on its file.
+        SyscallRow(3, "close", .descriptor, Locks.close, when: .placeholderRange),
         SyscallRow(80, "chdir", .cwd, Cwd.chdir),
         SyscallRow(81, "fchdir", .cwd, Cwd.fchdir),
         SyscallRow(79, "getcwd", .cwd, Cwd.getcwd),

@@ -24,6 +24,8 @@ final class TraceeProcess: Sendable {
     let threadCount = Atomic<Int>(0)
     /// Where to look first for a free placeholder number (0: the range's start).
     let nextSlot = Mutex<Int32>(0)
+    /// It has taken a POSIX lock at home: its closes and its exit release them.
+    let usesPosixLocks = Atomic<Bool>(false)
 
     init(tgid: pid_t, cwd: WorkingDirectory) {
         self.tgid = tgid
@@ -88,6 +90,7 @@ final class Tracees: Sendable {
             processes.withLock { map in
                 if map[t.process.tgid] === t.process { map.removeValue(forKey: t.process.tgid) }
             }
+            if t.process.usesPosixLocks.load(ordering: .relaxed) { watchers.link.releaseLockOwner(t.process.tgid) }
         }
     }
 }

@@ -146,6 +146,20 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// adopts them per call; an unprivileged one acts as itself). A channel's requests
     /// before its first such frame act with the home's own credentials. Response: result 0.
     case credentials = 54
+    /// Analogous to fcntl(2) POSIX record locks (F_GETLK, F_SETLK, F_SETLKW) taken by one
+    /// tracee process: scalars [handle, cmd, owner (the process id on the target)]; payload:
+    /// x86_64 struct flock (32 bytes). Each owner is its own POSIX lock owner at home, so
+    /// the session's processes contend as processes do. Response: payload: the struct as the
+    /// home kernel left it, with F_GETLK's l_pid a tracee's process id when the lock is
+    /// another owner's of this session.
+    case posixLock = 55
+    /// Analogous to close(2)'s release of POSIX locks: scalars [owner, handle]. The owner closed
+    /// a descriptor of the handle's file: every lock it holds on that file is released.
+    /// Response: result 0.
+    case lockOwnerClose = 56
+    /// Analogous to a process's exit releasing its POSIX locks: scalars [owner]. Response:
+    /// result 0 (clients send it detached).
+    case lockOwnerExit = 57
 
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
@@ -195,6 +209,9 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .removexattr: return 2
         case .copyFileRange: return 6
         case .credentials: return 4
+        case .posixLock: return 3
+        case .lockOwnerClose: return 2
+        case .lockOwnerExit: return 1
         }
     }
 

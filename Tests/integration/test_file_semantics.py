@@ -509,12 +509,6 @@ print("RESULT " + json.dumps(res, sort_keys=True))
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "POSIX (F_SETLK/F_SETLKW) locks become open-file-description locks at home, so their owner is the open "
-    "file description, not the process: natively {'same_process_two_opens': ['ok', 'ok'], "
-    "'child_inherited_fd': 0, 'released_by_closing_other_fd': 0}; under wrap-and-run a second open in the "
-    "same process gets EAGAIN (an F_SETLKW there would wait forever), a fork child sharing the fd is granted "
-    "the parent's lock, and closing another fd of the file does not release the lock"))
 def test_posix_lock_owner_rules_match_native(tv):
     for top in ("nat", "fw"):
         tv.home_file(f"{top}/a", "home a\n")
@@ -523,6 +517,54 @@ def test_posix_lock_owner_rules_match_native(tv):
     assert want == {"same_process_two_opens": ["ok", "ok"], "child_inherited_fd": 0,
                     "released_by_closing_other_fd": 0}
     got = result(tv.run(py(POSIX_OWNER_RULES, tv.p("fw")), timeout=30))
+    assert got == want
+
+
+POSIX_PIDS_DEADLOCK_EXIT = r'''
+import errno, fcntl, json, os, struct, sys, time
+p = sys.argv[1] + "/a"
+res = {}
+def getlk(fd, start, length):
+    arg = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
+    t, _, s, l, pid = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, arg))
+    return t, s, l, pid
+fd = os.open(p, os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0, os.SEEK_SET)           # parent: bytes [0, 10)
+r1, w1 = os.pipe(); r2, w2 = os.pipe()
+pid = os.fork()
+if pid == 0:
+    c = os.open(p, os.O_RDWR)
+    t, s, l, owner = getlk(c, 5, 1)
+    out = {"getlk": [t == fcntl.F_WRLCK, s, l, owner == os.getppid()]}
+    fcntl.lockf(c, fcntl.LOCK_EX, 10, 20, os.SEEK_SET)       # child: bytes [20, 30)
+    os.write(w1, b"x")
+    os.read(r2, 1)                                           # parent is now waiting for [20, 30)
+    time.sleep(0.3)
+    try:
+        fcntl.lockf(c, fcntl.LOCK_EX, 10, 0, os.SEEK_SET)    # waits for the parent: a cycle
+        out["deadlock"] = "granted"
+    except OSError as e:
+        out["deadlock"] = errno.errorcode[e.errno]
+    os.write(w1, json.dumps(out).encode())
+    os._exit(0)                                              # exits holding [20, 30)
+os.read(r1, 1)
+os.write(w2, b"x")
+t0 = time.monotonic()
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 20, os.SEEK_SET)          # granted when the child exits
+res["waited_for_child_exit"] = time.monotonic() - t0 > 0.2
+res.update(json.loads(os.read(r1, 4096)))
+os.waitpid(pid, 0)
+print("RESULT " + json.dumps(res, sort_keys=True))
+'''
+
+
+def test_posix_locks_report_owner_pids_detect_deadlock_and_die_with_their_process(tv):
+    for top in ("nat", "fw"):
+        tv.home_file(f"{top}/a", "home a\n" * 10)
+    tv.decoy("fw/a", "decoy a\n")
+    want = native(POSIX_PIDS_DEADLOCK_EXIT, tv.homedata / "nat")
+    assert want == {"getlk": [True, 0, 10, True], "deadlock": errno.errorcode[errno.EDEADLK], "waited_for_child_exit": True}
+    got = result(tv.run(py(POSIX_PIDS_DEADLOCK_EXIT, tv.p("fw")), timeout=30))
     assert got == want
 
 
