@@ -122,8 +122,9 @@ public final class Deputy {
             } catch { return .protocolError("\(error)") }
             session.closeDeferred()
             if call.r.op.isHandshake { return .protocolError("handshake op \(call.r.op) after the handshake") }
-            if HomeOps.mayBlock(call) {
-                if call.r.op == .posixLock ? session.runOnLockOwner(call) : session.runOnThread(call) {
+            let runner = HomeOps.runner(call)
+            if runner != .reader {
+                if runner == .lockOwner ? session.runOnLockOwner(call) : session.runOnThread(call) {
                     call = session.takeCall()
                     continue
                 }

@@ -19,6 +19,18 @@ enum Placement: Sendable {
     case open
     /// May wait when this says so (lock waits).
     case when(@Sendable (RequestView) -> Bool)
+    /// Runs on the calling tracee process's POSIX lock owner (`LockOwners`).
+    case lockOwner
+}
+
+/// Where the reader sends one request.
+enum Runner {
+    /// Runs it itself, now.
+    case reader
+    /// A thread of the session's pool.
+    case thread
+    /// The calling tracee process's lock owner.
+    case lockOwner
 }
 
 /// One row per op: its handler and whether it may block. The home side's
@@ -78,7 +90,7 @@ enum HomeOps {
         HomeOpRow(.lock, .when({ Int32(truncatingIfNeeded: $0.scalar(1)) == HomeLocks.F_OFD_SETLKW }), HomeLocks.lock),
         HomeOpRow(.flock, .when({ Int32(truncatingIfNeeded: $0.scalar(1)) & LOCK_NB == 0 }), HomeLocks.flock),
         // Always on the tracee process's lock owner (LockOwners.swift).
-        HomeOpRow(.posixLock, .when({ _ in true }), HomeLocks.posixLock),
+        HomeOpRow(.posixLock, .lockOwner, HomeLocks.posixLock),
         HomeOpRow(.lockOwnerClose, .inline, HomeLocks.lockOwnerClose),
         HomeOpRow(.lockOwnerExit, .inline, HomeLocks.lockOwnerExit),
         // The session itself (Home+Session.swift).
@@ -106,13 +118,14 @@ enum HomeOps {
     /// session before it gets here).
     private static let refusal = HomeOpRow(.hello, .inline) { (_) throws(Errno) in throw Errno.invalidArgument }
 
-    /// True if `c` should run on a thread of its own.
-    static func mayBlock(_ c: HomeCall) -> Bool {
+    /// Where `c` runs: on the reader unless it may block.
+    static func runner(_ c: HomeCall) -> Runner {
         switch row(c.r.op).placement {
-        case .inline: return false
-        case .streamHandle(let i): return c.session.handles.kind(c.r.scalar(i)) == .stream
-        case .open: return openMayBlock(c)
-        case .when(let test): return test(c.r)
+        case .inline: return .reader
+        case .streamHandle(let i): return c.session.handles.kind(c.r.scalar(i)) == .stream ? .thread : .reader
+        case .open: return openMayBlock(c) ? .thread : .reader
+        case .when(let test): return test(c.r) ? .thread : .reader
+        case .lockOwner: return .lockOwner
         }
     }
 
