@@ -517,3 +517,30 @@ def test_calls_act_at_home_with_the_tracee_threads_credentials(tv):
     assert os.stat(tv.homedata / "made-as-root").st_uid == 0
     assert (tv.homedata / "root-owned.txt").stat().st_mode & 0o777 == 0o644
     assert not (tv.homedata / "closed" / "new.txt").exists()
+
+
+# -- 6. the shell tools people reach for ----------------------------------------
+
+def test_timeout_kills_a_cat_blocked_on_a_home_fifo_and_the_session_goes_on(tv):
+    fifo(tv, "p")
+    tv.both("f.txt", "home file\n", "decoy\n")
+    t0 = time.monotonic()
+    r = ok(tv.run([SH, "-c", "timeout 1 cat p; echo rc=$?; cat f.txt"], timeout=20))
+    assert r.stdout == "rc=124\nhome file\n", describe(r)
+    assert time.monotonic() - t0 < 10
+
+
+def test_flock_tool_waits_for_a_home_holder_and_gives_up_on_its_deadline(tv):
+    import fcntl
+    tv.both("l.dat", "home\n", "decoy\n")
+    hfd = os.open(tv.homedata / "l.dat", os.O_RDONLY)
+    fcntl.flock(hfd, fcntl.LOCK_EX)                          # a process at home holds it
+    timer = threading.Timer(1.5, lambda: fcntl.flock(hfd, fcntl.LOCK_UN))
+    timer.start()
+    try:
+        # flock -w arms an alarm: the signal interrupts the wait at home.
+        r = ok(tv.run([SH, "-c", "flock -w 0.3 l.dat -c true; echo first=$?; flock l.dat -c 'echo got'"], timeout=30))
+    finally:
+        timer.join()
+        os.close(hfd)
+    assert r.stdout == "first=1\ngot\n", describe(r)
