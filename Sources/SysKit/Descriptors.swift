@@ -102,6 +102,11 @@ public enum FD {
     public static func readSmallFile(_ path: String, limit: Int = 1 << 16) throws(Errno) -> [UInt8] {
         let fd = try sys { cshim_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0) }
         defer { close(fd) }
+        return try readAll(fd, limit: limit)
+    }
+
+    /// Reads `fd` to its end, or to `limit` bytes.
+    public static func readAll(_ fd: CInt, limit: Int) throws(Errno) -> [UInt8] {
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while out.count < limit {

@@ -11,6 +11,9 @@ if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == Listener.deput
     exit(deputyMain(arguments: Array(CommandLine.arguments.dropFirst(2)), log: Logger(label: "homestub")))
 }
 
+/// sysexits' EX_CONFIG: an unusable key file (as wrap-and-run says it).
+let exitKeyFile: Int32 = 78
+
 struct Homestub: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "homestub",
@@ -43,7 +46,7 @@ struct Homestub: ParsableCommand {
         if let keyFile {
             do { _ = try KeyFile.load(keyFile) } catch {
                 printError("homestub: \(error)\n")
-                throw ExitCode(1)
+                throw ExitCode(exitKeyFile)
             }
         }
         if stdio {

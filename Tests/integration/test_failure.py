@@ -76,7 +76,7 @@ def test_home_keeps_serving_after_a_wrong_key_attempt(tv):
 def test_homestub_refuses_key_file_readable_by_group_or_other(bins, scratch, mode):
     key = write_key(scratch / "key", mode=mode)
     r = run_bounded([HOMESTUB, "--listen", f"127.0.0.1:{free_port()}", "--key-file", key], timeout=10)
-    assert r.returncode == 1, describe(r)
+    assert r.returncode == 78, describe(r)  # EX_CONFIG, as wrap-and-run
     assert re.search(r"permission|mode", r.stderr, re.I), describe(r)
 
 
@@ -85,7 +85,7 @@ def test_homestub_refuses_key_shorter_than_32_bytes(bins, scratch):
     key.write_bytes(b"k" * 31 + b"\n")
     os.chmod(key, 0o600)
     r = run_bounded([HOMESTUB, "--listen", f"127.0.0.1:{free_port()}", "--key-file", key], timeout=10)
-    assert r.returncode == 1, describe(r)
+    assert r.returncode == 78, describe(r)  # EX_CONFIG, as wrap-and-run
     assert re.search(r"32|short|length|bytes", r.stderr, re.I), describe(r)
 
 
