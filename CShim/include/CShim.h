@@ -283,6 +283,19 @@ int cshim_interrupt_thread(unsigned long thread);
 /// did not take).
 int cshim_adopt_credentials(uint32_t uid, uint32_t gid, const uint32_t *groups, size_t ngroups);
 
+// ---- the home node's processes (cshim_home.c) -------------------------------
+
+/// Blocks `signals` in the calling thread and returns a non-blocking,
+/// close-on-exec signalfd that reports them (-1 with errno on failure).
+int cshim_signalfd_for(const int *signals, size_t count);
+/// The number of the next signal queued on a signalfd, or -1 (EAGAIN: none).
+int cshim_signalfd_next(int fd);
+/// prctl(PR_SET_PDEATHSIG, sig); then -1 with ESRCH if the parent is no
+/// longer `expected_parent` (it died before the prctl). sig 0 clears it.
+int cshim_parent_death_signal(int sig, pid_t expected_parent);
+/// accept4(listener, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC).
+int cshim_accept_nonblocking(int listener, void *addr, uint32_t *addrlen);
+
 // ---- a tracee thread's pending signals ------------------------------------
 
 #define CSHIM_SIGNAL_THREAD 1   // a signal sent to the thread itself, not blocked by it

@@ -104,7 +104,7 @@ public final class Deputy {
 
     /// Serves requests until the peer closes; then ends the session
     /// (interrupting calls still blocked, closing the handles).
-    private func serve() -> End {
+    func serve() -> End {
         let session = Session(root: root, output: output)
         defer { session.end() }
         var call = session.takeCall()

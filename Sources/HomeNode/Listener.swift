@@ -1,22 +1,39 @@
-import CShim
 import Glibc
 import Logging
-import Synchronization
 import SysKit
+import Wire
 
-/// homestub's accept loop: one deputy process per connection, started by
-/// spawning this same binary (never by forking a threaded Swift process).
+/// homestub's listener: one thread that accepts connections and runs
+/// their handshakes itself, event-driven (poll over non-blocking sockets,
+/// `ServerHandshake` fed one frame at a time), so nothing is spent on a
+/// client before it has proved the key: no process, no thread. Only an
+/// authenticated connection is handed to a deputy process (started ahead
+/// as a standby, by spawning this same binary, never by forking).
+///
+/// Bounds before authentication: each handshake has a deadline
+/// (`handshakeTimeout`), and at most `maxHandshakes` run at once: a new
+/// connection beyond that closes the oldest unauthenticated one, so a
+/// flood of idle sockets can delay but not lock out a client that
+/// authenticates at once. At most `maxSessions` deputies serve sessions;
+/// beyond that a new connection is closed at once, and logged.
 public struct Listener {
     public var endpoint: Endpoint
-    public var keyFile: String
+    /// The pre-shared key, read once at start-up.
+    public var key: [UInt8]
     public var root: String
     public var log: Logger
     /// Deputies poll this long for the next request before sleeping (µs).
     public var pollMicroseconds = 50
+    /// How long a connection may take to authenticate (ns).
+    public var handshakeTimeout: UInt64 = 10_000_000_000
+    /// Connections still authenticating, at most.
+    public var maxHandshakes = 64
+    /// Deputies serving sessions, at most.
+    public var maxSessions = 256
 
-    public init(endpoint: Endpoint, keyFile: String, root: String, log: Logger) {
+    public init(endpoint: Endpoint, key: [UInt8], root: String, log: Logger) {
         self.endpoint = endpoint
-        self.keyFile = keyFile
+        self.key = key
         self.root = root
         self.log = log
     }
@@ -24,167 +41,141 @@ public struct Listener {
     /// The hidden first argument that makes the binary a deputy.
     public static let deputyFlag = "--tether-deputy"
 
-    /// Accepts forever. Returns only if the listening socket fails.
-    ///
-    /// A deputy is started ahead of each connection (a standby: key read,
-    /// export root open), so a new session waits for a descriptor hand-over,
-    /// not for a process to start.
-    public func run(onListening: (UInt16) -> Void = { _ in }) throws(ConnectError) {
-        let fd = try TCP.listen(endpoint)
+    /// What `run` was stopped by.
+    public enum Stop: Error, CustomStringConvertible {
+        case listening(ConnectError)
+        case signals(Errno)
+        public var description: String {
+            switch self {
+            case .listening(let e): return "\(e)"
+            case .signals(let e): return "cannot watch signals: \(String(cString: strerror(e.rawValue)))"
+            }
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT (then returns: the standby deputy is
+    /// ended at once, sessions being served keep running, as sshd's do), or
+    /// until the listening socket fails (throws).
+    public func run(onListening: (UInt16) -> Void = { _ in }) throws(Stop) {
+        let fd: CInt
+        do throws(ConnectError) { fd = try TCP.listen(endpoint) } catch { throw .listening(error) }
+        defer { Glibc.close(fd) }
+        _ = try? FD.setNonBlocking(fd)
+        let signals: SignalDescriptor
+        do throws(Errno) { signals = try SignalDescriptor([SIGCHLD, SIGTERM, SIGINT]) } catch { throw .signals(error) }
         let port = TCP.localPort(fd)
         log.info("listening on \(Endpoint(host: endpoint.host, port: port)), export root \(root)")
         onListening(port)
+
+        var deputies = DeputyPool(arguments: deputyArguments, log: log)
+        deputies.prepareStandby()
+        var pending: [PendingConnection] = []
         var session = 0
-        var standby = startStandby()
+        var evicted = 0, lastEvictionLog: UInt64 = 0
+        var polls: [pollfd] = []
         while true {
-            let conn: CInt, peer: String
-            do { (conn, peer) = try TCP.accept(fd) } catch {
-                if error == .connectionAbort || error == .tooManyOpenFiles { continue }
-                throw .system(error)
+            polls.removeAll(keepingCapacity: true)
+            polls.append(pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0))
+            polls.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
+            for p in pending { polls.append(pollfd(fd: p.fd, events: p.events, revents: 0)) }
+            let now0 = monotonicNanoseconds()
+            let timeout = pending.map { $0.deadline }.min().map { d in
+                d <= now0 ? 0 : Int32(clamping: (d - now0 + 999_999) / 1_000_000)
+            } ?? -1
+            if poll(&polls, nfds_t(polls.count), timeout) < 0 && Glibc.errno != EINTR {
+                log.error("poll failed: \(String(cString: strerror(Glibc.errno)))")
+            }
+            let now = monotonicNanoseconds()
+
+            // Signals: deputies that ended, or the order to stop.
+            while let s = signals.next() {
+                if s == SIGCHLD { deputies.reap(); continue }
+                deputies.endStandby()
+                log.info("stopping on signal \(s): standby deputy ended, \(deputies.live.count) session(s) keep running")
+                return
+            }
+
+            // Handshakes in progress.
+            for (i, p) in pending.enumerated() {
+                let revents = polls[2 + i].revents
+                if revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { p.receive() }
+                if revents != 0 || p.phase != .handshaking { p.flush() }
+            }
+            pending.removeAll { p in
+                if p.isSettled {
+                    settle(p, deputies: &deputies, session: &session)
+                    return true
+                }
+                if p.deadline <= now {
+                    log.info("\(p.peer): no handshake within \(Double(handshakeTimeout) / 1e9) s (--handshake-timeout), closed")
+                    return true
+                }
+                return false
+            }
+
+            // New connections.
+            while true {
+                let accepted: (CInt, String)?
+                do throws(Errno) { accepted = try TCP.acceptNonBlocking(fd) } catch {
+                    if Self.acceptCanRetry(error) { continue }
+                    if Self.acceptMustWait(error) { break }
+                    throw .listening(.system(error))
+                }
+                guard let (conn, peer) = accepted else { break }
+                if deputies.live.count >= maxSessions {
+                    log.warning("\(peer): refused, \(deputies.live.count) sessions are live (--max-sessions \(maxSessions))")
+                    Glibc.close(conn)
+                    continue
+                }
+                if pending.count >= maxHandshakes {
+                    pending.removeFirst()   // the oldest unauthenticated connection: closed
+                    evicted += 1
+                }
+                pending.append(PendingConnection(fd: conn, peer: peer, key: key, deadline: now + handshakeTimeout))
+            }
+            if evicted > 0 && now - lastEvictionLog >= 1_000_000_000 {
+                log.warning("\(maxHandshakes) handshakes in progress (--max-handshakes): closed the \(evicted) oldest unauthenticated connection(s)")
+                evicted = 0
+                lastEvictionLog = now
+            }
+        }
+    }
+
+    /// A handshake that has ended: hand the connection over, or log why not.
+    private func settle(_ p: PendingConnection, deputies: inout DeputyPool, session: inout Int) {
+        switch p.phase {
+        case .handshaking:
+            return
+        case .refused(let why):
+            log.warning("\(p.peer): session refused: \(why)")
+        case .gone(let why):
+            log.info("\(p.peer): \(why)")
+        case .authenticated:
+            guard deputies.live.count < maxSessions else {
+                log.warning("\(p.peer): refused after authenticating, \(deputies.live.count) sessions are live (--max-sessions \(maxSessions))")
+                return
             }
             session += 1
-            var deputy: DeputyProcess? = nil
-            if let s = standby, s.handOver(conn, session: session, peer: peer) {
-                deputy = s
+            if let pid = deputies.handOver(p.fd, session: session, peer: p.peer, keys: p.sessionKeys) {
+                log.info("session \(session) started: peer \(p.peer), deputy pid \(pid)")
             } else {
-                deputy = startDeputy(connection: conn, session: session)
+                log.error("session \(session) from \(p.peer): no deputy could be started, connection closed")
             }
-            Glibc.close(conn)
-            if let deputy {
-                log.info("session \(session) started: peer \(peer), deputy pid \(deputy.pid)")
-                deputy.session.withLock { $0 = session }
-            } else {
-                log.error("session \(session) from \(peer): cannot start a deputy")
-            }
-            standby = startStandby()
         }
     }
 
-    /// A deputy process and the session it serves (nil while on standby).
-    final class DeputyProcess: Sendable {
-        let pid: pid_t
-        /// Our end of the standby's control socket (-1 once used).
-        let control: CInt
-        let session = Mutex<Int?>(nil)
-
-        init(pid: pid_t, control: CInt) {
-            self.pid = pid
-            self.control = control
-        }
-
-        /// Passes the connection to the waiting deputy; false if it is gone.
-        func handOver(_ conn: CInt, session: Int, peer: String) -> Bool {
-            let note = Array("\(session)\n\(peer)".utf8)
-            let ok = note.withUnsafeBytes { cshim_send_fd(control, conn, $0.baseAddress, $0.count) } == 0
-            Glibc.close(control)
-            return ok
-        }
+    /// accept failed for this connection only (it was reset, or a signal came).
+    private static func acceptCanRetry(_ e: Errno) -> Bool {
+        e == .connectionAbort || e == .interrupted || e == .protocolError
     }
 
-    private func startStandby() -> DeputyProcess? {
-        guard let (ours, theirs) = try? FD.socketPair(type: Int32(SOCK_SEQPACKET.rawValue)) else { return nil }
-        defer { Glibc.close(theirs) }
-        return spawn(["--standby", "3"], keep: theirs, control: ours)
+    /// accept failed for want of descriptors or memory: retry on the next turn.
+    private static func acceptMustWait(_ e: Errno) -> Bool {
+        let waits: [Errno] = [.tooManyOpenFiles, .tooManyOpenFilesInSystem, .noMemory, .noBufferSpace]
+        return waits.contains(e)
     }
 
-    private func startDeputy(connection: CInt, session: Int) -> DeputyProcess? {
-        spawn(["--fd", "3", "--session", String(session)], keep: connection, control: -1)
-    }
-
-    private func spawn(_ extra: [String], keep: CInt, control: CInt) -> DeputyProcess? {
-        let args = ["homestub", Self.deputyFlag] + extra + ["--root", root, "--key-file", keyFile,
-                                                            "--poll-us", String(pollMicroseconds)]
-        guard let pid = try? Spawn.plain(path: "/proc/self/exe", argv: args, env: Spawn.environment, keep: [keep]) else {
-            if control >= 0 { Glibc.close(control) }
-            return nil
-        }
-        let deputy = DeputyProcess(pid: pid, control: control)
-        let log = self.log
-        ThreadRunner(name: "deputy-\(pid)") {
-            let status = ExitStatus.wait(pid: pid)
-            if let id = deputy.session.withLock({ $0 }) {
-                log.info("session \(id) ended: deputy exited with status \(status)")
-            } else if status != 0 {
-                log.warning("standby deputy \(pid) exited with status \(status) before a connection")
-            }
-        }.start()
-        return deputy
-    }
-}
-
-/// Entry point of a deputy process: `--fd N --session N --root DIR [--key-file F]`
-/// (or `--stdio`). Returns the process exit status.
-public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
-    var fd: CInt = 0, out: CInt = 1, session = "stdio", root = "/", keyFile: String?, standby: CInt?, poll = 50
-    var i = 0
-    while i < arguments.count {
-        let a = arguments[i], v = i + 1 < arguments.count ? arguments[i + 1] : ""
-        switch a {
-        case "--fd": fd = CInt(v) ?? -1; out = fd; i += 1
-        case "--standby": standby = CInt(v); i += 1
-        case "--poll-us": poll = Int(v) ?? poll; i += 1
-        case "--session": session = v; i += 1
-        case "--root": root = v; i += 1
-        case "--key-file": keyFile = v.isEmpty ? nil : v; i += 1
-        default: break
-        }
-        i += 1
-    }
-    var log = baseLog
-    guard let standby else {
-        log[metadataKey: "session"] = "\(session)"
-        return serveSession(input: fd, output: out, root: root, keyFile: keyFile, pollMicroseconds: poll, log: log)
-    }
-    // Standby: ready everything before the connection arrives.
-    guard let (deputy, key) = prepareSession(root: root, keyFile: keyFile, log: log) else { return 1 }
-    var note = [UInt8](repeating: 0, count: 512)
-    var conn: CInt = -1
-    let n = note.withUnsafeMutableBytes { cshim_recv_fd(standby, &conn, $0.baseAddress, $0.count) }
-    Glibc.close(standby)
-    guard n > 0, conn >= 0 else { return 0 }   // homestub went away first
-    let lines = note[0..<n].split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }
-    log[metadataKey: "session"] = "\(lines.first ?? "?")"
-    deputy.log = log
-    deputy.pollMicroseconds = poll
-    deputy.attach(input: conn, output: conn)
-    return finishSession(deputy, key: key, log: log)
-}
-
-/// Serves one session on (input, output) and logs how it ended.
-public func serveSession(input: CInt, output: CInt, root: String, keyFile: String?, pollMicroseconds: Int = 50,
-                         log: Logger) -> Int32 {
-    guard let (deputy, key) = prepareSession(root: root, keyFile: keyFile, log: log) else { return 1 }
-    deputy.pollMicroseconds = pollMicroseconds
-    deputy.attach(input: input, output: output)
-    return finishSession(deputy, key: key, log: log)
-}
-
-/// Reads the key and opens the export root; nil (after logging why) if either fails.
-private func prepareSession(root: String, keyFile: String?, log: Logger) -> (Deputy, [UInt8]?)? {
-    var key: [UInt8]?
-    if let keyFile {
-        do { key = try KeyFile.load(keyFile) } catch {
-            log.error("\(error)")
-            return nil
-        }
-    }
-    let deputy: Deputy
-    do { deputy = try Deputy(rootPath: root, log: log) } catch {
-        log.error("cannot open export root \(root): \(String(cString: strerror(error.rawValue)))")
-        return nil
-    }
-    _ = raiseDescriptorLimit()
-    return (deputy, key)
-}
-
-private func finishSession(_ deputy: Deputy, key: [UInt8]?, log: Logger) -> Int32 {
-    let end = deputy.run(key: key)
-    switch end {
-    case .closedByPeer:
-        log.info("session closed by peer")
-        return 0
-    default:
-        log.warning("session \(end)")
-        return 2
+    private var deputyArguments: [String] {
+        ["--root", root, "--poll-us", String(pollMicroseconds)]
     }
 }

@@ -66,6 +66,11 @@ public enum FD {
         try sys { cshim_fcntl_int(fd, F_SETFL, Int(flags | O_NONBLOCK)) }
     }
 
+    public static func setBlocking(_ fd: CInt) throws(Errno) {
+        let flags = try sys { cshim_fcntl_int(fd, F_GETFL, 0) }
+        try sys { cshim_fcntl_int(fd, F_SETFL, Int(flags & ~O_NONBLOCK)) }
+    }
+
     /// Waits up to `microseconds` for `fd` to become readable by polling
     /// without sleeping. On a VM an idle vCPU halts, and waking it costs
     /// tens of microseconds: a reply that comes back within the spin is

@@ -132,6 +132,26 @@ public enum TCP {
         }
         _ = cshim_fcntl_int(fd, F_SETFD, Int(FD_CLOEXEC))
         tune(fd)
+        return (fd, peerName(storage, len))
+    }
+
+    /// Accepts one connection from a non-blocking listener as a non-blocking,
+    /// close-on-exec socket; nil when none is waiting.
+    public static func acceptNonBlocking(_ listener: CInt) throws(Errno) -> (CInt, String)? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let fd = withUnsafeMutablePointer(to: &storage) { cshim_accept_nonblocking(listener, $0, &len) }
+        if fd < 0 {
+            let e = Glibc.errno
+            if e == EAGAIN || e == EWOULDBLOCK { return nil }
+            throw Errno(rawValue: e)
+        }
+        tune(fd)
+        return (fd, peerName(storage, len))
+    }
+
+    private static func peerName(_ storage: sockaddr_storage, _ len: socklen_t) -> String {
+        var storage = storage
         var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
         var serv = [CChar](repeating: 0, count: Int(NI_MAXSERV))
         let rc = withUnsafePointer(to: &storage) { p in
@@ -140,8 +160,7 @@ public enum TCP {
             }
         }
         let text = { (b: [CChar]) in String(decoding: b.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
-        let peer = rc == 0 ? "\(text(host)):\(text(serv))" : "unknown peer"
-        return (fd, peer)
+        return rc == 0 ? "\(text(host)):\(text(serv))" : "unknown peer"
     }
 
     /// The port a listening socket is bound to.

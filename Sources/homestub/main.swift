@@ -18,12 +18,16 @@ struct Homestub: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "homestub",
         abstract: "Serve a home node: execute forwarded syscalls inside an export root.",
-        discussion: "Each connection gets its own deputy process holding that session's files, offsets and working directories.")
+        discussion: """
+            Connections authenticate in the listener; each session then gets its own deputy process holding \
+            that session's files, offsets and working directories. Exit status: 0 after SIGTERM or SIGINT, \
+            78 unusable key file, 1 other start-up errors.
+            """)
 
     @Option(help: "Address to listen on (HOST:PORT).")
     var listen = "127.0.0.1:7455"
 
-    @Option(help: "File holding the pre-shared key: at least 32 bytes, not readable by group or others.")
+    @Option(help: "File holding the pre-shared key: a regular file of at least 32 bytes, owned by this user, not accessible by group or others.")
     var keyFile: String?
 
     @Option(help: "Export root: every tracee path P is DIR/P, with no escape.")
@@ -36,6 +40,21 @@ struct Homestub: ParsableCommand {
             help: "Microseconds a deputy polls for the next request before sleeping (0: never poll). Waking a halted vCPU costs tens of µs.")
     var pollMicroseconds = 50
 
+    @Option(help: "Seconds a connection may take to authenticate before it is closed.")
+    var handshakeTimeout = 10.0
+
+    @Option(help: "Connections still authenticating, at most; a new one beyond it closes the oldest.")
+    var maxHandshakes = 64
+
+    @Option(help: "Sessions served at once, at most; a connection beyond it is closed.")
+    var maxSessions = 256
+
+    func validate() throws {
+        guard handshakeTimeout > 0, handshakeTimeout <= 3600 else { throw ValidationError("--handshake-timeout takes 0 < SECONDS <= 3600") }
+        guard maxHandshakes >= 1 else { throw ValidationError("--max-handshakes must be at least 1") }
+        guard maxSessions >= 1 else { throw ValidationError("--max-sessions must be at least 1") }
+    }
+
     func run() throws {
         let log = Logger(label: "homestub")
         var st = stat()
@@ -43,8 +62,9 @@ struct Homestub: ParsableCommand {
             printError("homestub: export root \(root) is not a directory\n")
             throw ExitCode(1)
         }
+        var key: [UInt8]?
         if let keyFile {
-            do { _ = try KeyFile.load(keyFile) } catch {
+            do { key = try KeyFile.load(keyFile) } catch {
                 printError("homestub: \(error)\n")
                 throw ExitCode(exitKeyFile)
             }
@@ -53,7 +73,7 @@ struct Homestub: ParsableCommand {
             throw ExitCode(serveSession(input: 0, output: 1, root: root, keyFile: keyFile,
                                         pollMicroseconds: pollMicroseconds, log: log))
         }
-        guard let keyFile else {
+        guard let key else {
             printError("homestub: --key-file FILE is required when listening on the network\n")
             throw ExitCode(1)
         }
@@ -61,12 +81,13 @@ struct Homestub: ParsableCommand {
             printError("homestub: --listen takes HOST:PORT, not \(listen)\n")
             throw ExitCode(1)
         }
-        do {
-            var listener = Listener(endpoint: endpoint, keyFile: keyFile, root: root, log: log)
-            listener.pollMicroseconds = pollMicroseconds
-            try listener.run()
-        } catch {
-            printError("homestub: cannot listen on \(endpoint): \(error)\n")
+        var listener = Listener(endpoint: endpoint, key: key, root: root, log: log)
+        listener.pollMicroseconds = pollMicroseconds
+        listener.handshakeTimeout = UInt64(handshakeTimeout * 1e9)
+        listener.maxHandshakes = maxHandshakes
+        listener.maxSessions = maxSessions
+        do { try listener.run() } catch {
+            printError("homestub: cannot serve on \(endpoint): \(error)\n")
             throw ExitCode(1)
         }
     }

@@ -346,11 +346,12 @@ class TwoViews:
 
     def start_home(self, *, root: Optional[pathlib.Path] = None, user: Optional[str] = None,
                    key: Optional[pathlib.Path] = None, server_argv: Optional[list] = None,
-                   wait: bool = True) -> Home:
+                   wait: bool = True, extra_args: Sequence[str] = ()) -> Home:
         """Starts homestub (or server_argv, a stand-in) in its own mount+pid
         namespace with BASE/homedata bind-mounted onto BASE/view.
 
         server_argv may contain "{port}", substituted with the chosen port.
+        extra_args are added to homestub's own arguments.
         """
         require_root_and_unshare()
         port = free_port()
@@ -362,6 +363,7 @@ class TwoViews:
             server_argv = [str(homestub), "--listen", f"127.0.0.1:{port}", "--key-file", str(key)]
             if root is not None:
                 server_argv += ["--root", str(root)]
+            server_argv += [str(a) for a in extra_args]
         else:
             server_argv = [a.replace("{port}", str(port)) for a in server_argv]
         if user is not None:
