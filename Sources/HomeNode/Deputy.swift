@@ -20,9 +20,9 @@ public final class Deputy {
     /// How long to poll for the next request before sleeping (µs).
     public var pollMicroseconds = 50
 
-    public init(rootPath: String, log: Logger) throws(Errno) {
+    public init(rootPath: String, allowDevices: Bool = false, log: Logger) throws(Errno) {
         self.log = log
-        root = try ExportRoot(path: rootPath)
+        root = try ExportRoot(path: rootPath, allowDevices: allowDevices)
         request = .allocate(byteCount: Wire.maxFrameLength, alignment: 16)
         // The client applies each tracee process's own umask to modes. This
         // process gets its own umask (and working directory) first, so a

@@ -5,14 +5,15 @@ import SysKit
 import Wire
 
 /// Entry point of a deputy process that homestub's listener spawned:
-/// `--standby FD --parent PID --root DIR --poll-us N`. The standby readies
-/// itself (dies with the listener until it has a session, opens the export
-/// root), then waits on its control socket FD for an authenticated
-/// connection and the note "session\npeer\n" followed by the 64-byte session keys (none when
-/// the session has no key). It never runs the handshake: the listener has.
+/// `--standby FD --parent PID --root DIR --poll-us N [--allow-devices]`.
+/// The standby readies itself (dies with the listener until it has a
+/// session, opens the export root), then waits on its control socket FD
+/// for an authenticated connection and the note "session\npeer\n"
+/// followed by the 64-byte session keys (none when the session has no
+/// key). It never runs the handshake: the listener has.
 /// Returns the process exit status.
 public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
-    var root = "/", standby: CInt?, poll = 50, parent: pid_t = 0
+    var root = "/", standby: CInt?, poll = 50, parent: pid_t = 0, allowDevices = false
     var i = 0
     while i < arguments.count {
         let a = arguments[i], v = i + 1 < arguments.count ? arguments[i + 1] : ""
@@ -21,6 +22,7 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
         case "--parent": parent = pid_t(v) ?? 0; i += 1
         case "--poll-us": poll = Int(v) ?? poll; i += 1
         case "--root": root = v; i += 1
+        case "--allow-devices": allowDevices = true
         default: break
         }
         i += 1
@@ -34,7 +36,7 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
     if parent > 0 {
         do { try Privileges.dieWithParent(parent) } catch { return 0 }
     }
-    guard let deputy = prepareSession(root: root, log: log) else { return 1 }
+    guard let deputy = prepareSession(root: root, allowDevices: allowDevices, log: log) else { return 1 }
     var note = [UInt8](repeating: 0, count: 512)
     var conn: CInt = -1
     let n = note.withUnsafeMutableBytes { cshim_recv_fd(standby, &conn, $0.baseAddress, $0.count) }
@@ -72,7 +74,7 @@ enum HandOverNote {
 /// Serves one session on (input, output), handshake included (`--stdio`
 /// and the private homes inside wrap-and-run), and logs how it ended.
 public func serveSession(input: CInt, output: CInt, root: String, keyFile: String?, pollMicroseconds: Int = 50,
-                         log: Logger) -> Int32 {
+                         allowDevices: Bool = false, log: Logger) -> Int32 {
     var key: [UInt8]?
     if let keyFile {
         do { key = try KeyFile.load(keyFile) } catch {
@@ -80,16 +82,16 @@ public func serveSession(input: CInt, output: CInt, root: String, keyFile: Strin
             return 78
         }
     }
-    guard let deputy = prepareSession(root: root, log: log) else { return 1 }
+    guard let deputy = prepareSession(root: root, allowDevices: allowDevices, log: log) else { return 1 }
     deputy.pollMicroseconds = pollMicroseconds
     deputy.attach(input: input, output: output)
     return report(deputy.run(key: key), log: log)
 }
 
 /// Opens the export root; nil (after logging why) if it fails.
-private func prepareSession(root: String, log: Logger) -> Deputy? {
+private func prepareSession(root: String, allowDevices: Bool, log: Logger) -> Deputy? {
     let deputy: Deputy
-    do { deputy = try Deputy(rootPath: root, log: log) } catch {
+    do { deputy = try Deputy(rootPath: root, allowDevices: allowDevices, log: log) } catch {
         log.error("cannot open export root \(root): \(String(cString: strerror(error.rawValue)))")
         return nil
     }

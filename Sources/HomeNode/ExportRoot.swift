@@ -8,23 +8,32 @@ import SysKit
 /// calls go straight to the *at() syscalls, so semantics are exactly the
 /// kernel's. Shared by all of a session's threads: the scratch each call
 /// needs for joined paths is the caller's (`HomeCall.scratch`).
+///
+/// A confined root also confines privilege (it is what `--root` promises a
+/// home running as root): device nodes cannot be opened for data (EACCES,
+/// unless `allowDevices`) and set-uid bits never appear on what a session
+/// creates or chmods (nor set-gid, except on directories, where it only
+/// means "new entries take the directory's group"). See `Confinement`.
 final class ExportRoot: Sendable {
     /// CSHIM_O_PATH descriptor of the root directory.
     let fd: CInt
     /// Canonical path of the root, without a trailing slash ("" for "/").
     let prefix: [UInt8]
     let confined: Bool
+    /// Opens that yield a character or block device fail with EACCES.
+    let refusesDevices: Bool
 
     static let pathMax = 4096
     /// The scratch a caller lends to `open`, `withEntry` and `withObject`.
     static let scratchSize = 4 * pathMax
 
-    init(path: String) throws(Errno) {
+    init(path: String, allowDevices: Bool = false) throws(Errno) {
         guard let real = realpath(path, nil) else { throw lastErrno() }
         defer { free(real) }
         let canonical = String(cString: real)
         fd = try sys { cshim_openat(AT_FDCWD, canonical, CSHIM_O_PATH | O_DIRECTORY | O_CLOEXEC, 0) }
         confined = canonical != "/"
+        refusesDevices = confined && !allowDevices
         prefix = confined ? Array(canonical.utf8) : []
     }
 
@@ -38,8 +47,29 @@ final class ExportRoot: Sendable {
     /// openat2 would, confined to the root. EINTR is the caller's to retry
     /// (an open of a FIFO may be cancelled). `scratch` (`scratchSize` bytes)
     /// holds the joined path of a name relative to a directory handle.
+    ///
+    /// Confined, the create mode loses its set-id bits, and an open for
+    /// data (not O_PATH) that turns out to be a device is closed again and
+    /// fails with EACCES, unless devices are allowed. The check is an fstat
+    /// of the descriptor the open returned, so no swap of the name can slip
+    /// a device past it; every reopen of an O_PATH handle comes through
+    /// here too.
     func open(dir: CInt?, _ path: UnsafePointer<CChar>, flags: Int32, mode: UInt32, resolve: UInt64 = 0,
               scratch: UnsafeMutableRawBufferPointer) throws(Errno) -> CInt {
+        let mode = confined ? Confinement.createMode(mode, directory: false) : mode
+        let fd = try openAnything(dir: dir, path, flags: flags, mode: mode, resolve: resolve, scratch: scratch)
+        if refusesDevices && flags & CSHIM_O_PATH == 0 {
+            var st = stat()
+            if fstat(fd, &st) != 0 || Confinement.isDevice(st.st_mode) {
+                Glibc.close(fd)
+                throw Errno.permissionDenied
+            }
+        }
+        return fd
+    }
+
+    private func openAnything(dir: CInt?, _ path: UnsafePointer<CChar>, flags: Int32, mode: UInt32, resolve: UInt64,
+                              scratch: UnsafeMutableRawBufferPointer) throws(Errno) -> CInt {
         var how = cshim_open_how(flags: UInt64(UInt32(bitPattern: flags | O_CLOEXEC)), mode: UInt64(mode), resolve: resolve)
         if path.pointee == 0, let dir {
             // The empty name with a handle: the object itself (the tracee

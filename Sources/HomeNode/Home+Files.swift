@@ -42,6 +42,7 @@ enum HomeFiles {
 
     /// Implements mkdirat(2).
     static func mkdirat(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        // mkdir never takes set-id bits from the mode (the kernel's rule), confined or not.
         let mode = mode_t(truncatingIfNeeded: c.r.scalar(1))
         _ = try c.withEntry(dir: try c.dir(c.r.scalar(0)), try c.path()) { (d, name) throws(Errno) in
             try sys { Glibc.mkdirat(d, name, mode) }

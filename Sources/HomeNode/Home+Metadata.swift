@@ -10,8 +10,16 @@ import Wire
 enum HomeMetadata {
     /// Implements fchmodat2(2): scalars [dir, mode, flags]; payload: path.
     static func fchmodat(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
-        let mode = UInt32(truncatingIfNeeded: c.r.scalar(1)), flags = c.int(2)
+        let asked = UInt32(truncatingIfNeeded: c.r.scalar(1)), flags = c.int(2)
+        let confined = c.session.root.confined
         _ = try onObject(c, pathAt: 0, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { (fd, _) throws(Errno) in
+            var mode = asked
+            if confined {
+                // Confined: no set-id bits (set-gid stays on directories).
+                var st = stat()
+                try sys { fstat(fd, &st) }
+                mode = Confinement.createMode(mode, directory: st.st_mode & S_IFMT == S_IFDIR)
+            }
             try sys { cshim_fchmodat2(fd, "", mode, CSHIM_AT_EMPTY_PATH) }
         }
         return (0, 0)
@@ -82,7 +90,9 @@ enum HomeMetadata {
 
     /// Implements mknodat(2): scalars [dir, mode, dev]; payload: path.
     static func mknodat(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
-        let mode = mode_t(truncatingIfNeeded: c.r.scalar(1)), dev = dev_t(truncatingIfNeeded: c.r.scalar(2))
+        var mode = mode_t(truncatingIfNeeded: c.r.scalar(1))
+        let dev = dev_t(truncatingIfNeeded: c.r.scalar(2))
+        if c.session.root.confined { mode = try Confinement.mknodMode(mode) }
         _ = try c.withEntry(dir: try c.dir(c.r.scalar(0)), try c.path()) { (d, name) throws(Errno) in
             try sys { Glibc.mknodat(d, name, mode, dev) }
         }

@@ -30,6 +30,8 @@ public struct Listener {
     public var maxHandshakes = 64
     /// Deputies serving sessions, at most.
     public var maxSessions = 256
+    /// Deputies may open device nodes inside a confined root.
+    public var allowDevices = false
 
     public init(endpoint: Endpoint, key: [UInt8], root: String, log: Logger) {
         self.endpoint = endpoint
@@ -176,6 +178,8 @@ public struct Listener {
     }
 
     private var deputyArguments: [String] {
-        ["--root", root, "--poll-us", String(pollMicroseconds)]
+        var args = ["--root", root, "--poll-us", String(pollMicroseconds)]
+        if allowDevices { args.append("--allow-devices") }
+        return args
     }
 }

@@ -30,7 +30,7 @@ struct Homestub: ParsableCommand {
     @Option(help: "File holding the pre-shared key: a regular file of at least 32 bytes, owned by this user, not accessible by group or others.")
     var keyFile: String?
 
-    @Option(help: "Export root: every tracee path P is DIR/P, with no escape.")
+    @Option(help: "Export root: every tracee path P is DIR/P, with no escape; device nodes and set-id bits are refused inside it.")
     var root = "/"
 
     @Flag(help: "Serve one session on stdin/stdout (e.g. under ssh) instead of listening.")
@@ -48,6 +48,12 @@ struct Homestub: ParsableCommand {
 
     @Option(help: "Sessions served at once, at most; a connection beyond it is closed.")
     var maxSessions = 256
+
+    @Flag(help: "With --root: let sessions open device nodes inside the root.")
+    var allowDevices = false
+
+    @Flag(help: "Serve the network as root without --root (a key holder can then do what root can).")
+    var allowRoot = false
 
     func validate() throws {
         guard handshakeTimeout > 0, handshakeTimeout <= 3600 else { throw ValidationError("--handshake-timeout takes 0 < SECONDS <= 3600") }
@@ -71,7 +77,7 @@ struct Homestub: ParsableCommand {
         }
         if stdio {
             throw ExitCode(serveSession(input: 0, output: 1, root: root, keyFile: keyFile,
-                                        pollMicroseconds: pollMicroseconds, log: log))
+                                        pollMicroseconds: pollMicroseconds, allowDevices: allowDevices, log: log))
         }
         guard let key else {
             printError("homestub: --key-file FILE is required when listening on the network\n")
@@ -81,15 +87,32 @@ struct Homestub: ParsableCommand {
             printError("homestub: --listen takes HOST:PORT, not \(listen)\n")
             throw ExitCode(1)
         }
+        if geteuid() == 0 && !allowRoot && isWholeFileSystem {
+            printError("""
+                homestub: refusing to serve the network as root without --root: a key holder could do \
+                anything root can on this machine. Confine it with --root DIR, or pass --allow-root if that \
+                is what you want.
+
+                """)
+            throw ExitCode(1)
+        }
         var listener = Listener(endpoint: endpoint, key: key, root: root, log: log)
         listener.pollMicroseconds = pollMicroseconds
         listener.handshakeTimeout = UInt64(handshakeTimeout * 1e9)
         listener.maxHandshakes = maxHandshakes
         listener.maxSessions = maxSessions
+        listener.allowDevices = allowDevices
         do { try listener.run() } catch {
             printError("homestub: cannot serve on \(endpoint): \(error)\n")
             throw ExitCode(1)
         }
+    }
+
+    /// The export root is the whole file system (no confinement).
+    private var isWholeFileSystem: Bool {
+        guard let real = realpath(root, nil) else { return true }
+        defer { free(real) }
+        return String(cString: real) == "/"
     }
 }
 

@@ -351,7 +351,9 @@ class TwoViews:
         namespace with BASE/homedata bind-mounted onto BASE/view.
 
         server_argv may contain "{port}", substituted with the chosen port.
-        extra_args are added to homestub's own arguments.
+        extra_args are added to homestub's own arguments. A homestub that
+        runs as root without --root gets --allow-root (the harness's plain
+        homes act for any tracee user on purpose).
         """
         require_root_and_unshare()
         port = free_port()
@@ -363,6 +365,8 @@ class TwoViews:
             server_argv = [str(homestub), "--listen", f"127.0.0.1:{port}", "--key-file", str(key)]
             if root is not None:
                 server_argv += ["--root", str(root)]
+            elif user is None and os.geteuid() == 0:
+                server_argv += ["--allow-root"]
             server_argv += [str(a) for a in extra_args]
         else:
             server_argv = [a.replace("{port}", str(port)) for a in server_argv]

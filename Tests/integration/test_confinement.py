@@ -1,0 +1,129 @@
+"""Confinement as root: homestub --root run as root (as CI runs it).
+
+Layout as in test_root.py: R = BASE/view/export at home (BASE/homedata/export
+here), and the tracee's cwd BASE/view is R/B/view at home (the "mirror").
+Inside the root, device nodes cannot be made (EPERM) or opened for data
+(EACCES, unless --allow-devices), and set-uid bits (and set-gid, except on
+directories) never appear. homestub refuses to serve as root without --root
+(or --allow-root)."""
+
+import os
+import re
+import stat
+import subprocess
+
+import pytest
+
+from conftest import HOMESTUB, PY_ERRNAME, describe, free_port, py, require_binaries, run_bounded, write_key
+
+
+class Confined:
+    def __init__(self, views, extra_args=()):
+        require_binaries()
+        if os.geteuid() != 0:
+            pytest.skip("confinement as root needs root")
+        self.tv = views
+        self.root = views.homedata / "export"
+        self.mirror = self.root / str(views.view).lstrip("/")
+        self.mirror.mkdir(parents=True)
+        views.start_home(root=views.view / "export", extra_args=list(extra_args))
+
+    def run(self, script, *args):
+        r = self.tv.run(py(PY_ERRNAME + script, *args))
+        assert r.returncode == 0, describe(r)
+        return r.stdout.splitlines()
+
+
+TRY = r'''
+import os, sys, stat
+def attempt(label, f):
+    try:
+        f(); print(label, "ok")
+    except OSError as e:
+        print(label, ename(e))
+'''
+
+
+def test_mknod_of_devices_is_eperm_and_fifos_sockets_files_still_work(views):
+    c = Confined(views)
+    out = c.run(TRY + r'''
+attempt("chr", lambda: os.mknod("kmsg", stat.S_IFCHR | 0o600, os.makedev(1, 11)))
+attempt("blk", lambda: os.mknod("disk", stat.S_IFBLK | 0o600, os.makedev(7, 0)))
+attempt("fifo", lambda: os.mknod("fifo", stat.S_IFIFO | 0o600))
+attempt("sock", lambda: os.mknod("sock", stat.S_IFSOCK | 0o600))
+attempt("reg", lambda: os.mknod("reg", stat.S_IFREG | 0o600))
+attempt("setuid-reg", lambda: os.mknod("sreg", stat.S_IFREG | 0o4755))
+''')
+    assert out == ["chr EPERM", "blk EPERM", "fifo ok", "sock ok", "reg ok", "setuid-reg ok"]
+    assert not (c.mirror / "kmsg").exists() and not (c.mirror / "disk").exists()
+    assert stat.S_ISFIFO(os.lstat(c.mirror / "fifo").st_mode)
+    assert stat.S_ISSOCK(os.lstat(c.mirror / "sock").st_mode)
+    assert stat.S_IMODE(os.lstat(c.mirror / "sreg").st_mode) == 0o755
+
+
+OPEN_ZERO = TRY + r'''
+def read4():
+    fd = os.open("zero", os.O_RDONLY)
+    try:
+        print("data", os.read(fd, 4).hex())
+    finally:
+        os.close(fd)
+attempt("open", read4)
+attempt("stat", lambda: print("chr", stat.S_ISCHR(os.stat("zero").st_mode)))
+attempt("o_path", lambda: os.close(os.open("zero", os.O_PATH)))
+'''
+
+
+def plant_zero(c):
+    os.mknod(c.mirror / "zero", stat.S_IFCHR | 0o666, os.makedev(1, 5))
+
+
+def test_a_device_node_planted_in_the_root_cannot_be_opened(views):
+    c = Confined(views)
+    plant_zero(c)
+    assert c.run(OPEN_ZERO) == ["open EACCES", "chr True", "stat ok", "o_path ok"]
+
+
+def test_allow_devices_lets_the_planted_node_be_read(views):
+    c = Confined(views, ["--allow-devices"])
+    plant_zero(c)
+    assert c.run(OPEN_ZERO) == ["data 00000000", "open ok", "chr True", "stat ok", "o_path ok"]
+
+
+def test_set_id_bits_are_stripped_on_chmod_fchmod_fchmodat_and_create(views):
+    c = Confined(views)
+    for name in ("a", "b", "c"):
+        (c.mirror / name).write_text(name)
+    out = c.run(TRY + r'''
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+attempt("chmod", lambda: os.chmod("a", 0o4755))
+def fchmod():
+    fd = os.open("b", os.O_RDONLY); os.fchmod(fd, 0o6755); os.close(fd)
+attempt("fchmod", fchmod)
+attempt("fchmodat", lambda: os.chmod("c", 0o2755, dir_fd=os.open(".", os.O_RDONLY)))
+attempt("create", lambda: os.close(os.open("d", os.O_CREAT | os.O_WRONLY, 0o4755)))
+attempt("mkdir", lambda: os.mkdir("e", 0o6755))
+def chmod_dir():
+    os.mkdir("f"); os.chmod("f", 0o6755)
+attempt("chmod-dir", chmod_dir)
+for n in "abcdef":
+    print(n, oct(stat.S_IMODE(os.stat(n).st_mode)))
+''')
+    assert out[:6] == ["chmod ok", "fchmod ok", "fchmodat ok", "create ok", "mkdir ok", "chmod-dir ok"], out
+    modes = {n: stat.S_IMODE(os.stat(c.mirror / n).st_mode) for n in "abcdef"}
+    # mkdir never sets set-id bits itself (the kernel's rule); chmod may
+    # leave set-gid on a directory: there it only passes the group on.
+    assert modes == {"a": 0o755, "b": 0o755, "c": 0o755, "d": 0o755, "e": 0o755, "f": 0o2755}, modes
+    assert out[6:] == [f"{n} {oct(m)}" for n, m in modes.items()]
+
+
+def test_homestub_as_root_refuses_to_serve_without_root(bins, scratch):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    key = write_key(scratch / "key")
+    r = run_bounded([HOMESTUB, "--listen", f"127.0.0.1:{free_port()}", "--key-file", key], timeout=10)
+    assert r.returncode != 0, describe(r)
+    assert re.search(r"refusing to serve the network as root without --root", r.stderr), describe(r)
+    assert "--allow-root" in r.stderr, describe(r)
+
