@@ -293,6 +293,14 @@ int cshim_signalfd_next(int fd);
 /// prctl(PR_SET_PDEATHSIG, sig); then -1 with ESRCH if the parent is no
 /// longer `expected_parent` (it died before the prctl). sig 0 clears it.
 int cshim_parent_death_signal(int sig, pid_t expected_parent);
+/// initgroups, setresgid, setresuid to the user, in that order, then checks
+/// that every id took and that uid and gid 0 cannot be regained. Returns 0,
+/// or -1 with errno and *stage (1 initgroups, 2 setresgid, 3 setresuid, 4 check).
+int cshim_drop_to_user(const char *name, uint32_t uid, uint32_t gid, int *stage);
+/// Keeps only the capabilities whose bits are set in `keep`: drops the rest
+/// from the bounding set (so children exec'd as root get no more), then
+/// from the effective and permitted sets. Returns 0 or -1 with errno.
+int cshim_keep_capabilities(uint64_t keep);
 /// accept4(listener, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC).
 int cshim_accept_nonblocking(int listener, void *addr, uint32_t *addrlen);
 

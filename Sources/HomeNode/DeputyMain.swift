@@ -5,15 +5,15 @@ import SysKit
 import Wire
 
 /// Entry point of a deputy process that homestub's listener spawned:
-/// `--standby FD --parent PID --root DIR --poll-us N [--allow-devices]`.
-/// The standby readies itself (dies with the listener until it has a
-/// session, opens the export root), then waits on its control socket FD
-/// for an authenticated connection and the note "session\npeer\n"
-/// followed by the 64-byte session keys (none when the session has no
-/// key). It never runs the handshake: the listener has.
+/// `--standby FD --parent PID --root DIR --poll-us N [--allow-devices]
+/// [--user NAME]`. The standby readies itself (dies with the listener until
+/// it has a session, drops to the user, opens the export root), then waits
+/// on its control socket FD for an authenticated connection and the note
+/// "session\npeer\n" followed by the 64-byte session keys (none when the
+/// session has no key). It never runs the handshake: the listener has.
 /// Returns the process exit status.
 public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
-    var root = "/", standby: CInt?, poll = 50, parent: pid_t = 0, allowDevices = false
+    var root = "/", standby: CInt?, poll = 50, parent: pid_t = 0, allowDevices = false, user: String?
     var i = 0
     while i < arguments.count {
         let a = arguments[i], v = i + 1 < arguments.count ? arguments[i + 1] : ""
@@ -22,6 +22,7 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
         case "--parent": parent = pid_t(v) ?? 0; i += 1
         case "--poll-us": poll = Int(v) ?? poll; i += 1
         case "--root": root = v; i += 1
+        case "--user": user = v; i += 1
         case "--allow-devices": allowDevices = true
         default: break
         }
@@ -35,6 +36,16 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
     // A standby that outlived homestub would wait forever: it dies with it.
     if parent > 0 {
         do { try Privileges.dieWithParent(parent) } catch { return 0 }
+    }
+    if let user {
+        guard let account = UserAccount.named(user) else {
+            log.error("no user named \(user)")
+            return 1
+        }
+        do { try account.become() } catch {
+            log.error("\(error)")
+            return 1
+        }
     }
     guard let deputy = prepareSession(root: root, allowDevices: allowDevices, log: log) else { return 1 }
     var note = [UInt8](repeating: 0, count: 512)

@@ -32,6 +32,8 @@ public struct Listener {
     public var maxSessions = 256
     /// Deputies may open device nodes inside a confined root.
     public var allowDevices = false
+    /// Deputies drop to this user before serving (nil: they keep homestub's).
+    public var user: String?
 
     public init(endpoint: Endpoint, key: [UInt8], root: String, log: Logger) {
         self.endpoint = endpoint
@@ -47,10 +49,12 @@ public struct Listener {
     public enum Stop: Error, CustomStringConvertible {
         case listening(ConnectError)
         case signals(Errno)
+        case privileges(Errno)
         public var description: String {
             switch self {
             case .listening(let e): return "\(e)"
             case .signals(let e): return "cannot watch signals: \(String(cString: strerror(e.rawValue)))"
+            case .privileges(let e): return "cannot shed capabilities: \(String(cString: strerror(e.rawValue)))"
             }
         }
     }
@@ -58,10 +62,22 @@ public struct Listener {
     /// Serves until SIGTERM or SIGINT (then returns: the standby deputy is
     /// ended at once, sessions being served keep running, as sshd's do), or
     /// until the listening socket fails (throws).
+    ///
+    /// With `user` and run as root, the listener keeps only the
+    /// capabilities it needs once it listens: CAP_SETUID and CAP_SETGID for
+    /// the deputies it spawns to drop to the user, CAP_KILL to end a standby
+    /// deputy that has already dropped. It stays uid 0 (it reads nothing
+    /// after start-up: the key is read once, before), and its children get
+    /// no more than it kept.
     public func run(onListening: (UInt16) -> Void = { _ in }) throws(Stop) {
         let fd: CInt
         do throws(ConnectError) { fd = try TCP.listen(endpoint) } catch { throw .listening(error) }
         defer { Glibc.close(fd) }
+        if user != nil && geteuid() == 0 {
+            do throws(Errno) { try Privileges.keepOnly([Privileges.setuid, Privileges.setgid, Privileges.kill]) } catch {
+                throw .privileges(error)
+            }
+        }
         _ = try? FD.setNonBlocking(fd)
         let signals: SignalDescriptor
         do throws(Errno) { signals = try SignalDescriptor([SIGCHLD, SIGTERM, SIGINT]) } catch { throw .signals(error) }
@@ -180,6 +196,7 @@ public struct Listener {
     private var deputyArguments: [String] {
         var args = ["--root", root, "--poll-us", String(pollMicroseconds)]
         if allowDevices { args.append("--allow-devices") }
+        if let user { args += ["--user", user] }
         return args
     }
 }

@@ -49,10 +49,13 @@ struct Homestub: ParsableCommand {
     @Option(help: "Sessions served at once, at most; a connection beyond it is closed.")
     var maxSessions = 256
 
+    @Option(help: "Each deputy drops to this user and its groups before serving.")
+    var user: String?
+
     @Flag(help: "With --root: let sessions open device nodes inside the root.")
     var allowDevices = false
 
-    @Flag(help: "Serve the network as root without --root (a key holder can then do what root can).")
+    @Flag(help: "Serve the network as root without --root or --user (a key holder can then do what root can).")
     var allowRoot = false
 
     func validate() throws {
@@ -75,7 +78,14 @@ struct Homestub: ParsableCommand {
                 throw ExitCode(exitKeyFile)
             }
         }
+        let account = try checkUser()
         if stdio {
+            if let account {
+                do { try account.become() } catch {
+                    printError("homestub: \(error)\n")
+                    throw ExitCode(1)
+                }
+            }
             throw ExitCode(serveSession(input: 0, output: 1, root: root, keyFile: keyFile,
                                         pollMicroseconds: pollMicroseconds, allowDevices: allowDevices, log: log))
         }
@@ -87,11 +97,11 @@ struct Homestub: ParsableCommand {
             printError("homestub: --listen takes HOST:PORT, not \(listen)\n")
             throw ExitCode(1)
         }
-        if geteuid() == 0 && !allowRoot && isWholeFileSystem {
+        if geteuid() == 0 && account == nil && !allowRoot && isWholeFileSystem {
             printError("""
                 homestub: refusing to serve the network as root without --root: a key holder could do \
-                anything root can on this machine. Confine it with --root DIR, or pass --allow-root if that \
-                is what you want.
+                anything root can on this machine. Confine it with --root DIR, drop the deputies to a user \
+                with --user NAME, or pass --allow-root if that is what you want.
 
                 """)
             throw ExitCode(1)
@@ -102,6 +112,7 @@ struct Homestub: ParsableCommand {
         listener.maxHandshakes = maxHandshakes
         listener.maxSessions = maxSessions
         listener.allowDevices = allowDevices
+        listener.user = account?.name
         do { try listener.run() } catch {
             printError("homestub: cannot serve on \(endpoint): \(error)\n")
             throw ExitCode(1)
@@ -113,6 +124,21 @@ struct Homestub: ParsableCommand {
         guard let real = realpath(root, nil) else { return true }
         defer { free(real) }
         return String(cString: real) == "/"
+    }
+
+    /// The --user account; nil without --user, or when it is the user we already are.
+    private func checkUser() throws -> UserAccount? {
+        guard let user else { return nil }
+        guard let account = UserAccount.named(user) else {
+            printError("homestub: --user \(user): no such user\n")
+            throw ExitCode(1)
+        }
+        if account.uid == geteuid() { return nil }
+        guard geteuid() == 0 else {
+            printError("homestub: --user \(user) needs homestub to run as root\n")
+            throw ExitCode(1)
+        }
+        return account
     }
 }
 

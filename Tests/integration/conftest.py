@@ -365,7 +365,7 @@ class TwoViews:
             server_argv = [str(homestub), "--listen", f"127.0.0.1:{port}", "--key-file", str(key)]
             if root is not None:
                 server_argv += ["--root", str(root)]
-            elif user is None and os.geteuid() == 0:
+            elif user is None and os.geteuid() == 0 and "--user" not in extra_args:
                 server_argv += ["--allow-root"]
             server_argv += [str(a) for a in extra_args]
         else:

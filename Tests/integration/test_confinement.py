@@ -5,7 +5,7 @@ here), and the tracee's cwd BASE/view is R/B/view at home (the "mirror").
 Inside the root, device nodes cannot be made (EPERM) or opened for data
 (EACCES, unless --allow-devices), and set-uid bits (and set-gid, except on
 directories) never appear. homestub refuses to serve as root without --root
-(or --allow-root)."""
+(or --user, or --allow-root); --user drops every deputy to that user."""
 
 import os
 import re
@@ -15,6 +15,8 @@ import subprocess
 import pytest
 
 from conftest import HOMESTUB, PY_ERRNAME, describe, free_port, py, require_binaries, run_bounded, write_key
+
+NOBODY = 65534
 
 
 class Confined:
@@ -127,3 +129,37 @@ def test_homestub_as_root_refuses_to_serve_without_root(bins, scratch):
     assert re.search(r"refusing to serve the network as root without --root", r.stderr), describe(r)
     assert "--allow-root" in r.stderr, describe(r)
 
+
+def test_user_nobody_deputy_creates_files_as_nobody_and_cannot_read_root_only_files(views):
+    c = Confined(views, ["--user", "nobody"])
+    os.chown(c.mirror, NOBODY, NOBODY)
+    (c.mirror / "root-only.txt").write_text("secret\n")
+    os.chmod(c.mirror / "root-only.txt", 0o600)
+    (c.mirror / "public.txt").write_text("public\n")
+    out = c.run(TRY + r'''
+attempt("create", lambda: open("made.txt", "w").write("x"))
+attempt("read-root-only", lambda: open("root-only.txt").read())
+attempt("read-public", lambda: print(open("public.txt").read().strip()))
+attempt("chown-to-root", lambda: os.chown("made.txt", 0, 0))
+''')
+    # The tracee is root, and says so in its credentials: the deputy does not listen.
+    assert out == ["create ok", "read-root-only EACCES", "public", "read-public ok", "chown-to-root EPERM"], out
+    st = os.stat(c.mirror / "made.txt")
+    assert (st.st_uid, st.st_gid) == (NOBODY, NOBODY), st
+    # The standby deputy waiting for the next session runs as nobody too.
+    stub = views.home.ns_init_pid()
+    kids = [int(k) for k in open(f"/proc/{stub}/task/{stub}/children").read().split()]
+    assert kids, "no standby deputy"
+    for k in kids:
+        assert status_field(k, "Uid").split() == [str(NOBODY)] * 4
+        assert int(status_field(k, "CapEff"), 16) == 0 and int(status_field(k, "CapPrm"), 16) == 0
+    # The listener kept CAP_KILL, CAP_SETGID and CAP_SETUID only, bounding set included.
+    for field in ("CapEff", "CapPrm", "CapBnd"):
+        assert int(status_field(stub, field), 16) == (1 << 5) | (1 << 6) | (1 << 7), field
+
+
+def status_field(pid, name):
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    raise KeyError(name)
