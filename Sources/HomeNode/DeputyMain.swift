@@ -33,10 +33,6 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
         log.error("a deputy needs --standby FD")
         return 2
     }
-    // A standby that outlived homestub would wait forever: it dies with it.
-    if parent > 0 {
-        do { try Privileges.dieWithParent(parent) } catch { return 0 }
-    }
     if let user {
         guard let account = UserAccount.named(user) else {
             log.error("no user named \(user)")
@@ -46,6 +42,11 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
             log.error("\(error)")
             return 1
         }
+    }
+    // A standby that outlived homestub would wait forever: it dies with it.
+    // (After the drop: a change of effective ids clears the death signal.)
+    if parent > 0 {
+        do { try Privileges.dieWithParent(parent) } catch { return 0 }
     }
     guard let deputy = prepareSession(root: root, allowDevices: allowDevices, log: log) else { return 1 }
     var note = [UInt8](repeating: 0, count: 512)

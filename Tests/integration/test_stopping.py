@@ -44,15 +44,19 @@ def wait_until(cond, timeout):
     return cond()
 
 
-@pytest.fixture
-def stub(bins, scratch):
-    """A homestub (--root scratch/root) with its standby deputy up."""
+@pytest.fixture(params=[[], ["--user", "nobody"]], ids=["as-root", "user-nobody"])
+def stub(bins, scratch, request):
+    """A homestub (--root scratch/root) with its standby deputy up; its
+    deputies stay root or drop to nobody (which must not cost the death
+    signal: a change of ids clears it)."""
+    if request.param and os.geteuid() != 0:
+        pytest.skip("--user needs root")
     (scratch / "root").mkdir()
     key = write_key(scratch / "key")
     port = free_port()
     log = open(scratch / "homestub.log", "wb")
     proc = subprocess.Popen([HOMESTUB, "--listen", f"127.0.0.1:{port}", "--key-file", key,
-                             "--root", scratch / "root"],
+                             "--root", scratch / "root", *request.param],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             env=dict(MIN_ENV), start_new_session=True)
     try:
