@@ -114,18 +114,19 @@ public final class Supervisor: Sendable {
         for s in [SIGTERM, SIGHUP] { sigaddset(&relayed, s) }
         pthread_sigmask(SIG_BLOCK, &relayed, nil)
 
-        let stream: CInt
+        let stream: HomeConnection.Stream
         do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
         let home = options.home.description
-        let link = HomeLink(fd: stream, calls: maxWorkers, pollMicroseconds: options.pollMicroseconds) { why in
+        let link = HomeLink(fd: stream.fd, keys: stream.keys, calls: maxWorkers,
+                            pollMicroseconds: options.pollMicroseconds) { why in
             let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
             printError(text)
         }
-        let localStream: CInt
+        let localStream: HomeConnection.Stream
         do { localStream = try HomeConnection.open(.spawn(root: "/", serve: options.localDeputy)) } catch {
             throw .spawn("cannot start the local deputy: \(error)")
         }
-        let localLink = HomeLink(fd: localStream, calls: maxWorkers, pollMicroseconds: 0) { why in
+        let localLink = HomeLink(fd: localStream.fd, keys: nil, calls: maxWorkers, pollMicroseconds: 0) { why in
             printError("wrap-and-run: the local deputy failed: \(why)")
         }
         let watchers: Watchers
