@@ -108,18 +108,15 @@ public final class Deputy {
         return length
     }
 
-    /// Reads one sealed frame whole, opens it (which checks its header), and
-    /// copies the plain frame into `buffer`; nil on a clean EOF between frames.
+    /// Reads one sealed frame whole and opens it into `buffer` (which
+    /// checks its header); nil on a clean EOF between frames.
     private func readSealedFrame(into buffer: UnsafeMutableRawBufferPointer, _ opener: FrameOpener) throws -> Int? {
         let prefix = UnsafeMutableRawBufferPointer(rebasing: sealed[0..<4])
         guard try FD.readFully(input, prefix.baseAddress!, 4) else { return nil }
         let n = try FrameOpener.sealedLength(prefix: UnsafeRawBufferPointer(prefix))
         guard try FD.readFully(input, sealed.baseAddress! + 4, n) else { throw Errno.ioError }
         return try opener.open(prefix: UnsafeRawBufferPointer(prefix),
-                               UnsafeRawBufferPointer(rebasing: sealed[4..<(4 + n)])) { plain in
-            buffer.copyMemory(from: plain)
-            return plain.count
-        }
+                               UnsafeRawBufferPointer(rebasing: sealed[4..<(4 + n)]), into: buffer).0
     }
 
     /// Serves an authenticated stream until the peer closes, sealing and

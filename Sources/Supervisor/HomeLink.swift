@@ -403,27 +403,21 @@ public final class HomeLink: Sendable {
         } catch {
             throw ReadFailure(why: "the home node closed the connection mid-reply")
         }
-        let result: Result<Slot?, ReadFailure>
+        // Opened in place; then the header picks the slot it is copied to.
+        let length: Int, h: FrameHeader
         do {
-            result = try scratch.opener!.open(prefix: UnsafeRawBufferPointer(prefix),
-                                              UnsafeRawBufferPointer(rebasing: scratch.sealed[0..<n])) { plain in
-                let h: FrameHeader
-                do { h = try FrameHeader.decode(plain) } catch { return .failure(ReadFailure(why: "\(error)")) }
-                do throws(ReadFailure) {
-                    let target = try self.claim(h)
-                    if let target {
-                        target.reply.copyMemory(from: plain)
-                        target.replyLength = plain.count
-                    }
-                    return .success(target)
-                } catch {
-                    return .failure(error)
-                }
-            }
+            (length, h) = try scratch.opener!.open(prefix: UnsafeRawBufferPointer(prefix),
+                                                   UnsafeRawBufferPointer(rebasing: scratch.sealed[0..<n]),
+                                                   into: scratch.sealed)
         } catch {
             throw ReadFailure(why: "a frame from home failed to open: \(error); the session is closed")
         }
-        return try result.get()
+        let target = try claim(h)
+        if let target {
+            target.reply.copyMemory(from: UnsafeRawBufferPointer(rebasing: scratch.sealed[0..<length]))
+            target.replyLength = length
+        }
+        return target
     }
 
     /// After giving up the reader role: if another call still waits for its

@@ -1,5 +1,5 @@
+import CAead
 import Crypto
-import Foundation
 import Synchronization
 
 // Sealed frames. After an authenticated handshake every frame, both ways,
@@ -9,8 +9,8 @@ import Synchronization
 //   ciphertext of the whole plain frame (header included)
 //   16-byte tag
 //
-// sealedLength = plain frame length + 16. The cipher is an AEAD with a key
-// per direction (HKDF-SHA256 of the pre-shared key, salted with both
+// sealedLength = plain frame length + 16. The cipher is an AEAD
+// (`FrameCipher.chosen`) with a key per direction (HKDF-SHA256 of the pre-shared key, salted with both
 // nonces) and the frame's position in its direction's stream as nonce. A
 // frame that was altered, dropped, replayed, reordered or injected fails
 // to open, and the session ends. Only sizes and timing stay visible: which
@@ -66,29 +66,39 @@ extension Wire {
     public static let maxSealedLength = maxFrameLength + sealOverhead
 }
 
+/// The frame AEAD. ChaCha20-Poly1305 and AES-256-GCM both come from
+/// BoringSSL (CAead); Tether uses `FrameCipher.chosen` (see the README, "Sealed
+/// frames", for the measurements behind the choice).
+public enum FrameCipher: Int32, Sendable, CaseIterable {
+    case chacha20Poly1305 = 0
+    case aes256GCM = 1
+
+    public static let chosen = FrameCipher.aes256GCM
+}
+
 /// The nonce of the `counter`th frame of a direction: 4 zero bytes, then
 /// the counter, little-endian. Each direction has its own key, so a
 /// counter value is never used twice with one key.
 @inline(__always)
-func frameNonce(_ counter: UInt64) throws(WireError) -> ChaChaPoly.Nonce {
+func withFrameNonce<R>(_ counter: UInt64, _ body: (UnsafePointer<UInt8>) -> R) -> R {
     var bytes: (UInt32, UInt32, UInt32) = (0, UInt32(truncatingIfNeeded: counter).littleEndian,
                                            UInt32(truncatingIfNeeded: counter >> 32).littleEndian)
-    do {
-        return try withUnsafeBytes(of: &bytes) { raw in try ChaChaPoly.Nonce(data: raw) }
-    } catch {
-        throw .sealFailed
-    }
+    return withUnsafeBytes(of: &bytes) { body($0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
 }
 
 /// Seals one direction's frames, in the order they are written: callers
 /// hold the stream's write lock across `seal` and the write.
 public final class FrameSealer {
-    let key: SymmetricKey
+    private let ctx: OpaquePointer
     private var counter: UInt64 = 0
 
-    public init(key: [UInt8]) {
-        self.key = SymmetricKey(data: key)
+    public init(key: [UInt8], cipher: FrameCipher = .chosen) {
+        precondition(key.count == 32, "a frame key is 32 bytes")
+        guard let ctx = caead_new(cipher.rawValue, key) else { preconditionFailure("libcrypto has no \(cipher)") }
+        self.ctx = ctx
     }
+
+    deinit { caead_free(ctx) }
 
     /// Seals the plain frame `frame` into `out` (prefix, ciphertext, tag);
     /// returns the bytes to write. `out` holds at least
@@ -97,30 +107,30 @@ public final class FrameSealer {
         let total = frame.count + Wire.sealOverhead
         precondition(out.count >= total && frame.count <= Wire.maxFrameLength, "sealed frame buffer too small")
         guard counter < UInt64.max else { throw .sealFailed }
-        let prefix = UInt32(frame.count + 16)
-        storeLE(prefix, out, 0)
-        let box: ChaChaPoly.SealedBox
-        do {
-            box = try ChaChaPoly.seal(frame, using: key, nonce: try frameNonce(counter),
-                                      authenticating: UnsafeRawBufferPointer(rebasing: out[0..<4]))
-        } catch {
-            throw .sealFailed
+        storeLE(UInt32(frame.count + 16), out, 0)
+        let base = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let rc = withFrameNonce(counter) { nonce in
+            caead_seal(ctx, nonce, base, 4, frame.baseAddress?.assumingMemoryBound(to: UInt8.self), base + 4,
+                       frame.count, base + 4 + frame.count)
         }
+        guard rc == 0 else { throw .sealFailed }
         counter += 1
-        box.ciphertext.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[4...]).copyMemory(from: $0) }
-        box.tag.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[(4 + frame.count)...]).copyMemory(from: $0) }
         return total
     }
 }
 
 /// Opens one direction's frames, in the order they arrive (one reader at a time).
 public final class FrameOpener {
-    let key: SymmetricKey
+    private let ctx: OpaquePointer
     private var counter: UInt64 = 0
 
-    public init(key: [UInt8]) {
-        self.key = SymmetricKey(data: key)
+    public init(key: [UInt8], cipher: FrameCipher = .chosen) {
+        precondition(key.count == 32, "a frame key is 32 bytes")
+        guard let ctx = caead_new(cipher.rawValue, key) else { preconditionFailure("libcrypto has no \(cipher)") }
+        self.ctx = ctx
     }
+
+    deinit { caead_free(ctx) }
 
     /// The length of the sealed part that follows a 4-byte prefix, checked
     /// against the limits before anything is read: at least a header and
@@ -133,36 +143,29 @@ public final class FrameOpener {
         return n
     }
 
-    /// Opens `sealed` (ciphertext and tag, `sealedLength(prefix:)` bytes)
-    /// and passes the plain frame to `body`. The plain frame's header must
-    /// state exactly its length. Any failure is final for the stream:
-    /// the session must end.
-    public func open<R>(prefix: UnsafeRawBufferPointer, _ sealed: UnsafeRawBufferPointer,
-                        _ body: (UnsafeRawBufferPointer) throws(WireError) -> R) throws(WireError) -> R {
-        guard sealed.count >= Wire.headerSize + 16, prefix.count == 4,
+    /// Opens `sealed` (ciphertext and tag, `sealedLength(prefix:)` bytes
+    /// long) into `out` (which may be `sealed` itself, at the same address)
+    /// and checks the plain frame's header, whose length must be the
+    /// frame's. Returns that length and the header. Any failure (altered,
+    /// replayed, reordered, injected) throws: the session must end, and
+    /// nothing in `out` may be used.
+    public func open(prefix: UnsafeRawBufferPointer, _ sealed: UnsafeRawBufferPointer,
+                     into out: UnsafeMutableRawBufferPointer) throws(WireError) -> (Int, FrameHeader) {
+        let length = sealed.count - 16
+        guard length >= Wire.headerSize, out.count >= length, prefix.count == 4,
               Int(loadLE(prefix, 0, as: UInt32.self)) == sealed.count, counter < UInt64.max else {
             throw .openFailed
         }
-        let plain: Data
-        do {
-            let box = try ChaChaPoly.SealedBox(nonce: try frameNonce(counter),
-                                               ciphertext: UnsafeRawBufferPointer(rebasing: sealed[..<(sealed.count - 16)]),
-                                               tag: UnsafeRawBufferPointer(rebasing: sealed[(sealed.count - 16)...]))
-            plain = try ChaChaPoly.open(box, using: key, authenticating: prefix)
-        } catch {
-            throw .openFailed
+        let input = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let rc = withFrameNonce(counter) { nonce in
+            caead_open(ctx, nonce, prefix.baseAddress!.assumingMemoryBound(to: UInt8.self), 4, input,
+                       out.baseAddress!.assumingMemoryBound(to: UInt8.self), length, input + length)
         }
+        guard rc == 0 else { throw .openFailed }
         counter += 1
-        let result: Result<R, WireError> = plain.withUnsafeBytes { raw in
-            do throws(WireError) {
-                let header = try FrameHeader.decode(raw)
-                guard Int(header.length) == raw.count else { throw .malformedPayload }
-                return .success(try body(raw))
-            } catch {
-                return .failure(error)
-            }
-        }
-        return try result.get()
+        let header = try FrameHeader.decode(UnsafeRawBufferPointer(rebasing: out[0..<length]))
+        guard Int(header.length) == length else { throw .malformedPayload }
+        return (length, header)
     }
 }
 
