@@ -2,6 +2,7 @@ import CShim
 import Glibc
 import Logging
 import SysKit
+import Wire
 
 /// homestub's deputy processes: one on standby (started ahead of the next
 /// session: export root open, user dropped to, waiting on its control

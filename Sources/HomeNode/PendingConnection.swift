@@ -28,9 +28,6 @@ final class PendingConnection {
     let deadline: UInt64
     private(set) var phase = Phase.handshaking
     private var handshake: ServerHandshake
-    private let key: [UInt8]?
-    private let serverNonce: [UInt8]
-    private var clientNonce: [UInt8] = []
     private var frame = [UInt8](repeating: 0, count: maxFrame)
     private var have = 0
     private var want = Wire.headerSize
@@ -39,10 +36,8 @@ final class PendingConnection {
     init(fd: CInt, peer: String, key: [UInt8]?, deadline: UInt64) {
         self.fd = fd
         self.peer = peer
-        self.key = key
         self.deadline = deadline
-        serverNonce = randomBytes(Wire.nonceSize)
-        handshake = ServerHandshake(key: key, nonce: serverNonce)
+        handshake = ServerHandshake(key: key, nonce: randomBytes(Wire.nonceSize))
     }
 
     deinit { Glibc.close(fd) }
@@ -62,8 +57,7 @@ final class PendingConnection {
 
     /// The keys the session's frames are sealed with (nil without a key).
     var sessionKeys: SessionKeys? {
-        guard let key, phase == .authenticated else { return nil }
-        return SessionKeys(key: key, clientNonce: clientNonce, serverNonce: serverNonce)
+        phase == .authenticated ? handshake.sessionKeys : nil
     }
 
     /// Reads what has arrived and feeds each whole frame to the handshake.
@@ -104,9 +98,6 @@ final class PendingConnection {
     }
 
     private func take(_ bytes: [UInt8]) {
-        if clientNonce.isEmpty, let view = try? bytes.withUnsafeBytes({ (b) throws(WireError) in Array(try RequestView(frame: b).payload) }) {
-            clientNonce = view   // the hello's nonce (for the session keys)
-        }
         let step = handshake.receive(bytes)
         for out in step.send { outbox += out }
         switch step.outcome {
