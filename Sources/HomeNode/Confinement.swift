@@ -3,7 +3,8 @@ import SysKit
 
 /// The privilege rules of a confined export root (`homestub --root`), for
 /// a home that may run as root: no device nodes made, none opened for
-/// data (see `ExportRoot.open`), no set-uid or set-gid programs made.
+/// data (see `ExportRoot.open`), no set-uid or set-gid programs made, nor
+/// programs with file capabilities.
 enum Confinement {
     static let setID = UInt32(S_ISUID | S_ISGID)
 
@@ -18,6 +19,14 @@ enum Confinement {
     /// grants nothing).
     static func createMode(_ mode: UInt32, directory: Bool) -> UInt32 {
         directory ? mode & ~UInt32(S_ISUID) : mode & ~setID
+    }
+
+    /// File capabilities are set-uid by other means: `security.capability`
+    /// may not be set (EPERM). `name` is the request's NUL-terminated name.
+    static func grantsPrivilege(xattr name: UnsafeRawBufferPointer) -> Bool {
+        let capability = "security.capability".utf8
+        let bytes = name.prefix { $0 != 0 }
+        return bytes.count == capability.count && bytes.elementsEqual(capability)
     }
 
     /// mknod: devices are EPERM; FIFOs, sockets and regular files are

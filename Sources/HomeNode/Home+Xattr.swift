@@ -24,6 +24,7 @@ enum HomeXattr {
         let value = UnsafeRawBufferPointer(rebasing: c.r.payload[valueAt...])
         guard value.count == Int(c.r.scalar(3)) else { throw Errno.invalidArgument }
         let flags = c.int(2)
+        if c.session.root.confined && Confinement.grantsPrivilege(xattr: name) { throw Errno.notPermitted }
         return try HomeMetadata.onObject(c, pathAt: pathAt, follow: c.r.scalar(1) == 0) { (fd, magic) throws(Errno) -> (Int64, Int) in
             try sys { cshim_setxattr(fd, magic, 0, cString(name), value.baseAddress, value.count, flags) }
             return (0, 0)

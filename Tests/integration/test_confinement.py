@@ -10,6 +10,7 @@ directories) never appear. homestub refuses to serve as root without --root
 import os
 import re
 import stat
+import struct
 import subprocess
 
 import pytest
@@ -118,6 +119,23 @@ for n in "abcdef":
     # leave set-gid on a directory: there it only passes the group on.
     assert modes == {"a": 0o755, "b": 0o755, "c": 0o755, "d": 0o755, "e": 0o755, "f": 0o2755}, modes
     assert out[6:] == [f"{n} {oct(m)}" for n, m in modes.items()]
+
+
+def test_file_capabilities_cannot_be_set_inside_the_root(views):
+    c = Confined(views)
+    (c.mirror / "prog").write_text("x")
+    (c.mirror / "control").write_text("x")
+    blob = struct.pack("<5I", 0x02000001, 1 << 21, 0, 0, 0)   # v2, effective, CAP_SYS_ADMIN
+    try:   # the home's file system takes file capabilities natively
+        os.setxattr(c.mirror / "control", "security.capability", blob)
+    except OSError as e:
+        pytest.skip(f"no file capabilities on this file system: {e}")
+    out = c.run(TRY + f'''
+attempt("setcap", lambda: os.setxattr("prog", "security.capability", {blob!r}))
+attempt("user-xattr", lambda: os.setxattr("prog", "user.note", b"fine"))
+''')
+    assert out == ["setcap EPERM", "user-xattr ok"], out
+    assert "security.capability" not in os.listxattr(c.mirror / "prog")
 
 
 def test_homestub_as_root_refuses_to_serve_without_root(bins, scratch):
