@@ -168,6 +168,8 @@ public struct Listener {
             log.warning("\(p.peer): session refused: \(why)")
         case .gone(let why):
             log.info("\(p.peer): \(why)")
+        case .left:
+            log.debug("\(p.peer): closed the connection before authenticating")
         case .authenticated:
             guard deputies.live.count < maxSessions else {
                 log.warning("\(p.peer): refused after authenticating, \(deputies.live.count) sessions are live (--max-sessions \(maxSessions))")

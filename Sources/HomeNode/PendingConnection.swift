@@ -21,6 +21,9 @@ final class PendingConnection {
         case refused(String)
         /// The peer went away or the socket failed: close.
         case gone(String)
+        /// The peer closed before finishing the handshake (not worth a log
+        /// line each: anyone can connect and go).
+        case left
     }
 
     let fd: CInt
@@ -53,7 +56,12 @@ final class PendingConnection {
     /// Done with this connection one way or another (its replies are out).
     var isSettled: Bool { phase != .handshaking && (outbox.isEmpty || isGone) }
 
-    private var isGone: Bool { if case .gone = phase { return true } else { return false } }
+    private var isGone: Bool {
+        switch phase {
+        case .gone, .left: return true
+        default: return false
+        }
+    }
 
     /// The keys the session's frames are sealed with (nil without a key).
     var sessionKeys: SessionKeys? {
@@ -64,7 +72,7 @@ final class PendingConnection {
     func receive() {
         while phase == .handshaking {
             let n = frame.withUnsafeMutableBytes { b in recv(fd, b.baseAddress! + have, want - have, Int32(MSG_DONTWAIT)) }
-            if n == 0 { phase = .gone("closed the connection before authenticating"); return }
+            if n == 0 { phase = .left; return }
             if n < 0 {
                 let e = Glibc.errno
                 if e == EINTR { continue }
