@@ -5,8 +5,8 @@ import SysKit
 import Wire
 
 /// Entry point of a deputy process that homestub's listener spawned:
-/// `--standby FD --parent PID --root DIR --poll-us N [--allow-devices]
-/// [--user NAME]`. The standby readies itself (dies with the listener until
+/// `--standby FD --parent PID --root DIR --poll-us N --max-open N
+/// --max-inflight N --idle-timeout SECONDS [--allow-devices] [--user NAME]`. The standby readies itself (dies with the listener until
 /// it has a session, drops to the user, opens the export root), then waits
 /// on its control socket FD for an authenticated connection and the note
 /// "session\npeer\n" followed by the 64-byte session keys (none when the
@@ -14,6 +14,7 @@ import Wire
 /// Returns the process exit status.
 public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
     var root = "/", standby: CInt?, poll = 50, parent: pid_t = 0, allowDevices = false, user: String?
+    var limits = SessionLimits(), idleTimeout = 30
     var i = 0
     while i < arguments.count {
         let a = arguments[i], v = i + 1 < arguments.count ? arguments[i + 1] : ""
@@ -21,6 +22,9 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
         case "--standby": standby = CInt(v); i += 1
         case "--parent": parent = pid_t(v) ?? 0; i += 1
         case "--poll-us": poll = Int(v) ?? poll; i += 1
+        case "--max-open": limits.maxOpen = Int(v) ?? limits.maxOpen; i += 1
+        case "--max-inflight": limits.maxInflight = Int(v) ?? limits.maxInflight; i += 1
+        case "--idle-timeout": idleTimeout = Int(v) ?? idleTimeout; i += 1
         case "--root": root = v; i += 1
         case "--user": user = v; i += 1
         case "--allow-devices": allowDevices = true
@@ -64,6 +68,9 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
     log[metadataKey: "session"] = "\(session)"
     deputy.log = log
     deputy.pollMicroseconds = poll
+    deputy.limits = limits
+    // A target that vanished without a FIN (a partition) ends the session.
+    TCP.detectDeadPeer(conn, withinMilliseconds: UInt32(clamping: idleTimeout * 1000))
     deputy.attach(input: conn, output: conn)
     return report(deputy.serve(keys: keys), log: log)
 }
@@ -86,7 +93,7 @@ enum HandOverNote {
 /// Serves one session on (input, output), handshake included (`--stdio`
 /// and the private homes inside wrap-and-run), and logs how it ended.
 public func serveSession(input: CInt, output: CInt, root: String, keyFile: String?, pollMicroseconds: Int = 50,
-                         allowDevices: Bool = false, log: Logger) -> Int32 {
+                         allowDevices: Bool = false, limits: SessionLimits = SessionLimits(), log: Logger) -> Int32 {
     var key: [UInt8]?
     if let keyFile {
         do { key = try KeyFile.load(keyFile) } catch {
@@ -96,6 +103,7 @@ public func serveSession(input: CInt, output: CInt, root: String, keyFile: Strin
     }
     guard let deputy = prepareSession(root: root, allowDevices: allowDevices, log: log) else { return 1 }
     deputy.pollMicroseconds = pollMicroseconds
+    deputy.limits = limits
     deputy.attach(input: input, output: output)
     return report(deputy.run(key: key), log: log)
 }

@@ -34,6 +34,11 @@ public struct Listener {
     public var allowDevices = false
     /// Deputies drop to this user before serving (nil: they keep homestub's).
     public var user: String?
+    /// What each session may hold.
+    public var limits = SessionLimits()
+    /// A session whose target has not answered (a request or a keepalive
+    /// probe) for this long ends: a silent partition is noticed (seconds).
+    public var idleTimeout = 30
 
     public init(endpoint: Endpoint, key: [UInt8], root: String, log: Logger) {
         self.endpoint = endpoint
@@ -196,7 +201,8 @@ public struct Listener {
     }
 
     private var deputyArguments: [String] {
-        var args = ["--root", root, "--poll-us", String(pollMicroseconds)]
+        var args = ["--root", root, "--poll-us", String(pollMicroseconds), "--max-open", String(limits.maxOpen),
+                    "--max-inflight", String(limits.maxInflight), "--idle-timeout", String(idleTimeout)]
         if allowDevices { args.append("--allow-devices") }
         if let user { args += ["--user", user] }
         return args

@@ -40,7 +40,7 @@ public enum HomeConnectError: Error, CustomStringConvertible {
 enum HomeConnection {
     /// How long a home that stopped answering goes unnoticed, at most
     /// (plus the last keepalive interval).
-    static let deadHomeMilliseconds: UInt32 = 4000
+    static let deadHomeMilliseconds: UInt32 = 3500
 
     /// A connected stream, authenticated, and the keys that seal its frames
     /// (nil when the stream is trusted as it is: a private socketpair, or a

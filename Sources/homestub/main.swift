@@ -58,10 +58,21 @@ struct Homestub: ParsableCommand {
     @Flag(help: "Serve the network as root without --root or --user (a key holder can then do what root can).")
     var allowRoot = false
 
+    @Option(help: "Handles one session may have open; one more open is EMFILE (at most half the deputy's descriptor limit).")
+    var maxOpen = SessionLimits.defaultMaxOpen
+
+    @Option(help: "Calls one session may have running at once off the reader (those that may block); one more is EAGAIN.")
+    var maxInflight = SessionLimits.defaultMaxInflight
+
+    @Option(help: "Seconds without an answer from a target (a request or a keepalive probe) before its session ends.")
+    var idleTimeout = 30
+
     func validate() throws {
         guard handshakeTimeout > 0, handshakeTimeout <= 3600 else { throw ValidationError("--handshake-timeout takes 0 < SECONDS <= 3600") }
         guard maxHandshakes >= 1 else { throw ValidationError("--max-handshakes must be at least 1") }
         guard maxSessions >= 1 else { throw ValidationError("--max-sessions must be at least 1") }
+        guard maxOpen >= 1, maxInflight >= 1 else { throw ValidationError("--max-open and --max-inflight must be at least 1") }
+        guard idleTimeout >= 1, idleTimeout <= 86_400 else { throw ValidationError("--idle-timeout takes 1 to 86400 seconds") }
     }
 
     func run() throws {
@@ -87,7 +98,8 @@ struct Homestub: ParsableCommand {
                 }
             }
             throw ExitCode(serveSession(input: 0, output: 1, root: root, keyFile: keyFile,
-                                        pollMicroseconds: pollMicroseconds, allowDevices: allowDevices, log: log))
+                                        pollMicroseconds: pollMicroseconds, allowDevices: allowDevices,
+                                        limits: SessionLimits(maxOpen: maxOpen, maxInflight: maxInflight), log: log))
         }
         guard let key else {
             printError("homestub: --key-file FILE is required when listening on the network\n")
@@ -113,6 +125,8 @@ struct Homestub: ParsableCommand {
         listener.maxSessions = maxSessions
         listener.allowDevices = allowDevices
         listener.user = account?.name
+        listener.limits = SessionLimits(maxOpen: maxOpen, maxInflight: maxInflight)
+        listener.idleTimeout = idleTimeout
         do { try listener.run() } catch {
             printError("homestub: cannot serve on \(endpoint): \(error)\n")
             throw ExitCode(1)
