@@ -110,6 +110,26 @@ void cshim_kill_descendants(void)
     }
 }
 
+int cshim_keeper_recv(int sock, int *kind, int *value)
+{
+    int m[2];
+    ssize_t n;
+    do {
+        n = recv(sock, m, sizeof m, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -1;
+    if (n == 0)
+        return 0;
+    if (n != (ssize_t)sizeof m) {
+        errno = EPROTO;
+        return -1;
+    }
+    *kind = m[0];
+    *value = m[1];
+    return 1;
+}
+
 struct keeper_message {
     int kind; // CSHIM_KEEPER_PID or CSHIM_KEEPER_STATUS
     int value;

@@ -237,26 +237,6 @@ __attribute__((noreturn)) static void keeper_main(int sock, int keeper, const cs
     cshim_keeper_loop(keeper, pid);
 }
 
-int cshim_keeper_recv(int sock, int *kind, int *value)
-{
-    int m[2];
-    ssize_t n;
-    do {
-        n = recv(sock, m, sizeof m, 0);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -1;
-    if (n == 0)
-        return 0;
-    if (n != (ssize_t)sizeof m) {
-        errno = EPROTO;
-        return -1;
-    }
-    *kind = m[0];
-    *value = m[1];
-    return 1;
-}
-
 pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int *stage_out,
                          int *keeper_out, pid_t *keeper_pid_out)
 {
