@@ -74,10 +74,7 @@ final class PendingConnection {
             let n = frame.withUnsafeMutableBytes { b in recv(fd, b.baseAddress! + have, want - have, Int32(MSG_DONTWAIT)) }
             if n == 0 { phase = .left; return }
             if n < 0 {
-                let e = Glibc.errno
-                if e == EINTR { continue }
-                if e == EAGAIN || e == EWOULDBLOCK { return }
-                phase = .gone(String(cString: strerror(e)))
+                if failedMayRetry() { continue }
                 return
             }
             have += n
@@ -116,15 +113,22 @@ final class PendingConnection {
         }
     }
 
+    /// After a recv or send failed: true to try again at once (EINTR);
+    /// false to wait for the socket (EAGAIN), or because the connection is
+    /// gone (then `phase` says so).
+    private func failedMayRetry() -> Bool {
+        let e = Glibc.errno
+        if e == EINTR { return true }
+        if e != EAGAIN && e != EWOULDBLOCK { phase = .gone(String(cString: strerror(e))) }
+        return false
+    }
+
     /// Sends what the handshake has to say, as far as the socket takes it.
     func flush() {
         while !outbox.isEmpty && !isGone {
             let n = outbox.withUnsafeBytes { b in send(fd, b.baseAddress, b.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
             if n < 0 {
-                let e = Glibc.errno
-                if e == EINTR { continue }
-                if e == EAGAIN || e == EWOULDBLOCK { return }
-                phase = .gone(String(cString: strerror(e)))
+                if failedMayRetry() { continue }
                 return
             }
             outbox.removeFirst(n)

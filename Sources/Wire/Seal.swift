@@ -86,20 +86,24 @@ func withFrameNonce<R>(_ counter: UInt64, _ body: (UnsafePointer<UInt8>) -> R) -
     return withUnsafeBytes(of: &bytes) { body($0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
 }
 
-/// Seals one direction's frames, in the order they are written: callers
-/// hold the stream's write lock across `seal` and the write.
-public final class FrameSealer {
-    private let ctx: OpaquePointer
-    private var counter: UInt64 = 0
+/// One direction of a sealed stream: its AEAD context (the key schedule,
+/// kept) and the count of frames so far, which is the next nonce.
+public class FrameDirection {
+    let ctx: OpaquePointer
+    var counter: UInt64 = 0
 
     public init(key: [UInt8], cipher: FrameCipher = .chosen) {
         precondition(key.count == 32, "a frame key is 32 bytes")
-        guard let ctx = caead_new(cipher.rawValue, key) else { preconditionFailure("libcrypto has no \(cipher)") }
+        guard let ctx = caead_new(cipher.rawValue, key) else { preconditionFailure("BoringSSL has no \(cipher)") }
         self.ctx = ctx
     }
 
     deinit { caead_free(ctx) }
+}
 
+/// Seals one direction's frames, in the order they are written: callers
+/// hold the stream's write lock across `seal` and the write.
+public final class FrameSealer: FrameDirection {
     /// Seals the plain frame `frame` into `out` (prefix, ciphertext, tag);
     /// returns the bytes to write. `out` holds at least
     /// `frame.count + Wire.sealOverhead` bytes (precondition).
@@ -120,18 +124,7 @@ public final class FrameSealer {
 }
 
 /// Opens one direction's frames, in the order they arrive (one reader at a time).
-public final class FrameOpener {
-    private let ctx: OpaquePointer
-    private var counter: UInt64 = 0
-
-    public init(key: [UInt8], cipher: FrameCipher = .chosen) {
-        precondition(key.count == 32, "a frame key is 32 bytes")
-        guard let ctx = caead_new(cipher.rawValue, key) else { preconditionFailure("libcrypto has no \(cipher)") }
-        self.ctx = ctx
-    }
-
-    deinit { caead_free(ctx) }
-
+public final class FrameOpener: FrameDirection {
     /// The length of the sealed part that follows a 4-byte prefix, checked
     /// against the limits before anything is read: at least a header and
     /// a tag, at most the largest frame and a tag.

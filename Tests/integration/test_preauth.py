@@ -102,12 +102,18 @@ def test_an_idle_connection_is_closed_at_the_handshake_deadline(views):
     assert len(children(stub)) <= 1, "a deputy was started for an unauthenticated connection"
 
 
+def session_holder(views, name):
+    """A traced program that prints a home file, then keeps its session
+    open until it reads a line."""
+    return views.popen(["/usr/bin/python3", "-I", "-S", "-c",
+                        "import sys; print(open(sys.argv[1]).read(), end='', flush=True); sys.stdin.readline()",
+                        views.p(name)])
+
+
 def test_beyond_max_sessions_a_client_is_refused_and_logged(views):
     views.start_home(extra_args=["--max-sessions", "1"])
     views.both("a.txt", "home a\n", "decoy a\n")
-    holder = views.popen(["/usr/bin/python3", "-I", "-S", "-c",
-                          "import sys; print(open(sys.argv[1]).read(), end='', flush=True); sys.stdin.readline()",
-                          views.p("a.txt")])
+    holder = session_holder(views, "a.txt")
     try:
         assert holder.stdout.readline() == b"home a\n"
         r = views.run([CAT, views.p("a.txt")], timeout=30)
@@ -143,9 +149,7 @@ def test_no_deputy_to_be_had_costs_that_connection_only(views):
         "prlimit", "--nproc=2", "--",
         str(homestub), "--listen", "127.0.0.1:{port}", "--key-file", str(key)])
     home.key = views.key   # the same key, in a file of the clients' own (root's)
-    holder = views.popen(["/usr/bin/python3", "-I", "-S", "-c",
-                          "import sys; print(open(sys.argv[1]).read(), end='', flush=True); sys.stdin.readline()",
-                          views.p("p.txt")])
+    holder = session_holder(views, "p.txt")
     try:
         assert holder.stdout.readline() == b"home p\n"
         r = views.run([CAT, views.p("p.txt")], timeout=30)
