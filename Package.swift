@@ -35,10 +35,19 @@ let package = Package(
             name: "SysKit",
             dependencies: ["CShim", .product(name: "SystemPackage", package: "swift-system")]
         ),
-        // The wire protocol: frames, ops, handshake, auth. No I/O.
+        // The frame AEAD: BoringSSL's EVP_AEAD, from swift-crypto's copy
+        // (see CAead.h). Its Swift API allocates and sets the key up again
+        // for every frame; a kept context seals in place (forward-bench,
+        // sealing, shows both).
+        .target(
+            name: "CAead",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            path: "CAead"
+        ),
+        // The wire protocol: frames, ops, handshake, auth, sealing. No I/O.
         .target(
             name: "Wire",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["CAead", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Binding rules: which paths are forwarded. No I/O.
         .target(name: "Policy"),
@@ -72,7 +81,8 @@ let package = Package(
         // the workload that runs natively or traced, and the floors.
         .executableTarget(
             name: "forward-bench",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Wire", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Crypto", package: "swift-crypto")],
             path: "bench/forward-bench"
         ),
         .target(name: "BenchSupport", path: "bench/bench-support", cSettings: benchC),

@@ -42,6 +42,7 @@ enum {
     STAGE_SECCOMP = 2,
     STAGE_SEND_LISTENER = 3,
     STAGE_EXECVE = 4,
+    STAGE_FORK = 5,
 };
 
 struct spawn_status {
@@ -216,10 +217,53 @@ static int await_exec(int sock, int listener, struct spawn_status *st)
     }
 }
 
-pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int *stage_out)
+// The keeper's side of the spawn: subreaper, fork the tracee, then keep.
+__attribute__((noreturn)) static void keeper_main(int sock, int keeper, const cshim_spawn_request *req,
+                                                  const struct sock_fprog *prog, const struct rlimit *nofile)
+{
+    // Orphans of the program come here, not to init: nothing escapes.
+    (void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(keeper);
+        child_main(sock, req, prog, nofile);
+    }
+    if (pid < 0) {
+        child_report(sock, STAGE_FORK, errno);
+        _exit(127);
+    }
+    // EOF on the stage socket must mean "the tracee's execve closed it".
+    close(sock);
+    cshim_keeper_loop(keeper, pid);
+}
+
+int cshim_keeper_recv(int sock, int *kind, int *value)
+{
+    int m[2];
+    ssize_t n;
+    do {
+        n = recv(sock, m, sizeof m, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -1;
+    if (n == 0)
+        return 0;
+    if (n != (ssize_t)sizeof m) {
+        errno = EPROTO;
+        return -1;
+    }
+    *kind = m[0];
+    *value = m[1];
+    return 1;
+}
+
+pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int *stage_out,
+                         int *keeper_out, pid_t *keeper_pid_out)
 {
     int stage = STAGE_OK, err = 0, listener = -1;
     *listener_out = -1;
+    *keeper_out = -1;
+    *keeper_pid_out = -1;
 
     // Everything the child needs is prepared here: it must not allocate.
     struct sock_fprog prog = {
@@ -233,10 +277,19 @@ pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int 
         nofile_p = &nofile;
     }
 
-    int sv[2];
+    int sv[2], kv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
         if (stage_out != NULL)
             *stage_out = 0;
+        return -1;
+    }
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, kv) != 0) {
+        err = errno;
+        close(sv[0]);
+        close(sv[1]);
+        if (stage_out != NULL)
+            *stage_out = 0;
+        errno = err;
         return -1;
     }
 
@@ -245,18 +298,28 @@ pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int 
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = fork();
-    if (pid == 0) {
+    pid_t keeper = fork();
+    if (keeper == 0) {
         close(sv[0]);
-        child_main(sv[1], req, &prog, nofile_p);
+        close(kv[0]);
+        keeper_main(sv[1], kv[1], req, &prog, nofile_p);
     }
     err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     // Close our copy of the child end now: EOF must mean "the child's copy
     // was closed by execve".
     close(sv[1]);
-    if (pid < 0)
+    close(kv[1]);
+    if (keeper < 0) {
+        close(kv[0]);
         goto fail_nochild;
+    }
+    pid_t pid = -1;
+    int kind = 0;
+    if (cshim_keeper_recv(kv[0], &kind, &pid) != 1 || kind != CSHIM_KEEPER_PID) {
+        // The keeper could not fork the tracee: its report is on the stage socket.
+        pid = -1;
+    }
 
     struct spawn_status st;
     ssize_t n = recv_status(sv[0], &st, &listener);
@@ -282,10 +345,16 @@ pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int 
         goto fail;
     }
 
+    if (pid < 0) {
+        err = EPROTO;
+        goto fail;
+    }
     switch (await_exec(sv[0], listener, &st)) {
     case 0:
         close(sv[0]);
         *listener_out = listener;
+        *keeper_out = kv[0];
+        *keeper_pid_out = keeper;
         if (stage_out != NULL)
             *stage_out = 0;
         return pid;
@@ -301,11 +370,13 @@ pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int 
 fail:
     // The child is exiting anyway, but its exit_group (or a failed sendmsg's
     // aftermath) may be a notification nobody will answer: kill it rather
-    // than wait for 127. The pid cannot be reused before we reap it.
-    kill(pid, SIGKILL);
+    // than wait for 127. The keeper cannot reap it before we close its socket.
+    if (pid > 0)
+        kill(pid, SIGKILL);
     if (listener >= 0)
         close(listener);
-    reap(pid);
+    close(kv[0]);
+    reap(keeper);
 fail_nochild:
     close(sv[0]);
     if (stage_out != NULL)

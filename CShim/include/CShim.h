@@ -142,7 +142,35 @@ typedef struct cshim_spawn_request {
 /// the shim's own syscalls in the child (execve, exit_group...), which would
 /// otherwise deadlock. The filter must not notify sendmsg: the listener
 /// itself travels by sendmsg, before the parent can answer anything.
-pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int *stage_out);
+///
+/// The child is not forked directly: a keeper process (cshim_keeper.c) is
+/// forked first, becomes a child subreaper, and forks the tracee. The
+/// returned pid is the tracee's (not a child of the caller: its wait
+/// status arrives on *keeper_out as a CSHIM_KEEPER_STATUS message), and
+/// *keeper_pid_out is the keeper's. Closing *keeper_out makes the keeper
+/// kill every process left below it, then exit.
+pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int *stage_out,
+                         int *keeper_out, pid_t *keeper_pid_out);
+
+/// Messages on the keeper's socket: two ints, {kind, value}.
+enum { CSHIM_KEEPER_PID = 1, CSHIM_KEEPER_STATUS = 2 };
+
+/// The keeper's loop (async-signal-safe; never returns): reports `program`'s
+/// pid, then its wait status, on `sock`, reaping every orphan meanwhile; at
+/// EOF on `sock`, kills every descendant and exits.
+__attribute__((noreturn)) void cshim_keeper_loop(int sock, pid_t program);
+
+/// Sends SIGKILL to every child of this process (found through /proc);
+/// returns how many, or -1. Async-signal-safe.
+int cshim_kill_children(void);
+
+/// Kills every descendant of this process (a child subreaper: the children
+/// of the killed come to it) and reaps them, until none is left.
+void cshim_kill_descendants(void);
+
+/// Waits for the next keeper message on `sock`: 1 with *kind and *value
+/// set, 0 at EOF (the keeper is gone), -1 with errno.
+int cshim_keeper_recv(int sock, int *kind, int *value);
 
 /// posix_spawn of `path` with `argv`/`envp`, with fds `keep_fds[i]` moved to
 /// 3+i in the child (all other fds CLOEXEC as usual). Used for deputies and

@@ -17,6 +17,10 @@ public final class Deputy {
     var log: Logger
     /// Handshake frames (the session's calls bring their own buffers).
     let request: UnsafeMutableRawBufferPointer
+    /// Opens the client's sealed frames, which land in `sealed` first
+    /// (nil and empty on an unsealed session).
+    private var opener: FrameOpener?
+    private var sealed = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     /// How long to poll for the next request before sleeping (µs).
     public var pollMicroseconds = 50
 
@@ -40,6 +44,7 @@ public final class Deputy {
 
     deinit {
         request.deallocate()
+        sealed.deallocate()
     }
 
     /// How a session ended.
@@ -79,7 +84,7 @@ public final class Deputy {
             }
             switch step.outcome {
             case .proceed: continue
-            case .complete: return serve()
+            case .complete: return serve(keys: handshake.sessionKeys)
             case .failed(let e):
                 if e == .authenticationFailed { return .refused("wrong key (authentication failed)") }
                 return .refused(e.description)
@@ -90,6 +95,7 @@ public final class Deputy {
     /// Reads one frame into `buffer`; nil on a clean EOF between frames.
     private func readFrame(into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
         if pollMicroseconds > 0 { FD.spinUntilReadable(input, microseconds: pollMicroseconds) }
+        if let opener { return try readSealedFrame(into: buffer, opener) }
         guard try FD.readFully(input, buffer.baseAddress!, Wire.headerSize) else { return nil }
         // Validates the length against the maximum before reading the body.
         let header = try FrameHeader.decode(UnsafeRawBufferPointer(rebasing: buffer[0..<Wire.headerSize]))
@@ -102,10 +108,29 @@ public final class Deputy {
         return length
     }
 
-    /// Serves requests until the peer closes; then ends the session
+    /// Reads one sealed frame whole and opens it into `buffer` (which
+    /// checks its header); nil on a clean EOF between frames.
+    private func readSealedFrame(into buffer: UnsafeMutableRawBufferPointer, _ opener: FrameOpener) throws -> Int? {
+        let prefix = UnsafeMutableRawBufferPointer(rebasing: sealed[0..<4])
+        guard try FD.readFully(input, prefix.baseAddress!, 4) else { return nil }
+        let n = try FrameOpener.sealedLength(prefix: UnsafeRawBufferPointer(prefix))
+        guard try FD.readFully(input, sealed.baseAddress! + 4, n) else { throw Errno.ioError }
+        return try opener.open(prefix: UnsafeRawBufferPointer(prefix),
+                               UnsafeRawBufferPointer(rebasing: sealed[4..<(4 + n)]), into: buffer).0
+    }
+
+    /// Serves an authenticated stream until the peer closes, sealing and
+    /// opening its frames with `keys` if given; then ends the session
     /// (interrupting calls still blocked, closing the handles).
-    private func serve() -> End {
-        let session = Session(root: root, output: output)
+    public func serve(keys: SessionKeys?) -> End {
+        var sealer: FrameSealer?
+        if let keys {
+            let pair = keys.forServer()
+            sealer = pair.seal
+            opener = pair.open
+            sealed = .allocate(byteCount: Wire.maxSealedLength + 4, alignment: 16)
+        }
+        let session = Session(root: root, output: output, sealer: sealer)
         defer { session.end() }
         var call = session.takeCall()
         var applied = AppliedCredentials()

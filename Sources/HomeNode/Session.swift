@@ -23,7 +23,8 @@ final class Session: Sendable {
     let lockOwners = LockOwners()
     /// The reply stream.
     let output: CInt
-    private let writeLock = Mutex<Void>(())
+    /// Every reply goes through it: whole, sealed if the session is, in order.
+    private let outgoing: OutgoingFrames
     /// Calls running on threads of their own, by request id (for `cancel`).
     private let blocked = Mutex<[UInt64: HomeCall]>([:])
     /// Calls not in use (their buffers are reused).
@@ -43,9 +44,10 @@ final class Session: Sendable {
     /// (the first signal can land just before the call enters the kernel).
     static let resignalMicroseconds: UInt32 = 1000
 
-    init(root: ExportRoot, output: CInt) {
+    init(root: ExportRoot, output: CInt, sealer: FrameSealer?) {
         self.root = root
         self.output = output
+        outgoing = OutgoingFrames(sealer: sealer)
     }
 
     /// A call object with its buffers, from the free list or new.
@@ -91,8 +93,8 @@ final class Session: Sendable {
         do {
             let len = try ResponseEncoder.encodeHeader(op: c.r.op, id: c.r.id, result: result,
                                                        payloadLength: payloadLength, into: c.response)
-            return writeLock.withLock { _ in
-                do { try FD.writeFully(output, c.response.baseAddress!, len); return true } catch { return false }
+            return outgoing.send(UnsafeRawBufferPointer(rebasing: c.response[0..<len])) { bytes in
+                (try? FD.writeFully(output, bytes.baseAddress!, bytes.count)) != nil
             }
         } catch {
             return false

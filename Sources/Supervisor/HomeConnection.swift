@@ -38,19 +38,32 @@ public enum HomeConnectError: Error, CustomStringConvertible {
 }
 
 enum HomeConnection {
+    /// How long a home that stopped answering goes unnoticed, at most
+    /// (plus the last keepalive interval).
+    static let deadHomeMilliseconds: UInt32 = 4000
+
+    /// A connected stream, authenticated, and the keys that seal its frames
+    /// (nil when the stream is trusted as it is: a private socketpair, or a
+    /// home command without a key, such as ssh).
+    struct Stream {
+        var fd: CInt
+        var keys: SessionKeys?
+    }
+
     /// Connects and completes the handshake; returns the stream.
-    static func open(_ address: HomeAddress) throws(HomeConnectError) -> CInt {
+    static func open(_ address: HomeAddress) throws(HomeConnectError) -> Stream {
         switch address {
         case .tcp(let ep, let key):
             let fd: CInt
             do { fd = try TCP.connect(ep) } catch {
                 throw .unreachable("home node \(ep) is unreachable: \(error)")
             }
-            do { try handshake(fd, key: key, peer: ep.description) } catch {
+            // A silent partition fails pending calls with EIO within 5 s.
+            TCP.detectDeadPeer(fd, withinMilliseconds: HomeConnection.deadHomeMilliseconds)
+            do { return Stream(fd: fd, keys: try handshake(fd, key: key, peer: ep.description)) } catch {
                 Glibc.close(fd)
                 throw error
             }
-            return fd
         case .spawn(_, let serve):
             let (mine, theirs): (CInt, CInt)
             do { (mine, theirs) = try FD.socketPair() } catch {
@@ -59,11 +72,10 @@ enum HomeConnection {
             FD.setBulkBuffers(mine)
             FD.setBulkBuffers(theirs)
             ThreadRunner(name: "home") { serve(theirs) }.start()
-            do { try handshake(mine, key: nil, peer: "the private home node") } catch {
+            do { return Stream(fd: mine, keys: try handshake(mine, key: nil, peer: "the private home node")) } catch {
                 Glibc.close(mine)
                 throw error
             }
-            return mine
         case .command(let command, let key):
             // The shell moves the stream (fd 3) onto stdin and stdout, then runs the command.
             return try spawnHome(path: "/bin/sh", argv: ["sh", "-c", "exec <&3 >&3 3>&-\n" + command],
@@ -72,7 +84,7 @@ enum HomeConnection {
     }
 
     /// Starts a home node process on one end of a socketpair and shakes hands.
-    private static func spawnHome(path: String, argv: [String], key: [UInt8]?, peer: String) throws(HomeConnectError) -> CInt {
+    private static func spawnHome(path: String, argv: [String], key: [UInt8]?, peer: String) throws(HomeConnectError) -> Stream {
         let (mine, theirs): (CInt, CInt)
         do { (mine, theirs) = try FD.socketPair() } catch {
             throw .unreachable("cannot create the home socketpair: \(error)")
@@ -88,14 +100,14 @@ enum HomeConnection {
         }
         // Only the child holds its end now: if it dies, the handshake sees EOF.
         Glibc.close(theirs)
-        do { try handshake(mine, key: key, peer: peer) } catch {
+        do { return Stream(fd: mine, keys: try handshake(mine, key: key, peer: peer)) } catch {
             Glibc.close(mine)
             throw error
         }
-        return mine
     }
 
-    private static func handshake(_ fd: CInt, key: [UInt8]?, peer: String) throws(HomeConnectError) {
+    /// Shakes hands; returns the session's keys when it is authenticated.
+    private static func handshake(_ fd: CInt, key: [UInt8]?, peer: String) throws(HomeConnectError) -> SessionKeys? {
         var client = ClientHandshake(key: key, nonce: randomBytes(Wire.nonceSize))
         do {
             try send(fd, client.helloFrame())
@@ -105,6 +117,7 @@ enum HomeConnection {
                 }
                 if let next = try client.receive(frame) { try send(fd, next) }
             }
+            return client.sessionKeys
         } catch let e as HomeConnectError {
             throw e
         } catch let e as WireError {

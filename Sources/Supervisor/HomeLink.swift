@@ -22,7 +22,9 @@ public enum TransportError: Error, Sendable {
 /// all; a forwarded call copies its data once and allocates nothing.
 public final class HomeLink: Sendable {
     let fd: CInt
-    let writeLock = Mutex<Void>(())
+    /// Every frame this side writes goes through it (whole, sealed if the
+    /// session is, in order).
+    let outgoing: OutgoingFrames
     let slots: [Slot]
     let lost = Atomic<Bool>(false)
     /// Indexes of the slots no worker holds.
@@ -114,14 +116,24 @@ public final class HomeLink: Sendable {
         }
     }
 
-    /// Buffers of whoever holds the reader role.
+    /// Buffers of whoever holds the reader role, and the opener of the
+    /// home's sealed frames (which counts them in stream order).
     final class ReaderScratch: @unchecked Sendable {
         // Used only by the holder of `readerBusy`.
         let header = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.headerSize, alignment: 8)
         let discard = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.maxFrameLength, alignment: 16)
+        let opener: FrameOpener?
+        /// Sealed frames land here before they open (empty when unsealed).
+        let sealed: UnsafeMutableRawBufferPointer
+
+        init(opener: FrameOpener?) {
+            self.opener = opener
+            sealed = .allocate(byteCount: opener == nil ? 0 : Wire.maxSealedLength, alignment: 16)
+        }
         deinit {
             header.deallocate()
             discard.deallocate()
+            sealed.deallocate()
         }
     }
 
@@ -131,15 +143,17 @@ public final class HomeLink: Sendable {
 
     /// Wraps a connected, already authenticated stream, with room for
     /// `calls` calls in flight at once (plus the two fixed slots).
-    init(fd: CInt, calls: Int, pollMicroseconds: Int, onLost: @escaping @Sendable (String) -> Void) {
+    init(fd: CInt, keys: SessionKeys?, calls: Int, pollMicroseconds: Int, onLost: @escaping @Sendable (String) -> Void) {
         self.fd = fd
+        let pair = keys?.forClient()
+        outgoing = OutgoingFrames(sealer: pair?.seal)
         self.pollMicroseconds = pollMicroseconds
         self.onLost = onLost
         slots = (0..<(calls + 2)).map { Slot(index: $0) }
         free = Mutex(Array((2..<(calls + 2)).reversed()))
         slots[Self.pumpSlot].prepare()
         slots[Self.controlSlot].prepare()
-        scratch = ReaderScratch()
+        scratch = ReaderScratch(opener: pair?.open)
     }
 
     /// A slot for one worker's calls, or nil when every slot is taken.
@@ -188,9 +202,7 @@ public final class HomeLink: Sendable {
         slot.delivered.store(false, ordering: .relaxed)
         slot.parked.store(false, ordering: .relaxed)
         slot.pending.store(id, ordering: .sequentiallyConsistent)
-        let sent = writeLock.withLock { _ -> Bool in
-            do { try FD.writeFully(fd, slot.frame.baseAddress!, length); return true } catch { return false }
-        }
+        let sent = write(UnsafeRawBufferPointer(rebasing: slot.frame[0..<length]))
         if !sent { markLost("write to home failed") }
         waiting.wrappingAdd(1, ordering: .relaxed)
         defer {
@@ -202,13 +214,13 @@ public final class HomeLink: Sendable {
         /// before it may read again.
         var yielded = false
         while true {
-            if slot.delivered.load(ordering: .acquiring) { return try view(slot) }
+            if slot.delivered.load(ordering: .acquiring) { return try view(slot, op, scalars, payloadLength) }
             if slot.failed.load(ordering: .acquiring) || lost.load(ordering: .sequentiallyConsistent) {
                 // Whoever clears `pending` owns the outcome.
                 if slot.pending.compareExchange(expected: id, desired: 0, ordering: .sequentiallyConsistent).exchanged {
                     throw .lost
                 }
-                if slot.delivered.load(ordering: .acquiring) { return try view(slot) }
+                if slot.delivered.load(ordering: .acquiring) { return try view(slot, op, scalars, payloadLength) }
                 if slot.failed.load(ordering: .acquiring) { throw .lost }
             }
             if !yielded && readerBusy.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
@@ -266,13 +278,26 @@ public final class HomeLink: Sendable {
         }
     }
 
-    private func view(_ slot: Slot) throws(TransportError) -> ResponseView {
+    /// The reply in `slot`, once it has been checked against its request
+    /// (`ReplyContract`): a reply that breaks it ends the session.
+    private func view(_ slot: Slot, _ op: Op, _ scalars: Scalars, _ payloadLength: Int) throws(TransportError) -> ResponseView {
+        let r: ResponseView
         do {
-            return try ResponseView(frame: UnsafeRawBufferPointer(rebasing: slot.reply[0..<slot.replyLength]))
+            r = try ResponseView(frame: UnsafeRawBufferPointer(rebasing: slot.reply[0..<slot.replyLength]))
         } catch {
             markLost("malformed reply from home: \(error)")
             throw .lost
         }
+        guard r.op == op else {
+            markLost("home answered a \(op) request with a \(r.op) reply")
+            throw .lost
+        }
+        if let wrong = ReplyContract.violation(op: op, scalars: scalars, requestPayload: payloadLength,
+                                               result: r.result, payloadCount: r.payload.count) {
+            markLost("home's \(op) reply does not match its request: \(wrong)")
+            throw .lost
+        }
+        return r
     }
 
     /// As the reader: reads frames, delivering each to its slot, until
@@ -284,7 +309,6 @@ public final class HomeLink: Sendable {
     private func readUntilDelivered(_ mine: Slot, watcher: inout SignalWatch) -> Bool {
         while !mine.delivered.load(ordering: .acquiring) && !lost.load(ordering: .acquiring) {
             if mine.parked.load(ordering: .relaxed) && activeCalls > 0 { return true }
-            let h: FrameHeader
             let ready = pollMicroseconds > 0 && activeCalls <= 1
                 && FD.spinUntilReadable(fd, microseconds: pollMicroseconds)
             // Timed even after the watch has fired, so a parked reader
@@ -296,39 +320,104 @@ public final class HomeLink: Sendable {
                     continue
                 }
             }
-            do {
-                guard try FD.readFully(fd, scratch.header.baseAddress!, Wire.headerSize) else {
-                    markLost("the home node closed the connection"); return false
-                }
-                h = try FrameHeader.decode(UnsafeRawBufferPointer(scratch.header))
-            } catch let e as Errno {
-                markLost(String(cString: strerror(e.rawValue))); return false
+            let delivered: Slot?
+            do throws(ReadFailure) {
+                delivered = scratch.opener != nil ? try readSealedFrame() : try readPlainFrame()
             } catch {
-                markLost("malformed frame from home: \(error)"); return false
+                markLost(error.why); return false
             }
-            let index = Int(h.id & 0xffff)
-            let target: Slot? = index < slots.count ? slots[index] : nil
-            let claimed = target?.pending.compareExchange(expected: h.id, desired: 0, ordering: .sequentiallyConsistent).exchanged ?? false
-            let into = claimed ? target!.reply : scratch.discard
-            into.copyMemory(from: UnsafeRawBufferPointer(scratch.header))
-            let length = Int(h.length)
-            do {
-                if length > Wire.headerSize {
-                    guard try FD.readFully(fd, into.baseAddress! + Wire.headerSize, length - Wire.headerSize) else {
-                        throw Errno.ioError
-                    }
-                }
-            } catch {
-                if claimed { target!.failed.store(true, ordering: .releasing); target!.wake() }
-                markLost("the home node closed the connection mid-reply"); return false
-            }
-            if claimed {
-                target!.replyLength = length
-                target!.delivered.store(true, ordering: .releasing)
-                if target !== mine { target!.wake() }
+            if let target = delivered {
+                target.delivered.store(true, ordering: .releasing)
+                if target !== mine { target.wake() }
             }
         }
         return false
+    }
+
+    struct ReadFailure: Error {
+        var why: String
+    }
+
+    /// The slot whose call a reply with header `h` answers, claimed, or nil
+    /// for the reply to a detached request. A reply nobody asked for ends
+    /// the session: it is a broken or hostile home, or an injected frame.
+    private func claim(_ h: FrameHeader) throws(ReadFailure) -> Slot? {
+        guard h.flags.contains(.response) else { throw ReadFailure(why: "home sent a request (\(h.op)), not a reply") }
+        let index = Int(h.id & 0xffff)
+        if UInt64(index) == Self.detachedSlot { return nil }
+        guard index < slots.count,
+              slots[index].pending.compareExchange(expected: h.id, desired: 0, ordering: .sequentiallyConsistent).exchanged
+        else { throw ReadFailure(why: "home sent a reply to request \(h.id), which is not in flight") }
+        return slots[index]
+    }
+
+    /// Reads one plain frame: its header first, so its body goes straight
+    /// into the slot of the call it answers. Returns that slot.
+    private func readPlainFrame() throws(ReadFailure) -> Slot? {
+        let h: FrameHeader
+        do {
+            guard try FD.readFully(fd, scratch.header.baseAddress!, Wire.headerSize) else {
+                throw ReadFailure(why: "the home node closed the connection")
+            }
+            h = try FrameHeader.decode(UnsafeRawBufferPointer(scratch.header))
+        } catch let e as ReadFailure {
+            throw e
+        } catch let e as Errno {
+            throw ReadFailure(why: String(cString: strerror(e.rawValue)))
+        } catch {
+            throw ReadFailure(why: "malformed frame from home: \(error)")
+        }
+        let target = try claim(h)
+        let into = target?.reply ?? scratch.discard
+        into.copyMemory(from: UnsafeRawBufferPointer(scratch.header))
+        let length = Int(h.length)
+        do {
+            if length > Wire.headerSize {
+                guard try FD.readFully(fd, into.baseAddress! + Wire.headerSize, length - Wire.headerSize) else {
+                    throw Errno.ioError
+                }
+            }
+        } catch {
+            if let target { target.failed.store(true, ordering: .releasing); target.wake() }
+            throw ReadFailure(why: "the home node closed the connection mid-reply")
+        }
+        target?.replyLength = length
+        return target
+    }
+
+    /// Reads one sealed frame whole, opens it, and copies the plain frame
+    /// into the slot of the call it answers. Returns that slot.
+    private func readSealedFrame() throws(ReadFailure) -> Slot? {
+        let prefix = UnsafeMutableRawBufferPointer(rebasing: scratch.header[0..<4])
+        let n: Int
+        do {
+            guard try FD.readFully(fd, prefix.baseAddress!, 4) else {
+                throw ReadFailure(why: "the home node closed the connection")
+            }
+            n = try FrameOpener.sealedLength(prefix: UnsafeRawBufferPointer(prefix))
+            guard try FD.readFully(fd, scratch.sealed.baseAddress!, n) else { throw Errno.ioError }
+        } catch let e as ReadFailure {
+            throw e
+        } catch let e as WireError {
+            throw ReadFailure(why: "malformed frame from home: \(e)")
+        } catch {
+            throw ReadFailure(why: "the home node closed the connection mid-reply")
+        }
+        // Opened in place; then the header picks the slot it is copied to.
+        let length: Int, h: FrameHeader
+        do {
+            (length, h) = try scratch.opener!.open(prefix: UnsafeRawBufferPointer(prefix),
+                                                   UnsafeRawBufferPointer(rebasing: scratch.sealed[0..<n]),
+                                                   into: scratch.sealed)
+        } catch {
+            throw ReadFailure(why: "a frame from home failed to open: \(error); the session is closed")
+        }
+        let target = try claim(h)
+        if let target {
+            target.reply.copyMemory(from: UnsafeRawBufferPointer(rebasing: scratch.sealed[0..<length]))
+            target.replyLength = length
+        }
+        return target
     }
 
     /// After giving up the reader role: if another call still waits for its
@@ -365,7 +454,7 @@ public final class HomeLink: Sendable {
             payload.withUnsafeBytes { p -> Bool in
                 guard let n = try? RequestEncoder.encode(op: .credentials, id: Self.detachedSlot, scalars: scalars,
                                                          payload: p, into: raw) else { return false }
-                return writeLock.withLock { _ in (try? FD.writeFully(fd, raw.baseAddress!, n)) != nil }
+                return write(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
             }
         }
         if sent { slot.sentCredentials = id }
@@ -385,8 +474,13 @@ public final class HomeLink: Sendable {
             guard let n = try? RequestEncoder.encode(op: op, id: Self.detachedSlot, scalars: scalars,
                                                      payload: UnsafeRawBufferPointer(start: nil, count: 0), into: raw)
             else { return }
-            writeLock.withLock { _ in _ = try? FD.writeFully(fd, raw.baseAddress!, n) }
+            _ = write(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
         }
+    }
+
+    /// Writes one plain frame, sealed if the session is; false if the stream failed.
+    private func write(_ frame: UnsafeRawBufferPointer) -> Bool {
+        outgoing.send(frame) { bytes in (try? FD.writeFully(fd, bytes.baseAddress!, bytes.count)) != nil }
     }
 
     /// Fails every waiting call and every later one; says so once.

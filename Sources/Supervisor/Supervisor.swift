@@ -68,6 +68,8 @@ public final class Supervisor: Sendable {
     let stats: Stats
     let listener: SeccompListener
     let child: pid_t
+    /// The program's keeper: the program's process tree ends with this process.
+    let keeper: Keeper
     let options: SupervisorOptions
     /// Placeholders live at this descriptor number and above (and on 0–2).
     let placeholderBase: Int32
@@ -87,7 +89,7 @@ public final class Supervisor: Sendable {
     static let maxIdleWorkers = 4
 
     private init(options: SupervisorOptions, link: HomeLink, localLink: HomeLink, watchers: Watchers, tracees: Tracees,
-                 listener: SeccompListener, child: pid_t, placeholderBase: Int32, descriptorLimit: Int32) {
+                 listener: SeccompListener, child: pid_t, keeper: Keeper, placeholderBase: Int32, descriptorLimit: Int32) {
         self.options = options
         self.localLink = localLink
         self.placeholderBase = placeholderBase
@@ -98,6 +100,7 @@ public final class Supervisor: Sendable {
         self.tracees = tracees
         self.listener = listener
         self.child = child
+        self.keeper = keeper
         stats = Stats(rows: SyscallTable.x86_64.rows.count)
     }
 
@@ -114,18 +117,19 @@ public final class Supervisor: Sendable {
         for s in [SIGTERM, SIGHUP] { sigaddset(&relayed, s) }
         pthread_sigmask(SIG_BLOCK, &relayed, nil)
 
-        let stream: CInt
+        let stream: HomeConnection.Stream
         do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
         let home = options.home.description
-        let link = HomeLink(fd: stream, calls: maxWorkers, pollMicroseconds: options.pollMicroseconds) { why in
+        let link = HomeLink(fd: stream.fd, keys: stream.keys, calls: maxWorkers,
+                            pollMicroseconds: options.pollMicroseconds) { why in
             let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
             printError(text)
         }
-        let localStream: CInt
+        let localStream: HomeConnection.Stream
         do { localStream = try HomeConnection.open(.spawn(root: "/", serve: options.localDeputy)) } catch {
             throw .spawn("cannot start the local deputy: \(error)")
         }
-        let localLink = HomeLink(fd: localStream, calls: maxWorkers, pollMicroseconds: 0) { why in
+        let localLink = HomeLink(fd: localStream.fd, keys: nil, calls: maxWorkers, pollMicroseconds: 0) { why in
             printError("wrap-and-run: the local deputy failed: \(why)")
         }
         let watchers: Watchers
@@ -143,12 +147,12 @@ public final class Supervisor: Sendable {
         do throws(Errno) { filter = try SeccompFilter(rules: SyscallTable.x86_64.filterRules(placeholderBase: base)) } catch {
             throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
         }
-        let pid: pid_t, listener: SeccompListener
+        let pid: pid_t, listener: SeccompListener, keeper: Keeper
         do {
-            (pid, listener) = try Spawn.traced(path: options.program, argv: options.arguments, env: options.environment,
+            (pid, listener, keeper) = try Spawn.traced(path: options.program, argv: options.arguments, env: options.environment,
                                                filter: filter, nofileSoft: nofile)
         } catch {
-            let step = ["", "setting no_new_privs", "installing the seccomp filter", "passing the listener", "execve"]
+            let step = ["", "setting no_new_privs", "installing the seccomp filter", "passing the listener", "execve", "fork"]
             let what = Int(error.stage) < step.count && error.stage > 0 ? step[Int(error.stage)] : "spawning"
             throw .spawn("\(options.program): \(what) failed: \(String(cString: strerror(error.errno.rawValue)))")
         }
@@ -156,7 +160,7 @@ public final class Supervisor: Sendable {
         listener.preferSynchronousWakeUp()
 
         let sup = Supervisor(options: options, link: link, localLink: localLink, watchers: watchers, tracees: tracees, listener: listener,
-                             child: pid, placeholderBase: base, descriptorLimit: limit)
+                             child: pid, keeper: keeper, placeholderBase: base, descriptorLimit: limit)
         ThreadRunner(name: "watchers") { [watchers, tracees] in
             watchers.run { tid in tracees.threadExited(tid) }
         }.start()
@@ -174,8 +178,18 @@ public final class Supervisor: Sendable {
     }
 
     /// Waits for the program; returns its exit status (128+N for signal N).
+    /// Processes the program left running are killed: nothing could serve
+    /// their calls once wrap-and-run is gone.
     public func wait() -> Int32 {
-        let status = ExitStatus.wait(pid: child)
+        let status: Int32
+        if let code = keeper.programExit() {
+            status = code
+        } else {
+            printError("wrap-and-run: the program's keeper process died; ending the program\n")
+            kill(child, SIGKILL)
+            status = 128 + SIGKILL
+        }
+        keeper.release()
         watchers.flushStreams(slot: link.slots[HomeLink.controlSlot])
         if options.stats {
             // Let calls answered just before the exit finish counting (bounded).

@@ -63,18 +63,30 @@ public enum TCP {
         return out
     }
 
-    /// Tunes a connected stream for request/response traffic: no Nagle delay,
-    /// and keepalives so a vanished peer is noticed within about half a minute.
+    /// Tunes a connected stream for request/response traffic: no Nagle
+    /// delay, and a vanished peer noticed within 30 s (see `detectDeadPeer`).
     public static func tune(_ fd: CInt) {
         FD.setBulkBuffers(fd)
         var one: CInt = 1
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
+        detectDeadPeer(fd, withinMilliseconds: 30_000)
+    }
+
+    /// A peer that stops answering (host gone, link down, partition: no FIN
+    /// ever comes) fails the stream within about `ms`: keepalive probes go
+    /// out after 1 s of silence, every second, and TCP_USER_TIMEOUT aborts
+    /// the connection once nothing sent (data or probe) has been
+    /// acknowledged for `ms`. Reads and writes then fail with ETIMEDOUT. A
+    /// call that is merely slow at home is not affected: its peer's kernel
+    /// still answers the probes.
+    public static func detectDeadPeer(_ fd: CInt, withinMilliseconds ms: UInt32) {
+        var one: CInt = 1
         _ = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<CInt>.size))
-        var idle: CInt = 10, intvl: CInt = 5, cnt: CInt = 3
+        var idle: CInt = 1, intvl: CInt = 1, cnt: CInt = CInt(clamping: max(1, ms / 1000))
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, socklen_t(MemoryLayout<CInt>.size))
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &intvl, socklen_t(MemoryLayout<CInt>.size))
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &cnt, socklen_t(MemoryLayout<CInt>.size))
-        var userTimeout: CUnsignedInt = 30_000
+        var userTimeout = CUnsignedInt(ms)
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_USER_TIMEOUT, &userTimeout, socklen_t(MemoryLayout<CUnsignedInt>.size))
     }
 

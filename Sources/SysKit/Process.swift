@@ -74,8 +74,38 @@ public enum ExitStatus {
         while waitpid(pid, &status, 0) < 0 {
             if Glibc.errno != EINTR { return 125 }
         }
+        return code(status)
+    }
+
+    /// A wait status as an exit code: the code, or 128+N for signal N.
+    public static func code(_ status: Int32) -> Int32 {
         let sig = status & 0x7f
         if sig == 0 { return (status >> 8) & 0xff }
         return 128 + sig
+    }
+}
+
+/// The traced program's keeper (see cshim_keeper.c): the process between
+/// the supervisor and the program, which reports the program's exit and
+/// kills the program's whole process tree when this side lets go of it.
+public struct Keeper: Sendable {
+    public let socket: CInt
+    public let pid: pid_t
+
+    /// Waits for the program's wait status, as an exit code (128+N for
+    /// signal N); nil if the keeper vanished first.
+    public func programExit() -> Int32? {
+        var kind: CInt = 0, value: CInt = 0
+        while cshim_keeper_recv(socket, &kind, &value) == 1 {
+            if kind == CInt(CSHIM_KEEPER_STATUS) { return ExitStatus.code(value) }
+        }
+        return nil
+    }
+
+    /// Lets go: the keeper kills what is left of the program's process
+    /// tree; returns once it has, and has exited.
+    public func release() {
+        Glibc.close(socket)
+        _ = ExitStatus.wait(pid: pid)
     }
 }

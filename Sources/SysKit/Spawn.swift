@@ -12,28 +12,31 @@ func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePo
 /// Why the tracee could not be started.
 public struct SpawnFailure: Error {
     public var errno: Errno
-    /// 1 no_new_privs, 2 seccomp, 3 passing the listener, 4 execve.
+    /// 1 no_new_privs, 2 seccomp, 3 passing the listener, 4 execve, 5 fork.
     public var stage: Int32
 }
 
 public enum Spawn {
-    /// Starts `path` under `filter`; returns its pid and the listener.
+    /// Starts `path` under `filter`, below a keeper; returns its pid, the
+    /// listener and the keeper.
     public static func traced(path: String, argv: [String], env: [String], filter: SeccompFilter,
-                              nofileSoft: Int64) throws(SpawnFailure) -> (pid_t, SeccompListener) {
+                              nofileSoft: Int64) throws(SpawnFailure) -> (pid_t, SeccompListener, Keeper) {
         var listener: CInt = -1
         var stage: CInt = 0
+        var keeper: CInt = -1
+        var keeperPid: pid_t = -1
         let pid: pid_t = withCStrings(argv) { av in
             withCStrings(env) { ev in
                 withUnsafePointer(to: filter.raw) { fp in
                     path.withCString { cpath in
                         var req = cshim_spawn_request(path: cpath, argv: av, envp: ev, filter: fp, nofile_soft: nofileSoft)
-                        return cshim_spawn_traced(&req, &listener, &stage)
+                        return cshim_spawn_traced(&req, &listener, &stage, &keeper, &keeperPid)
                     }
                 }
             }
         }
         if pid < 0 { throw SpawnFailure(errno: lastErrno(), stage: stage) }
-        return (pid, SeccompListener(fd: listener))
+        return (pid, SeccompListener(fd: listener), Keeper(socket: keeper, pid: keeperPid))
     }
 
     /// posix_spawn of `path` with `keep[i]` as fd 3+i in the child.

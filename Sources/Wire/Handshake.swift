@@ -90,6 +90,10 @@ public struct ClientHandshake: Sendable {
     public private(set) var isComplete = false
     /// The capabilities the server announced in its `challenge` (0 until then).
     public private(set) var serverCapabilities: UInt64 = 0
+    /// After an authenticated handshake: the keys that seal the session's
+    /// frames (nil without a key, and until `welcome` has verified).
+    public var sessionKeys: SessionKeys? { isComplete ? pendingKeys : nil }
+    private var pendingKeys: SessionKeys?
 
     /// - Parameters:
     ///   - key: nil: the stream is already trusted (ssh stdio, private socketpair) and the client
@@ -149,6 +153,7 @@ public struct ClientHandshake: Sendable {
             if authRequired == 1 {
                 // A server asking for a key we do not have: we cannot authenticate.
                 guard let key else { throw .authenticationFailed }
+                pendingKeys = SessionKeys(key: key, clientNonce: nonce, serverNonce: serverNonce)
                 state = .awaitingWelcome(
                     expectedProof: Auth.serverProof(key: key, clientNonce: nonce, serverNonce: serverNonce))
                 return HandshakeFrame.encode(
@@ -218,6 +223,9 @@ public struct ServerHandshake: Sendable {
     public private(set) var clientCapabilities: UInt64 = 0
     /// True once the handshake has completed.
     public private(set) var isComplete = false
+    /// After an authenticated handshake: the keys that seal the session's
+    /// frames (nil without a key).
+    public private(set) var sessionKeys: SessionKeys?
 
     /// - Parameters:
     ///   - key: nil: no auth (stdio/spawn: the stream is trusted); otherwise the client must
@@ -293,6 +301,7 @@ public struct ServerHandshake: Sendable {
             guard Auth.constantTimeEqual(frame.payload, expected) else { throw .authenticationFailed }
             state = .complete
             isComplete = true
+            sessionKeys = SessionKeys(key: key, clientNonce: clientNonce, serverNonce: nonce)
             let proof = Auth.serverProof(key: key, clientNonce: clientNonce, serverNonce: nonce)
             return ServerStep(send: [HandshakeFrame.encode(.welcome, payload: proof)], outcome: .complete)
         case .complete, .failed:

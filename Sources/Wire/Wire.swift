@@ -73,6 +73,11 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
     case malformedPayload
     /// The caller's output buffer is too small, or a payload exceeds ``Wire/maxPayload``.
     case bufferTooSmall(needed: Int, available: Int)
+    /// A frame could not be sealed (the direction's counter is exhausted).
+    case sealFailed
+    /// A sealed frame did not open: altered, replayed, reordered, injected,
+    /// or sealed with another key.
+    case openFailed
 
     public var description: String {
         switch self {
@@ -108,6 +113,10 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
             return "malformed payload (e.g. a path without its NUL, an interior NUL, or a nonce of the wrong size)"
         case .bufferTooSmall(let needed, let available):
             return "buffer too small: needed \(needed) bytes but only \(available) are available"
+        case .sealFailed:
+            return "cannot seal another frame on this stream"
+        case .openFailed:
+            return "a sealed frame failed authentication (altered, replayed, reordered or injected)"
         }
     }
 }

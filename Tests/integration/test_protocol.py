@@ -10,6 +10,10 @@ import os
 import socket
 import struct
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from conftest import CAT, describe
 from test_failure import wait_for_log
 
@@ -31,7 +35,9 @@ def read_frame(s: socket.socket):
         return None
 
 
-def _read_frame(s: socket.socket):
+def _read_frame(s):
+    if isinstance(s, Sealed):
+        return s.read_frame()
     header = b""
     while len(header) < 16:
         chunk = s.recv(16 - len(header))
@@ -53,7 +59,61 @@ def connect(tv) -> socket.socket:
     return s
 
 
-def authenticate(tv, s: socket.socket) -> None:
+def recv_exactly(s: socket.socket, n: int):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def session_keys(key: bytes, client_nonce: bytes, server_nonce: bytes):
+    """(client to server, server to client): HKDF-SHA256 as the README states."""
+    def derive(info: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=client_nonce + server_nonce, info=info).derive(key)
+    return derive(b"tether-v1 frames client to server"), derive(b"tether-v1 frames server to client")
+
+
+def nonce(counter: int) -> bytes:
+    return b"\0" * 4 + struct.pack("<Q", counter)
+
+
+class Sealed:
+    """An authenticated session's stream: frames sealed with AES-256-GCM,
+    a key per direction, the frame's position in its direction as nonce, and
+    the 4-byte length prefix as associated data."""
+
+    def __init__(self, sock: socket.socket, send_key: bytes, recv_key: bytes):
+        self.sock = sock
+        self.send_aead, self.recv_aead = AESGCM(send_key), AESGCM(recv_key)
+        self.sent = self.received = 0
+
+    def seal(self, plain: bytes, counter=None) -> bytes:
+        prefix = struct.pack("<I", len(plain) + 16)
+        if counter is None:
+            counter, self.sent = self.sent, self.sent + 1
+        return prefix + self.send_aead.encrypt(nonce(counter), plain, prefix)
+
+    def sendall(self, plain: bytes) -> None:
+        self.sock.sendall(self.seal(plain))
+
+    def read_frame(self):
+        prefix = recv_exactly(self.sock, 4)
+        if prefix is None:
+            return None
+        sealed = recv_exactly(self.sock, struct.unpack("<I", prefix)[0])
+        if sealed is None:
+            return None
+        plain = self.recv_aead.decrypt(nonce(self.received), sealed, prefix)
+        self.received += 1
+        length, op, flags, ident = struct.unpack("<IHHQ", plain[:16])
+        assert length == len(plain)
+        return op, plain[16:]
+
+
+def authenticate(tv, s: socket.socket) -> Sealed:
     key = tv.key.read_bytes()
     if key.endswith(b"\n"):
         key = key[:-1]
@@ -67,6 +127,7 @@ def authenticate(tv, s: socket.socket) -> None:
     op, body = read_frame(s)
     assert op == WELCOME
     assert body == hmac.new(key, b"tether-v1 server" + client_nonce + server_nonce, hashlib.sha256).digest()
+    return Sealed(s, *session_keys(key, client_nonce, server_nonce))
 
 
 def still_serves(tv):
@@ -89,9 +150,9 @@ def test_wrong_magic_is_refused_and_logged(tv):
 def test_oversized_frame_after_authentication_closes_the_session(tv):
     since = len(tv.home.log())
     with connect(tv) as s:
-        authenticate(tv, s)
+        c = authenticate(tv, s)
         s.sendall(struct.pack("<IHHQ", 0xFFFFFFFF, 18, 0, 1))   # read, 4 GiB long
-        assert read_frame(s) is None
+        assert read_frame(c) is None
     assert wait_for_log(tv.home, r"protocol error: .*(oversized|too large|length)", since=since, timeout=3.0), tv.home.log()
     still_serves(tv)
 
@@ -99,9 +160,9 @@ def test_oversized_frame_after_authentication_closes_the_session(tv):
 def test_unknown_op_after_authentication_closes_the_session(tv):
     since = len(tv.home.log())
     with connect(tv) as s:
-        authenticate(tv, s)
-        s.sendall(frame(0x7777, (), b"x" * 8, ident=5))
-        assert read_frame(s) is None
+        c = authenticate(tv, s)
+        c.sendall(frame(0x7777, (), b"x" * 8, ident=5))
+        assert read_frame(c) is None
     assert wait_for_log(tv.home, r"protocol error: .*(unknown op|0x7777|30583)", since=since, timeout=3.0), tv.home.log()
     still_serves(tv)
 
@@ -109,19 +170,19 @@ def test_unknown_op_after_authentication_closes_the_session(tv):
 def test_frame_cut_short_then_eof_ends_the_session(tv):
     since = len(tv.home.log())
     with connect(tv) as s:
-        authenticate(tv, s)
-        s.sendall(frame(18, (999, 4096), ident=7)[:20])   # header plus half a scalar
+        c = authenticate(tv, s)
+        s.sendall(c.seal(frame(18, (999, 4096), ident=7))[:20])   # a sealed frame cut short
         s.shutdown(socket.SHUT_WR)
-        assert read_frame(s) is None
+        assert read_frame(c) is None
     assert wait_for_log(tv.home, r"session \d+ ended", since=since, timeout=3.0), tv.home.log()
     still_serves(tv)
 
 
 def test_a_handle_the_session_never_opened_is_ebadf(tv):
     with connect(tv) as s:
-        authenticate(tv, s)
-        s.sendall(frame(18, (3, 16), ident=9))   # read from descriptor 3: not this session's handle
-        op, body = read_frame(s)
+        c = authenticate(tv, s)
+        c.sendall(frame(18, (3, 16), ident=9))   # read from descriptor 3: not this session's handle
+        op, body = read_frame(c)
         assert op == 18 and struct.unpack("<q", body[:8])[0] == -9   # -EBADF
 
 
@@ -136,33 +197,33 @@ def reply(s):
 
 def test_cancel_of_a_request_that_is_not_blocked_is_ignored(tv):
     with connect(tv) as s:
-        authenticate(tv, s)
-        s.sendall(frame(CANCEL, (12345,), ident=1))
-        assert reply(s)[:2] == (CANCEL, 0)
-        s.sendall(frame(ECHO, (8,), ident=2))
-        assert reply(s) == (ECHO, 8, b"\0" * 8)
+        c = authenticate(tv, s)
+        c.sendall(frame(CANCEL, (12345,), ident=1))
+        assert reply(c)[:2] == (CANCEL, 0)
+        c.sendall(frame(ECHO, (8,), ident=2))
+        assert reply(c) == (ECHO, 8, b"\0" * 8)
 
 
 def test_blocked_read_answers_out_of_order_and_cancel_ends_it_with_eintr(tv):
     os.mkfifo(tv.homedata / "p", 0o666)
     with connect(tv) as s:
-        authenticate(tv, s)
-        s.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDWR, 0, 0), tv.p("p").encode() + b"\0", ident=1))
-        op, handle, _ = reply(s)
+        c = authenticate(tv, s)
+        c.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDWR, 0, 0), tv.p("p").encode() + b"\0", ident=1))
+        op, handle, _ = reply(c)
         assert op == OPENAT and handle >= 0
-        s.sendall(frame(READ, (handle, 100), ident=2))          # waits at home: the FIFO is empty
-        s.sendall(frame(ECHO, (4,), ident=3))                   # not behind it
-        assert reply(s) == (ECHO, 4, b"\0" * 4)
+        c.sendall(frame(READ, (handle, 100), ident=2))          # waits at home: the FIFO is empty
+        c.sendall(frame(ECHO, (4,), ident=3))                   # not behind it
+        assert reply(c) == (ECHO, 4, b"\0" * 4)
         # Closing the handle under the blocked read only unlists it: its
         # descriptor stays open (and its number unused) until the read ends.
-        s.sendall(frame(CLOSE, (handle,), ident=4))
-        assert reply(s)[:2] == (CLOSE, 0)
+        c.sendall(frame(CLOSE, (handle,), ident=4))
+        assert reply(c)[:2] == (CLOSE, 0)
         tv.both("other.txt", "x\n", "decoy\n")
-        s.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDONLY, 0, 0), tv.p("other.txt").encode() + b"\0", ident=5))
-        op, other, _ = reply(s)
+        c.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDONLY, 0, 0), tv.p("other.txt").encode() + b"\0", ident=5))
+        op, other, _ = reply(c)
         assert op == OPENAT and other >= 0 and other != handle, (handle, other)
-        s.sendall(frame(CANCEL, (2,), ident=7))
-        got = {reply(s)[:2] for _ in range(2)}
+        c.sendall(frame(CANCEL, (2,), ident=7))
+        got = {reply(c)[:2] for _ in range(2)}
         assert got == {(CANCEL, 0), (READ, -4)}, got            # -EINTR: nothing was read
     still_serves(tv)
 
@@ -171,16 +232,16 @@ def test_cancel_after_the_data_arrived_keeps_the_data(tv):
     p = tv.homedata / "p"
     os.mkfifo(p, 0o666)
     with connect(tv) as s:
-        authenticate(tv, s)
-        s.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDWR, 0, 0), tv.p("p").encode() + b"\0", ident=1))
-        _, handle, _ = reply(s)
-        s.sendall(frame(READ, (handle, 100), ident=2))
+        c = authenticate(tv, s)
+        c.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDWR, 0, 0), tv.p("p").encode() + b"\0", ident=1))
+        _, handle, _ = reply(c)
+        c.sendall(frame(READ, (handle, 100), ident=2))
         w = os.open(p, os.O_WRONLY)
         os.write(w, b"consumed at home")
         os.close(w)
-        assert reply(s) == (READ, 16, b"consumed at home")
-        s.sendall(frame(CANCEL, (2,), ident=3))                 # too late: nothing to interrupt
-        assert reply(s)[:2] == (CANCEL, 0)
+        assert reply(c) == (READ, 16, b"consumed at home")
+        c.sendall(frame(CANCEL, (2,), ident=3))                 # too late: nothing to interrupt
+        assert reply(c)[:2] == (CANCEL, 0)
 
 
 CREDENTIALS = 54
@@ -188,17 +249,17 @@ CREDENTIALS = 54
 
 def test_malformed_credentials_are_einval_and_the_session_goes_on(tv):
     with connect(tv) as s:
-        authenticate(tv, s)
-        s.sendall(frame(CREDENTIALS, (1, 0, 0, 3), struct.pack("<I", 5), ident=1))     # 3 groups announced, 1 sent
-        assert reply(s)[:2] == (CREDENTIALS, -22)
-        s.sendall(frame(CREDENTIALS, (70000, 0, 0, 0), ident=2))                     # no such channel
-        assert reply(s)[:2] == (CREDENTIALS, -22)
-        s.sendall(frame(CREDENTIALS, (1, 1 << 40, 0, 0), ident=3))                   # uid out of range
-        assert reply(s)[:2] == (CREDENTIALS, -22)
-        s.sendall(frame(CREDENTIALS, (1, 0, 0, 70000), b"\0" * 4 * 70000, ident=4))  # over NGROUPS_MAX
-        assert reply(s)[:2] == (CREDENTIALS, -22)
-        s.sendall(frame(ECHO, (4,), ident=5))
-        assert reply(s) == (ECHO, 4, b"\0" * 4)
+        c = authenticate(tv, s)
+        c.sendall(frame(CREDENTIALS, (1, 0, 0, 3), struct.pack("<I", 5), ident=1))     # 3 groups announced, 1 sent
+        assert reply(c)[:2] == (CREDENTIALS, -22)
+        c.sendall(frame(CREDENTIALS, (70000, 0, 0, 0), ident=2))                     # no such channel
+        assert reply(c)[:2] == (CREDENTIALS, -22)
+        c.sendall(frame(CREDENTIALS, (1, 1 << 40, 0, 0), ident=3))                   # uid out of range
+        assert reply(c)[:2] == (CREDENTIALS, -22)
+        c.sendall(frame(CREDENTIALS, (1, 0, 0, 70000), b"\0" * 4 * 70000, ident=4))  # over NGROUPS_MAX
+        assert reply(c)[:2] == (CREDENTIALS, -22)
+        c.sendall(frame(ECHO, (4,), ident=5))
+        assert reply(c) == (ECHO, 4, b"\0" * 4)
 
 
 def test_credentials_apply_to_their_channel_only(tv):
@@ -206,11 +267,11 @@ def test_credentials_apply_to_their_channel_only(tv):
     os.chmod(tv.homedata / "secret.txt", 0o600)
     path = tv.p("secret.txt").encode() + b"\0"
     with connect(tv) as s:
-        authenticate(tv, s)
-        s.sendall(frame(CREDENTIALS, (7, 65534, 65534, 0), ident=(1 << 16) | 7))    # channel 7 acts as nobody
-        assert reply(s)[:2] == (CREDENTIALS, 0)
-        s.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDONLY, 0, 0), path, ident=(2 << 16) | 7))
-        assert reply(s)[:2] == (OPENAT, -13)                                      # EACCES, as nobody
-        s.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDONLY, 0, 0), path, ident=(3 << 16) | 8))
-        op, handle, _ = reply(s)
+        c = authenticate(tv, s)
+        c.sendall(frame(CREDENTIALS, (7, 65534, 65534, 0), ident=(1 << 16) | 7))    # channel 7 acts as nobody
+        assert reply(c)[:2] == (CREDENTIALS, 0)
+        c.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDONLY, 0, 0), path, ident=(2 << 16) | 7))
+        assert reply(c)[:2] == (OPENAT, -13)                                      # EACCES, as nobody
+        c.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDONLY, 0, 0), path, ident=(3 << 16) | 8))
+        op, handle, _ = reply(c)
         assert op == OPENAT and handle >= 0                                       # channel 8: the home's own

@@ -161,6 +161,8 @@ final class Bench {
     var load: [String: Any] = [:]
     var startup: [String: Any] = [:]
     var concurrency: [String: [String: Double]] = [:] // "case/config"
+    var sealing: [String: Double] = [:] // "cipher/size": median ns of seal + open
+    var sealedFigures: [String: Figure] = [:] // "op/stdio-plain|stdio-sealed"
     var runCounter = 0
     let began = Date()
 
@@ -310,6 +312,7 @@ final class Bench {
             }
         }
         if selected == nil || selected!.contains("pread-threads") { runConcurrency() }
+        if selected == nil || selected!.contains("sealing") { runSealing() }
         let sessions = o.sessions ?? (o.quick ? 8 : 64)
         if sessions > 0 { runLoad(sessions: sessions, perSession: o.sessionOps ?? (o.quick ? 1_000 : 10_000)) }
         let startupRuns = o.startupRuns ?? (o.quick ? 10 : 30)

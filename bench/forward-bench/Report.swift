@@ -114,6 +114,11 @@ extension Bench {
             line()
             concurrencyReport.forEach { line($0) }
         }
+        let sealingReport = sealingLines()
+        if !sealingReport.isEmpty {
+            line()
+            sealingReport.forEach { line($0) }
+        }
         if let base = num(startup, "native_median_ms") {
             line()
             var s = String(format: "startup (median of %d): /bin/true %.2f ms", startup["runs"] as? Int ?? 0, base)
@@ -157,7 +162,8 @@ extension Bench {
                 "rounds": rounds, "seq_bytes": seqSize, "configs": configHelp,
                 "results": chosen.flatMap { op in configs.compactMap { figures[op.name + "/" + $0]?.json } },
                 "floors": floors.keys.sorted().compactMap { floors[$0] },
-                "ratios": ratios, "row_floors": rowFloors, "load": load, "concurrency": concurrency, "startup": startup, "targets": targets,
+                "ratios": ratios, "row_floors": rowFloors, "load": load, "concurrency": concurrency,
+                "sealing": sealing, "sealed_forwarded": sealedFigures.mapValues(\.json), "startup": startup, "targets": targets,
                 "failures": failures.map(\.json),
             ]
             do {
@@ -197,6 +203,7 @@ extension Bench {
         for c in ["unix", "tcp"] {
             add("pread 4K over \(c) with 16 calls blocked at home ≤ 1.2× alone", concurrencyRatio(config: c), { $0 <= 1.2 }, x)
         }
+        sealingTargets(add)
         if let e = load["errors"] as? Int {
             t.append(["target": "\(load["sessions"] ?? 0)-session load: no errors", "value": e, "pass": e == 0,
                       "measured": String(format: "%d errors, %.0f preads/s", e, num(load, "aggregate_ops_s") ?? 0)])

@@ -1,0 +1,64 @@
+/// What a reply may say, given the request it answers: the client checks
+/// every reply against it before a byte reaches the tracee, so a home that
+/// lies (or a bug) can never make the client write past a buffer or
+/// report more than was asked for.
+///
+/// - A negative result is an errno (-4095 ... -1) and carries no payload.
+/// - A byte count never exceeds what was asked, and the payload is exactly
+///   that count.
+/// - A fixed-size struct is exactly its size.
+/// - Ops that return no data return no payload.
+public enum ReplyContract {
+    /// The largest path a reply carries (chdir, getcwd): PATH_MAX.
+    public static let maxPath = 4096
+    /// Size of the x86_64 `struct statfs` in a `statfs` reply.
+    public static let statfsSize = 120
+    /// Size of the x86_64 `struct flock` in `lock` and `posixLock` replies.
+    public static let flockSize = 32
+
+    /// Nil if `result` and `payloadCount` are a possible reply to `op` with
+    /// `scalars` and `requestPayload` bytes of payload; otherwise what is wrong.
+    public static func violation(op: Op, scalars s: Scalars, requestPayload: Int,
+                                 result: Int64, payloadCount: Int) -> String? {
+        if result < 0 {
+            if result < -4095 { return "result \(result) is not an errno" }
+            return payloadCount == 0 ? nil : "an error reply carries \(payloadCount) bytes"
+        }
+        func count(upTo limit: Int64) -> String? {
+            if result > max(limit, 0) { return "result \(result) exceeds the \(limit) bytes asked for" }
+            return payloadCount == Int(result) ? nil : "result \(result) with \(payloadCount) bytes of payload"
+        }
+        func exactly(_ size: Int) -> String? {
+            payloadCount == size ? nil : "\(payloadCount) bytes where the struct is \(size)"
+        }
+        func empty() -> String? {
+            payloadCount == 0 ? nil : "\(payloadCount) bytes of payload where none is due"
+        }
+        switch op {
+        case .read, .pread, .getdents64, .readlinkat:
+            return count(upTo: s[1])
+        case .getxattr, .listxattr:
+            // Size 0 asks only for the length.
+            if s[2] == 0 { return payloadCount == 0 ? nil : "a length query returned \(payloadCount) bytes" }
+            return count(upTo: s[2])
+        case .fstat, .statx:
+            return exactly(Wire.statxSize)
+        case .statfs:
+            return exactly(statfsSize)
+        case .lock, .posixLock:
+            return exactly(flockSize)
+        case .chdir, .getcwd:
+            return payloadCount <= maxPath ? nil : "a path of \(payloadCount) bytes"
+        case .echo:
+            return exactly(Int(clamping: s[0]))
+        case .write, .pwrite:
+            if result > Int64(requestPayload) { return "wrote \(result) of \(requestPayload) bytes" }
+            return empty()
+        case .copyFileRange:
+            if result > max(s[4], 0) { return "copied \(result) of \(s[4]) bytes" }
+            return empty()
+        default:
+            return empty()
+        }
+    }
+}
