@@ -9,7 +9,7 @@ RELEASE_BIN := $(shell pwd)/.build/release
 RELEASE := -c release --static-swift-stdlib
 
 .PHONY: all build debug demo test unit-test integration-test bench bench-quick clean \
-	fuzz-build fuzz-quick fuzz
+	fuzz-build fuzz-quick fuzz asan-test tsan-test
 
 all: build
 
@@ -49,7 +49,7 @@ bench-quick:
 # targets exist only with TETHER_FUZZ=1 (Package.swift) and build in their own
 # scratch directory with the fuzzer and AddressSanitizer in every Swift file.
 # fuzz-quick: FUZZ_QUICK_SECONDS in all, split evenly; fuzz: FUZZ_SECONDS each.
-FUZZ_TARGETS := fuzz-frame-header fuzz-request fuzz-response fuzz-handshake
+FUZZ_TARGETS := fuzz-frame-header fuzz-request fuzz-response fuzz-handshake fuzz-sealed
 FUZZ_BUILD := -c release --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
 FUZZ_QUICK_SECONDS ?= 60
 FUZZ_SECONDS ?= 600
@@ -63,5 +63,14 @@ fuzz-quick: fuzz-build
 fuzz: fuzz-build
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# The integration suite against homestub and wrap-and-run built with
+# AddressSanitizer (.build-asan) or ThreadSanitizer (.build-tsan); every
+# report, from any of their processes, fails the run (scripts/sanitizer-test.sh).
+asan-test:
+	@bash scripts/sanitizer-test.sh address
+
+tsan-test:
+	@bash scripts/sanitizer-test.sh thread
+
 clean:
-	rm -rf .build .build-fuzz
+	rm -rf .build .build-fuzz .build-asan .build-tsan

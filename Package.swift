@@ -106,7 +106,7 @@ let package = Package(
 // .build-fuzz with -sanitize=fuzzer,address): libFuzzer's driver runs them,
 // so they link only with -sanitize=fuzzer and an ordinary `swift build` must
 // not see them.
-let fuzzTargets = ["fuzz-frame-header", "fuzz-request", "fuzz-response", "fuzz-handshake"]
+let fuzzTargets = ["fuzz-frame-header", "fuzz-request", "fuzz-response", "fuzz-handshake", "fuzz-sealed"]
 if Context.environment["TETHER_FUZZ"] == "1" {
     package.targets.append(.target(name: "CFuzzDriver", path: "fuzz/CFuzzDriver"))
     package.targets.append(.target(name: "FuzzSupport", dependencies: ["Wire", "CFuzzDriver"], path: "fuzz/FuzzSupport"))

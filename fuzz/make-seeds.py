@@ -140,7 +140,7 @@ def write(target, name, data):
 
 
 def main():
-    for target in ("fuzz-frame-header", "fuzz-request", "fuzz-response", "fuzz-handshake"):
+    for target in ("fuzz-frame-header", "fuzz-request", "fuzz-response", "fuzz-handshake", "fuzz-sealed"):
         d = os.path.join(CORPUS, target)
         if os.path.isdir(d):
             for f in os.listdir(d):
@@ -205,6 +205,31 @@ def main():
     # The man in the middle flips a byte of the client's proof, then injects a frame.
     write("fuzz-handshake", "pair-keys-tampered", bytes([2 | 4 | 8, 0, 0, 1, 1, 20, 0, 0xFF, 0])
           + bytes([1]) + chunks(welcome) + bytes([0]))
+
+    # ReplyContract (fuzz-response mode bit 4): op index, six scalars, request payload
+    # size, result, payload size; a read of 4096 answered with 5 bytes.
+    read_index = [name for name, _, _ in OPS].index("read")
+    write("fuzz-response", "contract-read", bytes([16, read_index]) + struct.pack("<6Q", 3, 4096 + 0x100, 0, 0, 0, 0)
+          + struct.pack("<QQQ", 0, 10, 5))
+
+    # Sealed frames. Mode bits 0-1: random / stream / keys; bit 2: fix prefix or headers;
+    # bit 3: open in place. A stream: frame count - 1, chunks, then delivery instructions
+    # (0 next, 1 next with flips, 2 replay, 3 cut or lengthen, 4 inject, 5 reflect).
+    frames = [request(name, *REQUESTS[name], id=i + 1) for i, name in enumerate(("openat", "pread", "write"))]
+    stream = bytes([len(frames) - 1]) + chunks(*frames)
+    write("fuzz-sealed", "stream-in-order", bytes([1]) + stream + bytes([0, 0, 0]))
+    write("fuzz-sealed", "stream-in-place", bytes([1 | 8]) + stream + bytes([0, 0, 0]))
+    write("fuzz-sealed", "stream-flip", bytes([1]) + stream + bytes([0, 1, 0, 30, 0, 0x01, 0, 0]))
+    write("fuzz-sealed", "stream-replay", bytes([1]) + stream + bytes([0, 2, 0, 0, 0]))
+    write("fuzz-sealed", "stream-reorder", bytes([1]) + stream + bytes([2, 1, 0, 0, 0]))
+    write("fuzz-sealed", "stream-cut", bytes([1]) + stream + bytes([3, 2, 0, 0]))
+    write("fuzz-sealed", "stream-reflect", bytes([1]) + stream + bytes([5, 0, 0, 0]))
+    write("fuzz-sealed", "stream-inject", bytes([1]) + stream + bytes([4]) + chunks(struct.pack("<I", 56) + frames[0]) + bytes([0]))
+    write("fuzz-sealed", "stream-bad-header", bytes([1]) + bytes([1]) + chunks(header(99, 20) + b"\0" * 24, frames[1])
+          + bytes([0, 0]))
+    write("fuzz-sealed", "random", bytes([0]) + struct.pack("<I", 56) + bytes(range(56)))
+    write("fuzz-sealed", "random-fixed-prefix", bytes([4]) + struct.pack("<I", 0) + bytes(range(60)))
+    write("fuzz-sealed", "keys", bytes([2, 0]) + KEY + CLIENT_NONCE + SERVER_NONCE + frames[1])
     return 0
 
 

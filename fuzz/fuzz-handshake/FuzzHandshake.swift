@@ -15,7 +15,9 @@
 // every frame either side sends is a well-formed handshake frame; a failed
 // server sends exactly one `refused` with the right reason, then nothing; a
 // failed client keeps throwing the same error; an untouched exchange with
-// matching keys always completes on both sides.
+// matching keys always completes on both sides; session keys exist exactly
+// after an authenticated handshake, are those of the key and both nonces,
+// and are the same at both ends.
 
 import Crypto
 import CFuzzDriver
@@ -164,6 +166,12 @@ func fuzzServer(_ input: inout FuzzInput, key: [UInt8]?, fixLengths: Bool) {
             }
         }
         invariant(server.isComplete == complete, "isComplete disagrees with the outcomes")
+        if complete, let key, let helloNonce {
+            invariant(server.sessionKeys == SessionKeys(key: key, clientNonce: helloNonce, serverNonce: serverNonce),
+                      "the session keys are not those of the key and both nonces")
+        } else {
+            invariant(server.sessionKeys == nil, "session keys without an authenticated handshake")
+        }
     }
 }
 
@@ -174,6 +182,7 @@ func fuzzClient(_ input: inout FuzzInput, key: [UInt8]?, fixLengths: Bool) {
     invariant(hello.op == .hello && hello.scalars == [magic, 1, 0] && hello.payload == clientNonce, "the hello")
     enum Model { case awaitingChallenge, awaitingWelcome(proof: [UInt8]?), complete, failed(WireError) }
     var model = Model.awaitingChallenge
+    var challengeNonce: [UInt8]?
     for _ in 0..<8 where !input.isEmpty {
         let frame = nextFrame(&input, fixLengths: fixLengths)
         let before = model
@@ -204,6 +213,7 @@ func fuzzClient(_ input: inout FuzzInput, key: [UInt8]?, fixLengths: Bool) {
                           && auth.payload == clientProof(key, serverNonce: d.payload, clientNonce: clientNonce),
                           "the authenticate frame does not carry the client's proof")
                 model = .awaitingWelcome(proof: serverProof(key, clientNonce: clientNonce, serverNonce: d.payload))
+                challengeNonce = d.payload
             } else {
                 invariant(key == nil, "a client holding a key accepted a server that skips auth")
                 invariant(d.scalars[3] == 0, "no answer to a challenge that asks for auth")
@@ -233,6 +243,12 @@ func fuzzClient(_ input: inout FuzzInput, key: [UInt8]?, fixLengths: Bool) {
         } else if case .failed = model {
         } else {
             invariant(!client.isComplete, "the client completed, the model did not")
+        }
+        if client.isComplete, let key, let challengeNonce {
+            invariant(client.sessionKeys == SessionKeys(key: key, clientNonce: clientNonce, serverNonce: challengeNonce),
+                      "the session keys are not those of the key and both nonces")
+        } else {
+            invariant(client.sessionKeys == nil, "session keys before an authenticated handshake completed")
         }
     }
 }
@@ -289,6 +305,10 @@ func fuzzPair(_ input: inout FuzzInput, serverKey: [UInt8]?, clientKey: [UInt8]?
     if server.isComplete, let serverKey {
         invariant(clientKey == serverKey && clientSentAuthenticate != nil,
                   "a server holding a key completed without a client that proved it")
+    }
+    if client.isComplete && server.isComplete && clientKey != nil {
+        invariant(client.sessionKeys != nil && client.sessionKeys == server.sessionKeys,
+                  "the two ends of one handshake derived different session keys")
     }
     if !tampered && queue.isEmpty {
         switch (serverKey, clientKey) {

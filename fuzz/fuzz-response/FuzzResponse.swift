@@ -3,13 +3,15 @@
 // Input: one mode byte, then the frame. Mode bits 0-2 as in fuzz-request
 // (fix the length, map the op onto a known one, set the response flag);
 // bit 3: drive the encoder with sizes from the input and decode what it
-// wrote.
+// wrote; bit 4: put a request and a reply's numbers to `ReplyContract`.
 //
 // Invariants: the view exists exactly when the documented rules say so
 // (else the documented error); its declared length is the input's size;
 // result and payload are the bytes at the documented offsets; handshake ops
 // never decode as replies; a reply never also decodes as a request; and
-// re-encoding a decoded reply gives the same bytes.
+// re-encoding a decoded reply gives the same bytes. A reply the contract
+// accepts never carries more bytes than the request's buffer holds, nor
+// reports more than was asked for, and an error carries nothing.
 
 import CFuzzDriver
 import FuzzSupport
@@ -22,6 +24,10 @@ public func fuzzResponse(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         let mode = input.byte()
         if mode & 8 != 0 {
             fuzzEncoder(&input)
+            return
+        }
+        if mode & 16 != 0 {
+            fuzzContract(&input)
             return
         }
         var frame = input.rest()
@@ -90,6 +96,56 @@ func checkResponse(_ raw: UnsafeRawBufferPointer) {
     }
     invariant(m == raw.count && inPlace == Array(raw), "encodeHeader(decode(x)) != x")
     if (try? RequestView(frame: raw)) != nil { invariant(false, "bytes decode as both a reply and a request") }
+}
+
+/// The most bytes the client may copy to the tracee for a reply to `op`:
+/// the buffer the request names, the struct's size, or nothing.
+func replyBound(_ op: Op, _ s: Scalars) -> Int {
+    switch op {
+    case .read, .pread, .getdents64, .readlinkat: return Int(max(s[1], 0))
+    case .getxattr, .listxattr: return Int(max(s[2], 0))
+    case .fstat, .statx: return 256
+    case .statfs: return 120
+    case .lock, .posixLock: return 32
+    case .chdir, .getcwd: return 4096
+    case .echo: return Int(max(s[0], 0))
+    default: return 0
+    }
+}
+
+/// `ReplyContract.violation` on numbers from the input.
+func fuzzContract(_ input: inout FuzzInput) {
+    let op = Op.allCases[Int(input.byte()) % Op.allCases.count]
+    var s = Scalars()
+    for i in 0..<6 {
+        // Mostly small numbers, sometimes anything.
+        let raw = input.uint64()
+        s[i] = raw & 0x8000_0000_0000_0000 != 0 ? Int64(bitPattern: raw) : Int64(raw & 0xFFFF_FFFF) - 0x100
+    }
+    let requestPayload = Int(input.uint64() & 0x1F_FFFF)
+    let rawResult = input.uint64()
+    let result = rawResult & 1 != 0 ? Int64(bitPattern: rawResult) : Int64(bitPattern: rawResult >> 1 & 0xF_FFFF) - 5000
+    let payloadCount = Int(input.uint64() & 0x1F_FFFF)
+    guard ReplyContract.violation(op: op, scalars: s, requestPayload: requestPayload,
+                                  result: result, payloadCount: payloadCount) == nil else { return }
+    if result < 0 {
+        invariant(result >= -4095 && payloadCount == 0, "an error reply \(result) with \(payloadCount) bytes accepted")
+        return
+    }
+    let bound = replyBound(op, s)
+    invariant(payloadCount <= bound, "\(op): \(payloadCount) bytes accepted where the request holds \(bound)")
+    switch op {
+    case .read, .pread, .getdents64, .readlinkat, .getxattr, .listxattr:
+        if !(op == .getxattr || op == .listxattr) || s[2] != 0 {
+            invariant(result <= Int64(bound) && payloadCount == Int(result), "\(op): result \(result), \(payloadCount) bytes")
+        }
+    case .write, .pwrite:
+        invariant(result <= Int64(requestPayload), "wrote more than was sent")
+    case .copyFileRange:
+        invariant(result <= max(s[4], 0), "copied more than was asked")
+    default:
+        break
+    }
 }
 
 /// Drives `ResponseEncoder` with an op, sizes and a buffer from the input.
