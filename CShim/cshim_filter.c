@@ -20,9 +20,12 @@ static int add_rule(scmp_filter_ctx ctx, const cshim_filter_rule *r)
         rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 0);
         break;
     case CSHIM_WHEN_FD_RANGE:
+    case CSHIM_WHEN_FD_OR_TARGET_RANGE:
         rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1, SCMP_A0_32(SCMP_CMP_LE, 2));
         if (rc >= 0)
             rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1, SCMP_A0_32(SCMP_CMP_GE, r->fd_base));
+        if (rc >= 0 && r->when == CSHIM_WHEN_FD_OR_TARGET_RANGE)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1, SCMP_A1_32(SCMP_CMP_GE, r->fd_base));
         break;
     case CSHIM_WHEN_ARG1_IN:
         if (r->nvalues == 0 || r->nvalues > CSHIM_FILTER_MAX_VALUES)

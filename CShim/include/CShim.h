@@ -97,6 +97,10 @@ typedef enum cshim_filter_when {
     /// mmap: only if MAP_ANONYMOUS is clear in arg3 and the descriptor in
     /// arg4 is 0, 1, 2 or >= `fd_base`.
     CSHIM_WHEN_MMAP_FD_RANGE = 3,
+    /// As CSHIM_WHEN_FD_RANGE, or if the int in arg1 (dup2/dup3's target)
+    /// is >= `fd_base`: every descriptor made at a watched number goes
+    /// through the supervisor, so none can land where it places one.
+    CSHIM_WHEN_FD_OR_TARGET_RANGE = 4,
 } cshim_filter_when;
 
 #define CSHIM_FILTER_MAX_VALUES 12

@@ -23,6 +23,8 @@ public final class Deputy {
     private var sealed = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     /// How long to poll for the next request before sleeping (µs).
     public var pollMicroseconds = 50
+    /// What the session may hold (fitted to the descriptor limit when it starts).
+    public var limits = SessionLimits()
 
     public init(rootPath: String, log: Logger) throws(Errno) {
         self.log = log
@@ -130,7 +132,8 @@ public final class Deputy {
             opener = pair.open
             sealed = .allocate(byteCount: Wire.maxSealedLength + 4, alignment: 16)
         }
-        let session = Session(root: root, output: output, sealer: sealer)
+        let session = Session(root: root, output: output, sealer: sealer,
+                              limits: limits.fitting(descriptorLimit: Int(raiseDescriptorLimit())))
         defer { session.end() }
         var call = session.takeCall()
         var applied = AppliedCredentials()

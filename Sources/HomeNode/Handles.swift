@@ -31,8 +31,13 @@ final class Handles: Sendable {
     }
 
     private let table = Mutex<[CInt: Entry]>([:])
+    /// Most handles open at once (closing ones included: they still hold a
+    /// descriptor); one more open is EMFILE.
+    let limit: Int
 
-    init() {}
+    init(limit: Int = SessionLimits.defaultMaxOpen) {
+        self.limit = limit
+    }
 
     /// The kind of an open descriptor (one fstat).
     static func kind(of fd: CInt) -> Kind {
@@ -44,9 +49,18 @@ final class Handles: Sendable {
         }
     }
 
-    /// Lists a descriptor the session just opened.
-    func insert(_ fd: CInt, kind: Kind) {
-        table.withLock { $0[fd] = Entry(fd: fd, kind: kind, users: 0, closing: false) }
+    /// Lists a descriptor the session just opened; with `limit` handles
+    /// open already, closes it and fails with EMFILE.
+    func insert(_ fd: CInt, kind: Kind) throws(Errno) {
+        let ok = table.withLock { t -> Bool in
+            guard t.count < limit else { return false }
+            t[fd] = Entry(fd: fd, kind: kind, users: 0, closing: false)
+            return true
+        }
+        if !ok {
+            Glibc.close(fd)
+            throw Errno.tooManyOpenFiles
+        }
     }
 
     /// The kind of `handle` without acquiring it (for placement), or nil if

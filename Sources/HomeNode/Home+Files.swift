@@ -10,7 +10,7 @@ enum HomeFiles {
     static func openat(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let fd = try c.open(dir: try c.dir(c.r.scalar(0)), try c.path(), flags: c.int(1),
                             mode: UInt32(truncatingIfNeeded: c.r.scalar(2)), resolve: UInt64(bitPattern: c.r.scalar(3)))
-        c.session.handles.insert(fd, kind: Handles.kind(of: fd))
+        try c.session.handles.insert(fd, kind: Handles.kind(of: fd))
         return (Int64(fd), 0)
     }
 
@@ -26,7 +26,7 @@ enum HomeFiles {
         do {
             try sys { cshim_faccessat2(fd, "", X_OK, CSHIM_AT_EMPTY_PATH) }
             let n = try c.session.root.pathInRoot(of: fd, into: c.out)
-            c.session.handles.insert(fd, kind: .file)
+            try c.session.handles.insert(fd, kind: .file)
             return (Int64(fd), n)
         } catch {
             Glibc.close(fd)

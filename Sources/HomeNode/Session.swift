@@ -18,7 +18,8 @@ import Wire
 /// gets. Data a call consumed at home is always in its reply.
 final class Session: Sendable {
     let root: ExportRoot
-    let handles = Handles()
+    let handles: Handles
+    let limits: SessionLimits
     let credentials = SessionCredentials()
     let lockOwners = LockOwners()
     /// The reply stream.
@@ -36,16 +37,16 @@ final class Session: Sendable {
     private let interrupterRunning = Atomic<Bool>(false)
     let ended = Atomic<Bool>(false)
 
-    /// Calls that may be blocked at once; one more gets EAGAIN.
-    static let maxBlockedCalls = 1024
     /// How long a pool thread waits for work before it exits.
     static let idleSeconds = 30
     /// How often a cancelled call that has not ended yet is signalled again
     /// (the first signal can land just before the call enters the kernel).
     static let resignalMicroseconds: UInt32 = 1000
 
-    init(root: ExportRoot, output: CInt, sealer: FrameSealer?) {
+    init(root: ExportRoot, output: CInt, sealer: FrameSealer?, limits: SessionLimits = SessionLimits()) {
         self.root = root
+        self.limits = limits
+        handles = Handles(limit: limits.maxOpen)
         self.output = output
         outgoing = OutgoingFrames(sealer: sealer)
     }
@@ -104,11 +105,11 @@ final class Session: Sendable {
     // MARK: Calls that may block
 
     /// Lists `c` among the calls running off the reader (for `cancel`);
-    /// false when the session already has `maxBlockedCalls` of them.
+    /// false when the session already has `limits.maxInflight` of them.
     private func admit(_ c: HomeCall) -> Bool {
         let id = c.r.id
         return blocked.withLock { map -> Bool in
-            guard map.count < Self.maxBlockedCalls, map[id] == nil else { return false }
+            guard map.count < limits.maxInflight, map[id] == nil else { return false }
             map[id] = c
             return true
         }
@@ -154,7 +155,7 @@ final class Session: Sendable {
     }
 
     /// Runs `c` on a thread of its own; false (nothing started) when the
-    /// session already has `maxBlockedCalls` blocked or no thread can be had.
+    /// session already has `limits.maxInflight` blocked or no thread can be had.
     func runOnThread(_ c: HomeCall) -> Bool {
         let id = c.r.id
         guard admit(c) else { return false }

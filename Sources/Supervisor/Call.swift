@@ -65,8 +65,28 @@ struct Call: ~Copyable {
     func int(_ i: Int) -> Int32 { Int32(truncatingIfNeeded: raw(i)) }
     /// Argument `i` as a tracee address.
     func address(_ i: Int) -> UInt64 { raw(i) }
-    /// Argument `i` as a size_t.
-    func size(_ i: Int) -> Int { Int(truncatingIfNeeded: raw(i)) }
+    /// Argument `i` as a size_t, capped as the kernel caps a transfer
+    /// (MAX_RW_COUNT): a huge size never turns negative or traps.
+    func size(_ i: Int) -> Int { Int(min(raw(i), UInt64(Self.maxTransfer))) }
+    /// The kernel's MAX_RW_COUNT: INT_MAX rounded down to a page.
+    static let maxTransfer = Int(Int32.max) & ~4095
+    /// The end of user space: the kernel's TASK_SIZE_MAX (48-bit or, with
+    /// 5-level paging, 57-bit addresses).
+    static let userSpaceEnd: UInt64 = {
+        let cpu = (try? FD.readSmallFile("/proc/cpuinfo")) ?? []
+        let la57 = String(decoding: cpu.prefix(8192), as: UTF8.self).contains(" la57")
+        return (1 << (la57 ? 56 : 47)) - 4096
+    }()
+
+    /// The byte count of a transfer to or from the tracee buffer at
+    /// argument `a`, whose size is argument `s`: EFAULT when the range
+    /// reaches past user space (the kernel's access_ok), else the size
+    /// capped at MAX_RW_COUNT, as read(2) and write(2) do.
+    func transfer(buffer a: Int, size s: Int) throws(Failure) -> Int {
+        let address = raw(a), size = raw(s)
+        guard size <= Self.userSpaceEnd, address <= Self.userSpaceEnd - size else { throw .errno(.badAddress) }
+        return Int(min(size, UInt64(Self.maxTransfer)))
+    }
     /// Argument `i` as an off_t.
     func offset(_ i: Int) -> Int64 { Int64(bitPattern: raw(i)) }
 
@@ -81,9 +101,18 @@ struct Call: ~Copyable {
     func placeholder(fd: Int32) throws(Failure) -> Placeholder? {
         if fd < 0 { return nil }
         let t = try thread()
-        guard let copy = try? PidFD.getFD(t.pidfd, fd) else { return nil }
+        let copy: CInt
+        do { copy = try PidFD.getFD(t.pidfd, fd) } catch {
+            // Not open in the tracee: the kernel's own EBADF, run locally.
+            // Any other failure (no descriptor left here, the thread gone)
+            // cannot tell a placeholder from a local file: never guess
+            // "local", which would run the call on the bare placeholder.
+            if error == .badFileDescriptor { return nil }
+            throw .errno(.badFileDescriptor)
+        }
         defer { Glibc.close(copy) }
-        guard let info = try? FD.inode(copy), info.isSocket else { return nil }
+        guard let info = try? FD.inode(copy) else { throw .errno(.badFileDescriptor) }
+        guard info.isSocket else { return nil }
         return sup.watchers.lookup(inode: info.ino)
     }
 
@@ -153,23 +182,49 @@ struct Call: ~Copyable {
     func place(_ source: CInt, closeOnExec: Bool, minimum: Int32, answer: Bool) throws(Failure) -> CInt {
         let process = try thread().process
         let base = max(sup.placeholderBase, minimum), limit = sup.descriptorLimit, tid = self.tid
-        let target = try process.nextSlot.withLock { (hint: inout Int32) throws(Failure) -> Int32 in
+        let listener = sup.listener, id = self.id
+        // The free-number check and the install happen under the process's
+        // lock: every other descriptor made at a watched number (another
+        // placement, a dup2 onto one) is made under it too, so none can
+        // take the number between the two. 0, 1 and 2 are the exception: a
+        // native open may take them first, and then the install replaces it.
+        return try process.nextSlot.withLock { (hint: inout Int32) throws(Failure) -> CInt in
+            var target: Int32 = -1
             if minimum <= 2 {
-                for fd in minimum...2 where !PidFD.isOpen(tid: tid, fd) { return fd }
+                for fd in minimum...2 where !PidFD.isOpen(tid: tid, fd) {
+                    target = fd
+                    break
+                }
             }
-            var fd = max(hint, base)
-            var tried: Int32 = 0
-            while fd >= limit || PidFD.isOpen(tid: tid, fd) {
-                fd = fd >= limit ? base : fd + 1
-                tried += 1
-                if tried > limit - base { throw .errno(.tooManyOpenFiles) }
+            if target < 0 {
+                var fd = max(hint, base)
+                var tried: Int32 = 0
+                while fd >= limit || PidFD.isOpen(tid: tid, fd) {
+                    fd = fd >= limit ? base : fd + 1
+                    tried += 1
+                    if tried > limit - base { throw .errno(.tooManyOpenFiles) }
+                }
+                hint = fd + 1
+                target = fd
             }
-            hint = fd + 1
-            return fd
+            return try local { () throws(Errno) in
+                answer ? try listener.installAndRespond(id: id, source: source, closeOnExec: closeOnExec, at: target)
+                    : try listener.install(id: id, source: source, closeOnExec: closeOnExec, at: target)
+            }
         }
-        return try local { () throws(Errno) in
-            answer ? try sup.listener.installAndRespond(id: id, source: source, closeOnExec: closeOnExec, at: target)
-                : try sup.listener.install(id: id, source: source, closeOnExec: closeOnExec, at: target)
+    }
+
+    /// dup2 of the tracee's `source` (a copy) onto `target`, a watched
+    /// number, done here under the process's placement lock (see `place`);
+    /// answers the call with `target`.
+    func duplicate(_ source: CInt, onto target: Int32, closeOnExec: Bool) throws(Failure) -> Reply {
+        let process = try thread().process
+        let listener = sup.listener, id = self.id
+        _ = try process.nextSlot.withLock { (_: inout Int32) throws(Failure) -> CInt in
+            try local { () throws(Errno) in
+                try listener.installAndRespond(id: id, source: source, closeOnExec: closeOnExec, at: target)
+            }
         }
+        return .answered
     }
 }

@@ -199,6 +199,15 @@ public final class Supervisor: Sendable {
         return status
     }
 
+    private let answerFailureSaid = Atomic<Bool>(false)
+
+    /// A notification could not be answered (not because its thread is
+    /// gone): a bug or a kernel that disagrees; said once.
+    func reportAnswerFailure(_ error: Errno) {
+        if answerFailureSaid.exchange(true, ordering: .relaxed) { return }
+        printError("wrap-and-run: answering an intercepted syscall failed: \(String(cString: strerror(error.rawValue))); such calls fail with EIO\n")
+    }
+
     /// Starts one more worker; false if no slot or thread can be had.
     @discardableResult
     func addWorker() -> Bool {

@@ -46,9 +46,19 @@ enum Descriptors {
 
     /// dup2/dup3 onto an exact number.
     private static func duplicate(_ c: borrowing Call, _ old: Int32, onto new: Int32, closeOnExec: Bool) throws(Failure) -> Reply {
+        // An error the kernel reports itself (EBADF, or dup3's EINVAL).
+        if old == new || new < 0 || new >= c.sup.descriptorLimit || old < 0 { return .continueSyscall }
+        if new >= c.sup.placeholderBase {
+            // Onto a watched number: made here, never natively, so it cannot
+            // race a placement there (the same open file either way).
+            let t = try c.thread()
+            let copy = try local { () throws(Errno) in try PidFD.getFD(t.pidfd, old) }
+            defer { Glibc.close(copy) }
+            return try c.duplicate(copy, onto: new, closeOnExec: closeOnExec)
+        }
         guard let p = try c.placeholder(fd: old) else { return .continueSyscall }
-        // Watched numbers, or an error the kernel will report itself.
-        if old == new || new <= 2 || new >= c.sup.placeholderBase || new < 0 { return .continueSyscall }
+        // 0, 1, 2: the kernel's own dup2 of the placeholder keeps them watched.
+        if new <= 2 { return .continueSyscall }
         let owner = p.owner ?? p
         let end: CInt
         do { end = try c.sup.watchers.makePlaceholder(handle: owner.handle, accessMode: owner.accessMode, streamOf: owner) } catch {

@@ -12,7 +12,7 @@ enum ReadWrite {
     static func read(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
         return .value(Int64(try c.withExactOffset(p) { () throws(Failure) in
-            try receive(c, p, into: c.address(1), count: c.size(2), at: nil)
+            try receive(c, p, into: c.address(1), count: try c.transfer(buffer: 1, size: 2), at: nil)
         }))
     }
 
@@ -20,7 +20,7 @@ enum ReadWrite {
     static func write(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
         return .value(Int64(try c.withExactOffset(p, movesOffset: true) { () throws(Failure) in
-            try send(c, p, from: c.address(1), count: c.size(2), at: nil)
+            try send(c, p, from: c.address(1), count: try c.transfer(buffer: 1, size: 2), at: nil)
         }))
     }
 
@@ -28,14 +28,14 @@ enum ReadWrite {
     static func pread64(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
         guard c.offset(3) >= 0 else { throw .errno(.invalidArgument) }
-        return .value(Int64(try receive(c, p, into: c.address(1), count: c.size(2), at: c.offset(3))))
+        return .value(Int64(try receive(c, p, into: c.address(1), count: try c.transfer(buffer: 1, size: 2), at: c.offset(3))))
     }
 
     /// Implements pwrite64(2).
     static func pwrite64(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
         guard c.offset(3) >= 0 else { throw .errno(.invalidArgument) }
-        return .value(Int64(try send(c, p, from: c.address(1), count: c.size(2), at: c.offset(3))))
+        return .value(Int64(try send(c, p, from: c.address(1), count: try c.transfer(buffer: 1, size: 2), at: c.offset(3))))
     }
 
     /// Implements readv(2).
@@ -181,10 +181,15 @@ enum ReadWrite {
         guard count >= 0, count <= Int(UIO_MAXIOV) else { throw .errno(.invalidArgument) }
         let iovs = c.worker.scratch.baseAddress!
         try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: iovs, count: count * 16) }
+        // As the kernel does: an iov_len that is negative as a ssize_t is
+        // EINVAL before anything moves; the total is capped at MAX_RW_COUNT.
+        for i in 0..<count where iovs.loadUnaligned(fromByteOffset: i * 16 + 8, as: UInt64.self) > UInt64(Int.max) {
+            throw .errno(.invalidArgument)
+        }
         var total = 0
         for i in 0..<count {
             let base = iovs.loadUnaligned(fromByteOffset: i * 16, as: UInt64.self)
-            let len = Int(iovs.loadUnaligned(fromByteOffset: i * 16 + 8, as: UInt64.self))
+            let len = min(Int(iovs.loadUnaligned(fromByteOffset: i * 16 + 8, as: UInt64.self)), Call.maxTransfer - total)
             if len == 0 { continue }
             let at = offset.map { $0 + Int64(total) }
             let n: Int

@@ -28,6 +28,9 @@ enum Interception: Sendable {
     case commands([Int32])
     /// mmap of a descriptor in the watched numbers.
     case mappedPlaceholder
+    /// dup2/dup3: as `placeholderRange`, or onto a number in the
+    /// placeholder range, which the supervisor then makes itself.
+    case placeholderRangeOrTarget
 }
 
 /// One row of the table: the syscall, its class, its handler and when the
@@ -103,8 +106,8 @@ struct SyscallTable: Sendable {
         SyscallRow(316, "renameat2", .path, Dir.renameat2),
         // New descriptor numbers for a placeholder: keep it in the range the filter watches.
         SyscallRow(32, "dup", .descriptor, Descriptors.dup),
-        SyscallRow(33, "dup2", .descriptor, Descriptors.dup2),
-        SyscallRow(292, "dup3", .descriptor, Descriptors.dup3),
+        SyscallRow(33, "dup2", .descriptor, Descriptors.dup2, when: .placeholderRangeOrTarget),
+        SyscallRow(292, "dup3", .descriptor, Descriptors.dup3, when: .placeholderRangeOrTarget),
         SyscallRow(72, "fcntl", .descriptor, Locks.fcntl, when: .commands(Locks.commands)),
         // Working directory.
         // Closing a descriptor releases the process's POSIX locks on its file.
@@ -201,6 +204,7 @@ struct SyscallTable: Sendable {
             case .placeholderRange: return (row.nr, .descriptorRange(base: placeholderBase))
             case .commands(let c): return (row.nr, .arg1In(c))
             case .mappedPlaceholder: return (row.nr, .mappedDescriptorRange(base: placeholderBase))
+            case .placeholderRangeOrTarget: return (row.nr, .descriptorOrTargetRange(base: placeholderBase))
             }
         }
     }

@@ -101,7 +101,7 @@ final class Worker: @unchecked Sendable {
         let id = call.id
         guard let row = sup.table.row(for: call.nr) else {
             // Not in the table: cannot happen with a filter built from it.
-            _ = try? sup.listener.continueSyscall(id: id)
+            answer(id) { () throws(Errno) in try sup.listener.continueSyscall(id: id) }
             return
         }
         var reply: Reply = .continueSyscall
@@ -125,22 +125,34 @@ final class Worker: @unchecked Sendable {
             sup.stats.count(row: row.index, forwarded: true)
             switch error {
             case .errno(let e):
-                _ = try? sup.listener.respond(id: id, value: 0, error: -e.rawValue)
+                answer(id) { () throws(Errno) in try sup.listener.respond(id: id, value: 0, error: -e.rawValue) }
             case .transport:
                 // Files whose home is gone fail with EIO (sockets will say ENOTCONN).
-                _ = try? sup.listener.respond(id: id, value: 0, error: -EIO)
+                answer(id) { () throws(Errno) in try sup.listener.respond(id: id, value: 0, error: -EIO) }
             }
             return
         }
         switch reply {
         case .continueSyscall:
             sup.stats.count(row: row.index, forwarded: false)
-            _ = try? sup.listener.continueSyscall(id: id)
+            answer(id) { () throws(Errno) in try sup.listener.continueSyscall(id: id) }
         case .value(let v):
             sup.stats.count(row: row.index, forwarded: true)
-            _ = try? sup.listener.respond(id: id, value: v, error: 0)
+            answer(id) { () throws(Errno) in try sup.listener.respond(id: id, value: v, error: 0) }
         case .answered:
             sup.stats.count(row: row.index, forwarded: true)
+        }
+    }
+
+    /// Gives the kernel the answer to notification `id`. ENOENT means the
+    /// thread is gone or its call was interrupted: there is no one to
+    /// answer. Any other failure would leave the thread waiting for ever:
+    /// it is said once, and the call fails with EIO instead.
+    private func answer(_ id: UInt64, _ send: () throws(Errno) -> Void) {
+        do { try send() } catch {
+            if error == .noSuchFileOrDirectory { return }
+            supervisor.reportAnswerFailure(error)
+            _ = try? supervisor.listener.respond(id: id, value: 0, error: -EIO)
         }
     }
 }

@@ -64,6 +64,8 @@ public enum NotifyWhen: Sendable {
     case arg1In([Int32])
     /// mmap of a descriptor (not MAP_ANONYMOUS) that is 0, 1, 2 or at least `base`.
     case mappedDescriptorRange(base: Int32)
+    /// As `descriptorRange`, or when arg1 (a target descriptor) is at least `base`.
+    case descriptorOrTargetRange(base: Int32)
 }
 
 extension SeccompListener {
@@ -97,6 +99,9 @@ public final class SeccompFilter: @unchecked Sendable {
                 r.when = CSHIM_WHEN_FD_RANGE.rawValue
                 r.fd_base = UInt32(base)
                 r.priority = 255
+            case .descriptorOrTargetRange(let base):
+                r.when = CSHIM_WHEN_FD_OR_TARGET_RANGE.rawValue
+                r.fd_base = UInt32(base)
             case .mappedDescriptorRange(let base):
                 r.when = CSHIM_WHEN_MMAP_FD_RANGE.rawValue
                 r.fd_base = UInt32(base)

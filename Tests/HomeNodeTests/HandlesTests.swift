@@ -39,16 +39,27 @@ import Wire
         #expect(throws: Errno.badFileDescriptor) { try h.close(7) }
     }
 
+    @Test func opensBeyondTheLimitAreEMFILEAndClosed() throws {
+        let h = Handles(limit: 2), a = PipeEnd(), b = PipeEnd(), c = PipeEnd()
+        try h.insert(a.fd, kind: .file)
+        try h.insert(b.fd, kind: .file)
+        #expect(throws: Errno.tooManyOpenFiles) { try h.insert(c.fd, kind: .file) }
+        #expect(!c.isOpen)                             // the refused descriptor does not leak
+        try h.close(Int64(a.fd))
+        let d = PipeEnd()
+        try h.insert(d.fd, kind: .file)                // a close makes room again
+    }
+
     @Test func closeWithoutUsersClosesAtOnce() throws {
         let h = Handles(), p = PipeEnd()
-        h.insert(p.fd, kind: Handles.kind(of: p.fd))
+        try h.insert(p.fd, kind: Handles.kind(of: p.fd))
         try h.close(Int64(p.fd))
         #expect(!p.isOpen)
     }
 
     @Test func closeUnderABlockedCallDefersTheDescriptor() throws {
         let h = Handles(), p = PipeEnd()
-        h.insert(p.fd, kind: .stream)
+        try h.insert(p.fd, kind: .stream)
         let held = try h.acquire(Int64(p.fd))        // a call is using it
         try h.close(Int64(p.fd))
         #expect(p.isOpen)                              // the number is not free for a new open
@@ -73,8 +84,8 @@ import Wire
 
     @Test func closeAllLeavesBusyHandlesToTheirCalls() throws {
         let h = Handles(), idle = PipeEnd(), busy = PipeEnd()
-        h.insert(idle.fd, kind: .file)
-        h.insert(busy.fd, kind: .stream)
+        try h.insert(idle.fd, kind: .file)
+        try h.insert(busy.fd, kind: .stream)
         let held = try h.acquire(Int64(busy.fd))
         #expect(h.closeAll() == 1)
         #expect(!idle.isOpen && busy.isOpen)

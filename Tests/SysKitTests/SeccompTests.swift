@@ -155,10 +155,10 @@ import Testing
 
         for (path, expected) in [(dir.file("missing"), ENOENT), (plain, EACCES)] {
             do {
-                let (pid, listener) = try Spawn.traced(path: path, argv: [path], env: [], filter: filter, nofileSoft: -1)
+                let (pid, listener, keeper) = try Spawn.traced(path: path, argv: [path], env: [], filter: filter, nofileSoft: -1)
                 Issue.record("spawn of \(path) succeeded (pid \(pid))")
                 kill(pid, SIGKILL)
-                _ = waitBounded(pid: pid, timeoutMs: 5000)
+                _ = waitBounded(pid: pid, keeper: keeper, timeoutMs: 5000)
                 close(listener.fd)
             } catch {
                 #expect(error.errno == Errno(rawValue: expected), "\(path): \(error.errno)")

@@ -77,7 +77,9 @@ func pollReadable(_ fd: CInt, timeoutMs: Int32) -> Bool {
 
 /// Waits for `pid` to exit within `timeoutMs` (via a pidfd); on timeout kills
 /// it. Returns the shell-style status from ExitStatus.wait and whether it timed out.
-func waitBounded(pid: pid_t, timeoutMs: Int32) -> (status: Int32, timedOut: Bool) {
+/// Waits for a traced program (which is its keeper's child, not ours): its
+/// status comes from the keeper, which then ends.
+func waitBounded(pid: pid_t, keeper: Keeper, timeoutMs: Int32) -> (status: Int32, timedOut: Bool) {
     let pidfd = cshim_pidfd_open(pid, 0)
     var timedOut = false
     if pidfd >= 0 {
@@ -91,7 +93,9 @@ func waitBounded(pid: pid_t, timeoutMs: Int32) -> (status: Int32, timedOut: Bool
         timedOut = true
         kill(pid, SIGKILL)
     }
-    return (ExitStatus.wait(pid: pid), timedOut)
+    let status = keeper.programExit() ?? 125
+    keeper.release()
+    return (status, timedOut)
 }
 
 /// The outcome of one supervised run.
@@ -113,7 +117,7 @@ func runTraced(
     handle: @escaping @Sendable (SeccompListener, cshim_notif) throws -> Void
 ) throws -> TracedRun {
     let filter = try SeccompFilter(notify: notify)
-    let (pid, listener) = try Spawn.traced(path: argv[0], argv: argv, env: env, filter: filter, nofileSoft: -1)
+    let (pid, listener, keeper) = try Spawn.traced(path: argv[0], argv: argv, env: env, filter: filter, nofileSoft: -1)
 
     let problems = Recorder<String>()
     let stop = Recorder<Bool>()
@@ -140,7 +144,7 @@ func runTraced(
     }
     thread.start()
 
-    let (status, timedOut) = waitBounded(pid: pid, timeoutMs: timeoutMs)
+    let (status, timedOut) = waitBounded(pid: pid, keeper: keeper, timeoutMs: timeoutMs)
     stop.append(true)
     if done.wait(timeout: .now() + 10) == .timedOut {
         problems.append("supervisor thread did not finish")   // leak the listener rather than close it under the thread

@@ -75,7 +75,7 @@ extension ProgramCheck: CustomStringConvertible {
         let pid = try Spawn.plain(path: "/bin/sleep", argv: ["sleep", "5"], env: [], keep: [r])
         defer {
             kill(pid, SIGKILL)
-            let (status, _) = waitBounded(pid: pid, timeoutMs: 5000)
+            let status = ExitStatus.wait(pid: pid)
             #expect(status == 128 + SIGKILL)
         }
 
