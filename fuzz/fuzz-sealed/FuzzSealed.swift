@@ -1,6 +1,6 @@
 // libFuzzer target: sealed frames — `FrameOpener` (`sealedLength`, `open`),
 // `FrameSealer`, `OutgoingFrames` and `SessionKeys`, with a fixed key and
-// fixed nonces.
+// nonces fresh for every input.
 //
 // Input: a mode byte, then by mode bits 0-1:
 //   0  random bytes as a sealed frame: a 4-byte prefix, then the rest (mode
@@ -26,9 +26,23 @@ import CFuzzDriver
 import FuzzSupport
 import Wire
 
+import Crypto
+
 let key: [UInt8] = (0..<32).map { UInt8($0) }
-let keys = SessionKeys(key: key, clientNonce: [UInt8](repeating: 0xC3, count: 32),
-                       serverNonce: [UInt8](repeating: 0x5A, count: 32))
+
+/// The session's keys: the fixed key with nonces hashed from the whole input.
+/// Real sessions draw fresh nonces; with fixed ones a frame sealed in one run
+/// (which libFuzzer can pick up from a comparison and splice into another
+/// input) would be a replay across sessions that rightly opens.
+func sessionKeys(_ input: UnsafeRawBufferPointer) -> SessionKeys {
+    func nonce(_ label: String) -> [UInt8] {
+        var hash = SHA256()
+        hash.update(data: Array(label.utf8))
+        hash.update(data: Array(input))
+        return Array(hash.finalize())
+    }
+    return SessionKeys(key: key, clientNonce: nonce("client"), serverNonce: nonce("server"))
+}
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSealed(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
@@ -36,8 +50,8 @@ public func fuzzSealed(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         var input = FuzzInput(bytes)
         let mode = input.byte()
         switch mode & 3 {
-        case 0: fuzzRandom(&input, fixPrefix: mode & 4 != 0)
-        case 1: fuzzStream(&input, fixHeaders: mode & 4 != 0, inPlace: mode & 8 != 0)
+        case 0: fuzzRandom(&input, keys: sessionKeys(bytes), fixPrefix: mode & 4 != 0)
+        case 1: fuzzStream(&input, keys: sessionKeys(bytes), fixHeaders: mode & 4 != 0, inPlace: mode & 8 != 0)
         default: fuzzKeys(&input)
         }
     }
@@ -92,7 +106,7 @@ func deliver(_ delivered: [UInt8], to opener: FrameOpener, inPlace: Bool) -> Res
     }
 }
 
-func fuzzRandom(_ input: inout FuzzInput, fixPrefix: Bool) {
+func fuzzRandom(_ input: inout FuzzInput, keys: SessionKeys, fixPrefix: Bool) {
     var bytes = input.rest()
     checkSealedLength(Array(bytes.prefix(4)))
     if fixPrefix && bytes.count >= 4 {
@@ -105,7 +119,7 @@ func fuzzRandom(_ input: inout FuzzInput, fixPrefix: Bool) {
     invariant(deliver(bytes, to: clientOpen, inPlace: true) == nil, "random bytes opened (server to client)")
 }
 
-func fuzzStream(_ input: inout FuzzInput, fixHeaders: Bool, inPlace: Bool) {
+func fuzzStream(_ input: inout FuzzInput, keys: SessionKeys, fixHeaders: Bool, inPlace: Bool) {
     // The plain frames.
     var plain: [[UInt8]] = []
     for _ in 0..<Int(input.byte() % 6) + 1 {
