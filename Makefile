@@ -8,7 +8,8 @@ RELEASE_BIN := $(shell pwd)/.build/release
 # of Tether's start-up cost.
 RELEASE := -c release --static-swift-stdlib
 
-.PHONY: all build debug demo test unit-test integration-test bench bench-quick clean
+.PHONY: all build debug demo test unit-test integration-test bench bench-quick clean \
+	fuzz-build fuzz-quick fuzz asan-test tsan-test
 
 all: build
 
@@ -24,7 +25,7 @@ debug:
 demo: build
 	@bash scripts/demo.sh "$(RELEASE_BIN)"
 
-test: build unit-test integration-test
+test: build unit-test integration-test fuzz-quick
 
 unit-test:
 	$(SWIFT) test
@@ -44,5 +45,32 @@ bench-quick:
 	$(SWIFT) build $(RELEASE)
 	$(RELEASE_BIN)/forward-bench --quick $(BENCH_ARGS)
 
+# libFuzzer over the Wire decoders and the handshake (fuzz/, issue 8). The
+# targets exist only with TETHER_FUZZ=1 (Package.swift) and build in their own
+# scratch directory with the fuzzer and AddressSanitizer in every Swift file.
+# fuzz-quick: FUZZ_QUICK_SECONDS in all, split evenly; fuzz: FUZZ_SECONDS each.
+FUZZ_TARGETS := fuzz-frame-header fuzz-request fuzz-response fuzz-handshake fuzz-sealed
+FUZZ_BUILD := -c release --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+FUZZ_QUICK_SECONDS ?= 60
+FUZZ_SECONDS ?= 600
+
+fuzz-build:
+	@for t in $(FUZZ_TARGETS); do TETHER_FUZZ=1 $(SWIFT) build $(FUZZ_BUILD) --product $$t || exit 1; done
+
+fuzz-quick: fuzz-build
+	@bash scripts/fuzz.sh $$(( $(FUZZ_QUICK_SECONDS) / $(words $(FUZZ_TARGETS)) )) $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The integration suite against homestub and wrap-and-run built with
+# AddressSanitizer (.build-asan) or ThreadSanitizer (.build-tsan); every
+# report, from any of their processes, fails the run (scripts/sanitizer-test.sh).
+asan-test:
+	@bash scripts/sanitizer-test.sh address
+
+tsan-test:
+	@bash scripts/sanitizer-test.sh thread
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz .build-asan .build-tsan

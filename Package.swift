@@ -100,3 +100,20 @@ let package = Package(
         .testTarget(name: "HomeNodeTests", dependencies: ["HomeNode", "SysKit", "Wire"]),
     ]
 )
+
+// libFuzzer targets over the Wire decoders (issue 8): `make fuzz-quick`, `make fuzz`.
+// Opt-in with TETHER_FUZZ=1 (the make targets set it, and build them in
+// .build-fuzz with -sanitize=fuzzer,address): libFuzzer's driver runs them,
+// so they link only with -sanitize=fuzzer and an ordinary `swift build` must
+// not see them.
+let fuzzTargets = ["fuzz-frame-header", "fuzz-request", "fuzz-response", "fuzz-handshake", "fuzz-sealed"]
+if Context.environment["TETHER_FUZZ"] == "1" {
+    package.targets.append(.target(name: "CFuzzDriver", path: "fuzz/CFuzzDriver"))
+    package.targets.append(.target(name: "FuzzSupport", dependencies: ["Wire", "CFuzzDriver"], path: "fuzz/FuzzSupport"))
+    for name in fuzzTargets {
+        package.targets.append(.executableTarget(
+            name: name,
+            dependencies: ["Wire", "FuzzSupport", "CFuzzDriver", .product(name: "Crypto", package: "swift-crypto")],
+            path: "fuzz/\(name)"))
+    }
+}

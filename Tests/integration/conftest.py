@@ -24,6 +24,9 @@ Environment:
     TETHER_BIN            folder holding homestub and wrap-and-run
                           (default: <repo>/.build/release)
     TETHER_REQUIRE_BIN=1  fail instead of skip when the binaries are missing
+    TETHER_SANITIZER      address or thread: the binaries carry that sanitizer
+                          (scripts/sanitizer-test.sh); ASAN_OPTIONS and
+                          TSAN_OPTIONS are then passed to them
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ CAT = "/usr/bin/cat"
 
 # Minimal environment for every tracee and every wrap-and-run.
 MIN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C", "LC_ALL": "C"}
+# Sanitizer runs (`make asan-test`, `make tsan-test`): homestub, its deputies and
+# wrap-and-run must get the sanitizer's options (above all log_path, so reports
+# from every child process land in files). Tracees are not instrumented and
+# ignore them.
+for _name in ("ASAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS"):
+    if _name in os.environ:
+        MIN_ENV[_name] = os.environ[_name]
+# Which sanitizer the binaries carry ("address", "thread"), or "" for none.
+SANITIZER = os.environ.get("TETHER_SANITIZER", "")
 
 NOBODY_SETPRIV = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
 

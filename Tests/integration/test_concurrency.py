@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import CAT, PY, SH, describe, py, run_bounded
+from conftest import CAT, PY, SANITIZER, SH, describe, py, run_bounded
 from test_file_semantics import Line
 from test_files import ok
 
@@ -149,6 +149,11 @@ def _many_fifos(tv, n):
     return ends
 
 
+@pytest.mark.skipif(SANITIZER != "", reason=(
+    "a speed ratio: with 64 calls parked at home their threads poll the stream every few ms, and "
+    "under a sanitizer each poll's allocations are recorded with a stack trace (perf: most of "
+    "wrap-and-run's time in StackDepot and unwinding), so a forwarded call takes ~25 ms instead "
+    "of <1 ms; the plain debug and release builds pass"))
 def test_64_threads_blocked_at_home_and_a_65th_reads_files_at_full_speed(tv):
     tv.both("regular.txt", "home regular\n", "decoy\n")
     ends = _many_fifos(tv, 64)
@@ -264,7 +269,9 @@ def test_read_blocked_at_home_interrupted_by_alarm_returns_eintr_within_10ms(tv)
         assert (word, n, what) == ("eintr", "-1", "EINTR"), describe(r)
         late.append(float(ms))
     assert statistics.median(late) <= 10.0, late
-    assert max(late) <= 50.0, late
+    # A sanitized homestub and wrap-and-run run several times slower: one
+    # late sample of 63 ms was seen under ThreadSanitizer.
+    assert max(late) <= (250.0 if SANITIZER else 50.0), late
 
 
 def test_read_blocked_at_home_restarts_after_an_sa_restart_handler(tv):

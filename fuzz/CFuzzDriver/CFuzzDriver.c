@@ -1,0 +1,8 @@
+#include "CFuzzDriver.h"
+
+// libFuzzer's entry for programs with a main of their own (compiler-rt, LLVM 12 and later).
+int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*user_callback)(const uint8_t *data, size_t size));
+
+int tether_fuzz_main(int argc, char **argv, int (*test_one_input)(const uint8_t *data, size_t size)) {
+    return LLVMFuzzerRunDriver(&argc, &argv, test_one_input);
+}

@@ -1,0 +1,131 @@
+// What every libFuzzer target over the Wire module shares: a reader over
+// the fuzzer's bytes, an invariant check that crashes with a message, and
+// a reference reading of the frame format written from the protocol's
+// documentation (not from the decoder it checks).
+
+import Wire
+
+/// Stops the fuzzer with the broken invariant: a crash libFuzzer reports
+/// and saves the input for. `fatalError` prints its message in release
+/// builds too, where `precondition` would not.
+@inline(never)
+public func invariant(
+    _ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String,
+    file: StaticString = #fileID, line: UInt = #line
+) {
+    if !condition() { fatalError("invariant broken at \(file):\(line): \(message())") }
+}
+
+/// Reads the fuzzer's bytes front to back; past the end every read is zero
+/// or empty, so a harness never has to check lengths.
+public struct FuzzInput {
+    public let bytes: UnsafeRawBufferPointer
+    public private(set) var offset = 0
+
+    public init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    public var remaining: Int { bytes.count - offset }
+    public var isEmpty: Bool { remaining == 0 }
+
+    public mutating func byte() -> UInt8 {
+        guard offset < bytes.count else { return 0 }
+        defer { offset += 1 }
+        return bytes[offset]
+    }
+
+    public mutating func uint16() -> UInt16 { UInt16(byte()) | UInt16(byte()) << 8 }
+
+    public mutating func uint64() -> UInt64 {
+        var v: UInt64 = 0
+        for i in 0..<8 { v |= UInt64(byte()) << (8 * UInt64(i)) }
+        return v
+    }
+
+    /// Up to `count` bytes (fewer at the end).
+    public mutating func take(_ count: Int) -> [UInt8] {
+        let n = max(0, min(count, remaining))
+        defer { offset += n }
+        return Array(bytes[offset..<offset + n])
+    }
+
+    /// Everything left.
+    public mutating func rest() -> [UInt8] { take(remaining) }
+
+    /// A chunk prefixed by its little-endian `UInt16` length (clamped to what is left).
+    public mutating func chunk() -> [UInt8] { take(Int(uint16())) }
+}
+
+/// Calls `body` with the bytes libFuzzer passed (an empty buffer for size 0).
+@inline(__always)
+public func withFuzzBytes(_ data: UnsafePointer<UInt8>?, _ size: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
+    body(UnsafeRawBufferPointer(start: size > 0 ? data : nil, count: size))
+}
+
+/// The header fields as the protocol documents them: u32 length, u16 op,
+/// u16 flags, u64 id, little-endian, at offsets 0, 4, 6, 8.
+public struct RawHeader {
+    public var length: UInt32
+    public var op: UInt16
+    public var flags: UInt16
+    public var id: UInt64
+
+    /// Nil if fewer than 16 bytes.
+    public init?(_ b: UnsafeRawBufferPointer) {
+        guard b.count >= 16 else { return nil }
+        func le(_ at: Int, _ n: Int) -> UInt64 {
+            var v: UInt64 = 0
+            for i in 0..<n { v |= UInt64(b[at + i]) << (8 * UInt64(i)) }
+            return v
+        }
+        length = UInt32(le(0, 4))
+        op = UInt16(le(4, 2))
+        flags = UInt16(le(6, 2))
+        id = le(8, 8)
+    }
+
+    public init(_ b: [UInt8]) {
+        self = b.withUnsafeBytes { RawHeader($0)! }
+    }
+
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
+        for i in 0..<4 { out.append(UInt8(truncatingIfNeeded: length >> (8 * UInt32(i)))) }
+        for i in 0..<2 { out.append(UInt8(truncatingIfNeeded: op >> (8 * UInt16(i)))) }
+        for i in 0..<2 { out.append(UInt8(truncatingIfNeeded: flags >> (8 * UInt16(i)))) }
+        for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: id >> (8 * UInt64(i)))) }
+        return out
+    }
+}
+
+/// What the protocol documentation says a header decodes to: the error it
+/// throws, in the documented order, or nil when it decodes.
+public func expectedHeaderError(_ b: UnsafeRawBufferPointer) -> WireError? {
+    guard let h = RawHeader(b) else { return .truncated(needed: 16, available: b.count) }
+    if h.length < 16 { return .undersized(length: Int(h.length)) }
+    if Int(h.length) > Wire.maxFrameLength { return .oversized(length: Int(h.length)) }
+    guard let op = Op(rawValue: h.op) else { return .unknownOp(h.op) }
+    if h.flags & ~1 != 0 { return .unknownFlags(h.flags) }
+    let minimum = 16 + (h.flags & 1 != 0 ? 8 : 8 * op.requestScalarCount)
+    if Int(h.length) < minimum { return .undersized(length: Int(h.length)) }
+    return nil
+}
+
+/// Little-endian `Int64` at `offset` of `b`, byte by byte.
+public func int64LE(_ b: UnsafeRawBufferPointer, _ offset: Int) -> Int64 {
+    var v: UInt64 = 0
+    for i in 0..<8 { v |= UInt64(b[offset + i]) << (8 * UInt64(i)) }
+    return Int64(bitPattern: v)
+}
+
+/// True when `inner` lies entirely within `outer` (an empty slice at its end counts).
+public func lies(_ inner: UnsafeRawBufferPointer, within outer: UnsafeRawBufferPointer) -> Bool {
+    guard inner.count > 0 else { return true }
+    guard let i = inner.baseAddress, let o = outer.baseAddress else { return false }
+    return i >= o && i + inner.count <= o + outer.count
+}
+
+/// Offset of `inner`'s first byte inside `outer` (precondition: it lies within).
+public func offset(of inner: UnsafeRawBufferPointer, in outer: UnsafeRawBufferPointer) -> Int {
+    guard let i = inner.baseAddress, let o = outer.baseAddress else { return outer.count }
+    return o.distance(to: i)
+}

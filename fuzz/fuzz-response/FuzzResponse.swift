@@ -1,0 +1,210 @@
+// libFuzzer target: reply frames — `ResponseView` and `ResponseEncoder`.
+//
+// Input: one mode byte, then the frame. Mode bits 0-2 as in fuzz-request
+// (fix the length, map the op onto a known one, set the response flag);
+// bit 3: drive the encoder with sizes from the input and decode what it
+// wrote; bit 4: put a request and a reply's numbers to `ReplyContract`.
+//
+// Invariants: the view exists exactly when the documented rules say so
+// (else the documented error); its declared length is the input's size;
+// result and payload are the bytes at the documented offsets; handshake ops
+// never decode as replies; a reply never also decodes as a request; and
+// re-encoding a decoded reply gives the same bytes. A reply the contract
+// accepts never carries more bytes than the request's buffer holds, nor
+// reports more than was asked for, and an error carries nothing.
+
+import CFuzzDriver
+import FuzzSupport
+import Wire
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzResponse(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    withFuzzBytes(data, size) { bytes in
+        var input = FuzzInput(bytes)
+        let mode = input.byte()
+        if mode & 8 != 0 {
+            fuzzEncoder(&input)
+            return
+        }
+        if mode & 16 != 0 {
+            fuzzContract(&input)
+            return
+        }
+        var frame = input.rest()
+        if frame.count >= 16 {
+            var h = RawHeader(frame)
+            if mode & 1 != 0 { h.length = UInt32(truncatingIfNeeded: frame.count) }
+            if mode & 2 != 0 { h.op = Op.allCases[Int(frame[4]) % Op.allCases.count].rawValue }
+            if mode & 4 != 0 { h.flags = 1 }
+            frame.replaceSubrange(0..<16, with: h.bytes)
+        }
+        frame.withUnsafeBytes { checkResponse($0) }
+    }
+    return 0
+}
+
+/// What `ResponseView(frame:)` must throw for `raw`, or nil.
+func expectedResponseError(_ raw: UnsafeRawBufferPointer) -> WireError? {
+    if let e = expectedHeaderError(raw) { return e }
+    let h = RawHeader(raw)!
+    let op = Op(rawValue: h.op)!
+    if h.flags & 1 == 0 || op.isHandshake { return .unexpectedOp(op) }
+    if raw.count < Int(h.length) { return .truncated(needed: Int(h.length), available: raw.count) }
+    if raw.count > Int(h.length) { return .malformedPayload }
+    return nil
+}
+
+func checkResponse(_ raw: UnsafeRawBufferPointer) {
+    let expected = expectedResponseError(raw)
+    let view: ResponseView
+    do throws(WireError) {
+        view = try ResponseView(frame: raw)
+    } catch {
+        invariant(error == expected, "threw \(error), the protocol says \(String(describing: expected))")
+        return
+    }
+    invariant(expected == nil, "accepted a reply the protocol rejects: \(String(describing: expected))")
+    let h = RawHeader(raw)!
+    invariant(Int(h.length) == raw.count, "declared length \(h.length) is not the input's \(raw.count)")
+    invariant(view.frame.baseAddress == raw.baseAddress && view.frame.count == raw.count, "view is not over the input")
+    invariant(view.op.rawValue == h.op && view.id == h.id && !view.op.isHandshake, "op or id")
+    invariant(view.result == int64LE(raw, 16), "result differs from the bytes")
+    let payload = view.payload
+    invariant(lies(payload, within: raw) && payload.count == raw.count - 24, "payload bounds")
+    if payload.count > 0 { invariant(offset(of: payload, in: raw) == 24, "payload offset") }
+
+    var again = [UInt8](repeating: 0xEE, count: raw.count)
+    let n = again.withUnsafeMutableBytes { out -> Int in
+        do throws(WireError) {
+            return try ResponseEncoder.encode(op: view.op, id: view.id, result: view.result, payload: payload, into: out)
+        } catch {
+            invariant(false, "re-encoding a decoded reply threw \(error)")
+            return -1
+        }
+    }
+    invariant(n == raw.count && again == Array(raw), "encode(decode(x)) != x")
+    var inPlace = Array(raw)
+    let m = inPlace.withUnsafeMutableBytes { out -> Int in
+        for i in 0..<24 { out[i] = 0 }
+        do throws(WireError) {
+            return try ResponseEncoder.encodeHeader(
+                op: view.op, id: view.id, result: view.result, payloadLength: payload.count, into: out)
+        } catch {
+            invariant(false, "re-encoding a decoded reply header threw \(error)")
+            return -1
+        }
+    }
+    invariant(m == raw.count && inPlace == Array(raw), "encodeHeader(decode(x)) != x")
+    if (try? RequestView(frame: raw)) != nil { invariant(false, "bytes decode as both a reply and a request") }
+}
+
+/// The most bytes the client may copy to the tracee for a reply to `op`:
+/// the buffer the request names, the struct's size, or nothing.
+func replyBound(_ op: Op, _ s: Scalars) -> Int {
+    switch op {
+    case .read, .pread, .getdents64, .readlinkat: return Int(max(s[1], 0))
+    case .getxattr, .listxattr: return Int(max(s[2], 0))
+    case .fstat, .statx: return 256
+    case .statfs: return 120
+    case .lock, .posixLock: return 32
+    case .chdir, .getcwd: return 4096
+    case .echo: return Int(max(s[0], 0))
+    default: return 0
+    }
+}
+
+/// `ReplyContract.violation` on numbers from the input.
+func fuzzContract(_ input: inout FuzzInput) {
+    let op = Op.allCases[Int(input.byte()) % Op.allCases.count]
+    var s = Scalars()
+    for i in 0..<6 {
+        // Mostly small numbers, sometimes anything.
+        let raw = input.uint64()
+        s[i] = raw & 0x8000_0000_0000_0000 != 0 ? Int64(bitPattern: raw) : Int64(raw & 0xFFFF_FFFF) - 0x100
+    }
+    let requestPayload = Int(input.uint64() & 0x1F_FFFF)
+    let rawResult = input.uint64()
+    let result = rawResult & 1 != 0 ? Int64(bitPattern: rawResult) : Int64(bitPattern: rawResult >> 1 & 0xF_FFFF) - 5000
+    let payloadCount = Int(input.uint64() & 0x1F_FFFF)
+    guard ReplyContract.violation(op: op, scalars: s, requestPayload: requestPayload,
+                                  result: result, payloadCount: payloadCount) == nil else { return }
+    if result < 0 {
+        invariant(result >= -4095 && payloadCount == 0, "an error reply \(result) with \(payloadCount) bytes accepted")
+        return
+    }
+    let bound = replyBound(op, s)
+    invariant(payloadCount <= bound, "\(op): \(payloadCount) bytes accepted where the request holds \(bound)")
+    switch op {
+    case .read, .pread, .getdents64, .readlinkat, .getxattr, .listxattr:
+        if !(op == .getxattr || op == .listxattr) || s[2] != 0 {
+            invariant(result <= Int64(bound) && payloadCount == Int(result), "\(op): result \(result), \(payloadCount) bytes")
+        }
+    case .write, .pwrite:
+        invariant(result <= Int64(requestPayload), "wrote more than was sent")
+    case .copyFileRange:
+        invariant(result <= max(s[4], 0), "copied more than was asked")
+    default:
+        break
+    }
+}
+
+/// Drives `ResponseEncoder` with an op, sizes and a buffer from the input.
+func fuzzEncoder(_ input: inout FuzzInput) {
+    let op = Op.allCases[Int(input.byte()) % Op.allCases.count]
+    let id = input.uint64()
+    let result = Int64(bitPattern: input.uint64())
+    let bufferSize = Int(input.uint16())
+    let lengthMode = input.byte()
+    let payload = input.rest()
+    let payloadLength: Int
+    switch lengthMode % 4 {
+    case 0: payloadLength = payload.count
+    case 1: payloadLength = -Int(lengthMode)
+    case 2: payloadLength = Wire.maxPayload + Int(lengthMode)
+    default: payloadLength = Int(lengthMode) << 16 | Int(bufferSize)
+    }
+    var buffer = [UInt8](repeating: 0xEE, count: bufferSize)
+    buffer.withUnsafeMutableBytes { out in
+        let outcome: Result<Int, WireError>
+        if lengthMode % 4 == 0 {
+            outcome = payload.withUnsafeBytes { p in
+                do throws(WireError) {
+                    return .success(try ResponseEncoder.encode(op: op, id: id, result: result, payload: p, into: out))
+                } catch { return .failure(error) }
+            }
+        } else {
+            do throws(WireError) {
+                outcome = .success(try ResponseEncoder.encodeHeader(
+                    op: op, id: id, result: result, payloadLength: payloadLength, into: out))
+            } catch { outcome = .failure(error) }
+        }
+        let expected: WireError? =
+            op.isHandshake ? .unexpectedOp(op)
+            : payloadLength < 0 ? .malformedPayload
+            : payloadLength > Wire.maxPayload ? .bufferTooSmall(needed: payloadLength, available: Wire.maxPayload)
+            : 24 + payloadLength > bufferSize ? .bufferTooSmall(needed: 24 + payloadLength, available: bufferSize)
+            : nil
+        switch outcome {
+        case .failure(let error):
+            invariant(error == expected, "encoder threw \(error), expected \(String(describing: expected))")
+            invariant(out.allSatisfy { $0 == 0xEE }, "a failed encode wrote to the buffer")
+        case .success(let length):
+            invariant(expected == nil, "encoder accepted what it should refuse: \(String(describing: expected))")
+            invariant(length == 24 + payloadLength, "encoded length")
+            for i in length..<bufferSize { invariant(out[i] == 0xEE, "encoder wrote past the frame") }
+            do throws(WireError) {
+                let v = try ResponseView(frame: UnsafeRawBufferPointer(rebasing: out[0..<length]))
+                invariant(v.op == op && v.id == id && v.result == result, "op/id/result round trip")
+                if lengthMode % 4 == 0 { invariant(Array(v.payload) == payload, "payload round trip") }
+            } catch {
+                invariant(false, "an encoded reply does not decode: \(error)")
+            }
+        }
+    }
+}
+
+/// The entry point SwiftPM links as main (see CFuzzDriver.h).
+@_cdecl("fuzz_response_main")
+public func fuzzResponseMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    tether_fuzz_main(argc, argv, fuzzResponse)
+}
