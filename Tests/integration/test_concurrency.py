@@ -421,7 +421,8 @@ def test_lock_wait_at_home_is_interrupted_by_a_signal(tv):
         os.close(hfd)
     word, took = r.stdout.split()
     assert word == "interrupted", describe(r)
-    assert 0.95 <= float(took) < 1.2, describe(r)
+    # 1.221 s was seen under ThreadSanitizer, which slows every step.
+    assert 0.95 <= float(took) < (1.5 if SANITIZER else 1.2), describe(r)
 
 
 # -- 4. many threads, real builds ---------------------------------------------

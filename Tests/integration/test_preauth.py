@@ -11,7 +11,7 @@ import socket
 import struct
 import time
 
-from conftest import CAT, describe
+from conftest import CAT, SANITIZER, describe
 from test_failure import wait_for_log
 from test_protocol import HELLO, MAGIC, frame, read_frame
 
@@ -62,7 +62,9 @@ def test_client_is_served_within_1s_during_a_flood_of_2000_idle_connections(view
         rss = rss_kib(stub)
         print(f"\nflood of {FLOOD}: served in {elapsed * 1000:.0f} ms; homestub RSS {rss} KiB, "
               f"{len(kids)} child process(es)")
-        assert elapsed < 1.0, f"served after {elapsed:.2f} s"
+        # A sanitized wrap-and-run starts several times slower (1.13 s seen
+        # under ThreadSanitizer): the bound is for the real build.
+        assert elapsed < (3.0 if SANITIZER else 1.0), f"served after {elapsed:.2f} s"
         # A standby, and maybe the session's deputy still exiting: never one per socket.
         assert len(kids) <= 3, f"homestub has {len(kids)} children during the flood"
         assert rss < 64 * 1024, f"homestub RSS {rss} KiB during the flood"
