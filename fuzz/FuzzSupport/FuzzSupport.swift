@@ -129,3 +129,64 @@ public func offset(of inner: UnsafeRawBufferPointer, in outer: UnsafeRawBufferPo
     guard let i = inner.baseAddress, let o = outer.baseAddress else { return outer.count }
     return o.distance(to: i)
 }
+
+/// One run of an encoder (`RequestEncoder` or `ResponseEncoder`) drawn from
+/// the input: a buffer size, and a payload length that is the payload's own
+/// or, one time in four each, negative, beyond the largest payload, or one
+/// the buffer may not hold.
+public struct EncoderCase {
+    public let bufferSize: Int
+    public let payload: [UInt8]
+    public let payloadLength: Int
+    /// The encoder is given the payload itself (else only its length).
+    public let withPayload: Bool
+
+    public init(_ input: inout FuzzInput) {
+        bufferSize = Int(input.uint16())
+        let lengthMode = input.byte()
+        payload = input.rest()
+        withPayload = lengthMode % 4 == 0
+        switch lengthMode % 4 {
+        case 0: payloadLength = payload.count
+        case 1: payloadLength = -Int(lengthMode)
+        case 2: payloadLength = Wire.maxPayload + Int(lengthMode)
+        default: payloadLength = Int(lengthMode) << 16 | Int(bufferSize)
+        }
+    }
+
+    /// What an encoder must throw for a frame whose payload starts at
+    /// `payloadOffset`, or nil if it must succeed.
+    public func expectedError(payloadOffset: Int) -> WireError? {
+        payloadLength < 0 ? .malformedPayload
+            : payloadLength > Wire.maxPayload ? .bufferTooSmall(needed: payloadLength, available: Wire.maxPayload)
+            : payloadOffset + payloadLength > bufferSize
+            ? .bufferTooSmall(needed: payloadOffset + payloadLength, available: bufferSize)
+            : nil
+    }
+
+    /// Runs `encode` into a buffer of 0xEE bytes (given the payload when
+    /// `withPayload`, else nil) and checks what holds for every encoder: it
+    /// throws exactly `expected` and then writes nothing; or it succeeds
+    /// only when nothing was expected, writes exactly `payloadOffset +
+    /// payloadLength` bytes and none past them, and `decodes` the frame.
+    public func check(payloadOffset: Int, expected: WireError?,
+                      encode: (UnsafeRawBufferPointer?, UnsafeMutableRawBufferPointer) throws(WireError) -> Int,
+                      decodes: (UnsafeRawBufferPointer) -> Void) {
+        var buffer = [UInt8](repeating: 0xEE, count: bufferSize)
+        buffer.withUnsafeMutableBytes { out in
+            let result: Result<Int, WireError> = payload.withUnsafeBytes { p in
+                do throws(WireError) { return .success(try encode(withPayload ? p : nil, out)) } catch { return .failure(error) }
+            }
+            switch result {
+            case .failure(let error):
+                invariant(error == expected, "encoder threw \(error), expected \(String(describing: expected))")
+                invariant(out.allSatisfy { $0 == 0xEE }, "a failed encode wrote to the buffer")
+            case .success(let length):
+                invariant(expected == nil, "encoder accepted what it should refuse: \(String(describing: expected))")
+                invariant(length == payloadOffset + payloadLength, "encoded length")
+                for i in length..<bufferSize { invariant(out[i] == 0xEE, "encoder wrote past the frame") }
+                decodes(UnsafeRawBufferPointer(rebasing: out[0..<length]))
+            }
+        }
+    }
+}

@@ -197,57 +197,21 @@ func fuzzEncoder(_ input: inout FuzzInput) {
     let id = input.uint64()
     var scalars = Scalars()
     for i in 0..<6 { scalars[i] = Int64(bitPattern: input.uint64()) }
-    let bufferSize = Int(input.uint16())
-    let lengthMode = input.byte()
-    let payload = input.rest()
-    // Sometimes a payload length that the buffer cannot hold or that is absurd.
-    let payloadLength: Int
-    switch lengthMode % 4 {
-    case 0: payloadLength = payload.count
-    case 1: payloadLength = -Int(lengthMode)
-    case 2: payloadLength = Wire.maxPayload + Int(lengthMode)
-    default: payloadLength = Int(lengthMode) << 16 | Int(bufferSize)
-    }
+    let run = EncoderCase(&input)
     let offset = RequestEncoder.payloadOffset(op)
-    var buffer = [UInt8](repeating: 0xEE, count: bufferSize)
-    buffer.withUnsafeMutableBytes { out in
-        let result: Result<Int, WireError>
-        if lengthMode % 4 == 0 {
-            result = payload.withUnsafeBytes { p in
-                do throws(WireError) {
-                    return .success(try RequestEncoder.encode(op: op, id: id, scalars: scalars, payload: p, into: out))
-                } catch { return .failure(error) }
-            }
-        } else {
-            do throws(WireError) {
-                result = .success(try RequestEncoder.encodeHeader(
-                    op: op, id: id, scalars: scalars, payloadLength: payloadLength, into: out))
-            } catch { result = .failure(error) }
+    run.check(payloadOffset: offset, expected: run.expectedError(payloadOffset: offset), encode: { payload, out throws(WireError) in
+        if let payload { return try RequestEncoder.encode(op: op, id: id, scalars: scalars, payload: payload, into: out) }
+        return try RequestEncoder.encodeHeader(op: op, id: id, scalars: scalars, payloadLength: run.payloadLength, into: out)
+    }, decodes: { frame in
+        do throws(WireError) {
+            let v = try RequestView(frame: frame)
+            invariant(v.op == op && v.id == id, "op/id round trip")
+            for i in 0..<op.requestScalarCount { invariant(v.scalar(i) == scalars[i], "scalar round trip") }
+            if run.withPayload { invariant(Array(v.payload) == run.payload, "payload round trip") }
+        } catch {
+            invariant(false, "an encoded request does not decode: \(error)")
         }
-        let expected: WireError? =
-            payloadLength < 0 ? .malformedPayload
-            : payloadLength > Wire.maxPayload ? .bufferTooSmall(needed: payloadLength, available: Wire.maxPayload)
-            : offset + payloadLength > bufferSize ? .bufferTooSmall(needed: offset + payloadLength, available: bufferSize)
-            : nil
-        switch result {
-        case .failure(let error):
-            invariant(error == expected, "encoder threw \(error), expected \(String(describing: expected))")
-            invariant(out.allSatisfy { $0 == 0xEE }, "a failed encode wrote to the buffer")
-        case .success(let length):
-            invariant(expected == nil, "encoder accepted what it should refuse: \(String(describing: expected))")
-            invariant(length == offset + payloadLength, "encoded length")
-            for i in length..<bufferSize { invariant(out[i] == 0xEE, "encoder wrote past the frame") }
-            let frame = UnsafeRawBufferPointer(rebasing: out[0..<length])
-            do throws(WireError) {
-                let v = try RequestView(frame: frame)
-                invariant(v.op == op && v.id == id, "op/id round trip")
-                for i in 0..<op.requestScalarCount { invariant(v.scalar(i) == scalars[i], "scalar round trip") }
-                if lengthMode % 4 == 0 { invariant(Array(v.payload) == payload, "payload round trip") }
-            } catch {
-                invariant(false, "an encoded request does not decode: \(error)")
-            }
-        }
-    }
+    })
 }
 
 /// The entry point SwiftPM links as main (see CFuzzDriver.h).

@@ -153,54 +153,20 @@ func fuzzEncoder(_ input: inout FuzzInput) {
     let op = Op.allCases[Int(input.byte()) % Op.allCases.count]
     let id = input.uint64()
     let result = Int64(bitPattern: input.uint64())
-    let bufferSize = Int(input.uint16())
-    let lengthMode = input.byte()
-    let payload = input.rest()
-    let payloadLength: Int
-    switch lengthMode % 4 {
-    case 0: payloadLength = payload.count
-    case 1: payloadLength = -Int(lengthMode)
-    case 2: payloadLength = Wire.maxPayload + Int(lengthMode)
-    default: payloadLength = Int(lengthMode) << 16 | Int(bufferSize)
-    }
-    var buffer = [UInt8](repeating: 0xEE, count: bufferSize)
-    buffer.withUnsafeMutableBytes { out in
-        let outcome: Result<Int, WireError>
-        if lengthMode % 4 == 0 {
-            outcome = payload.withUnsafeBytes { p in
-                do throws(WireError) {
-                    return .success(try ResponseEncoder.encode(op: op, id: id, result: result, payload: p, into: out))
-                } catch { return .failure(error) }
-            }
-        } else {
-            do throws(WireError) {
-                outcome = .success(try ResponseEncoder.encodeHeader(
-                    op: op, id: id, result: result, payloadLength: payloadLength, into: out))
-            } catch { outcome = .failure(error) }
+    let run = EncoderCase(&input)
+    let expected = op.isHandshake ? WireError.unexpectedOp(op) : run.expectedError(payloadOffset: 24)
+    run.check(payloadOffset: 24, expected: expected, encode: { payload, out throws(WireError) in
+        if let payload { return try ResponseEncoder.encode(op: op, id: id, result: result, payload: payload, into: out) }
+        return try ResponseEncoder.encodeHeader(op: op, id: id, result: result, payloadLength: run.payloadLength, into: out)
+    }, decodes: { frame in
+        do throws(WireError) {
+            let v = try ResponseView(frame: frame)
+            invariant(v.op == op && v.id == id && v.result == result, "op/id/result round trip")
+            if run.withPayload { invariant(Array(v.payload) == run.payload, "payload round trip") }
+        } catch {
+            invariant(false, "an encoded reply does not decode: \(error)")
         }
-        let expected: WireError? =
-            op.isHandshake ? .unexpectedOp(op)
-            : payloadLength < 0 ? .malformedPayload
-            : payloadLength > Wire.maxPayload ? .bufferTooSmall(needed: payloadLength, available: Wire.maxPayload)
-            : 24 + payloadLength > bufferSize ? .bufferTooSmall(needed: 24 + payloadLength, available: bufferSize)
-            : nil
-        switch outcome {
-        case .failure(let error):
-            invariant(error == expected, "encoder threw \(error), expected \(String(describing: expected))")
-            invariant(out.allSatisfy { $0 == 0xEE }, "a failed encode wrote to the buffer")
-        case .success(let length):
-            invariant(expected == nil, "encoder accepted what it should refuse: \(String(describing: expected))")
-            invariant(length == 24 + payloadLength, "encoded length")
-            for i in length..<bufferSize { invariant(out[i] == 0xEE, "encoder wrote past the frame") }
-            do throws(WireError) {
-                let v = try ResponseView(frame: UnsafeRawBufferPointer(rebasing: out[0..<length]))
-                invariant(v.op == op && v.id == id && v.result == result, "op/id/result round trip")
-                if lengthMode % 4 == 0 { invariant(Array(v.payload) == payload, "payload round trip") }
-            } catch {
-                invariant(false, "an encoded reply does not decode: \(error)")
-            }
-        }
-    }
+    })
 }
 
 /// The entry point SwiftPM links as main (see CFuzzDriver.h).
