@@ -130,7 +130,7 @@ public final class Deputy {
             let pair = keys.forServer()
             sealer = pair.seal
             opener = pair.open
-            sealed = .allocate(byteCount: Wire.maxSealedLength + 4, alignment: 16)
+            sealed = .allocate(byteCount: Wire.maxSealedLength, alignment: 16)
         }
         let session = Session(root: root, output: output, sealer: sealer,
                               limits: limits.fitting(descriptorLimit: Int(raiseDescriptorLimit())))

@@ -179,8 +179,6 @@ public final class OutgoingFrames: @unchecked Sendable {
 
     deinit { out.deallocate() }
 
-    public var isSealed: Bool { sealer != nil }
-
     /// Seals the plain frame `frame` if the stream is sealed, and passes the
     /// bytes to put on the stream to `write`, all under the lock. False if
     /// sealing or `write` failed.
