@@ -83,9 +83,9 @@ struct Call: ~Copyable {
     /// reaches past user space (the kernel's access_ok), else the size
     /// capped at MAX_RW_COUNT, as read(2) and write(2) do.
     func transfer(buffer a: Int, size s: Int) throws(Failure) -> Int {
-        let address = raw(a), size = raw(s)
-        guard size <= Self.userSpaceEnd, address <= Self.userSpaceEnd - size else { throw .errno(.badAddress) }
-        return Int(min(size, UInt64(Self.maxTransfer)))
+        let address = raw(a), bytes = raw(s)
+        guard bytes <= Self.userSpaceEnd, address <= Self.userSpaceEnd - bytes else { throw .errno(.badAddress) }
+        return size(s)
     }
     /// Argument `i` as an off_t.
     func offset(_ i: Int) -> Int64 { Int64(bitPattern: raw(i)) }
