@@ -181,6 +181,16 @@ def py(script: str, *args: str) -> list:
 PY_ERRNAME = "import errno\ndef ename(e):\n    return errno.errorcode.get(e.errno, str(e.errno))\n"
 
 
+def alive(pid: int) -> bool:
+    """Running, not a zombie. A process that exits between the open of its
+    stat file and the read gives ESRCH on the read, which means gone too."""
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
 def errno_name(n: int) -> str:
     return _errno.errorcode[n]
 
@@ -283,13 +293,7 @@ class Home:
         except subprocess.TimeoutExpired:
             pass
         deadline = time.monotonic() + 5
-        while init is not None and time.monotonic() < deadline and os.path.exists(f"/proc/{init}"):
-            try:
-                st = pathlib.Path(f"/proc/{init}/stat").read_text().split(")")[-1].split()[0]
-                if st == "Z":
-                    break
-            except FileNotFoundError:
-                break
+        while init is not None and time.monotonic() < deadline and alive(init):
             time.sleep(0.02)
         if self._log_file is not None:
             self._log_file.close()

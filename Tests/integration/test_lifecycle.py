@@ -7,7 +7,7 @@ import os
 import signal
 import time
 
-from conftest import describe, py
+from conftest import alive, describe, py
 from test_file_semantics import Line
 
 # Prints the pids of: itself, a child, and a daemon that left through a
@@ -31,14 +31,6 @@ print("pids", os.getpid(), child, daemon, flush=True)
 sys.stdin.readline()
 print(open(sys.argv[1]).read(), end="", flush=True)
 '''
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def gone_within(pids, seconds: float) -> list:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import HOMESTUB, MIN_ENV, WRAP, free_port, is_listening, write_key
+from conftest import HOMESTUB, MIN_ENV, WRAP, alive, free_port, is_listening, write_key
 
 
 def children(pid):
@@ -24,15 +24,6 @@ def children(pid):
     except FileNotFoundError:
         pass
     return out
-
-
-def alive(pid):
-    """Running, not a zombie."""
-    try:
-        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
 
 
 def wait_until(cond, timeout):
