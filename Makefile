@@ -33,8 +33,9 @@ unit-test:
 integration-test: build
 	TETHER_BIN="$(RELEASE_BIN)" $(PYTHON) -m pytest -v Tests/integration
 
-# Forwarding benchmarks (bench/, issue 3): every op in every configuration with
-# the C floors, one table. BENCH_ARGS e.g. "--json bench.json".
+# Forwarding benchmarks (bench/, issues 3 and 9): every op in every configuration
+# with the polled C floors, the load, start-up and CPU sections, and the targets
+# as ok/MISS, all from one run. BENCH_ARGS e.g. "--json bench.json".
 BENCH_ARGS ?=
 
 bench:
