@@ -108,7 +108,7 @@ let ops: [Op] = [
     Op(name: "stat-local", label: "stat, local path", n: 20_000, quickN: 5_000, floor: .notify),
     Op(name: "open-close-local", label: "open+close, local path", n: 20_000, quickN: 5_000, floor: .notify),
     // A file never stat'ed before on every call: a forwarded stat, whatever is cached.
-    Op(name: "stat", label: "stat", n: 10_000, quickN: 2_000, floor: .forwarder("stat")),
+    Op(name: "stat", label: "stat, new file per call", n: 10_000, quickN: 2_000, floor: .forwarder("stat")),
     // The same unchanged file again and again: what an attribute cache saves.
     Op(name: "stat-repeated", label: "stat, repeated", n: 10_000, quickN: 2_000),
     Op(name: "open-close", label: "open+close", n: 10_000, quickN: 2_000),
