@@ -161,7 +161,8 @@ class Runner:
         d = f"{c.base}/{TREE}/{c.key}"
         return text.format(d=shlex.quote(d), s=shlex.quote(f"{c.base}/{TREE}/shared")), d
 
-    def step(self, c: configs.Config, text: str) -> tuple:
+    def step(self, c: configs.Config, text: str, stderr: bool = False) -> tuple:
+        """(seconds, stdout, and stderr after it when asked) or (None, what failed)."""
         script, d = self.script(c, text)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C", "LC_ALL": "C", "HOME": d,
                "GIT_CONFIG_NOSYSTEM": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -170,7 +171,7 @@ class Runner:
         if status != 0:
             why = f"timed out after {self.timeout:.0f} s" if status is None else f"exit status {status}"
             return None, f"$ {shlex.join(argv)}\n{why}\n{(err or out).strip()[-1500:]}"
-        return secs, out
+        return secs, out + err if stderr else out
 
 
 def measure(ws: list, cfgs: list, rounds: int, runner: Runner, export: pathlib.Path) -> dict:
@@ -201,6 +202,32 @@ def measure(ws: list, cfgs: list, rounds: int, runner: Runner, export: pathlib.P
                 if c.key not in res.failures and r > 0:
                     res.samples.setdefault(c.key, []).append(secs * 1000)
     return results
+
+
+def call_counts(ws: list, tcp: configs.Config, runner: Runner) -> list:
+    """One more run of each workload under Tether TCP with --stats: the
+    total calls forwarded / run locally, and the four most frequent."""
+    c = configs.Config(tcp.key, tcp.label, tcp.base, (*tcp.prefix[:-1], "--stats", "--"))
+    lines = ["", "intercepted calls per run under Tether TCP (--stats; forwarded / local):"]
+    for w in ws:
+        if w.pre:
+            runner.step(c, w.pre)
+        t, out = runner.step(c, w.cmd, stderr=True)
+        if w.post:
+            runner.step(c, w.post)
+        rows = []
+        for line in (out or "").split("syscalls intercepted")[-1].splitlines()[1:]:
+            f = line.split()
+            if len(f) == 3 and f[1].isdigit() and f[2].isdigit():
+                rows.append((f[0], int(f[1]), int(f[2])))
+        total = next((r for r in rows if r[0] == "total"), None)
+        if t is None or total is None:
+            lines.append(f"  {w.title:<38} (no counts: {'failed' if t is None else 'no --stats output'})")
+            continue
+        top = sorted((r for r in rows if r[0] != "total"), key=lambda r: -(r[1] + r[2]))[:4]
+        lines.append(f"  {w.title:<38} {total[1]:>7,} / {total[2]:<7,} " +
+                     ", ".join(f"{n} {a:,}/{b:,}" for n, a, b in top))
+    return lines
 
 
 def fmt(ms: Optional[float]) -> str:
@@ -261,6 +288,8 @@ def main() -> int:
     ap.add_argument("--no-spawn", action="store_true", help="leave out wrap-and-run --home spawn")
     ap.add_argument("--no-sshfs", action="store_true", help="leave out sshfs")
     ap.add_argument("--timeout", type=float, default=600, help="seconds any one command may take (default 600)")
+    ap.add_argument("--stats", action="store_true",
+                    help="then run each workload once more under Tether TCP with --stats and print the call counts")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = ap.parse_args()
@@ -310,6 +339,8 @@ def main() -> int:
         text, med, targets = report(ws, cfgs, results, servers.notes + notes)
         print()
         print(text)
+        if args.stats:
+            print("\n".join(call_counts(ws, cfgs[1], Runner(export, args.timeout))), flush=True)
         if any(results[w.name].failures for w in ws):
             for log in ("homestub.log", "sshfs.log"):
                 tail = servers.log_tail(log)
