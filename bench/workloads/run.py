@@ -152,10 +152,10 @@ def run_bounded(argv: list, env: dict, timeout: float) -> tuple:
 
 
 class Runner:
-    """Runs one workload step in one configuration."""
+    """Runs one workload step in one configuration, bounded by `timeout`."""
 
-    def __init__(self, export: pathlib.Path, timeout: float) -> None:
-        self.export, self.timeout = export, timeout
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
 
     def script(self, c: configs.Config, text: str) -> tuple:
         d = f"{c.base}/{TREE}/{c.key}"
@@ -175,6 +175,9 @@ class Runner:
 
 
 def measure(ws: list, cfgs: list, rounds: int, runner: Runner, export: pathlib.Path) -> dict:
+    """A warm-up round, then `rounds` timed ones: each workload in every
+    configuration back to back, the order rotated each round. A configuration
+    that fails a workload (or does it wrong) is dropped from that workload."""
     results = {w.name: Result() for w in ws}
     for r in range(rounds + 1):
         order = cfgs[r % len(cfgs):] + cfgs[:r % len(cfgs)]
@@ -333,14 +336,14 @@ def main() -> int:
             if s is not None:
                 cfgs.append(s)
         ws = [w for w in workloads(sizes, tar_info, rsync_want, modules) if not only or w.name in only]
-        results = measure(ws, cfgs, args.rounds, Runner(export, args.timeout), export)
+        results = measure(ws, cfgs, args.rounds, Runner(args.timeout), export)
         notes.append(f"load average at end {os.getloadavg()[0]:.2f}; {args.rounds} rounds, "
                      f"{time.monotonic() - t0:.0f} s in all")
         text, med, targets = report(ws, cfgs, results, servers.notes + notes)
         print()
         print(text)
         if args.stats:
-            print("\n".join(call_counts(ws, cfgs[1], Runner(export, args.timeout))), flush=True)
+            print("\n".join(call_counts(ws, cfgs[1], Runner(args.timeout))), flush=True)
         if any(results[w.name].failures for w in ws):
             for log in ("homestub.log", "sshfs.log"):
                 tail = servers.log_tail(log)
