@@ -46,6 +46,16 @@ bench-quick:
 	$(SWIFT) build $(RELEASE)
 	$(RELEASE_BIN)/forward-bench --quick $(BENCH_ARGS)
 
+# Real workloads (bench/workloads, issue 9): git status, make, tar, python
+# imports and rsync on a tree at home, native vs Tether (TCP, spawn) vs sshfs
+# (when sshfs and sshd are installed), one table. WORKLOADS_ARGS e.g.
+# "--json workloads.json", "--quick --rounds 1", "--only make,tar".
+WORKLOADS_ARGS ?=
+
+.PHONY: bench-workloads
+bench-workloads: build
+	$(PYTHON) bench/workloads/run.py --bin "$(RELEASE_BIN)" $(WORKLOADS_ARGS)
+
 # libFuzzer over the Wire decoders and the handshake (fuzz/, issue 8). The
 # targets exist only with TETHER_FUZZ=1 (Package.swift) and build in their own
 # scratch directory with the fuzzer and AddressSanitizer in every Swift file.
