@@ -112,13 +112,16 @@ struct Call: ~Copyable {
         }
         defer { Glibc.close(copy) }
         guard let info = try? FD.inode(copy) else { throw .errno(.badFileDescriptor) }
-        guard info.isSocket else { return nil }
-        return sup.watchers.lookup(inode: info.ino)
+        guard info.isSocket, let p = sup.watchers.lookup(inode: info.ino) else { return nil }
+        // A call on a placeholder may wait.
+        worker.handOffReceiving()
+        return p
     }
 
     /// Sends a request to home and returns its reply; a negative result is
     /// thrown as the home kernel's errno.
     func home(_ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
+        worker.handOffReceiving()
         try actAsThread(on: sup.link, worker.slot)
         let r: ResponseView
         do { r = try sup.link.call(worker.slot, op, scalars, payloadLength: payloadLength, watch: tid) } catch {
@@ -133,6 +136,7 @@ struct Call: ~Copyable {
     /// `to.keep` (the directory's owner) stays alive for the call, so its
     /// handle is not released at home while the request names it.
     func send(_ to: Destination, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
+        worker.handOffReceiving()
         guard to.isLocal else { return try home(op, scalars, payloadLength: payloadLength) }
         let slot = worker.localSlot
         try actAsThread(on: sup.localLink, slot)

@@ -71,7 +71,21 @@ extension Call {
             try memory.readCString(address(arg), into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<cap]))
         }
         if len == 0 && !allowEmpty { throw .errno(.noSuchFileOrDirectory) }
+        let routed = try route(buf, length: len, cap: cap, dirfd: dirfd)
+        // The name was read from the tracee's memory: before acting on it,
+        // make sure the notification is still pending, so a recycled tid
+        // cannot have fed us another process's bytes. A local verdict only
+        // lets the call go on, which fails harmlessly if it is not pending.
+        if case .local = routed.0 { return routed }
+        // Not simply continued: this call may wait.
+        worker.handOffReceiving()
         guard sup.listener.isValid(id: id) else { throw .errno(.noSuchProcess) }
+        return routed
+    }
+
+    /// Routes the name of length `len` in `buf` (see `routePath`).
+    private func route(_ buf: UnsafeMutableRawBufferPointer, length len: Int, cap: Int,
+                       dirfd: Int32) throws(Failure) -> (PathRoute, Int) {
         let path = UnsafeRawBufferPointer(rebasing: buf[0..<len])
         let norm = worker.normalized
         // nil: the joined path does not fit (ENAMETOOLONG).

@@ -15,6 +15,8 @@ enum Messages {
 
     /// Implements recvmsg(2).
     static func recvmsg(_ c: borrowing Call) throws(Failure) -> Reply {
+        // It may wait for a message to peek at.
+        c.worker.handOffReceiving()
         let t = try c.thread()
         guard let sock = try? PidFD.getFD(t.pidfd, c.fd(0)) else { return .continueSyscall }
         defer { Glibc.close(sock) }
