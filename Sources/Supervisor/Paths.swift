@@ -99,9 +99,9 @@ extension Call {
 
         if len > 0 && path[0] == UInt8(ascii: "/") {
             guard let b = decide(base: root) else { throw tooLong }
-            if b == .local, let n = MagicLink.descriptor(UnsafeRawBufferPointer(rebasing: norm[0..<worker.normalizedLength]),
-                                                        tgid: try thread().process.tgid, tid: tid),
-               let p = try placeholder(fd: n) {
+            // The thread is looked up only for a name of a descriptor.
+            if b == .local, let named = MagicLink.descriptor(UnsafeRawBufferPointer(rebasing: norm[0..<worker.normalizedLength])),
+               try isCaller(named.pid), let p = try placeholder(fd: named.fd) {
                 // /proc/self/fd/N (or /dev/fd/N, /dev/stdin …) of a forwarded
                 // descriptor names that file: the object itself, at home.
                 buf[0] = 0
@@ -143,6 +143,13 @@ extension Call {
         }
     }
 
+    /// Whether a PID named in /proc/PID/fd/N is the caller's process or
+    /// thread (nil: a self form, always the caller).
+    private func isCaller(_ pid: pid_t?) throws(Failure) -> Bool {
+        guard let pid, pid != tid else { return true }
+        return pid == (try thread().process.tgid)
+    }
+
     /// Replaces the path in `buf` with its normalized absolute form (left in
     /// `worker.normalized` by routing); returns its length with the NUL.
     private func rewriteAbsolute(into buf: UnsafeMutableRawBufferPointer, cap: Int) throws(Failure) -> Int {
@@ -170,8 +177,10 @@ extension Call {
 /// /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (PID: the caller's
 /// process or thread), /dev/fd/N, /dev/stdin, /dev/stdout, /dev/stderr.
 enum MagicLink {
-    /// The descriptor number such a normalized absolute path names, or nil.
-    static func descriptor(_ path: UnsafeRawBufferPointer, tgid: pid_t, tid: pid_t) -> Int32? {
+    /// The descriptor number such a normalized absolute path names, or nil;
+    /// with the PID it names (nil for the self forms), which names the
+    /// caller's own descriptor only if it is the caller's process or thread.
+    static func descriptor(_ path: UnsafeRawBufferPointer) -> (fd: Int32, pid: pid_t?)? {
         func has(_ prefix: StaticString) -> Int? {
             let n = prefix.utf8CodeUnitCount
             guard path.count >= n, memcmp(path.baseAddress!, prefix.utf8Start, n) == 0 else { return nil }
@@ -187,18 +196,18 @@ enum MagicLink {
             }
             return v
         }
-        if path.count == 10, has("/dev/stdin") != nil { return 0 }
-        if path.count == 11, has("/dev/stdout") != nil { return 1 }
-        if path.count == 11, has("/dev/stderr") != nil { return 2 }
+        if path.count == 10, has("/dev/stdin") != nil { return (0, nil) }
+        if path.count == 11, has("/dev/stdout") != nil { return (1, nil) }
+        if path.count == 11, has("/dev/stderr") != nil { return (2, nil) }
         if let n = has("/dev/fd/") ?? has("/proc/self/fd/") ?? has("/proc/thread-self/fd/") {
-            return number(from: n, to: path.count)
+            return number(from: n, to: path.count).map { ($0, nil) }
         }
         guard let n = has("/proc/") else { return nil }
         var slash = n
         while slash < path.count && path[slash] != UInt8(ascii: "/") { slash += 1 }
-        guard let pid = number(from: n, to: slash), pid == tgid || pid == tid,
+        guard let pid = number(from: n, to: slash),
               slash + 4 < path.count, path[slash + 1] == UInt8(ascii: "f"), path[slash + 2] == UInt8(ascii: "d"),
               path[slash + 3] == UInt8(ascii: "/") else { return nil }
-        return number(from: slash + 4, to: path.count)
+        return number(from: slash + 4, to: path.count).map { ($0, pid) }
     }
 }
