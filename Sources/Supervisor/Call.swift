@@ -98,9 +98,12 @@ struct Call: ~Copyable {
 
     /// The placeholder behind the tracee's descriptor `fd`, or nil when `fd`
     /// is a local descriptor (or none at all: the kernel will say EBADF).
+    /// Below the placeholder range, the process's descriptor record answers
+    /// without a syscall until a placeholder may have landed there.
     func placeholder(fd: Int32) throws(Failure) -> Placeholder? {
         if fd < 0 { return nil }
         let t = try thread()
+        if fd < sup.placeholderBase && !t.process.descriptors.mayHoldLowPlaceholders { return nil }
         let copy: CInt
         do { copy = try PidFD.getFD(t.pidfd, fd) } catch {
             // Not open in the tracee: the kernel's own EBADF, run locally.
@@ -197,6 +200,7 @@ struct Call: ~Copyable {
             if minimum <= 2 {
                 for fd in minimum...2 where !PidFD.isOpen(tid: tid, fd) {
                     target = fd
+                    process.descriptors.mark()
                     break
                 }
             }

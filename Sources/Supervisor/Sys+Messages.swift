@@ -24,7 +24,12 @@ enum Messages {
         var len = socklen_t(MemoryLayout<CInt>.size)
         guard getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0, domain == AF_UNIX else { return .continueSyscall }
         let flags = c.int(2)
-        guard try headCarriesPlaceholder(c, sock, wait: flags & Int32(MSG_DONTWAIT) == 0) else { return .continueSyscall }
+        guard try headCarriesPlaceholder(c, sock, wait: flags & Int32(MSG_DONTWAIT) == 0) else {
+            // The head may change before the kernel receives it (another
+            // reader): what it receives may be a placeholder, at a low number.
+            t.process.descriptors.mark()
+            return .continueSyscall
+        }
         return .value(Int64(try receive(c, sock, flags: flags)))
     }
 

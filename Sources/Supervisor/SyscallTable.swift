@@ -170,6 +170,8 @@ struct SyscallTable: Sendable {
         SyscallRow(9, "mmap", .descriptor, Memory.mmap, when: .mappedPlaceholder),
         // Descriptors passed over Unix sockets.
         SyscallRow(47, "recvmsg", .descriptor, Messages.recvmsg),
+        SyscallRow(299, "recvmmsg", .descriptor, Descriptors.mayReceivePlaceholder),
+        SyscallRow(438, "pidfd_getfd", .descriptor, Descriptors.mayReceivePlaceholder),
         // Refused on forwarded names, with the errno a program already handles.
         SyscallRow(254, "inotify_add_watch", .path, Unsupported.path(1)),
         SyscallRow(303, "name_to_handle_at", .path, Unsupported.path(1, dirfd: 0)),

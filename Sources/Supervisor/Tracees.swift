@@ -17,19 +17,45 @@ enum WorkingDirectory: Sendable {
     case detached([UInt8])
 }
 
+/// Whether a process's descriptors below the placeholder range (0 up to
+/// the range's start) may hold a placeholder. The supervisor puts
+/// placeholders at 0-2 and in the range itself; one reaches a lower number
+/// only through a call the supervisor sees and marks here before it takes
+/// effect (a placement at 0-2, a dup2 of a placeholder onto a low number,
+/// a native recvmsg of a Unix socket, recvmmsg, pidfd_getfd), or through a
+/// native dup2 between low numbers, which needs a marked process to start
+/// with. Until marked, every low descriptor is the program's own and
+/// naming one costs no syscall to identify. A mark is never taken back.
+/// Processes sharing one descriptor table (CLONE_FILES) share the record;
+/// a forked child starts with its parent's mark.
+final class DescriptorRecord: Sendable {
+    private let marked: Atomic<Bool>
+
+    init(marked: Bool) { self.marked = Atomic(marked) }
+
+    /// False only while no low descriptor can be a placeholder.
+    var mayHoldLowPlaceholders: Bool { marked.load(ordering: .acquiring) }
+
+    /// Called before a placeholder may land below the range.
+    func mark() { marked.store(true, ordering: .releasing) }
+}
+
 /// A tracee process (thread group): its working directory.
 final class TraceeProcess: Sendable {
     let tgid: pid_t
     let cwd: Mutex<WorkingDirectory>
+    /// Where placeholders may be in its descriptor table.
+    let descriptors: DescriptorRecord
     let threadCount = Atomic<Int>(0)
     /// Where to look first for a free placeholder number (0: the range's start).
     let nextSlot = Mutex<Int32>(0)
     /// It has taken a POSIX lock at home: its closes and its exit release them.
     let usesPosixLocks = Atomic<Bool>(false)
 
-    init(tgid: pid_t, cwd: WorkingDirectory) {
+    init(tgid: pid_t, cwd: WorkingDirectory, descriptors: DescriptorRecord) {
         self.tgid = tgid
         self.cwd = Mutex(cwd)
+        self.descriptors = descriptors
     }
 }
 
@@ -54,7 +80,8 @@ final class Tracees: Sendable {
 
     /// Records the first tracee before it runs.
     func addRoot(pid: pid_t, cwd: WorkingDirectory) {
-        processes.withLock { $0[pid] = TraceeProcess(tgid: pid, cwd: cwd) }
+        // Its descriptors are wrap-and-run's own: none is a placeholder.
+        processes.withLock { $0[pid] = TraceeProcess(tgid: pid, cwd: cwd, descriptors: DescriptorRecord(marked: false)) }
     }
 
     /// The thread `tid`, recorded on first sight. `isCurrent` re-checks the
@@ -68,9 +95,18 @@ final class Tracees: Sendable {
         }
         let process = processes.withLock { map -> TraceeProcess in
             if let p = map[status.tgid] { return p }
-            // A new process: fork copied its parent's working directory.
-            let inherited = map[status.ppid].map { $0.cwd.withLock { $0 } } ?? .local(path: nil)
-            let p = TraceeProcess(tgid: status.tgid, cwd: inherited)
+            // A new process: fork copied its parent's working directory
+            // and descriptors (or shares the parent's table). With the
+            // parent unknown (gone), any descriptor may be a placeholder.
+            let parent = map[status.ppid]
+            let inherited = parent.map { $0.cwd.withLock { $0 } } ?? .local(path: nil)
+            let record: DescriptorRecord
+            if let parent, PidFD.shareDescriptorTable(parent.tgid, status.tgid) {
+                record = parent.descriptors
+            } else {
+                record = DescriptorRecord(marked: parent?.descriptors.mayHoldLowPlaceholders ?? true)
+            }
+            let p = TraceeProcess(tgid: status.tgid, cwd: inherited, descriptors: record)
             map[status.tgid] = p
             return p
         }
