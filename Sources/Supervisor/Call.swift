@@ -158,8 +158,12 @@ struct Call: ~Copyable {
         link.sendCredentials(slot, id: id, table.credentials(id))
     }
 
-    /// The tracee's umask (for modes of files and directories it creates at home).
-    func umask() -> UInt32 { TaskStatus.read(tid: tid)?.umask ?? 0o022 }
+    /// The tracee's umask (for modes of files and directories it creates at
+    /// home): its process's record (see `TraceeProcess.umask`).
+    func umask() throws(Failure) -> UInt32 {
+        let known = try thread().process.umask.load(ordering: .relaxed)
+        return known != TraceeProcess.unknownUmask ? known : TaskStatus.read(tid: tid)?.umask ?? 0o022
+    }
 
     /// Installs a new placeholder for home `handle` (opened with `flags`) in
     /// the tracee and answers the syscall with its fd number.

@@ -125,6 +125,8 @@ struct SyscallTable: Sendable {
         SyscallRow(119, "setresgid", .identity, Identity.changed),
         SyscallRow(122, "setfsuid", .identity, Identity.changed),
         SyscallRow(123, "setfsgid", .identity, Identity.changed),
+        // The umask applied to files created at home: kept per process.
+        SyscallRow(95, "umask", .identity, Identity.umask),
         // Metadata, links, special files.
         SyscallRow(90, "chmod", .path, Metadata.chmod),
         SyscallRow(268, "fchmodat", .path, Metadata.fchmodat),

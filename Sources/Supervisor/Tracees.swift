@@ -46,6 +46,12 @@ final class TraceeProcess: Sendable {
     let cwd: Mutex<WorkingDirectory>
     /// Where placeholders may be in its descriptor table.
     let descriptors: DescriptorRecord
+    /// Its umask (for the modes of what it creates at home), or
+    /// `unknownUmask` before its first thread is seen. Read from
+    /// /proc/TID/status then, and kept by umask(2), which is intercepted:
+    /// threads share it (CLONE_FS), as pthreads do.
+    let umask = Atomic<UInt32>(TraceeProcess.unknownUmask)
+    static let unknownUmask = UInt32.max
     let threadCount = Atomic<Int>(0)
     /// Where to look first for a free placeholder number (0: the range's start).
     let nextSlot = Mutex<Int32>(0)
@@ -111,6 +117,9 @@ final class Tracees: Sendable {
             return p
         }
         process.threadCount.wrappingAdd(1, ordering: .relaxed)
+        // Every umask(2) is seen after this first sight: from here on the
+        // record follows it (unless a umask call has set it already).
+        _ = process.umask.compareExchange(expected: TraceeProcess.unknownUmask, desired: status.umask, ordering: .relaxed)
         let t = TraceeThread(pidfd: pidfd, process: process,
                              identity: ThreadIdentity(id: credentials.id(for: Credentials(status))))
         threads.withLock { $0[tid] = t }
