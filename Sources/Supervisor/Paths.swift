@@ -110,7 +110,15 @@ extension Call {
             return (b == .forward ? .forward(dir: Wire.rootDir, keep: nil) : .local, len + 1)
         }
         if dirfd != AT_FDCWD {
-            guard let p = try placeholder(fd: dirfd) else { return (.local, len + 1) }
+            guard let p = try placeholder(fd: dirfd) else {
+                // A local directory: the name stays beneath it unless a ".."
+                // climbs out, maybe into a forwarded tree (then it goes home
+                // by its absolute form, as from a local working directory).
+                guard PathNormalizer.climbs(path), let base = try localDirectoryPath(dirfd) else { return (.local, len + 1) }
+                guard let b = base.withUnsafeBytes({ decide(base: $0) }) else { throw tooLong }
+                if b == .local { return (.local, len + 1) }
+                return (.forward(dir: Wire.rootDir, keep: nil), try rewriteAbsolute(into: buf, cap: cap))
+            }
             // Relative to a forwarded directory: the rules decide on the
             // directory's path joined with the name, as for the cwd.
             guard let base = (p.owner ?? p).path else { return (.forward(dir: p.handle, keep: p), len + 1) }
@@ -158,6 +166,17 @@ extension Call {
         buf.baseAddress!.copyMemory(from: worker.normalized.baseAddress!, byteCount: n)
         buf[n] = 0
         return n + 1
+    }
+
+    /// The path of the tracee's local descriptor `fd` if it is a directory
+    /// (else nil: the kernel answers ENOTDIR, or EBADF, itself).
+    private func localDirectoryPath(_ fd: Int32) throws(Failure) -> [UInt8]? {
+        let link = "/proc/\(tid)/fd/\(fd)"
+        guard FD.isDirectory(link) else { return nil }
+        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX))
+        let n = readlink(link, &buf, buf.count)
+        guard n > 0, buf[0] == UInt8(ascii: "/") else { return nil }
+        return Array(buf[0..<n])
     }
 
     /// The kernel's idea of a local working directory, read once and cached.
