@@ -204,7 +204,7 @@ struct Call: ~Copyable {
             if minimum <= 2 {
                 for fd in minimum...2 where !PidFD.isOpen(tid: tid, fd) {
                     target = fd
-                    process.descriptors.mark()
+                    sup.tracees.markLowPlaceholders(process)
                     break
                 }
             }

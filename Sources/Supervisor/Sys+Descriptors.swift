@@ -41,7 +41,7 @@ enum Descriptors {
     /// over a Unix socket, at the lowest free number, so the process's low
     /// descriptors are marked as possible placeholders first.
     static func mayReceivePlaceholder(_ c: borrowing Call) throws(Failure) -> Reply {
-        try c.thread().process.descriptors.mark()
+        try c.sup.tracees.markLowPlaceholders(c.thread().process)
         return .continueSyscall
     }
 
@@ -67,7 +67,7 @@ enum Descriptors {
         }
         guard let p = try c.placeholder(fd: old) else { return .continueSyscall }
         // A placeholder below the range from now on (see DescriptorRecord).
-        try c.thread().process.descriptors.mark()
+        try c.sup.tracees.markLowPlaceholders(c.thread().process)
         // 0, 1, 2: the kernel's own dup2 of the placeholder keeps them watched.
         if new <= 2 { return .continueSyscall }
         let owner = p.owner ?? p

@@ -27,7 +27,7 @@ enum Messages {
         guard try headCarriesPlaceholder(c, sock, wait: flags & Int32(MSG_DONTWAIT) == 0) else {
             // The head may change before the kernel receives it (another
             // reader): what it receives may be a placeholder, at a low number.
-            t.process.descriptors.mark()
+            c.sup.tracees.markLowPlaceholders(t.process)
             return .continueSyscall
         }
         return .value(Int64(try receive(c, sock, flags: flags)))

@@ -26,8 +26,9 @@ enum WorkingDirectory: Sendable {
 /// native dup2 between low numbers, which needs a marked process to start
 /// with. Until marked, every low descriptor is the program's own and
 /// naming one costs no syscall to identify. A mark is never taken back.
-/// Processes sharing one descriptor table (CLONE_FILES) share the record;
-/// a forked child starts with its parent's mark.
+/// Processes sharing one descriptor table (CLONE_FILES) share the mark
+/// (see `Tracees.markLowPlaceholders`); a forked child starts with its
+/// parent's.
 final class DescriptorRecord: Sendable {
     private let marked: Atomic<Bool>
 
@@ -36,8 +37,8 @@ final class DescriptorRecord: Sendable {
     /// False only while no low descriptor can be a placeholder.
     var mayHoldLowPlaceholders: Bool { marked.load(ordering: .acquiring) }
 
-    /// Called before a placeholder may land below the range.
-    func mark() { marked.store(true, ordering: .releasing) }
+    /// Marks the record; true if it was not marked before.
+    func mark() -> Bool { !marked.exchange(true, ordering: .acquiringAndReleasing) }
 }
 
 /// A tracee process (thread group): its working directory.
@@ -79,6 +80,9 @@ struct TraceeThread: Sendable {
 final class Tracees: Sendable {
     let threads = Mutex<[pid_t: TraceeThread]>([:])
     let processes = Mutex<[pid_t: TraceeProcess]>([:])
+    /// Descriptor records left by processes for their parent, which shares
+    /// their table but was not seen yet (taken under `processes`' lock).
+    private let recordsForUnseenParents = Mutex<[pid_t: DescriptorRecord]>([:])
     let watchers: Watchers
     let credentials = CredentialTable()
 
@@ -106,11 +110,28 @@ final class Tracees: Sendable {
             // parent unknown (gone), any descriptor may be a placeholder.
             let parent = map[status.ppid]
             let inherited = parent.map { $0.cwd.withLock { $0 } } ?? .local(path: nil)
-            let record: DescriptorRecord
+            var record: DescriptorRecord
             if let parent, PidFD.shareDescriptorTable(parent.tgid, status.tgid) {
                 record = parent.descriptors
             } else {
                 record = DescriptorRecord(marked: parent?.descriptors.mayHoldLowPlaceholders ?? true)
+            }
+            // A CLONE_FILES child seen before this process left it its
+            // record (marked: it did not know its parent); a process seen
+            // earlier may share this one's table and be marked.
+            if let left = recordsForUnseenParents.withLock({ $0.removeValue(forKey: status.tgid) }) {
+                record = left
+            } else if !record.mayHoldLowPlaceholders,
+                      let sharer = map.values.first(where: { $0.descriptors.mayHoldLowPlaceholders
+                                                             && PidFD.shareDescriptorTable($0.tgid, status.tgid) }) {
+                record = sharer.descriptors
+            }
+            if parent == nil, status.ppid > 0, PidFD.shareDescriptorTable(status.ppid, status.tgid) {
+                // The parent, not seen yet, shares this table: it takes this
+                // record when it is seen, even after this process is gone.
+                // (Left behind for a parent never seen, it costs only slow
+                // checks to a later process with that number.)
+                recordsForUnseenParents.withLock { $0[status.ppid] = record }
             }
             let p = TraceeProcess(tgid: status.tgid, cwd: inherited, descriptors: record)
             map[status.tgid] = p
@@ -125,6 +146,20 @@ final class Tracees: Sendable {
         threads.withLock { $0[tid] = t }
         watchers.watchThread(tid: tid, pidfd: pidfd)
         return t
+    }
+
+    /// Marks `process`'s descriptor record (see `DescriptorRecord`), before
+    /// a placeholder may land below the range. On its first mark, every
+    /// known process sharing its descriptor table with a record of its own
+    /// is marked too; one seen later checks the marked ones (see `thread`).
+    func markLowPlaceholders(_ process: TraceeProcess) {
+        guard process.descriptors.mark() else { return }
+        processes.withLock { map in
+            for q in map.values where q !== process && !q.descriptors.mayHoldLowPlaceholders
+                && PidFD.shareDescriptorTable(process.tgid, q.tgid) {
+                _ = q.descriptors.mark()
+            }
+        }
     }
 
     /// Forgets an exited thread, and its process with its last thread.

@@ -212,3 +212,50 @@ def test_files_created_at_home_get_the_process_umask_as_it_changes(tv):
     dirs = {n: (tv.homedata / (n + ".dir")).stat().st_mode & 0o777 for n in "abcde"}
     assert modes == {"a": 0o600, "b": 0o640, "c": 0o640, "d": 0o664, "e": 0o640}, modes
     assert dirs == {"a": 0o700, "b": 0o750, "c": 0o750, "d": 0o775, "e": 0o750}, dirs
+
+
+# A process P clones C with CLONE_FILES before making any intercepted call,
+# so C is seen first (its parent unknown); C puts a stream view on 5 in the
+# table they share. P's first call, fstat(5), must still go home.
+CLONE_FILES_C = r'''
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static char stack[1 << 16];
+static int child(void *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0 || dup2(fd, 5) != 5) return 1;
+    close(fd);
+    return 0;
+}
+int main(int argc, char **argv) {
+    (void)argc;
+    pid_t p = fork();
+    if (p == 0) {
+        pid_t c = clone(child, stack + sizeof stack, CLONE_FILES | SIGCHLD, argv[1]);
+        int status = 1;
+        if (c < 0 || waitpid(c, &status, 0) != c || status != 0) _exit(2);
+        struct stat st;
+        if (fstat(5, &st) != 0) _exit(3);
+        printf("%s %lld\n", S_ISREG(st.st_mode) ? "regular" : "other", (long long)st.st_size);
+        fflush(stdout);
+        _exit(0);
+    }
+    int status = 1;
+    waitpid(p, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+'''
+
+
+def test_a_clone_files_child_seen_before_its_parent_shares_its_record(tv):
+    from test_concurrency import compile_c
+    tv.both("x.txt", HOME, DECOY)
+    exe = compile_c(tv, "clonefiles", CLONE_FILES_C)
+    r = ok(tv.run([str(exe), tv.p("x.txt")]))
+    assert r.stdout == f"regular {len(HOME)}\n", describe(r)
