@@ -57,7 +57,7 @@ enum File {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .openat))
         guard let to = route.destination else { return .continueSyscall }
         let creates = flags & O_CREAT != 0 || flags & CSHIM_O_TMPFILE == CSHIM_O_TMPFILE
-        let effectiveMode = creates ? UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask() : 0
+        let effectiveMode = try creates ? UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask() : 0
         let r = try c.send(to, .openat, Scalars(to.dir, Int64(flags), Int64(effectiveMode), Int64(bitPattern: resolve)),
                            payloadLength: len)
         if to.isLocal {
