@@ -81,17 +81,15 @@ public enum FD {
     public static func spinUntilReadable(_ fd: CInt, microseconds: Int) -> Bool {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         if poll(&p, 1, 0) == 1 { return true }
-        var start = timespec(), now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &start)
+        if microseconds <= 0 { return false }
+        let start = monotonicMicroseconds()
         while true {
             // Yield between polls: on an idle CPU this returns at once and
             // keeps the vCPU awake; under load the CPU goes to real work.
             sched_yield()
             p.revents = 0
             if poll(&p, 1, 0) == 1 { return true }
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            let elapsed = (now.tv_sec - start.tv_sec) * 1_000_000 + (now.tv_nsec - start.tv_nsec) / 1000
-            if elapsed >= microseconds { return false }
+            if monotonicMicroseconds() - start >= microseconds { return false }
         }
     }
 
@@ -150,5 +148,108 @@ public func randomBytes(_ count: Int) -> [UInt8] {
 public enum ProcPath {
     public static func reopen(_ fd: CInt, flags: Int32) throws(Errno) -> CInt {
         try sys { cshim_openat(AT_FDCWD, "/proc/self/fd/\(fd)", flags, 0) }
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds.
+@inline(__always)
+func monotonicMicroseconds() -> Int {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec * 1_000_000 + t.tv_nsec / 1000
+}
+
+/// How long a waiter polls for its next message before it sleeps, learnt
+/// from the gaps it sees: polling pays only while messages follow each
+/// other fast. A poll that runs out halves the budget; a wait that slept
+/// sets it from the gap it measured (twice the gap when that is under the
+/// maximum, so the next such gap is caught polling). Back-to-back calls
+/// keep polling; an idle stream stops after one poll, and a crowded
+/// machine (many sessions on few CPUs, where the peer needs this CPU to
+/// answer at all) sees long gaps and stops polling too.
+public struct SpinBudget: Sendable {
+    /// The most it polls, in microseconds (0: never).
+    public let maximum: Int
+    /// What the next wait polls, in microseconds.
+    public private(set) var current: Int
+    /// When the wait in progress began (0: none).
+    private var began = 0
+
+    public init(maximum: Int) {
+        self.maximum = max(0, maximum)
+        current = self.maximum
+    }
+
+    /// Starts a wait on `fd`: polls it for up to the budget. True if it is
+    /// readable now; false if the caller must sleep, and then call `woke()`.
+    public mutating func spin(_ fd: CInt) -> Bool {
+        began = monotonicMicroseconds()
+        if FD.spinUntilReadable(fd, microseconds: current) {
+            let gap = monotonicMicroseconds() - began
+            if gap * 2 > current { current = min(maximum, gap * 2) }
+            began = 0
+            return true
+        }
+        current /= 2
+        return false
+    }
+
+    /// A wait that `spin` did not end has ended: the gap it measured sets
+    /// the budget for the next one.
+    public mutating func woke() {
+        guard began != 0, maximum > 0 else { return }
+        let gap = monotonicMicroseconds() - began
+        began = 0
+        if gap < maximum { current = min(maximum, max(current, gap * 2)) }
+    }
+
+    /// Waits until `fd` is readable (or hung up, or failed): polls for up
+    /// to the budget, then sleeps in poll(2).
+    public mutating func wait(_ fd: CInt) {
+        if spin(fd) { return }
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while poll(&p, 1, -1) < 0 && errno == EINTR {}
+        woke()
+    }
+}
+
+/// Large frames put on a stream without copying them into it: their pages
+/// go into a pipe (vmsplice) and from the pipe onto the stream (splice),
+/// so the stream's buffers refer to them. The bytes must stay unchanged
+/// until the far end has read them: a request's buffer qualifies, as it is
+/// reused only after its reply. (Unchecked Sendable: its one user is the
+/// holder of the stream's write lock.)
+public final class PageSplicer: @unchecked Sendable {
+    let readEnd: CInt, writeEnd: CInt
+
+    /// Below this a plain write costs less than two more syscalls.
+    public static let threshold = 64 << 10
+
+    /// A splicer whose pipe holds `bytes`; nil when no such pipe can be had.
+    public init?(bytes: Int) {
+        var fds: (CInt, CInt) = (-1, -1)
+        let rc = withUnsafeMutableBytes(of: &fds) {
+            cshim_pipe_sized($0.baseAddress!.assumingMemoryBound(to: CInt.self), CInt(bytes))
+        }
+        guard rc == 0 else { return nil }
+        (readEnd, writeEnd) = fds
+    }
+
+    deinit {
+        Glibc.close(readEnd)
+        Glibc.close(writeEnd)
+    }
+
+    /// Puts all `count` bytes at `buf` on `fd`.
+    public func write(_ fd: CInt, _ buf: UnsafeRawPointer, _ count: Int) throws(Errno) {
+        var done = 0
+        while done < count {
+            let mapped = try sys { cshim_vmsplice(writeEnd, buf + done, count - done) }
+            var left = mapped
+            while left > 0 {
+                left -= try sys { cshim_splice(readEnd, nil, fd, left, 0) }
+            }
+            done += mapped
+        }
     }
 }

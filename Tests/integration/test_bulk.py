@@ -1,16 +1,23 @@
-"""Bulk transfers.
+"""Bulk transfers and idle cost.
 
 Large reads of home files (≥ 64 KiB) are spliced at home when the stream
 is not sealed (--home spawn): the data must be exactly what a copying
 read gives, at every offset, at end of file, and through the file offset
 that the tracee's processes share. The same script runs over a sealed
 TCP home, where nothing is spliced, as the reference.
+
+An idle session must cost no CPU: after a burst of forwarded calls, the
+supervisor's and the home's pollers stop polling (adaptive polling), so a
+traced `sleep` costs them next to nothing.
 """
 
 import hashlib
 import os
+import pathlib
 import random
+import subprocess
 import threading
+import time
 
 import pytest
 
@@ -110,3 +117,78 @@ def test_large_read_of_a_fifo_at_home_is_not_lost(bins, scratch):
     r = run_bounded(wrap_spawn_argv(py(script, fifo)), cwd=scratch)
     writer.join(timeout=10)
     assert (r.returncode, r.stdout) == (0, "300000\n"), describe(r)
+
+
+# --------------------------------------------------------------------------
+# Idle cost
+# --------------------------------------------------------------------------
+
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms(pids) -> float:
+    """user + system CPU of the processes (all their threads), in ms."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total * TICK_MS
+
+
+def tree(pid: int) -> list:
+    """pid and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in pathlib.Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return out
+
+
+IDLE_BUDGET_MS = 50
+
+
+def idle_cost(proc, ours) -> float:
+    """CPU the session's own processes spend while the tracee sleeps: the
+    tracee printed "ready" after a burst of forwarded reads."""
+    assert proc.stdout.readline() == b"ready\n"
+    time.sleep(0.2)
+    before = cpu_ms(ours())
+    time.sleep(1.0)
+    return cpu_ms(ours()) - before
+
+
+BURST = "i=0; while [ $i -lt 200 ]; do read x < {f}; i=$((i+1)); done; echo ready; exec sleep 3"
+
+
+def test_idle_private_session_costs_no_cpu(bins, scratch):
+    (scratch / "f").write_text("x\n")
+    proc = subprocess.Popen(wrap_spawn_argv([SH, "-c", BURST.format(f=scratch / "f")]), cwd=scratch,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        # The supervisor and its home are one process (the deputy is a thread).
+        spent = idle_cost(proc, lambda: [proc.pid])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert spent < IDLE_BUDGET_MS, f"an idle private session cost {spent:.0f} ms of CPU in 1 s"
+
+
+def test_idle_tcp_session_costs_no_cpu(tv):
+    tv.home_file("f", "x\n")
+    proc = tv.popen([SH, "-c", BURST.format(f=tv.p("f"))])
+    home = tv.home.ns_init_pid()
+    assert home is not None
+    try:
+        spent = idle_cost(proc, lambda: [proc.pid] + tree(home))
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+    assert spent < IDLE_BUDGET_MS, f"an idle TCP session cost {spent:.0f} ms of CPU in 1 s"
