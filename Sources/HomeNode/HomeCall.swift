@@ -35,6 +35,7 @@ final class HomeCall: @unchecked Sendable {
     var credentials: HomeCredentials?
     /// The pipe a large file read's payload waits in (see `SplicePipe`).
     var splice: SplicePipe?
+    /// No pipe could be had for this call object: its reads copy.
     var spliceUnavailable = false
 
     init(session: Session) {

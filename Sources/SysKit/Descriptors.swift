@@ -153,11 +153,7 @@ public enum ProcPath {
 
 /// CLOCK_MONOTONIC in microseconds.
 @inline(__always)
-func monotonicMicroseconds() -> Int {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return t.tv_sec * 1_000_000 + t.tv_nsec / 1000
-}
+func monotonicMicroseconds() -> Int { Int(monotonicNanoseconds() / 1000) }
 
 /// How long a waiter polls for its next message before it sleeps, learnt
 /// from the gaps it sees: polling pays only while messages follow each
