@@ -71,28 +71,6 @@ public enum FD {
         try sys { cshim_fcntl_int(fd, F_SETFL, Int(flags & ~O_NONBLOCK)) }
     }
 
-    /// Waits up to `microseconds` for `fd` to become readable by polling
-    /// without sleeping. On a VM an idle vCPU halts, and waking it costs
-    /// tens of microseconds: a reply that comes back within the spin is
-    /// picked up without that wake-up. The loop yields the CPU between
-    /// polls, so it costs little when other threads have work. Returns true
-    /// if readable.
-    @discardableResult
-    public static func spinUntilReadable(_ fd: CInt, microseconds: Int) -> Bool {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        if poll(&p, 1, 0) == 1 { return true }
-        if microseconds <= 0 { return false }
-        let start = monotonicMicroseconds()
-        while true {
-            // Yield between polls: on an idle CPU this returns at once and
-            // keeps the vCPU awake; under load the CPU goes to real work.
-            sched_yield()
-            p.revents = 0
-            if poll(&p, 1, 0) == 1 { return true }
-            if monotonicMicroseconds() - start >= microseconds { return false }
-        }
-    }
-
     /// Socket buffers big enough for a whole 1 MiB frame, so bulk reads and
     /// writes cross in one go rather than in default-sized (208 KiB) pieces.
     public static func setBulkBuffers(_ fd: CInt, bytes: CInt = 4 << 20) {
@@ -156,13 +134,15 @@ public enum ProcPath {
 func monotonicMicroseconds() -> Int { Int(monotonicNanoseconds() / 1000) }
 
 /// How long a waiter polls for its next message before it sleeps, learnt
-/// from the gaps it sees: polling pays only while messages follow each
-/// other fast. A poll that runs out halves the budget; a wait that slept
-/// sets it from the gap it measured (twice the gap when that is under the
-/// maximum, so the next such gap is caught polling). Back-to-back calls
-/// keep polling; an idle stream stops after one poll, and a crowded
-/// machine (many sessions on few CPUs, where the peer needs this CPU to
-/// answer at all) sees long gaps and stops polling too.
+/// from the gaps it sees. On a VM an idle vCPU halts, and waking it costs
+/// tens of microseconds: a message that comes within the poll is picked up
+/// without that wake-up. That pays only while messages follow each other
+/// fast: a poll that runs out halves the budget; a wait that slept sets it
+/// from the gap it measured (twice the gap when that is under the maximum,
+/// so the next such gap is caught polling); a yield that ran some other
+/// thread (the CPUs are oversubscribed) stops polling at once. Back-to-back
+/// calls keep polling; an idle stream stops after one poll; a crowded
+/// machine (many sessions on few CPUs) stops polling.
 public struct SpinBudget: Sendable {
     /// The most it polls, in microseconds (0: never).
     public let maximum: Int
@@ -176,15 +156,38 @@ public struct SpinBudget: Sendable {
         current = self.maximum
     }
 
-    /// Starts a wait on `fd`: polls it for up to the budget. True if it is
-    /// readable now; false if the caller must sleep, and then call `woke()`.
+    /// A yield that took longer than this (µs) ran another thread: the
+    /// CPUs are oversubscribed, and polling takes them from real work.
+    static let contendedYieldMicroseconds = 20
+
+    /// Starts a wait on `fd`: polls it for up to the budget, yielding the
+    /// CPU between polls. True if it is readable now; false if the caller
+    /// must sleep, and then call `woke()`. A yield that ran another thread
+    /// (which was not the peer: its message did not come) ends polling
+    /// until a short gap is seen again.
     public mutating func spin(_ fd: CInt) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         began = monotonicMicroseconds()
-        if FD.spinUntilReadable(fd, microseconds: current) {
-            let gap = monotonicMicroseconds() - began
-            if gap * 2 > current { current = min(maximum, gap * 2) }
+        if poll(&p, 1, 0) == 1 {
             began = 0
             return true
+        }
+        var now = began
+        while now - began < current {
+            let before = now
+            sched_yield()
+            p.revents = 0
+            if poll(&p, 1, 0) == 1 {
+                let gap = monotonicMicroseconds() - began
+                if gap * 2 > current { current = min(maximum, gap * 2) }
+                began = 0
+                return true
+            }
+            now = monotonicMicroseconds()
+            if now - before > Self.contendedYieldMicroseconds {
+                current = 0
+                return false
+            }
         }
         current /= 2
         return false
