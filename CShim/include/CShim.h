@@ -356,6 +356,19 @@ static inline uint64_t cshim_counter_load(const uint64_t *counter) {
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 
+// ---- zero-copy bulk at home (cshim_splice.c) ---------------------------------
+
+/// A close-on-exec pipe holding at least `bytes`; -1 and errno (EPERM past
+/// the user's pipe allowance) otherwise.
+int cshim_pipe_sized(int fds[2], int bytes);
+/// splice(2) of up to `len` bytes from `in` (at *in_off, advanced, or at
+/// its file offset when NULL) to `out` (at its own position); with
+/// `nonblocking`, EAGAIN rather than waiting for room in a pipe.
+ssize_t cshim_splice(int in, int64_t *in_off, int out, size_t len, int nonblocking);
+/// vmsplice(2) of `len` bytes at `buf` into a pipe (the pipe refers to the
+/// pages: they must not change until the data has been read at the far end).
+ssize_t cshim_vmsplice(int pipe_write, const void *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

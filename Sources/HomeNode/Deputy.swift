@@ -21,8 +21,12 @@ public final class Deputy {
     /// (nil and empty on an unsealed session).
     private var opener: FrameOpener?
     private var sealed = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-    /// How long to poll for the next request before sleeping (µs).
-    public var pollMicroseconds = 50
+    /// The most it polls for the next request before sleeping (µs); how
+    /// long it does is learnt from the gaps between requests (`SpinBudget`).
+    public var pollMicroseconds = 50 {
+        didSet { spin = SpinBudget(maximum: pollMicroseconds) }
+    }
+    private var spin = SpinBudget(maximum: 50)
     /// What the session may hold (fitted to the descriptor limit when it starts).
     public var limits = SessionLimits()
 
@@ -96,7 +100,7 @@ public final class Deputy {
 
     /// Reads one frame into `buffer`; nil on a clean EOF between frames.
     private func readFrame(into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
-        if pollMicroseconds > 0 { FD.spinUntilReadable(input, microseconds: pollMicroseconds) }
+        if pollMicroseconds > 0 { spin.wait(input) }
         if let opener { return try readSealedFrame(into: buffer, opener) }
         guard try FD.readFully(input, buffer.baseAddress!, Wire.headerSize) else { return nil }
         // Validates the length against the maximum before reading the body.

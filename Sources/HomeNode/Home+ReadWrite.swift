@@ -10,6 +10,7 @@ enum HomeReadWrite {
     /// Implements read(2): scalars [handle, count].
     static func read(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let fd = try c.handle(c.r.scalar(0)), want = try c.count(c.r.scalar(1)), out = c.out
+        if let n = try c.spliceRead(fd, want, at: nil) { return (Int64(n), n) }
         let n = try c.interruptible { Glibc.read(fd, out.baseAddress, want) }
         return (Int64(n), n)
     }
@@ -24,6 +25,7 @@ enum HomeReadWrite {
     /// Implements pread64(2): scalars [handle, count, offset].
     static func pread(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let fd = try c.handle(c.r.scalar(0)), want = try c.count(c.r.scalar(1)), out = c.out, offset = off_t(c.r.scalar(2))
+        if offset >= 0, let n = try c.spliceRead(fd, want, at: Int64(offset)) { return (Int64(n), n) }
         let n = try c.interruptible { Glibc.pread(fd, out.baseAddress, want, offset) }
         return (Int64(n), n)
     }

@@ -33,6 +33,10 @@ final class HomeCall: @unchecked Sendable {
     let thread = Atomic<UInt>(0)
     /// The credentials the call acts with (nil: the deputy's own, unchanged).
     var credentials: HomeCredentials?
+    /// The pipe a large file read's payload waits in (see `SplicePipe`).
+    var splice: SplicePipe?
+    /// No pipe could be had for this call object: its reads copy.
+    var spliceUnavailable = false
 
     init(session: Session) {
         self.session = session

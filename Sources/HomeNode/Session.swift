@@ -26,6 +26,8 @@ final class Session: Sendable {
     let output: CInt
     /// Every reply goes through it: whole, sealed if the session is, in order.
     private let outgoing: OutgoingFrames
+    /// Large file reads may splice their payload (unsealed streams only).
+    let splices: Bool
     /// Calls running on threads of their own, by request id (for `cancel`).
     private let blocked = Mutex<[UInt64: HomeCall]>([:])
     /// Calls not in use (their buffers are reused).
@@ -49,6 +51,7 @@ final class Session: Sendable {
         handles = Handles(limit: limits.maxOpen)
         self.output = output
         outgoing = OutgoingFrames(sealer: sealer)
+        splices = sealer == nil
     }
 
     /// A call object with its buffers, from the free list or new.
@@ -57,6 +60,9 @@ final class Session: Sendable {
     }
 
     func recycle(_ c: HomeCall) {
+        // A payload left in the pipe (its reply never went) must not
+        // precede the next one.
+        if c.splice?.pending ?? 0 > 0 { c.splice = nil }
         spare.withLock { $0.append(c) }
     }
 
@@ -94,6 +100,16 @@ final class Session: Sendable {
         do {
             let len = try ResponseEncoder.encodeHeader(op: c.r.op, id: c.r.id, result: result,
                                                        payloadLength: payloadLength, into: c.response)
+            if let pipe = c.splice, pipe.pending > 0 {
+                // The payload waits in the pipe: the header, then the pipe.
+                guard pipe.pending + pipe.tail == payloadLength else { c.splice = nil; return false }
+                let sent = outgoing.send(UnsafeRawBufferPointer(rebasing: c.response[0..<(len - payloadLength)])) { bytes in
+                    (try? FD.writeFully(output, bytes.baseAddress!, bytes.count)) != nil
+                        && pipe.drain(into: output, tailFrom: c.out)
+                }
+                if !sent { c.splice = nil }
+                return sent
+            }
             return outgoing.send(UnsafeRawBufferPointer(rebasing: c.response[0..<len])) { bytes in
                 (try? FD.writeFully(output, bytes.baseAddress!, bytes.count)) != nil
             }

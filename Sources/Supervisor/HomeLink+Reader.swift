@@ -15,8 +15,10 @@ extension HomeLink {
     func readUntilDelivered(_ mine: Slot, watcher: inout SignalWatch) -> Bool {
         while !mine.delivered.load(ordering: .acquiring) && !lost.load(ordering: .acquiring) {
             if mine.parked.load(ordering: .relaxed) && activeCalls > 0 { return true }
-            let ready = pollMicroseconds > 0 && activeCalls <= 1
-                && FD.spinUntilReadable(fd, microseconds: pollMicroseconds)
+            // Polls only while its call is the only one, and only as long
+            // as replies have lately come that fast (`SpinBudget`).
+            let spun = pollMicroseconds > 0 && activeCalls <= 1
+            let ready = spun && scratch.spin.spin(fd)
             // Timed even after the watch has fired, so a parked reader
             // notices an active call and leaves the stream to it.
             if !ready && watcher.tid > 0 {
@@ -25,6 +27,13 @@ extension HomeLink {
                     waitedWithoutReply(mine, &watcher)
                     continue
                 }
+            }
+            if spun && !ready {
+                if watcher.tid <= 0 {
+                    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                    _ = poll(&p, 1, -1)
+                }
+                scratch.spin.woke()
             }
             let delivered: Slot?
             do throws(ReadFailure) {

@@ -25,6 +25,10 @@ public final class HomeLink: Sendable {
     /// Every frame this side writes goes through it (whole, sealed if the
     /// session is, in order).
     let outgoing: OutgoingFrames
+    /// Puts large unsealed requests (their payload read straight from the
+    /// tracee into the slot) on the stream without another copy; nil when
+    /// the session is sealed (the sealed copy is reused at once).
+    let splicer: PageSplicer?
     let slots: [Slot]
     let lost = Atomic<Bool>(false)
     /// Indexes of the slots no worker holds.
@@ -43,7 +47,7 @@ public final class HomeLink: Sendable {
     let scratch: ReaderScratch
     let onLost: @Sendable (String) -> Void
 
-    /// How long a reader polls for a reply before sleeping (µs).
+    /// The most a reader polls for a reply before sleeping (µs; see `SpinBudget`).
     let pollMicroseconds: Int
 
     /// Slot index reserved for fire-and-forget requests (handle releases).
@@ -125,9 +129,12 @@ public final class HomeLink: Sendable {
         let opener: FrameOpener?
         /// Sealed frames land here before they open (empty when unsealed).
         let sealed: UnsafeMutableRawBufferPointer
+        /// How long the reader polls for a reply before sleeping.
+        var spin: SpinBudget
 
-        init(opener: FrameOpener?) {
+        init(opener: FrameOpener?, pollMicroseconds: Int) {
             self.opener = opener
+            spin = SpinBudget(maximum: pollMicroseconds)
             sealed = .allocate(byteCount: opener == nil ? 0 : Wire.maxSealedLength, alignment: 16)
         }
         deinit {
@@ -147,13 +154,14 @@ public final class HomeLink: Sendable {
         self.fd = fd
         let pair = keys?.forClient()
         outgoing = OutgoingFrames(sealer: pair?.seal)
+        splicer = keys == nil ? PageSplicer(bytes: Wire.maxPayload) : nil
         self.pollMicroseconds = pollMicroseconds
         self.onLost = onLost
         slots = (0..<(calls + 2)).map { Slot(index: $0) }
         free = Mutex(Array((2..<(calls + 2)).reversed()))
         slots[Self.pumpSlot].prepare()
         slots[Self.controlSlot].prepare()
-        scratch = ReaderScratch(opener: pair?.open)
+        scratch = ReaderScratch(opener: pair?.open, pollMicroseconds: pollMicroseconds)
     }
 
     /// A slot for one worker's calls, or nil when every slot is taken.
@@ -346,9 +354,16 @@ public final class HomeLink: Sendable {
         }
     }
 
-    /// Writes one plain frame, sealed if the session is; false if the stream failed.
+    /// Writes one plain frame, sealed if the session is; false if the
+    /// stream failed. A large unsealed frame is a slot's request, unchanged
+    /// until its reply: it is spliced rather than copied.
     private func write(_ frame: UnsafeRawBufferPointer) -> Bool {
-        outgoing.send(frame) { bytes in (try? FD.writeFully(fd, bytes.baseAddress!, bytes.count)) != nil }
+        outgoing.send(frame) { bytes in
+            if bytes.count >= PageSplicer.threshold, let splicer {
+                return (try? splicer.write(fd, bytes.baseAddress!, bytes.count)) != nil
+            }
+            return (try? FD.writeFully(fd, bytes.baseAddress!, bytes.count)) != nil
+        }
     }
 
     /// Fails every waiting call and every later one; says so once.

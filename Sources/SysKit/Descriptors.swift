@@ -77,30 +77,6 @@ public enum FD {
         try sys { cshim_fcntl_int(fd, F_SETFL, Int(flags & ~O_NONBLOCK)) }
     }
 
-    /// Waits up to `microseconds` for `fd` to become readable by polling
-    /// without sleeping. On a VM an idle vCPU halts, and waking it costs
-    /// tens of microseconds: a reply that comes back within the spin is
-    /// picked up without that wake-up. The loop yields the CPU between
-    /// polls, so it costs little when other threads have work. Returns true
-    /// if readable.
-    @discardableResult
-    public static func spinUntilReadable(_ fd: CInt, microseconds: Int) -> Bool {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        if poll(&p, 1, 0) == 1 { return true }
-        var start = timespec(), now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &start)
-        while true {
-            // Yield between polls: on an idle CPU this returns at once and
-            // keeps the vCPU awake; under load the CPU goes to real work.
-            sched_yield()
-            p.revents = 0
-            if poll(&p, 1, 0) == 1 { return true }
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            let elapsed = (now.tv_sec - start.tv_sec) * 1_000_000 + (now.tv_nsec - start.tv_nsec) / 1000
-            if elapsed >= microseconds { return false }
-        }
-    }
-
     /// Socket buffers big enough for a whole 1 MiB frame, so bulk reads and
     /// writes cross in one go rather than in default-sized (208 KiB) pieces.
     public static func setBulkBuffers(_ fd: CInt, bytes: CInt = 4 << 20) {
@@ -156,5 +132,129 @@ public func randomBytes(_ count: Int) -> [UInt8] {
 public enum ProcPath {
     public static func reopen(_ fd: CInt, flags: Int32) throws(Errno) -> CInt {
         try sys { cshim_openat(AT_FDCWD, "/proc/self/fd/\(fd)", flags, 0) }
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds.
+@inline(__always)
+func monotonicMicroseconds() -> Int { Int(monotonicNanoseconds() / 1000) }
+
+/// How long a waiter polls for its next message before it sleeps, learnt
+/// from the gaps it sees. On a VM an idle vCPU halts, and waking it costs
+/// tens of microseconds: a message that comes within the poll is picked up
+/// without that wake-up. That pays only while messages follow each other
+/// fast: a poll that runs out halves the budget; a wait that slept sets it
+/// from the gap it measured (twice the gap when that is under the maximum,
+/// so the next such gap is caught polling); a yield that ran some other
+/// thread (the CPUs are oversubscribed) stops polling at once. Back-to-back
+/// calls keep polling; an idle stream stops after one poll; a crowded
+/// machine (many sessions on few CPUs) stops polling.
+public struct SpinBudget: Sendable {
+    /// The most it polls, in microseconds (0: never).
+    public let maximum: Int
+    /// What the next wait polls, in microseconds.
+    public private(set) var current: Int
+    /// When the wait in progress began (0: none).
+    private var began = 0
+
+    public init(maximum: Int) {
+        self.maximum = max(0, maximum)
+        current = self.maximum
+    }
+
+    /// A yield that took longer than this (µs) ran another thread: the
+    /// CPUs are oversubscribed, and polling takes them from real work.
+    static let contendedYieldMicroseconds = 20
+
+    /// Starts a wait on `fd`: polls it for up to the budget, yielding the
+    /// CPU between polls. True if it is readable now; false if the caller
+    /// must sleep, and then call `woke()`. A yield that ran another thread
+    /// (which was not the peer: its message did not come) ends polling
+    /// until a short gap is seen again.
+    public mutating func spin(_ fd: CInt) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        began = monotonicMicroseconds()
+        if poll(&p, 1, 0) == 1 {
+            began = 0
+            return true
+        }
+        var now = began
+        while now - began < current {
+            let before = now
+            sched_yield()
+            p.revents = 0
+            if poll(&p, 1, 0) == 1 {
+                let gap = monotonicMicroseconds() - began
+                if gap * 2 > current { current = min(maximum, gap * 2) }
+                began = 0
+                return true
+            }
+            now = monotonicMicroseconds()
+            if now - before > Self.contendedYieldMicroseconds {
+                current = 0
+                return false
+            }
+        }
+        current /= 2
+        return false
+    }
+
+    /// A wait that `spin` did not end has ended: the gap it measured sets
+    /// the budget for the next one.
+    public mutating func woke() {
+        guard began != 0, maximum > 0 else { return }
+        let gap = monotonicMicroseconds() - began
+        began = 0
+        if gap < maximum { current = min(maximum, max(current, gap * 2)) }
+    }
+
+    /// Waits until `fd` is readable (or hung up, or failed): polls for up
+    /// to the budget, then sleeps in poll(2).
+    public mutating func wait(_ fd: CInt) {
+        if spin(fd) { return }
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while poll(&p, 1, -1) < 0 && errno == EINTR {}
+        woke()
+    }
+}
+
+/// Large frames put on a stream without copying them into it: their pages
+/// go into a pipe (vmsplice) and from the pipe onto the stream (splice),
+/// so the stream's buffers refer to them. The bytes must stay unchanged
+/// until the far end has read them: a request's buffer qualifies, as it is
+/// reused only after its reply. (Unchecked Sendable: its one user is the
+/// holder of the stream's write lock.)
+public final class PageSplicer: @unchecked Sendable {
+    let readEnd: CInt, writeEnd: CInt
+
+    /// Below this a plain write costs less than two more syscalls.
+    public static let threshold = 64 << 10
+
+    /// A splicer whose pipe holds `bytes`; nil when no such pipe can be had.
+    public init?(bytes: Int) {
+        var fds: (CInt, CInt) = (-1, -1)
+        let rc = withUnsafeMutableBytes(of: &fds) {
+            cshim_pipe_sized($0.baseAddress!.assumingMemoryBound(to: CInt.self), CInt(bytes))
+        }
+        guard rc == 0 else { return nil }
+        (readEnd, writeEnd) = fds
+    }
+
+    deinit {
+        Glibc.close(readEnd)
+        Glibc.close(writeEnd)
+    }
+
+    /// Puts all `count` bytes at `buf` on `fd`.
+    public func write(_ fd: CInt, _ buf: UnsafeRawPointer, _ count: Int) throws(Errno) {
+        var done = 0
+        while done < count {
+            let mapped = try sys { cshim_vmsplice(writeEnd, buf + done, count - done) }
+            var left = mapped
+            while left > 0 {
+                left -= try sys { cshim_splice(readEnd, nil, fd, left, 0) }
+            }
+            done += mapped
+        }
     }
 }

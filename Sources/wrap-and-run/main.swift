@@ -61,7 +61,7 @@ struct WrapAndRun: ParsableCommand {
     var localPrefixes: [String] = []
 
     @Option(name: .customLong("poll-us"),
-            help: "Microseconds to poll for a reply from home before sleeping (0: never poll; the private home's deputy polls as long).")
+            help: "Most microseconds to poll for a reply from home before sleeping; polling shrinks while replies come slower (0: never poll; the private home's deputy polls as long).")
     var pollMicroseconds = 50
 
     @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
@@ -93,6 +93,30 @@ struct WrapAndRun: ParsableCommand {
             return
         }
         if command.first == "--" { command.removeFirst() }
+        Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
+               localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats, command: command).run()
+    }
+}
+
+/// What to run and against which home, from the command line: the
+/// settings of `WrapAndRun` once they are parsed (by ArgumentParser, or by
+/// `Launch.fastParse` for the common forms).
+struct Launch {
+    var home = "spawn"
+    var homeCommand: String?
+    var keyFile: String?
+    var root = "/"
+    var forwardPrefixes: [String] = []
+    var localPrefixes: [String] = []
+    var pollMicroseconds = 50
+    var stats = false
+    var command: [String] = []
+
+    func run() -> Never {
+        for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
+            fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
+        }
+        let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes)
         guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] -- PROGRAM [ARGS...])") }
 
         let environment = Spawn.environment
@@ -117,6 +141,52 @@ struct WrapAndRun: ParsableCommand {
             }
         }
         Glibc.exit(supervisor.wait())
+    }
+
+    /// The common command lines, `[OPTION VALUE | FLAG]... -- PROGRAM
+    /// [ARGS...]` with the options of a run (no help, --explain or
+    /// --print-policy, no `--option=value`), parsed by hand: ArgumentParser
+    /// finds its options by reflection, which in a binary this size costs
+    /// milliseconds of start-up. Nil for anything else, which ArgumentParser
+    /// then parses (and reports on).
+    static func fastParse(_ args: ArraySlice<String>) -> Launch? {
+        var l = Launch()
+        var i = args.startIndex
+        var seen = Set<String>()
+        while i < args.endIndex {
+            let a = args[i]
+            if a == "--" {
+                l.command = Array(args[(i + 1)...])
+                return l.command.isEmpty ? nil : l
+            }
+            if a == "--stats" {
+                guard seen.insert(a).inserted else { return nil }
+                l.stats = true
+                i += 1
+                continue
+            }
+            guard i + 1 < args.endIndex else { return nil }
+            let v = args[i + 1]
+            if v.hasPrefix("-") { return nil }
+            switch a {
+            case "--forward": l.forwardPrefixes.append(v)
+            case "--local": l.localPrefixes.append(v)
+            default:
+                guard seen.insert(a).inserted else { return nil }
+                switch a {
+                case "--home": l.home = v
+                case "--home-command": l.homeCommand = v
+                case "--key-file": l.keyFile = v
+                case "--root": l.root = v
+                case "--poll-us":
+                    guard let n = Int(v) else { return nil }
+                    l.pollMicroseconds = n
+                default: return nil
+                }
+            }
+            i += 2
+        }
+        return nil
     }
 
     /// PATH search as execvp does it; checks the ELF class and machine.
@@ -188,6 +258,7 @@ struct WrapAndRun: ParsableCommand {
     }
 }
 
+if let launch = Launch.fastParse(CommandLine.arguments.dropFirst()) { launch.run() }
 do {
     var command = try WrapAndRun.parseAsRoot()
     try command.run()
