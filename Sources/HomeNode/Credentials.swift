@@ -26,6 +26,13 @@ final class HomeCredentials: Sendable {
         return HomeCredentials(uid: geteuid(), gid: getegid(), groups: Array(groups.prefix(Int(max(got, 0)))))
     }
 
+    /// Whether `other` names the same uid, gid and groups (then switching
+    /// between the two is a no-op: channels of one tracee thread, or of
+    /// threads with the same identity, each hold their own object).
+    func sameIdentity(as other: HomeCredentials) -> Bool {
+        uid == other.uid && gid == other.gid && groups == other.groups
+    }
+
     /// Makes the calling thread act on files with these credentials.
     func adopt() throws(Errno) {
         try groups.withUnsafeBufferPointer { (g) throws(Errno) in
@@ -68,9 +75,14 @@ struct AppliedCredentials {
 
     init() {}
 
-    /// Switches the calling thread to `wanted` unless it already acts so.
+    /// Switches the calling thread to `wanted` unless it already acts so
+    /// (the same object, or the same uid, gid and groups: no syscall).
     mutating func apply(_ wanted: HomeCredentials?) throws(Errno) {
         guard let wanted, wanted !== current else { return }
+        if let current, current.sameIdentity(as: wanted) {
+            self.current = wanted
+            return
+        }
         do {
             try wanted.adopt()
             current = wanted
