@@ -116,18 +116,15 @@ struct Call: ~Copyable {
         defer { Glibc.close(copy) }
         guard let info = try? FD.inode(copy) else { throw .errno(.badFileDescriptor) }
         guard info.isSocket, let p = sup.watchers.lookup(inode: info.ino) else { return nil }
-        // A call on a placeholder may wait.
-        worker.handOffReceiving()
         return p
     }
 
     /// Sends a request to home and returns its reply; a negative result is
     /// thrown as the home kernel's errno.
     func home(_ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
-        worker.handOffReceiving()
         try actAsThread(on: sup.link, worker.slot)
         let r: ResponseView
-        do { r = try sup.link.call(worker.slot, op, scalars, payloadLength: payloadLength, watch: tid) } catch {
+        do { r = try sup.link.call(worker.slot, op, scalars, payloadLength: payloadLength, watch: tid, receiver: worker) } catch {
             throw .transport(error)
         }
         if r.result < 0 { throw .errno(Errno(rawValue: CInt(truncatingIfNeeded: -r.result))) }
@@ -139,13 +136,14 @@ struct Call: ~Copyable {
     /// `to.keep` (the directory's owner) stays alive for the call, so its
     /// handle is not released at home while the request names it.
     func send(_ to: Destination, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
-        worker.handOffReceiving()
         guard to.isLocal else { return try home(op, scalars, payloadLength: payloadLength) }
         let slot = worker.localSlot
         try actAsThread(on: sup.localLink, slot)
         slot.payload(for: op).baseAddress!.copyMemory(from: worker.slot.payload(for: op).baseAddress!, byteCount: payloadLength)
         let r: ResponseView
-        do { r = try sup.localLink.call(slot, op, scalars, payloadLength: payloadLength, watch: tid) } catch { throw .transport(error) }
+        do { r = try sup.localLink.call(slot, op, scalars, payloadLength: payloadLength, watch: tid, receiver: worker) } catch {
+            throw .transport(error)
+        }
         if r.result < 0 { throw .errno(Errno(rawValue: CInt(truncatingIfNeeded: -r.result))) }
         return r
     }

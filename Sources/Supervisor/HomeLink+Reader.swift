@@ -12,13 +12,27 @@ extension HomeLink {
     /// call (blocked at home) stops reading as soon as another call waits,
     /// and returns true: that call then reads its own reply, with no
     /// thread hand-off, and the parked one sleeps.
-    func readUntilDelivered(_ mine: Slot, watcher: inout SignalWatch) -> Bool {
+    ///
+    /// While it polls, it also watches the seccomp listener for `receiver`
+    /// (see `call`); before anything that may block, it hands the
+    /// receiving on.
+    func readUntilDelivered(_ mine: Slot, watcher: inout SignalWatch, receiver: Worker?) -> Bool {
         while !mine.delivered.load(ordering: .acquiring) && !lost.load(ordering: .acquiring) {
             if mine.parked.load(ordering: .relaxed) && activeCalls > 0 { return true }
             // Polls only while its call is the only one, and only as long
             // as replies have lately come that fast (`SpinBudget`).
             let spun = pollMicroseconds > 0 && activeCalls <= 1
-            let ready = spun && scratch.spin.spin(fd)
+            var ready = false
+            if spun {
+                switch scratch.spin.spin(fd, watching: receiver?.receivingFrom ?? -1) {
+                case .ready: ready = true
+                case .other:
+                    receiver?.handOffReceiving()
+                    continue
+                case .timedOut: break
+                }
+            }
+            if !ready { receiver?.handOffReceiving() }
             // Timed even after the watch has fired, so a parked reader
             // notices an active call and leaves the stream to it.
             if !ready && watcher.tid > 0 {

@@ -194,8 +194,14 @@ public final class HomeLink: Sendable {
     /// on the first, it asks home to `cancel` the request and sets
     /// `slot.cancelSent`, then goes on waiting for the reply (EINTR, or what
     /// the call had done by then).
+    ///
+    /// With `receiver` (the worker making the call, while it is the one
+    /// receiving notifications), the receiving is handed to another worker
+    /// only when it must be: before this call sleeps, or when a
+    /// notification is pending while it polls for the reply. A reply that
+    /// comes within the poll so costs no thread wake-up.
     func call(_ slot: Slot, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0,
-              watch: pid_t = 0) throws(TransportError) -> ResponseView {
+              watch: pid_t = 0, receiver: Worker? = nil) throws(TransportError) -> ResponseView {
         if lost.load(ordering: .acquiring) { throw .lost }
         slot.sequence &+= 1
         slot.cancelSent = false
@@ -232,12 +238,13 @@ public final class HomeLink: Sendable {
                 if slot.failed.load(ordering: .acquiring) { throw .lost }
             }
             if !yielded && readerBusy.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
-                yielded = readUntilDelivered(slot, watcher: &watcher)
+                yielded = readUntilDelivered(slot, watcher: &watcher, receiver: receiver)
                 readerBusy.store(false, ordering: .sequentiallyConsistent)
                 promoteWaitingReader()
                 continue
             }
             yielded = false
+            receiver?.handOffReceiving()
             // Someone else reads: sleep until they deliver our reply or hand
             // us the stream. Re-check after announcing the sleep, so a reader
             // that left just now is not missed.

@@ -77,8 +77,8 @@ extension Call {
         // cannot have fed us another process's bytes. A local verdict only
         // lets the call go on, which fails harmlessly if it is not pending.
         if case .local = routed.0 { return routed }
-        // Not simply continued: this call may wait.
-        worker.handOffReceiving()
+        // Not simply continued: it goes home or to the local deputy, whose
+        // wait hands the receiving on if it must (`HomeLink.call`).
         guard sup.listener.isValid(id: id) else { throw .errno(.noSuchProcess) }
         return routed
     }

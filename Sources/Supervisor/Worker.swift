@@ -80,6 +80,10 @@ final class Worker: @unchecked Sendable {
         }
     }
 
+    /// The listener's descriptor while this worker is the one receiving
+    /// (a waiting call watches it: see `HomeLink.call`), else -1.
+    var receivingFrom: CInt { receiving ? supervisor.listener.fd : -1 }
+
     /// Called before the call being handled may wait (for home, for a lock
     /// or a message another call holds up): gives the receiving to an idle
     /// worker, or to a new one when none is idle. Nothing when this worker

@@ -172,31 +172,59 @@ public struct SpinBudget: Sendable {
     /// (which was not the peer: its message did not come) ends polling
     /// until a short gap is seen again.
     public mutating func spin(_ fd: CInt) -> Bool {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        spin(fd, watching: -1) == .ready
+    }
+
+    /// What `spin(_:watching:)` saw.
+    public enum Outcome: Sendable {
+        /// `fd` is readable.
+        case ready
+        /// `other` became readable first (`fd` is not yet): the caller acts
+        /// on it and spins again; the budget is unchanged.
+        case other
+        /// Neither, within the budget: the caller must sleep, then `woke()`.
+        case timedOut
+    }
+
+    /// `spin(_:)` that also watches `other` (unless it is negative), in the
+    /// same poll(2) calls.
+    public mutating func spin(_ fd: CInt, watching other: CInt) -> Outcome {
+        var p = (pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: other, events: Int16(POLLIN), revents: 0))
+        let count: nfds_t = other >= 0 ? 2 : 1
+        func check() -> Outcome? {
+            p.0.revents = 0
+            p.1.revents = 0
+            let n = withUnsafeMutableBytes(of: &p) { poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), count, 0) }
+            if n <= 0 { return nil }
+            return p.0.revents != 0 ? .ready : .other
+        }
         began = monotonicMicroseconds()
-        if poll(&p, 1, 0) == 1 {
+        if let seen = check() {
             began = 0
-            return true
+            return seen
         }
         var now = began
         while now - began < current {
             let before = now
             sched_yield()
-            p.revents = 0
-            if poll(&p, 1, 0) == 1 {
+            if let seen = check() {
+                if seen == .other {
+                    began = 0
+                    return seen
+                }
                 let gap = monotonicMicroseconds() - began
                 if gap * 2 > current { current = min(maximum, gap * 2) }
                 began = 0
-                return true
+                return .ready
             }
             now = monotonicMicroseconds()
             if now - before > Self.contendedYieldMicroseconds {
                 current = 0
-                return false
+                return .timedOut
             }
         }
         current /= 2
-        return false
+        return .timedOut
     }
 
     /// A wait that `spin` did not end has ended: the gap it measured sets
