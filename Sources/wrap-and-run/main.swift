@@ -64,6 +64,14 @@ struct WrapAndRun: ParsableCommand {
             help: "Microseconds to poll for a reply from home before sleeping (0: never poll; the private home's deputy polls as long).")
     var pollMicroseconds = 50
 
+    @Flag(name: .customLong("no-cache"),
+          help: "Ask home for every stat instead of answering from the coherent attribute cache (for debugging and comparison).")
+    var noCache = false
+
+    @Flag(name: .customLong("sync-writes"),
+          help: "Wait for home to run each write before it returns (no write-behind; errors at the write itself).")
+    var syncWrites = false
+
     @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
     var stats = false
 
@@ -106,8 +114,11 @@ struct WrapAndRun: ParsableCommand {
                                             _ = serveSession(input: fd, output: fd, root: "/", keyFile: nil,
                                                              pollMicroseconds: 0, log: log)
                                         })
+        var launchOptions = options
+        launchOptions.attributeCache = !noCache
+        launchOptions.writeBehind = !syncWrites
         let supervisor: Supervisor
-        do { supervisor = try Supervisor.launch(options) } catch {
+        do { supervisor = try Supervisor.launch(launchOptions) } catch {
             switch error {
             case .home(.unreachable): fail(Status.unreachable, error.description)
             case .home(.refused): fail(Status.refused, error.description)
