@@ -299,25 +299,48 @@ final class Watches: Sendable {
 
 /// The `statxWatched` op.
 enum HomeWatches {
-    /// Implements statx(2) for the client's cache: scalars [dir, flags, mask];
-    /// payload: path. Watches first (see `Watches`), then stats; result 1 /
-    /// 2 when the client may cache the answer (see `Op.statxWatched`).
+    /// Implements statx(2) for the client's cache: scalars [dir, flags,
+    /// mask, base]; payload: a canonical absolute path. Watches first (see
+    /// `Watches`), then stats; result 1 / 2 when the client may cache the
+    /// answer (see `Op.statxWatched`). With a handle as `dir`, the path's
+    /// first `base` bytes must still be the handle's path, or the name after
+    /// them is stat'ed relative to the handle and not watched.
     static func statxWatched(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let flags = c.int(1)
         let path = try c.path()
         let length = strlen(path)
         let bytes = UnsafeRawBufferPointer(start: path, count: length)
+        let cacheable = flags & ~(AT_SYMLINK_NOFOLLOW | CSHIM_AT_NO_AUTOMOUNT) == 0 && CacheKey.isCanonical(bytes)
+        var dir: CInt?
+        var target = path
         var outcome = Watches.Outcome()
-        if c.r.scalar(0) == Wire.rootDir, flags & ~(AT_SYMLINK_NOFOLLOW | CSHIM_AT_NO_AUTOMOUNT) == 0,
-           CacheKey.isCanonical(bytes) {
+        if c.r.scalar(0) != Wire.rootDir {
+            let base = Int(clamping: c.r.scalar(3))
+            guard base >= 1, base < length, bytes[base] == UInt8(ascii: "/") || base == 1 else { throw Errno.invalidArgument }
+            let handle = try c.handle(c.r.scalar(0))
+            // Watched before the check: a move of the directory after the
+            // check is then an event, which the client applies after this reply.
+            if cacheable { outcome = c.session.watches.watch(bytes, root: c.session.root, session: c.session) }
+            if !cacheable || !handlePath(c, handle, is: UnsafeRawBufferPointer(rebasing: bytes[0..<base])) {
+                outcome = Watches.Outcome()
+                dir = handle
+                target = path + (bytes[base] == UInt8(ascii: "/") ? base + 1 : base)
+            }
+        } else if cacheable {
             outcome = c.session.watches.watch(bytes, root: c.session.root, session: c.session)
         }
         do {
-            _ = try HomeStat.statx(c)
+            _ = try HomeStat.statx(c, dir: dir, target)
         } catch {
             if error == .noSuchFileOrDirectory && outcome.parentWatched { return (2, 0) }
             throw error
         }
         return (outcome.objectWatched ? 1 : 0, Wire.statxSize)
+    }
+
+    /// True if directory handle `fd` is at `expected` inside the root now.
+    private static func handlePath(_ c: HomeCall, _ fd: CInt, is expected: UnsafeRawBufferPointer) -> Bool {
+        guard let n = try? c.session.root.pathInRoot(of: fd, into: c.scratch) else { return false }
+        return n == expected.count && memcmp(c.scratch.baseAddress!, expected.baseAddress!, n) == 0
     }
 }

@@ -6,18 +6,19 @@ import Wire
 @Suite("Cache frames")
 struct InvalidationTests {
     @Test func statxWatchedRequestGolden() throws {
-        let frame = try encodeRequest(op: .statxWatched, id: 1, scalars: Scalars(Wire.rootDir, 0x100, 0xFFF),
-                                      payload: Array("/a\0".utf8))
+        let frame = try encodeRequest(op: .statxWatched, id: 1, scalars: Scalars(7, 0x100, 0xFFF, 2),
+                                      payload: Array("/a/b\0".utf8))
         let expected = hexBytes("""
-            2b000000 3a00 0000 0100000000000000
-            ffffffffffffffff
+            3500000 0 3a00 0000 0100000000000000
+            0700000000000000
             0001000000000000
             ff0f000000000000
-            2f6100
+            0200000000000000
+            2f612f6200
             """)
         #expect(frame == expected, "got \(hexString(frame))")
         #expect(try decodeRequest(expected)
-            == DecodedRequest(op: .statxWatched, id: 1, scalars: Scalars(-1, 0x100, 0xFFF), payload: Array("/a\0".utf8)))
+            == DecodedRequest(op: .statxWatched, id: 1, scalars: Scalars(7, 0x100, 0xFFF, 2), payload: Array("/a/b\0".utf8)))
     }
 
     @Test func invalidateFrameGolden() throws {
@@ -31,9 +32,9 @@ struct InvalidationTests {
         #expect(all == hexBytes("18000000 3b00 0100 ffff000000000000 0100000000000000"))
     }
 
-    func keys(_ payload: [UInt8]) throws(WireError) -> [String] {
+    func keys(_ payload: [UInt8]) throws -> [String] {
         var out: [String] = []
-        try payload.withUnsafeBytes { (p) throws(WireError) in
+        try payload.withUnsafeBytes { p in
             try Invalidation.forEachKey(p) { out.append(String(decoding: $0, as: UTF8.self)) }
         }
         return out
@@ -67,7 +68,7 @@ struct InvalidationTests {
         for bad in ["/a", "/a\0\0", "\0", "/a\0/b"] {
             var seen = 0
             #expect(throws: WireError.malformedPayload) {
-                try Array(bad.utf8).withUnsafeBytes { (p) throws(WireError) in try Invalidation.forEachKey(p) { _ in seen += 1 } }
+                try Array(bad.utf8).withUnsafeBytes { p in try Invalidation.forEachKey(p) { _ in seen += 1 } }
             }
             #expect(seen == 0, "\(bad)")
         }
