@@ -68,6 +68,10 @@ final class Watches: Sendable {
         }
     }
 
+    /// The most watches a session holds; past it, the home forgets them all
+    /// and the client drops everything (the next stats watch afresh).
+    static let maxWatches = 16384
+
     /// How often the watcher thread looks whether its session has ended (ms).
     static let watcherPollMilliseconds: Int32 = 500
 
@@ -101,6 +105,11 @@ final class Watches: Sendable {
             if !s.watcherStarted {
                 s.watcherStarted = ThreadRunner(name: "home-watches", body: { [self] in watcherLoop(session) }).tryStart() != nil
                 if !s.watcherStarted { return Outcome() }
+            }
+            if s.byWd.count >= Self.maxWatches {
+                drain(&s, session)   // what happened before goes first
+                forgetAll(&s)
+                send(Invalidation.dropAll, UnsafeMutableRawBufferPointer(start: nil, count: 0), 0, session)
             }
             var outcome = Outcome()
             var end = 1
