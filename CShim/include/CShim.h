@@ -357,6 +357,7 @@ int cshim_task_signals(pid_t tid, int *threads);
 #define CSHIM_IN_Q_OVERFLOW 0x00004000u
 #define CSHIM_IN_IGNORED 0x00008000u
 #define CSHIM_IN_ISDIR 0x40000000u
+#define CSHIM_IN_DONT_FOLLOW 0x02000000u
 /// The fixed part of struct inotify_event (wd, mask, cookie, len).
 #define CSHIM_INOTIFY_EVENT_SIZE 16
 /// inotify_init1(IN_NONBLOCK | IN_CLOEXEC).

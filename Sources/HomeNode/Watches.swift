@@ -9,10 +9,12 @@ import Wire
 /// `invalidate` frames.
 ///
 /// What is watched for a canonical path P = /c1/…/cn (see `CacheKey`): the
-/// export root's directory, every directory /c1…/ci on the way, and the
-/// object itself, each under its name in P. A path through a symlink is
-/// not watched (its target's ancestors would be unwatched), nor is a
-/// symlink followed at the end. Then any change that could alter the
+/// export root's directory and every directory /c1…/ci on the way, each
+/// verified once (opened with RESOLVE_NO_SYMLINKS: a path through a symlink
+/// is not cached, its target's ancestors would be unwatched) and then
+/// trusted while watched; and the object itself, by one inotify_add_watch
+/// of its name that does not follow a final symlink (a symlink at the end
+/// is answered, not cached). Watches are made before the stat they cover. Then any change that could alter the
 /// answer for P is an event: on an entry of a directory on the way
 /// (creation, deletion, rename, attribute change, write of a child), or on
 /// the object itself through any of its names (a hard link elsewhere).
@@ -59,7 +61,8 @@ final class Watches: Sendable {
         let events = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
         let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: ResponseEncoder.payloadOffset + 32 * 1024, alignment: 8)
         let trees = UnsafeMutableRawBufferPointer.allocate(byteCount: ResponseEncoder.payloadOffset + 32 * 1024, alignment: 8)
-        let name = UnsafeMutableRawBufferPointer.allocate(byteCount: CacheKey.maxKey + 1, alignment: 8)
+        /// A name with the root's prefix (`ExportRoot.pathMax`) and a key.
+        let name = UnsafeMutableRawBufferPointer.allocate(byteCount: ExportRoot.pathMax + CacheKey.maxKey + 1, alignment: 8)
         deinit {
             events.deallocate()
             frame.deallocate()
@@ -90,11 +93,14 @@ final class Watches: Sendable {
         var parentWatched = false
         /// The object itself is watched too (its attributes may be cached).
         var objectWatched = false
+        /// Its watch.
+        var wd: Int32 = -1
     }
 
     /// Watches the directories on the way to `path` (canonical, no NUL) and
     /// the object, before the caller stats it, so every later change is an
-    /// event. Starts the watcher thread on first use.
+    /// event; the caller learns from its stat what the object is. Starts the
+    /// watcher thread on first use.
     func watch(_ path: UnsafeRawBufferPointer, root: ExportRoot, session: Session) -> Outcome {
         state.withLock { s -> Outcome in
             if s.fd < 0 {
@@ -112,56 +118,74 @@ final class Watches: Sendable {
                 send(Invalidation.dropAll, UnsafeMutableRawBufferPointer(start: nil, count: 0), 0, session)
             }
             var outcome = Outcome()
-            var end = 1
-            while true {
-                let prefix = UnsafeRawBufferPointer(rebasing: path[0..<end])
-                let last = end == path.count
-                if s.byPath[Array(prefix)] == nil {
-                    switch add(prefix, last: last, root: root, &s) {
-                    case .added: break
-                    case .absent: outcome.parentWatched = last; return outcome
-                    case .failed: return outcome
-                    case .symlink: outcome.parentWatched = true; return outcome
-                    }
+            // The directories on the way: each verified once (a directory,
+            // reached without a symlink), then trusted while it is watched.
+            var lastSlash = path.count - 1
+            while lastSlash > 0 && path[lastSlash] != UInt8(ascii: "/") { lastSlash -= 1 }
+            let parentLength = max(lastSlash, 1)
+            if path.count > 1 && s.byPath[Array(path[0..<parentLength])] == nil {
+                var end = 1
+                while end <= parentLength {
+                    let prefix = UnsafeRawBufferPointer(rebasing: path[0..<end])
+                    if s.byPath[Array(prefix)] == nil && add(prefix, root: root, &s) != .added { return outcome }
+                    var next = end + 1
+                    while next < path.count && path[next] != UInt8(ascii: "/") { next += 1 }
+                    end = next
                 }
-                if last { return Outcome(parentWatched: true, objectWatched: true) }
-                var next = end + 1
-                while next < path.count && path[next] != UInt8(ascii: "/") { next += 1 }
-                end = next
             }
+            outcome.parentWatched = true
+            // The object: one inotify_add_watch by its name on the home's
+            // kernel, not following a final symlink (the caller's stat then
+            // tells what it is).
+            let key = Array(path)
+            if let wd = s.byPath[key] { return Outcome(parentWatched: true, objectWatched: true, wd: wd) }
+            let name = buffers.name
+            guard root.prefix.count + path.count < name.count else { return outcome }
+            root.prefix.withUnsafeBytes { name.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            (name.baseAddress! + root.prefix.count).copyMemory(from: path.baseAddress!, byteCount: path.count)
+            name[root.prefix.count + path.count] = 0
+            let wd = cshim_inotify_add(s.fd, name.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                       CSHIM_IN_WATCHED | CSHIM_IN_DONT_FOLLOW)
+            if wd < 0 { return outcome }
+            record(wd, key, isDirectory: false, &s)
+            return Outcome(parentWatched: true, objectWatched: true, wd: wd)
         }
     }
 
-    private enum Added { case added, absent, failed, symlink }
+    /// The caller's stat found the watched object `wd` is a directory: its
+    /// events from now on drop its tree.
+    func noteDirectory(_ wd: Int32) {
+        state.withLock { s in s.byWd[wd]?.isDirectory = true }
+    }
 
-    /// Opens `prefix` without following any symlink and watches it.
-    private func add(_ prefix: UnsafeRawBufferPointer, last: Bool, root: ExportRoot, _ s: inout State) -> Added {
+    private func record(_ wd: Int32, _ key: [UInt8], isDirectory: Bool, _ s: inout State) {
+        s.byPath[key] = wd
+        if let known = s.byWd[wd] {
+            if known.path != key { s.byWd[wd]!.ambiguous = true }
+        } else {
+            s.byWd[wd] = Watched(path: key, isDirectory: isDirectory)
+        }
+    }
+
+    private enum Added { case added, absent, failed }
+
+    /// Opens directory `prefix` without following any symlink and watches it.
+    private func add(_ prefix: UnsafeRawBufferPointer, root: ExportRoot, _ s: inout State) -> Added {
         let name = buffers.name
         name.baseAddress!.copyMemory(from: prefix.baseAddress!, byteCount: prefix.count)
         name[prefix.count] = 0
         let fd: CInt
         do {
             fd = try root.open(dir: nil, name.baseAddress!.assumingMemoryBound(to: CChar.self),
-                               flags: CSHIM_O_PATH | O_NOFOLLOW, mode: 0, resolve: UInt64(CSHIM_RESOLVE_NO_SYMLINKS),
-                               scratch: buffers.events)
+                               flags: CSHIM_O_PATH | O_NOFOLLOW | O_DIRECTORY, mode: 0,
+                               resolve: UInt64(CSHIM_RESOLVE_NO_SYMLINKS), scratch: buffers.events)
         } catch {
             return error == .noSuchFileOrDirectory ? .absent : .failed
         }
         defer { Glibc.close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { return .failed }
-        let kind = st.st_mode & S_IFMT
-        if kind == S_IFLNK { return last ? .symlink : .failed }
-        if !last && kind != S_IFDIR { return .failed }
         let wd = (try? ProcLink(fd).withCString { (link) throws(Errno) -> CInt in cshim_inotify_add(s.fd, link, CSHIM_IN_WATCHED) }) ?? -1
         if wd < 0 { return .failed }
-        let key = Array(prefix)
-        s.byPath[key] = wd
-        if let known = s.byWd[wd] {
-            if known.path != key { s.byWd[wd]!.ambiguous = true }
-        } else {
-            s.byWd[wd] = Watched(path: key, isDirectory: kind == S_IFDIR)
-        }
+        record(wd, Array(prefix), isDirectory: true, &s)
         return .added
     }
 
@@ -323,20 +347,33 @@ enum HomeWatches {
         var dir: CInt?
         var target = path
         var outcome = Watches.Outcome()
+        if cacheable { outcome = c.session.watches.watch(bytes, root: c.session.root, session: c.session) }
         if c.r.scalar(0) != Wire.rootDir {
             let base = Int(clamping: c.r.scalar(3))
             guard base >= 1, base < length, bytes[base] == UInt8(ascii: "/") || base == 1 else { throw Errno.invalidArgument }
             let handle = try c.handle(c.r.scalar(0))
-            // Watched before the check: a move of the directory after the
-            // check is then an event, which the client applies after this reply.
-            if cacheable { outcome = c.session.watches.watch(bytes, root: c.session.root, session: c.session) }
+            // Checked after the watches: a move of the directory after the
+            // check is an event, which the client applies after this reply.
             if !cacheable || !handlePath(c, handle, is: UnsafeRawBufferPointer(rebasing: bytes[0..<base])) {
                 outcome = Watches.Outcome()
                 dir = handle
                 target = path + (bytes[base] == UInt8(ascii: "/") ? base + 1 : base)
             }
-        } else if cacheable {
-            outcome = c.session.watches.watch(bytes, root: c.session.root, session: c.session)
+        }
+        if outcome.objectWatched {
+            // Without following first: what the watch is on.
+            do { try statxNoFollow(c, path) } catch {
+                if error == .noSuchFileOrDirectory { return (2, 0) }
+                throw error
+            }
+            let kind = UInt32(c.out.loadUnaligned(fromByteOffset: 28, as: UInt16.self)) & UInt32(S_IFMT)
+            if kind == UInt32(S_IFLNK) {
+                // A symlink's target is not watched: answered, not cached.
+                if flags & AT_SYMLINK_NOFOLLOW == 0 { _ = try HomeStat.statx(c, dir: nil, path) }
+                return (0, Wire.statxSize)
+            }
+            if kind == UInt32(S_IFDIR) { c.session.watches.noteDirectory(outcome.wd) }
+            return (1, Wire.statxSize)
         }
         do {
             _ = try HomeStat.statx(c, dir: dir, target)
@@ -344,7 +381,17 @@ enum HomeWatches {
             if error == .noSuchFileOrDirectory && outcome.parentWatched { return (2, 0) }
             throw error
         }
-        return (outcome.objectWatched ? 1 : 0, Wire.statxSize)
+        return (0, Wire.statxSize)
+    }
+
+    /// statx(2) of `path` (absolute) without following a final symlink, with
+    /// the request's mask and AT_NO_AUTOMOUNT.
+    private static func statxNoFollow(_ c: HomeCall, _ path: UnsafePointer<CChar>) throws(Errno) {
+        let flags = (c.int(1) & CSHIM_AT_NO_AUTOMOUNT) | AT_SYMLINK_NOFOLLOW
+        let mask = UInt32(truncatingIfNeeded: c.r.scalar(2)), out = c.out
+        _ = try c.withObject(dir: nil, path, follow: false) { (d, p, extra) throws(Errno) in
+            try sys { cshim_statx(d, p, extra != 0 ? extra : flags, mask, out.baseAddress) }
+        }
     }
 
     /// True if directory handle `fd` is at `expected` inside the root now.

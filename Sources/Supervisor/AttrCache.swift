@@ -39,6 +39,9 @@ import Wire
 /// it on reads without events). Not cached: non-canonical spellings, paths
 /// through a symlink, sync-forcing statx flags, errors other than ENOENT.
 ///
+/// A key is filled from its second miss on (`missedBefore`): a path stat'ed
+/// once costs no watch at home.
+///
 /// Layout: a fixed open-addressing table of `slotCount` slots of
 /// `slotSize` bytes, probed `probes` deep from the key's hash; an insert
 /// into a full run evicts in turn. Dropping everything is a generation
@@ -75,6 +78,10 @@ final class AttrCache: @unchecked Sendable {
     private var tagCount = 0
     private var tagsOverflowed = false
     static let maxTags = 8
+    /// Keys looked up once and missed (their hashes, direct-mapped): a key
+    /// is filled, and the home asked to watch it, from its second miss on,
+    /// so a stat that is never repeated (a tree walked once) costs no watch.
+    private let seen: UnsafeMutablePointer<UInt64>
     /// For `--stats`: hits, fills, invalidation frames applied (relaxed counters).
     private let counters = UnsafeMutablePointer<UInt64>.allocate(capacity: 3)
 
@@ -88,12 +95,15 @@ final class AttrCache: @unchecked Sendable {
         table.initializeMemory(as: UInt8.self, repeating: 0, count: max(slots, 1) * Self.slotSize)
         counters.initialize(repeating: 0, count: 3)
         tags.initialize(repeating: 0, count: Self.maxTags)
+        seen = .allocate(capacity: max(2 * slots, 1))
+        seen.initialize(repeating: 0, count: max(2 * slots, 1))
     }
 
     deinit {
         table.deallocate()
         counters.deallocate()
         tags.deallocate()
+        seen.deallocate()
     }
 
     /// The `--stats` line.
@@ -146,6 +156,19 @@ final class AttrCache: @unchecked Sendable {
                     return true
                 }
             }
+            return false
+        }
+    }
+
+    /// True if `key` missed before (recently): worth a fill. Otherwise
+    /// remembers it and says false.
+    func missedBefore(_ key: UnsafeRawBufferPointer, tag: Int64, nofollow: Bool) -> Bool {
+        guard enabled else { return false }
+        let h = Self.hash(key, tag, nofollow)
+        return lock.withLock { _ -> Bool in
+            let i = Int(truncatingIfNeeded: h) & (2 * slotCount - 1)
+            if seen[i] == h { return true }
+            seen[i] = h
             return false
         }
     }
@@ -348,6 +371,8 @@ extension Call {
             case .miss: break
             }
         }
+        // A first miss asks home plainly: no watch for what is never asked again.
+        if !cache.missedBefore(key, tag: to.dir, nofollow: nofollow) { return nil }
         // The request names the key itself (the home checks a directory's
         // path is still the key's first `base` bytes).
         payload.baseAddress!.copyMemory(from: key.baseAddress!, byteCount: key.count)
