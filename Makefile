@@ -33,8 +33,9 @@ unit-test:
 integration-test: build
 	TETHER_BIN="$(RELEASE_BIN)" $(PYTHON) -m pytest -v Tests/integration
 
-# Forwarding benchmarks (bench/, issue 3): every op in every configuration with
-# the C floors, one table. BENCH_ARGS e.g. "--json bench.json".
+# Forwarding benchmarks (bench/, issues 3 and 9): every op in every configuration
+# with the polled C floors, the load, start-up and CPU sections, and the targets
+# as ok/MISS, all from one run. BENCH_ARGS e.g. "--json bench.json".
 BENCH_ARGS ?=
 
 bench:
@@ -44,6 +45,16 @@ bench:
 bench-quick:
 	$(SWIFT) build $(RELEASE)
 	$(RELEASE_BIN)/forward-bench --quick $(BENCH_ARGS)
+
+# Real workloads (bench/workloads, issue 9): git status, make, tar, python
+# imports and rsync on a tree at home, native vs Tether (TCP, spawn) vs sshfs
+# (when sshfs and sshd are installed), one table. WORKLOADS_ARGS e.g.
+# "--json workloads.json", "--quick --rounds 1", "--only make,tar".
+WORKLOADS_ARGS ?=
+
+.PHONY: bench-workloads
+bench-workloads: build
+	$(PYTHON) bench/workloads/run.py --bin "$(RELEASE_BIN)" $(WORKLOADS_ARGS)
 
 # libFuzzer over the Wire decoders and the handshake (fuzz/, issue 8). The
 # targets exist only with TETHER_FUZZ=1 (Package.swift) and build in their own

@@ -77,8 +77,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Benchmarks (issue 3): `make bench`. The C programs are standalone:
-        // the workload that runs natively or traced, and the floors.
+        // Benchmarks (issues 3 and 9): `make bench`. The C programs are
+        // standalone: the workload that runs natively or traced, and the
+        // floors (polled as Tether waits, or blocking for reference).
         .executableTarget(
             name: "forward-bench",
             dependencies: ["Wire", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -146,6 +146,11 @@ int cshim_kcmp_file(pid_t pid1, pid_t pid2, int fd1, int fd2)
     return (int)syscall(SYS_kcmp, pid1, pid2, KCMP_FILE, (unsigned long)fd1, (unsigned long)fd2);
 }
 
+int cshim_kcmp_files(pid_t pid1, pid_t pid2)
+{
+    return (int)syscall(SYS_kcmp, pid1, pid2, KCMP_FILES, 0UL, 0UL);
+}
+
 // ---- file syscalls ----------------------------------------------------------
 
 int cshim_openat2(int dirfd, const char *path, const cshim_open_how *how)

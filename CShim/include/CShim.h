@@ -195,6 +195,8 @@ int cshim_pidfd_open(pid_t pid, unsigned int flags);
 int cshim_pidfd_getfd(int pidfd, int targetfd);
 /// kcmp(pid1, pid2, KCMP_FILE, fd1, fd2): 0 if the same open file description.
 int cshim_kcmp_file(pid_t pid1, pid_t pid2, int fd1, int fd2);
+/// kcmp(pid1, pid2, KCMP_FILES): 0 if the two tasks share one descriptor table.
+int cshim_kcmp_files(pid_t pid1, pid_t pid2);
 
 // ---- file syscalls glibc does not wrap, or wraps variadically ---------------
 

@@ -39,6 +39,17 @@ public enum PathNormalizer {
         return len
     }
 
+    /// Whether a relative `path` has a ".." component: only then can it
+    /// leave the directory it is relative to.
+    public static func climbs(_ path: UnsafeRawBufferPointer) -> Bool {
+        var start = 0
+        for i in 0...path.count where i == path.count || path[i] == UInt8(ascii: "/") {
+            if i - start == 2 && path[start] == UInt8(ascii: ".") && path[start + 1] == UInt8(ascii: ".") { return true }
+            start = i + 1
+        }
+        return false
+    }
+
     /// String convenience for tests, rules and messages.
     public static func normalize(_ path: String, base: String = "/") -> String {
         let p = Array(path.utf8), b = Array(base.utf8)

@@ -72,6 +72,21 @@ public struct RoutingPolicy: Sendable, CustomStringConvertible {
     /// Rules, most specific first.
     public private(set) var rules: [Rule]
 
+    /// The rules as `decide` reads them: each rule's prefix text ("/usr/lib";
+    /// "" for "/") in one byte array, and per rule where its text lies, in
+    /// the order of `rules`. Plain values only, so a decision copies no rule
+    /// and touches no reference count (it runs on every intercepted path).
+    private let prefixText: [UInt8]
+    private let matchers: [Matcher]
+
+    private struct Matcher: Sendable {
+        let start: Int
+        let count: Int
+        /// The last component ends in "*": any text may follow the prefix.
+        let stem: Bool
+        let binding: Binding
+    }
+
     /// The default policy (everything forwarded but `defaultLocal`), with
     /// `forward` and `local` prefixes overriding it by longest prefix.
     public init(forward: [String] = [], local: [String] = []) {
@@ -83,6 +98,13 @@ public struct RoutingPolicy: Sendable, CustomStringConvertible {
         self.rules = rules.enumerated().sorted { a, b in
             a.element.rank != b.element.rank ? a.element.rank > b.element.rank : a.offset > b.offset
         }.map(\.element)
+        var text: [UInt8] = []
+        matchers = self.rules.map { r in
+            let start = text.count
+            for c in r.components { text.append(UInt8(ascii: "/")); text += c }
+            return Matcher(start: start, count: text.count - start, stem: r.stemLast, binding: r.binding)
+        }
+        prefixText = text
     }
 
     private static func clean(_ prefix: String) -> String {
@@ -90,15 +112,34 @@ public struct RoutingPolicy: Sendable, CustomStringConvertible {
         return normalized
     }
 
-    /// The rule deciding a normalized absolute path.
-    public func rule(for path: UnsafeRawBufferPointer) -> Rule {
-        for r in rules where r.matches(path) { return r }
-        return rules[rules.count - 1]
+    /// The index in `rules` of the rule deciding a normalized absolute path:
+    /// the first whose prefix text starts the path and, unless it is a stem,
+    /// ends there or at a "/" (the same test as `Rule.matches`).
+    private func ruleIndex(for path: UnsafeRawBufferPointer) -> Int {
+        prefixText.withUnsafeBytes { text in
+            matchers.withUnsafeBufferPointer { all in
+                for i in 0..<all.count {
+                    let m = all[i]
+                    guard path.count >= m.count else { continue }
+                    var k = 0
+                    while k < m.count && path[k] == text[m.start + k] { k += 1 }
+                    guard k == m.count else { continue }
+                    if m.stem || path.count == m.count || path[m.count] == UInt8(ascii: "/") { return i }
+                }
+                return all.count - 1
+            }
+        }
     }
 
-    /// The binding of a normalized absolute path. Allocation-free.
+    /// The rule deciding a normalized absolute path.
+    public func rule(for path: UnsafeRawBufferPointer) -> Rule { rules[ruleIndex(for: path)] }
+
+    /// The binding of a normalized absolute path. Allocation-free, and
+    /// free of reference counting.
     @inline(__always)
-    public func decide(_ path: UnsafeRawBufferPointer) -> Binding { rule(for: path).binding }
+    public func decide(_ path: UnsafeRawBufferPointer) -> Binding {
+        matchers.withUnsafeBufferPointer { $0[ruleIndex(for: path)].binding }
+    }
 
     /// Which rule decides `path` (normalized first), for `--explain`.
     public func explain(_ path: String) -> Rule {

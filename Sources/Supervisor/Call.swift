@@ -98,9 +98,12 @@ struct Call: ~Copyable {
 
     /// The placeholder behind the tracee's descriptor `fd`, or nil when `fd`
     /// is a local descriptor (or none at all: the kernel will say EBADF).
+    /// Below the placeholder range, the process's descriptor record answers
+    /// without a syscall until a placeholder may have landed there.
     func placeholder(fd: Int32) throws(Failure) -> Placeholder? {
         if fd < 0 { return nil }
         let t = try thread()
+        if fd < sup.placeholderBase && !t.process.descriptors.mayHoldLowPlaceholders { return nil }
         let copy: CInt
         do { copy = try PidFD.getFD(t.pidfd, fd) } catch {
             // Not open in the tracee: the kernel's own EBADF, run locally.
@@ -112,13 +115,16 @@ struct Call: ~Copyable {
         }
         defer { Glibc.close(copy) }
         guard let info = try? FD.inode(copy) else { throw .errno(.badFileDescriptor) }
-        guard info.isSocket else { return nil }
-        return sup.watchers.lookup(inode: info.ino)
+        guard info.isSocket, let p = sup.watchers.lookup(inode: info.ino) else { return nil }
+        // A call on a placeholder may wait.
+        worker.handOffReceiving()
+        return p
     }
 
     /// Sends a request to home and returns its reply; a negative result is
     /// thrown as the home kernel's errno.
     func home(_ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
+        worker.handOffReceiving()
         try actAsThread(on: sup.link, worker.slot)
         let r: ResponseView
         do { r = try sup.link.call(worker.slot, op, scalars, payloadLength: payloadLength, watch: tid) } catch {
@@ -133,6 +139,7 @@ struct Call: ~Copyable {
     /// `to.keep` (the directory's owner) stays alive for the call, so its
     /// handle is not released at home while the request names it.
     func send(_ to: Destination, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0) throws(Failure) -> ResponseView {
+        worker.handOffReceiving()
         guard to.isLocal else { return try home(op, scalars, payloadLength: payloadLength) }
         let slot = worker.localSlot
         try actAsThread(on: sup.localLink, slot)
@@ -151,8 +158,12 @@ struct Call: ~Copyable {
         link.sendCredentials(slot, id: id, table.credentials(id))
     }
 
-    /// The tracee's umask (for modes of files and directories it creates at home).
-    func umask() -> UInt32 { TaskStatus.read(tid: tid)?.umask ?? 0o022 }
+    /// The tracee's umask (for modes of files and directories it creates at
+    /// home): its process's record (see `TraceeProcess.umask`).
+    func umask() throws(Failure) -> UInt32 {
+        let known = try thread().process.umask.load(ordering: .relaxed)
+        return known != TraceeProcess.unknownUmask ? known : TaskStatus.read(tid: tid)?.umask ?? 0o022
+    }
 
     /// Installs a new placeholder for home `handle` (opened with `flags`) in
     /// the tracee and answers the syscall with its fd number.
@@ -193,6 +204,7 @@ struct Call: ~Copyable {
             if minimum <= 2 {
                 for fd in minimum...2 where !PidFD.isOpen(tid: tid, fd) {
                     target = fd
+                    sup.tracees.markLowPlaceholders(process)
                     break
                 }
             }

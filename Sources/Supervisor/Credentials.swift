@@ -71,4 +71,11 @@ enum Identity {
         try c.thread().identity.stale.store(true, ordering: .releasing)
         return .continueSyscall
     }
+
+    /// Implements umask(2) (the kernel runs it): the process's umask record
+    /// takes the new mask, as the kernel will.
+    static func umask(_ c: borrowing Call) throws(Failure) -> Reply {
+        try c.thread().process.umask.store(UInt32(truncatingIfNeeded: c.raw(0)) & 0o777, ordering: .relaxed)
+        return .continueSyscall
+    }
 }

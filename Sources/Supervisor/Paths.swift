@@ -71,7 +71,21 @@ extension Call {
             try memory.readCString(address(arg), into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<cap]))
         }
         if len == 0 && !allowEmpty { throw .errno(.noSuchFileOrDirectory) }
+        let routed = try route(buf, length: len, cap: cap, dirfd: dirfd)
+        // The name was read from the tracee's memory: before acting on it,
+        // make sure the notification is still pending, so a recycled tid
+        // cannot have fed us another process's bytes. A local verdict only
+        // lets the call go on, which fails harmlessly if it is not pending.
+        if case .local = routed.0 { return routed }
+        // Not simply continued: this call may wait.
+        worker.handOffReceiving()
         guard sup.listener.isValid(id: id) else { throw .errno(.noSuchProcess) }
+        return routed
+    }
+
+    /// Routes the name of length `len` in `buf` (see `routePath`).
+    private func route(_ buf: UnsafeMutableRawBufferPointer, length len: Int, cap: Int,
+                       dirfd: Int32) throws(Failure) -> (PathRoute, Int) {
         let path = UnsafeRawBufferPointer(rebasing: buf[0..<len])
         let norm = worker.normalized
         // nil: the joined path does not fit (ENAMETOOLONG).
@@ -85,9 +99,9 @@ extension Call {
 
         if len > 0 && path[0] == UInt8(ascii: "/") {
             guard let b = decide(base: root) else { throw tooLong }
-            if b == .local, let n = MagicLink.descriptor(UnsafeRawBufferPointer(rebasing: norm[0..<worker.normalizedLength]),
-                                                        tgid: try thread().process.tgid, tid: tid),
-               let p = try placeholder(fd: n) {
+            // The thread is looked up only for a name of a descriptor.
+            if b == .local, let named = MagicLink.descriptor(UnsafeRawBufferPointer(rebasing: norm[0..<worker.normalizedLength])),
+               try isCaller(named.pid), let p = try placeholder(fd: named.fd) {
                 // /proc/self/fd/N (or /dev/fd/N, /dev/stdin …) of a forwarded
                 // descriptor names that file: the object itself, at home.
                 buf[0] = 0
@@ -96,7 +110,15 @@ extension Call {
             return (b == .forward ? .forward(dir: Wire.rootDir, keep: nil) : .local, len + 1)
         }
         if dirfd != AT_FDCWD {
-            guard let p = try placeholder(fd: dirfd) else { return (.local, len + 1) }
+            guard let p = try placeholder(fd: dirfd) else {
+                // A local directory: the name stays beneath it unless a ".."
+                // climbs out, maybe into a forwarded tree (then it goes home
+                // by its absolute form, as from a local working directory).
+                guard PathNormalizer.climbs(path), let base = try localDirectoryPath(dirfd) else { return (.local, len + 1) }
+                guard let b = base.withUnsafeBytes({ decide(base: $0) }) else { throw tooLong }
+                if b == .local { return (.local, len + 1) }
+                return (.forward(dir: Wire.rootDir, keep: nil), try rewriteAbsolute(into: buf, cap: cap))
+            }
             // Relative to a forwarded directory: the rules decide on the
             // directory's path joined with the name, as for the cwd.
             guard let base = (p.owner ?? p).path else { return (.forward(dir: p.handle, keep: p), len + 1) }
@@ -129,6 +151,13 @@ extension Call {
         }
     }
 
+    /// Whether a PID named in /proc/PID/fd/N is the caller's process or
+    /// thread (nil: a self form, always the caller).
+    private func isCaller(_ pid: pid_t?) throws(Failure) -> Bool {
+        guard let pid, pid != tid else { return true }
+        return pid == (try thread().process.tgid)
+    }
+
     /// Replaces the path in `buf` with its normalized absolute form (left in
     /// `worker.normalized` by routing); returns its length with the NUL.
     private func rewriteAbsolute(into buf: UnsafeMutableRawBufferPointer, cap: Int) throws(Failure) -> Int {
@@ -137,6 +166,17 @@ extension Call {
         buf.baseAddress!.copyMemory(from: worker.normalized.baseAddress!, byteCount: n)
         buf[n] = 0
         return n + 1
+    }
+
+    /// The path of the tracee's local descriptor `fd` if it is a directory
+    /// (else nil: the kernel answers ENOTDIR, or EBADF, itself).
+    private func localDirectoryPath(_ fd: Int32) throws(Failure) -> [UInt8]? {
+        let link = "/proc/\(tid)/fd/\(fd)"
+        guard FD.isDirectory(link) else { return nil }
+        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX))
+        let n = readlink(link, &buf, buf.count)
+        guard n > 0, buf[0] == UInt8(ascii: "/") else { return nil }
+        return Array(buf[0..<n])
     }
 
     /// The kernel's idea of a local working directory, read once and cached.
@@ -156,8 +196,10 @@ extension Call {
 /// /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (PID: the caller's
 /// process or thread), /dev/fd/N, /dev/stdin, /dev/stdout, /dev/stderr.
 enum MagicLink {
-    /// The descriptor number such a normalized absolute path names, or nil.
-    static func descriptor(_ path: UnsafeRawBufferPointer, tgid: pid_t, tid: pid_t) -> Int32? {
+    /// The descriptor number such a normalized absolute path names, or nil;
+    /// with the PID it names (nil for the self forms), which names the
+    /// caller's own descriptor only if it is the caller's process or thread.
+    static func descriptor(_ path: UnsafeRawBufferPointer) -> (fd: Int32, pid: pid_t?)? {
         func has(_ prefix: StaticString) -> Int? {
             let n = prefix.utf8CodeUnitCount
             guard path.count >= n, memcmp(path.baseAddress!, prefix.utf8Start, n) == 0 else { return nil }
@@ -173,18 +215,18 @@ enum MagicLink {
             }
             return v
         }
-        if path.count == 10, has("/dev/stdin") != nil { return 0 }
-        if path.count == 11, has("/dev/stdout") != nil { return 1 }
-        if path.count == 11, has("/dev/stderr") != nil { return 2 }
+        if path.count == 10, has("/dev/stdin") != nil { return (0, nil) }
+        if path.count == 11, has("/dev/stdout") != nil { return (1, nil) }
+        if path.count == 11, has("/dev/stderr") != nil { return (2, nil) }
         if let n = has("/dev/fd/") ?? has("/proc/self/fd/") ?? has("/proc/thread-self/fd/") {
-            return number(from: n, to: path.count)
+            return number(from: n, to: path.count).map { ($0, nil) }
         }
         guard let n = has("/proc/") else { return nil }
         var slash = n
         while slash < path.count && path[slash] != UInt8(ascii: "/") { slash += 1 }
-        guard let pid = number(from: n, to: slash), pid == tgid || pid == tid,
+        guard let pid = number(from: n, to: slash),
               slash + 4 < path.count, path[slash + 1] == UInt8(ascii: "f"), path[slash + 2] == UInt8(ascii: "d"),
               path[slash + 3] == UInt8(ascii: "/") else { return nil }
-        return number(from: slash + 4, to: path.count)
+        return number(from: slash + 4, to: path.count).map { ($0, pid) }
     }
 }

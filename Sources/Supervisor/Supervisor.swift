@@ -83,7 +83,10 @@ public final class Supervisor: Sendable {
     let descriptorLimit: Int32
     /// Notifications being handled right now (for exact `--stats`).
     let callsInFlight = Atomic<Int>(0)
-    /// Workers waiting for a notification, and workers in all.
+    /// The receiver token: the one worker waiting on the listener holds it
+    /// (see `Worker`); idle workers wait here for it.
+    let receiver = CountingSemaphore(value: 1)
+    /// Workers waiting for the receiver token, and workers in all.
     let idleWorkers = Atomic<Int>(0)
     let workerCount = Atomic<Int>(0)
 
@@ -91,7 +94,7 @@ public final class Supervisor: Sendable {
     /// at home never keeps another from being received. Beyond this,
     /// notifications wait in the kernel's queue.
     static let maxWorkers = 1024
-    /// Idle workers kept; one more idle worker exits.
+    /// Idle workers kept (besides the receiving one); one more idle worker exits.
     static let maxIdleWorkers = 4
 
     private init(options: SupervisorOptions, link: HomeLink, localLink: HomeLink, watchers: Watchers, tracees: Tracees,

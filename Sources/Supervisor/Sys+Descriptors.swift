@@ -36,6 +36,15 @@ enum Descriptors {
         return try duplicate(c, c.fd(0), closeOnExec: cmd == F_DUPFD_CLOEXEC, minimum: minimum)
     }
 
+    /// Implements pidfd_getfd(2) and recvmmsg(2) (the kernel runs them):
+    /// either may put a placeholder, taken from another process or passed
+    /// over a Unix socket, at the lowest free number, so the process's low
+    /// descriptors are marked as possible placeholders first.
+    static func mayReceivePlaceholder(_ c: borrowing Call) throws(Failure) -> Reply {
+        try c.sup.tracees.markLowPlaceholders(c.thread().process)
+        return .continueSyscall
+    }
+
     /// dup/F_DUPFD of a placeholder: the same open file description at a watched number.
     private static func duplicate(_ c: borrowing Call, _ old: Int32, closeOnExec: Bool, minimum: Int32) throws(Failure) -> Reply {
         let t = try c.thread()
@@ -57,6 +66,8 @@ enum Descriptors {
             return try c.duplicate(copy, onto: new, closeOnExec: closeOnExec)
         }
         guard let p = try c.placeholder(fd: old) else { return .continueSyscall }
+        // A placeholder below the range from now on (see DescriptorRecord).
+        try c.sup.tracees.markLowPlaceholders(c.thread().process)
         // 0, 1, 2: the kernel's own dup2 of the placeholder keeps them watched.
         if new <= 2 { return .continueSyscall }
         let owner = p.owner ?? p

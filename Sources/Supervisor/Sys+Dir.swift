@@ -60,7 +60,7 @@ enum Dir {
     private static func mkdirCommon(_ c: borrowing Call, dirfd: Int32, pathArg: Int, mode: UInt64) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .mkdirat))
         guard let to = route.destination else { return .continueSyscall }
-        let m = UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask()
+        let m = try UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask()
         _ = try c.send(to, .mkdirat, Scalars(to.dir, Int64(m)), payloadLength: len)
         return .value(0)
     }

@@ -60,7 +60,7 @@ enum File {
         if !creates && resolve == 0 && c.knownAbsent(to, payload: c.worker.slot.payload(for: .openat), pathLength: len) {
             throw .errno(.noSuchFileOrDirectory)
         }
-        let effectiveMode = creates ? UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask() : 0
+        let effectiveMode = try creates ? UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask() : 0
         let r = try c.send(to, .openat, Scalars(to.dir, Int64(flags), Int64(effectiveMode), Int64(bitPattern: resolve)),
                            payloadLength: len)
         if to.isLocal {

@@ -15,6 +15,8 @@ enum Messages {
 
     /// Implements recvmsg(2).
     static func recvmsg(_ c: borrowing Call) throws(Failure) -> Reply {
+        // It may wait for a message to peek at.
+        c.worker.handOffReceiving()
         let t = try c.thread()
         guard let sock = try? PidFD.getFD(t.pidfd, c.fd(0)) else { return .continueSyscall }
         defer { Glibc.close(sock) }
@@ -22,7 +24,12 @@ enum Messages {
         var len = socklen_t(MemoryLayout<CInt>.size)
         guard getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0, domain == AF_UNIX else { return .continueSyscall }
         let flags = c.int(2)
-        guard try headCarriesPlaceholder(c, sock, wait: flags & Int32(MSG_DONTWAIT) == 0) else { return .continueSyscall }
+        guard try headCarriesPlaceholder(c, sock, wait: flags & Int32(MSG_DONTWAIT) == 0) else {
+            // The head may change before the kernel receives it (another
+            // reader): what it receives may be a placeholder, at a low number.
+            c.sup.tracees.markLowPlaceholders(t.process)
+            return .continueSyscall
+        }
         return .value(Int64(try receive(c, sock, flags: flags)))
     }
 

@@ -215,7 +215,7 @@ enum Metadata {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .mknodat))
         guard let to = route.destination else { return .continueSyscall }
         let m = UInt32(truncatingIfNeeded: mode)
-        let masked = (m & ~0o7777) | (m & 0o7777 & ~c.umask())
+        let masked = try (m & ~0o7777) | (m & 0o7777 & ~c.umask())
         _ = try c.send(to, .mknodat, Scalars(to.dir, Int64(masked), Int64(bitPattern: dev)), payloadLength: len)
         return .value(0)
     }

@@ -125,6 +125,8 @@ struct SyscallTable: Sendable {
         SyscallRow(119, "setresgid", .identity, Identity.changed),
         SyscallRow(122, "setfsuid", .identity, Identity.changed),
         SyscallRow(123, "setfsgid", .identity, Identity.changed),
+        // The umask applied to files created at home: kept per process.
+        SyscallRow(95, "umask", .identity, Identity.umask),
         // Metadata, links, special files.
         SyscallRow(90, "chmod", .path, Metadata.chmod),
         SyscallRow(268, "fchmodat", .path, Metadata.fchmodat),
@@ -170,6 +172,8 @@ struct SyscallTable: Sendable {
         SyscallRow(9, "mmap", .descriptor, Memory.mmap, when: .mappedPlaceholder),
         // Descriptors passed over Unix sockets.
         SyscallRow(47, "recvmsg", .descriptor, Messages.recvmsg),
+        SyscallRow(299, "recvmmsg", .descriptor, Descriptors.mayReceivePlaceholder),
+        SyscallRow(438, "pidfd_getfd", .descriptor, Descriptors.mayReceivePlaceholder),
         // Refused on forwarded names, with the errno a program already handles.
         SyscallRow(254, "inotify_add_watch", .path, Unsupported.path(1)),
         SyscallRow(303, "name_to_handle_at", .path, Unsupported.path(1, dirfd: 0)),

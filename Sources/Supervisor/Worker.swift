@@ -4,10 +4,13 @@ import SysKit
 import Wire
 
 /// One supervisor thread: receives notifications and handles them with its
-/// own preallocated buffers. Workers share one listener, and the last one
-/// to stop waiting for a notification starts another, so a call blocked at
-/// home never keeps the next notification from being received; a worker
-/// that finds enough others idle exits.
+/// own preallocated buffers. Workers share one listener, but only one at a
+/// time waits on it (the kernel wakes every thread waiting in NOTIF_RECV
+/// for each notification): it handles a call that ends up local itself and
+/// receives the next, and hands the receiving on to an idle worker (or a
+/// new one) before a call may wait, so a call blocked at home never keeps
+/// the next notification from being received. A worker that finds enough
+/// others idle exits.
 final class Worker: @unchecked Sendable {
     // Everything here is touched only by this worker's thread after init
     // (the slot's reply buffer is handed over by HomeLink's protocol).
@@ -24,6 +27,9 @@ final class Worker: @unchecked Sendable {
     var normalizedLength = 0
     /// iovec arrays, stat conversions, second paths.
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024 * 16 + Int(PATH_MAX), alignment: 16)
+    /// This worker is the one receiving notifications (holds the
+    /// supervisor's receiver token).
+    private var receiving = false
 
     init(supervisor: Supervisor, slot: HomeLink.Slot, localSlot: HomeLink.Slot) {
         self.supervisor = supervisor
@@ -40,19 +46,22 @@ final class Worker: @unchecked Sendable {
     func run() {
         let sup = supervisor, listener = sup.listener
         defer {
+            // Leaving (the listener is gone): the next worker finds out too.
+            if receiving { receiving = false; sup.receiver.signal() }
             sup.link.returnSlot(slot)
             sup.localLink.returnSlot(localSlot)
             sup.workerCount.wrappingSubtract(1, ordering: .relaxed)
         }
         while true {
-            if sup.idleWorkers.load(ordering: .relaxed) >= Supervisor.maxIdleWorkers { return }
-            sup.idleWorkers.wrappingAdd(1, ordering: .relaxed)
+            if !receiving {
+                if sup.idleWorkers.load(ordering: .relaxed) >= Supervisor.maxIdleWorkers { return }
+                sup.idleWorkers.wrappingAdd(1, ordering: .relaxed)
+                sup.receiver.wait()
+                sup.idleWorkers.wrappingSubtract(1, ordering: .relaxed)
+                receiving = true
+            }
             let received: Errno?
             do throws(Errno) { try listener.receive(into: notification); received = nil } catch { received = error }
-            // The last idle worker takes a call: make sure the next one has a receiver.
-            if sup.idleWorkers.wrappingSubtract(1, ordering: .relaxed).newValue == 0, received == nil {
-                sup.addWorker()
-            }
             if let error = received {
                 switch error {
                 case .interrupted:
@@ -69,6 +78,18 @@ final class Worker: @unchecked Sendable {
             }
             handle()
         }
+    }
+
+    /// Called before the call being handled may wait (for home, for a lock
+    /// or a message another call holds up): gives the receiving to an idle
+    /// worker, or to a new one when none is idle. Nothing when this worker
+    /// has already handed it on.
+    func handOffReceiving() {
+        guard receiving else { return }
+        receiving = false
+        let sup = supervisor
+        if sup.idleWorkers.load(ordering: .relaxed) == 0 { sup.addWorker() }
+        sup.receiver.signal()
     }
 
     /// ERESTARTSYS: returned to a tracee thread whose call was cancelled for

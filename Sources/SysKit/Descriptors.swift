@@ -61,6 +61,12 @@ public enum FD {
         return (UInt64(st.st_ino), (st.st_mode & S_IFMT) == S_IFSOCK)
     }
 
+    /// Whether `path` names a directory (symlinks followed).
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
+    }
+
     public static func setNonBlocking(_ fd: CInt) throws(Errno) {
         let flags = try sys { cshim_fcntl_int(fd, F_GETFL, 0) }
         try sys { cshim_fcntl_int(fd, F_SETFL, Int(flags | O_NONBLOCK)) }

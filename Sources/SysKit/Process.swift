@@ -60,6 +60,11 @@ public enum PidFD {
         cshim_kcmp_file(tid, tid, fd, fd) == 0
     }
 
+    /// Whether tasks `a` and `b` share one descriptor table (CLONE_FILES).
+    public static func shareDescriptorTable(_ a: pid_t, _ b: pid_t) -> Bool {
+        cshim_kcmp_files(a, b) == 0
+    }
+
     /// A CLOEXEC copy of the tracee's descriptor `fd`.
     public static func getFD(_ pidfd: CInt, _ fd: CInt) throws(Errno) -> CInt {
         try sysOnce { cshim_pidfd_getfd(pidfd, fd) }

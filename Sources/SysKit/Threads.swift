@@ -35,3 +35,26 @@ public final class ThreadRunner: Sendable {
         return tid
     }
 }
+
+/// A counting semaphore (POSIX sem_t): `wait` blocks until a `signal`, and
+/// each `signal` wakes at most one waiter.
+// @unchecked Sendable: sem_t is made for concurrent use from any thread,
+// and the memory is allocated once, never moved and freed only in deinit.
+public final class CountingSemaphore: @unchecked Sendable {
+    private let sem = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
+
+    public init(value: UInt32) { sem_init(sem, 0, value) }
+
+    deinit {
+        sem_destroy(sem)
+        sem.deallocate()
+    }
+
+    /// Takes one unit, waiting for it (a signal does not interrupt the wait).
+    public func wait() {
+        while sem_wait(sem) != 0 && errno == EINTR {}
+    }
+
+    /// Gives one unit back, waking one waiter if there is one.
+    public func signal() { sem_post(sem) }
+}

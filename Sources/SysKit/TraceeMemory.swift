@@ -34,8 +34,8 @@ public struct TraceeMemory: Sendable {
             let want = min(pageLeft, buf.count - have)
             let got = try read(addr, into: buf.baseAddress! + have, count: want)
             if got == 0 { throw Errno.badAddress }
-            if let nul = UnsafeRawBufferPointer(rebasing: buf[have..<(have + got)]).firstIndex(of: 0) {
-                return have + nul
+            if let nul = memchr(buf.baseAddress! + have, 0, got) {
+                return buf.baseAddress!.distance(to: nul)
             }
             have += got
             addr += UInt64(got)

@@ -12,6 +12,13 @@ import Testing
         #expect(PathNormalizer.normalize("a/../../b", base: "/") == "/b")
     }
 
+    @Test func climbsOnlyWithADotDotComponent() {
+        for (path, climbs) in [("..", true), ("a/../b", true), ("../x", true), ("a/..", true), ("", false), ("a", false),
+                               ("...", false), ("a..b/c", false), ("..a/b", false), ("./x", false), ("a//..", true)] {
+            #expect(Array(path.utf8).withUnsafeBytes { PathNormalizer.climbs($0) } == climbs, "\(path)")
+        }
+    }
+
     @Test func refusesTooSmallBuffer() {
         let p = Array("/abcdef".utf8), b = Array("/".utf8)
         var out = [UInt8](repeating: 0, count: 3)
@@ -51,5 +58,17 @@ import Testing
         let p = RoutingPolicy(forward: ["/usr"])
         #expect(decide(p, "/usr/share/x") == .forward)
         #expect(p.explain("/usr").origin == "--forward")
+    }
+
+    @Test func decideAgreesWithTheRuleThatMatches() {
+        let p = RoutingPolicy(forward: ["/etc/myapp", "/usr/lib*"], local: ["/tmp", "/home/u/scratch/", "/*x"])
+        for path in ["/", "/lib", "/lib64/a", "/libfoo", "/li", "/usr", "/usr/lib", "/usr/lib64/z", "/usr/li", "/usrx",
+                     "/etc/myapp", "/etc/myappx", "/etc/myapp/c", "/tmp", "/tmpx", "/x", "/ax/b", "/home/u/scratch",
+                     "/home/u/scratchy", "/proc/self/fd/3"] {
+            let bytes = Array(path.utf8)
+            let rule = p.rules.first { r in bytes.withUnsafeBytes { r.matches($0) } }!
+            #expect(bytes.withUnsafeBytes { p.decide($0) } == rule.binding, "\(path)")
+            #expect(bytes.withUnsafeBytes { p.rule(for: $0).prefix } == rule.prefix, "\(path)")
+        }
     }
 }

@@ -3,9 +3,14 @@
 // passes the listener to the parent over a socketpair, then times N getppid
 // calls; the parent answers each notification at once (NOTIF_RECV -> NOTIF_SEND).
 // Variants, one JSON line each: "unpinned", "pinned" (both on one CPU),
-// "sync-wakeup" (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, if the kernel has it).
+// "sync-wakeup" (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, if the kernel has it),
+// all answering 42; and "polled", the floor for intercepted calls that end
+// up local: sync wake-up, the supervisor polls the listener for up to 50 µs
+// (non-blocking checks and sched_yield, as Tether waits) before each
+// blocking NOTIF_RECV, and answers SECCOMP_USER_NOTIF_FLAG_CONTINUE, so the
+// real getppid runs in the child.
 //
-//   bench-floor-notify [-n N]
+//   bench-floor-notify [-n N] [--variant unpinned|pinned|sync-wakeup|polled]
 #define _GNU_SOURCE
 #include <errno.h>
 
@@ -26,19 +31,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
-#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
-#endif
-#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
-#endif
 
 #define SENTINEL 0x5e17e1UL // getppid's (ignored) first argument on the last call
 
 static long n = 100000;
 
 // The traced side: install the filter, hand over the listener, time N calls.
-static void child(int sock, const char *variant) {
+static void child(int sock, const char *variant, int cont) {
+    long expect = cont ? (long)getppid() : 42;
     struct sock_filter code[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getppid, 0, 1),
@@ -56,7 +56,7 @@ static void child(int sock, const char *variant) {
     for (long i = 0; i < n / 10; i++) syscall(SYS_getppid); // warm-up
     for (long i = 0; i < n; i++) {
         uint64_t t0 = bench_now_ns();
-        if (syscall(SYS_getppid) != 42) bench_die("getppid answer");
+        if (syscall(SYS_getppid) != expect) bench_die("getppid answer");
         s[i] = bench_now_ns() - t0;
     }
     syscall(SYS_getppid, SENTINEL);
@@ -69,7 +69,7 @@ static void child(int sock, const char *variant) {
 }
 
 // The supervisor side: answer each notification at once, with 42.
-static int run(const char *variant, int pin, int sync_wakeup) {
+static int run(const char *variant, int pin, int sync_wakeup, int polled) {
     cpu_set_t all, one;
     if (sched_getaffinity(0, sizeof all, &all) < 0) bench_die("sched_getaffinity");
     if (pin) {
@@ -82,29 +82,34 @@ static int run(const char *variant, int pin, int sync_wakeup) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) bench_die("fork");
-    if (pid == 0) { close(sv[0]); child(sv[1], variant); }
+    if (pid == 0) { close(sv[0]); child(sv[1], variant, polled); }
     close(sv[1]);
     int listener = bench_recv_fd(sv[0]);
     close(sv[0]);
-    if (sync_wakeup && ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 0) < 0) {
+    if (sync_wakeup && bench_sync_wakeup(listener) < 0) {
         if (errno != EINVAL && errno != ENOTTY) bench_die("NOTIF_SET_FLAGS");
+        if (polled) goto answer; // polling alone, as Tether on such a kernel
         fprintf(stderr, "bench-floor-notify: SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unsupported; skipping\n");
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         close(listener);
         return 0;
     }
+answer:
+    bench_poll_us = polled ? 50 : 0;
     struct seccomp_notif req;
     struct seccomp_notif_resp resp;
     for (;;) {
         memset(&req, 0, sizeof req);
+        bench_spin_readable(listener);
         if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0) {
             if (errno == EINTR) continue;
             bench_die("NOTIF_RECV");
         }
         memset(&resp, 0, sizeof resp);
         resp.id = req.id;
-        resp.val = 42;
+        if (polled) resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        else resp.val = 42;
         if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT) bench_die("NOTIF_SEND");
         if (req.data.args[0] == SENTINEL) break;
     }
@@ -117,11 +122,17 @@ static int run(const char *variant, int pin, int sync_wakeup) {
 
 int main(int argc, char **argv) {
     bench_name("bench-floor-notify");
-    for (int i = 1; i + 1 < argc; i += 2)
+    const char *only = NULL;
+    for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-n")) n = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--variant")) only = argv[i + 1];
+        else { fprintf(stderr, "bench-floor-notify: unknown option %s\n", argv[i]); return 2; }
+    }
     if (n < 1) n = 1;
-    int rc = run("unpinned", 0, 0);
-    rc |= run("pinned", 1, 0);
-    rc |= run("sync-wakeup", 0, 1);
+    int rc = 0;
+    if (!only || !strcmp(only, "unpinned")) rc |= run("unpinned", 0, 0, 0);
+    if (!only || !strcmp(only, "pinned")) rc |= run("pinned", 1, 0, 0);
+    if (!only || !strcmp(only, "sync-wakeup")) rc |= run("sync-wakeup", 0, 1, 0);
+    if (!only || !strcmp(only, "polled")) rc |= run("polled", 0, 1, 1);
     return rc;
 }

@@ -3,9 +3,13 @@
 //   rtt:        64-byte request -> 4 KiB reply, per-round-trip percentiles;
 //   bulk-read:  64-byte request -> 1 MiB reply, SIZE bytes in all, MB/s;
 //   bulk-write: 1 MiB request -> 64-byte reply, SIZE bytes in all, MB/s.
-// The bulk figures are request/response, as a forwarded read or write is.
+// The bulk figures are request/response, as a forwarded read or write is:
+// one 1 MiB message per call, both ends with 4 MiB socket buffers as
+// Tether's streams have. Every wait (the client's for a reply, the server's
+// for a request) first polls for up to --poll-us µs (default 50) with
+// sched_yield, as Tether waits; --poll-us 0 blocks at once.
 //
-//   bench-floor-transport [-n N] [--size BYTES] [--transport unix|tcp|both] [--what rtt|bulk|both]
+//   bench-floor-transport [-n N] [--size BYTES] [--transport unix|tcp|both] [--what rtt|bulk|both] [--poll-us US]
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,7 +40,9 @@ static void server(int fd) {
     if (!buf) bench_die("malloc");
     memset(buf, 'r', M1);
     uint64_t h[REQ / 8];
-    while (bench_read_full(fd, h, REQ)) {
+    for (;;) {
+        bench_spin_readable(fd);
+        if (!bench_read_full(fd, h, REQ)) break;
         if (h[1] > M1 || h[0] > M1) { errno = EPROTO; bench_die("bad request"); }
         if (h[1]) bench_read_full(fd, buf, h[1]);
         bench_write_full(fd, buf, h[0]);
@@ -68,16 +74,21 @@ static void run(int tcp) {
     memset(buf, 'q', M1);
 
     if (strcmp(what, "bulk")) {
-        for (long i = 0; i < n / 10; i++) { bench_write_full(fd, h, REQ); bench_read_full(fd, buf, REPLY); } // warm-up
+        for (long i = 0; i < n / 10; i++) { // warm-up
+            bench_write_full(fd, h, REQ);
+            bench_spin_readable(fd);
+            bench_read_full(fd, buf, REPLY);
+        }
         for (long i = 0; i < n; i++) {
             uint64_t t0 = bench_now_ns();
             bench_write_full(fd, h, REQ);
+            bench_spin_readable(fd);
             bench_read_full(fd, buf, REPLY);
             s[i] = bench_now_ns() - t0;
         }
         qsort(s, n, sizeof *s, bench_cmp_u64);
-        printf("{\"floor\":\"transport-rtt\",\"transport\":\"%s\",\"n\":%ld,\"median_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu}\n",
-               name, n, (unsigned long long)bench_percentile(s, n, 0.5), (unsigned long long)bench_percentile(s, n, 0.99),
+        printf("{\"floor\":\"transport-rtt\",\"transport\":\"%s\",\"mode\":\"%s\",\"poll_us\":%ld,\"n\":%ld,\"median_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu}\n",
+               name, bench_poll_us > 0 ? "polled" : "blocking", bench_poll_us, n, (unsigned long long)bench_percentile(s, n, 0.5), (unsigned long long)bench_percentile(s, n, 0.99),
                (unsigned long long)bench_percentile(s, n, 0.999));
     }
 
@@ -89,11 +100,12 @@ static void run(int tcp) {
         for (long i = 0; i < calls; i++) {
             bench_write_full(fd, h, REQ);
             if (dir) bench_write_full(fd, buf, M1);
+            bench_spin_readable(fd);
             bench_read_full(fd, buf, h[0]);
         }
         double secs = (bench_now_ns() - t0) / 1e9;
-        printf("{\"floor\":\"transport-%s\",\"transport\":\"%s\",\"bytes\":%lld,\"mb_s\":%.1f}\n",
-               dir ? "bulk-write" : "bulk-read", name, (long long)calls * M1, calls * (double)M1 / 1e6 / secs);
+        printf("{\"floor\":\"transport-%s\",\"transport\":\"%s\",\"mode\":\"%s\",\"poll_us\":%ld,\"bytes\":%lld,\"mb_s\":%.1f}\n",
+               dir ? "bulk-write" : "bulk-read", name, bench_poll_us > 0 ? "polled" : "blocking", bench_poll_us, (long long)calls * M1, calls * (double)M1 / 1e6 / secs);
     }
     fflush(stdout);
     close(fd);
@@ -105,11 +117,13 @@ static void run(int tcp) {
 int main(int argc, char **argv) {
     bench_name("bench-floor-transport");
     const char *which = "both";
+    bench_poll_us = 50;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-n")) n = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--size")) size = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--transport")) which = argv[i + 1];
         else if (!strcmp(argv[i], "--what")) what = argv[i + 1];
+        else if (!strcmp(argv[i], "--poll-us")) bench_poll_us = atol(argv[i + 1]);
         else { fprintf(stderr, "bench-floor-transport: unknown option %s\n", argv[i]); return 2; }
     }
     if (n < 1) n = 1;

@@ -7,6 +7,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -98,6 +103,41 @@ int bench_recv_fd(int sock)
     return fd;
 }
 
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
+#endif
+
+long bench_poll_us = 0;
+
+int bench_spin_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) == 1) return 1;
+    if (bench_poll_us <= 0) return 0;
+    uint64_t until = bench_now_ns() + (uint64_t)bench_poll_us * 1000;
+    do {
+        sched_yield();
+        p.revents = 0;
+        if (poll(&p, 1, 0) == 1) return 1;
+    } while (bench_now_ns() < until);
+    return 0;
+}
+
+int bench_sync_wakeup(int listener)
+{
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 0) < 0 ? -1 : 0;
+}
+
+static void bulk_buffers(int fd)
+{
+    int size = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+}
+
 static void nodelay(int fd)
 {
     int one = 1;
@@ -111,6 +151,8 @@ void bench_stream_pair(int tcp, int *near, int *far)
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) bench_die("socketpair");
         *near = sv[0];
         *far = sv[1];
+        bulk_buffers(*near);
+        bulk_buffers(*far);
         return;
     }
     int ls = socket(AF_INET, SOCK_STREAM, 0);
@@ -125,4 +167,6 @@ void bench_stream_pair(int tcp, int *near, int *far)
     close(ls);
     nodelay(*near);
     nodelay(*far);
+    bulk_buffers(*near);
+    bulk_buffers(*far);
 }

@@ -7,11 +7,19 @@
 //                     [--threads T] [--blocked B]
 //
 // OP: getppid compute fstat-local pread-local write-local pipe-write-read
-//     stat open-close pread-random write-append getdents seqread seqwrite
+//     stat-local open-close-local (LOCAL_DIR/local.bin: intercepted, routed local)
+//     stat (each call a file not stat'ed before: DIR/statdir/f-NNNNN, warmup + n
+//     of them, so no cache can answer it: the cost of a forwarded stat)
+//     stat-repeated (DIR/data.bin, unchanged, again and again: what a cache saves)
+//     open-close pread-random write-append
+//     getdents (rewind + getdents64 to the end on one open DIR/dir1000)
+//     getdents-repeated (open DIR/dir1000, getdents64 to the end, close: a
+//     repeated listing of the unchanged directory, as ls or make does it)
+//     seqread seqwrite
 //     pread-threads (T threads each doing n random preads of DIR/data.bin, all
 //     samples pooled, while B more threads are blocked reading DIR/fifo: the
 //     concurrency section)
-// Files: DIR/data.bin (random preads, open-close), DIR/dir1000/ (getdents),
+// Files: DIR/data.bin (random preads, open-close), DIR/dir1000/ (getdents), DIR/statdir/ (stat),
 //        DIR/seq.bin (seqread, at least --size bytes), LOCAL_DIR/local.bin.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -94,6 +102,16 @@ static void op_pread_random(int fd, const char *what) {
         off_t off = (off_t)(next_rand() % blocks) * K4;
         if (pread(fd, buf, K4, off) != K4) bench_die(what);
     });
+}
+
+// Reads the open directory fd to its end; the number of entries.
+static long list_dir(int fd) {
+    static char dbuf[32768];
+    long got, count = 0;
+    while ((got = syscall(SYS_getdents64, fd, dbuf, sizeof dbuf)) > 0)
+        for (long off = 0; off < got; off += *(unsigned short *)(dbuf + off + 16)) count++;
+    if (got < 0) bench_die("getdents64");
+    return count;
 }
 
 static void op_seq(int write_mode) {
@@ -233,11 +251,23 @@ int main(int argc, char **argv) {
             if (write(p[1], buf, K4) != K4) bench_die("pipe write");
             if (read(p[0], buf, K4) != K4) bench_die("pipe read");
         });
-    } else if (!strcmp(op, "stat")) {
+    } else if (!strcmp(op, "stat-local") || !strcmp(op, "stat-repeated")) {
         char target[4096];
-        snprintf(target, sizeof target, "%s/data.bin", dir);
+        snprintf(target, sizeof target, "%s", op[5] == 'l' ? in(local_dir, "local.bin") : in(dir, "data.bin"));
         struct stat st;
         TIMED(if (stat(target, &st) < 0) bench_die(target));
+    } else if (!strcmp(op, "stat")) {
+        char target[4096];
+        struct stat st;
+        long k = 0;
+        TIMED({
+            snprintf(target, sizeof target, "%s/statdir/f-%05ld", dir, k++);
+            if (stat(target, &st) < 0) bench_die(target);
+        });
+    } else if (!strcmp(op, "open-close-local")) {
+        char target[4096];
+        snprintf(target, sizeof target, "%s/local.bin", local_dir);
+        TIMED({ int fd = open(target, O_RDONLY); if (fd < 0) bench_die(target); close(fd); });
     } else if (!strcmp(op, "open-close")) {
         char target[4096];
         snprintf(target, sizeof target, "%s/data.bin", dir);
@@ -253,15 +283,20 @@ int main(int argc, char **argv) {
         if (unlink(target) < 0) bench_die("unlink");
     } else if (!strcmp(op, "getdents")) { // one sample: rewind + getdents64 until the end
         int fd = open_or_die(in(dir, "dir1000"), O_RDONLY | O_DIRECTORY);
-        static char dbuf[32768];
         long entries = 0;
         TIMED({
             if (lseek(fd, 0, SEEK_SET) < 0) bench_die("lseek dir");
-            long got, count = 0;
-            while ((got = syscall(SYS_getdents64, fd, dbuf, sizeof dbuf)) > 0)
-                for (long off = 0; off < got; off += *(unsigned short *)(dbuf + off + 16)) count++;
-            if (got < 0) bench_die("getdents64");
-            entries = count;
+            entries = list_dir(fd);
+        });
+        if (entries < 1000) { fprintf(stderr, "bench-workload: getdents saw %ld entries, expected >= 1000\n", entries); return 1; }
+    } else if (!strcmp(op, "getdents-repeated")) { // one sample: open + getdents64 until the end + close
+        char target[4096];
+        snprintf(target, sizeof target, "%s/dir1000", dir);
+        long entries = 0;
+        TIMED({
+            int fd = open_or_die(target, O_RDONLY | O_DIRECTORY);
+            entries = list_dir(fd);
+            close(fd);
         });
         if (entries < 1000) { fprintf(stderr, "bench-workload: getdents saw %ld entries, expected >= 1000\n", entries); return 1; }
     } else if (!strcmp(op, "pread-threads")) {

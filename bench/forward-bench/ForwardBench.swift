@@ -61,6 +61,31 @@ let configHelp = [
     "tcp": "(d) wrap-and-run --home 127.0.0.1:PORT: forwarded over TCP loopback to a separate homestub",
 ]
 
+/// What an op's figure is compared with. Every floor that runs a C
+/// forwarder or notification loop is the polled one: it waits as Tether
+/// does (non-blocking checks and sched_yield for up to 50 µs, sync wake-up).
+enum Floor {
+    /// The polled C forwarder doing the same call over the same transport
+    /// (bench-floor-forwarder --what NAME): pread, stat or write.
+    case forwarder(String)
+    /// The raw request/response bulk rate of the same transport, 1 MiB per
+    /// message (bench-floor-transport --what bulk): "read" or "write"; the
+    /// better of its polled and blocking runs.
+    case bulk(String)
+    /// The polled bare notification round trip answered CONTINUE
+    /// (bench-floor-notify --variant polled): calls that end up local.
+    case notify
+
+    /// The floor's name in the programs' JSON lines.
+    var name: String {
+        switch self {
+        case .forwarder(let op): return "forwarder-" + op
+        case .bulk(let dir): return "transport-bulk-" + dir
+        case .notify: return "notify-polled"
+        }
+    }
+}
+
 /// An op of bench-workload and how many samples it takes (full, quick).
 struct Op {
     var name: String
@@ -68,8 +93,8 @@ struct Op {
     var n: Int
     var quickN: Int
     var sequential = false
-    /// The floor its forwarded figure is compared with (nil: none).
-    var floor: String?
+    /// The floor its intercepted figures are compared with (nil: none).
+    var floor: Floor?
 }
 
 let ops: [Op] = [
@@ -79,13 +104,21 @@ let ops: [Op] = [
     Op(name: "pread-local", label: "pread 4K, local file", n: 50_000, quickN: 10_000),
     Op(name: "write-local", label: "write 4K, local file", n: 50_000, quickN: 10_000),
     Op(name: "pipe-write-read", label: "pipe write+read 4K", n: 30_000, quickN: 5_000),
-    Op(name: "stat", label: "stat", n: 10_000, quickN: 2_000, floor: "forwarder-pread"),
-    Op(name: "open-close", label: "open+close", n: 10_000, quickN: 2_000, floor: "forwarder-pread"),
-    Op(name: "pread-random", label: "pread 4K random", n: 10_000, quickN: 2_000, floor: "forwarder-pread"),
-    Op(name: "write-append", label: "write 4K append", n: 10_000, quickN: 2_000, floor: "forwarder-pread"),
+    // Intercepted and routed local (LOCAL_DIR is /dev/shm, local by default).
+    Op(name: "stat-local", label: "stat, local path", n: 20_000, quickN: 5_000, floor: .notify),
+    Op(name: "open-close-local", label: "open+close, local path", n: 20_000, quickN: 5_000, floor: .notify),
+    // A file never stat'ed before on every call: a forwarded stat, whatever is cached.
+    Op(name: "stat", label: "stat, new file per call", n: 10_000, quickN: 2_000, floor: .forwarder("stat")),
+    // The same unchanged file again and again: what an attribute cache saves.
+    Op(name: "stat-repeated", label: "stat, repeated", n: 10_000, quickN: 2_000),
+    Op(name: "open-close", label: "open+close", n: 10_000, quickN: 2_000),
+    Op(name: "pread-random", label: "pread 4K random", n: 10_000, quickN: 2_000, floor: .forwarder("pread")),
+    Op(name: "write-append", label: "write 4K append", n: 10_000, quickN: 2_000, floor: .forwarder("write")),
     Op(name: "getdents", label: "getdents64, 1000 entries", n: 1_000, quickN: 200),
-    Op(name: "seqread", label: "seq read 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: "transport-bulk-read"),
-    Op(name: "seqwrite", label: "seq write 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: "transport-bulk-write"),
+    // open + list to the end + close of the same unchanged directory, as ls does.
+    Op(name: "getdents-repeated", label: "getdents64, repeated", n: 1_000, quickN: 200),
+    Op(name: "seqread", label: "seq read 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: .bulk("read")),
+    Op(name: "seqwrite", label: "seq write 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: .bulk("write")),
 ]
 
 @main
@@ -96,8 +129,9 @@ struct ForwardBench: ParsableCommand {
         discussion: """
             Configurations: (a) native; (b) under wrap-and-run with every bench path local; (c) forwarded over \
             a Unix socketpair (--home spawn); (d) forwarded over TCP loopback to a separate homestub. Floors: \
-            bench-floor-notify, bench-floor-transport, bench-floor-forwarder. Each op runs in all \
-            configurations back to back, for several rounds; the best median of the rounds is reported.
+            bench-floor-notify, bench-floor-transport, bench-floor-forwarder; every ratio is against the polled \
+            floor (it waits as Tether does). Each op runs in all configurations back to back, for several \
+            rounds; the best median of the rounds is reported. Extra --only names: pread-threads, sealing, cpu.
             """)
 
     @Flag(help: "Fewer samples, 32 MiB sequential runs, one round, an 8x1000 load (make bench-quick).")
@@ -126,6 +160,9 @@ struct ForwardBench: ParsableCommand {
 
     @Option(help: "Runs of each startup measurement (default 30, quick 10; 0 skips it).")
     var startupRuns: Int?
+
+    @Option(help: "Forwarded preads of the CPU-cost run (default 30000, quick 5000; 0 skips the CPU section).")
+    var cpuCalls: Int?
 
     @Option(help: "Parent of the forwarded work directory (default /tmp, forwarded by default).")
     var workParent = "/tmp"
@@ -163,6 +200,7 @@ final class Bench {
     var concurrency: [String: [String: Double]] = [:] // "case/config"
     var sealing: [String: Double] = [:] // "cipher/size": median ns of seal + open
     var sealedFigures: [String: Figure] = [:] // "op/stdio-plain|stdio-sealed"
+    var cpu: [String: [String: Double]] = [:] // "unix|tcp|idle": CPU cost figures
     var runCounter = 0
     let began = Date()
 
@@ -210,6 +248,11 @@ final class Bench {
         try makeFile(workDir + "/seq.bin", size: seqSize, seed: 2)
         try makeFile(localDir + "/local.bin", size: 16 << 20, seed: 3)
         mkfifo(workDir + "/fifo", 0o600)   // the concurrency section's blocked readers
+        mkdir(workDir + "/statdir", 0o755)   // stat: a new file per call, for the workload and its floor
+        for i in 0..<statFiles {
+            let fd = open(workDir + "/statdir/" + String(format: "f-%05d", i), O_WRONLY | O_CREAT, 0o644)
+            if fd >= 0 { close(fd) }
+        }
         mkdir(workDir + "/dir1000", 0o755)
         for i in 0..<1000 {
             let fd = open(workDir + "/dir1000/" + String(format: "entry-%04d", i), O_WRONLY | O_CREAT, 0o644)
@@ -236,6 +279,11 @@ final class Bench {
             usleep(20_000)
         }
     }
+
+    /// The stat op's samples: its floor, run with as many, stats as many files.
+    var statSamples: Int { ops.first { $0.name == "stat" }.map { o.quick ? $0.quickN : $0.n } ?? 10_000 }
+    /// Files in statdir: the samples and their warm-up (n/10, in the floor too).
+    var statFiles: Int { statSamples + statSamples / 10 + 1 }
 
     // MARK: commands
 
@@ -278,16 +326,6 @@ final class Bench {
         figures[key] = f
     }
 
-    func keepBestFloor(_ j: [String: Any]) {
-        guard let name = j["floor"] as? String else { return }
-        let key = name + "/" + ((j["transport"] as? String) ?? (j["variant"] as? String) ?? "")
-        if let old = floors[key] {
-            if let a = (j["mb_s"] as? NSNumber)?.doubleValue, let b = (old["mb_s"] as? NSNumber)?.doubleValue, a <= b { return }
-            if let a = (j["median_ns"] as? NSNumber)?.doubleValue, let b = (old["median_ns"] as? NSNumber)?.doubleValue, a >= b { return }
-        }
-        floors[key] = j
-    }
-
     // MARK: the runs
 
     func runAll() throws {
@@ -318,103 +356,8 @@ final class Bench {
         if sessions > 0 { runLoad(sessions: sessions, perSession: o.sessionOps ?? (o.quick ? 1_000 : 10_000)) }
         let startupRuns = o.startupRuns ?? (o.quick ? 10 : 30)
         if startupRuns > 0 { runStartup(runs: startupRuns) }
+        let cpuCalls = o.cpuCalls ?? (o.quick ? 5_000 : 30_000)
+        if cpuCalls > 0 && (selected == nil || selected!.contains("cpu")) { runCpu(calls: cpuCalls) }
         report(chosen)
-    }
-
-    /// An op's own floor, measured next to it: the C forwarder's pread 4K or the raw bulk transport.
-    func runRowFloor(_ op: Op) {
-        guard let name = op.floor else { return }
-        let argv = op.sequential
-            ? [bin + "/bench-floor-transport", "--what", "bulk", "--size", String(seqSize)]
-            : [bin + "/bench-floor-forwarder", "--what", "pread", "--file", workDir + "/data.bin",
-               "-n", String(o.quick ? op.quickN : op.n)]
-        for line in run(argv, what: "floor for \(op.name)") ?? [] {
-            keepBestFloor(line)
-            guard line["floor"] as? String == name, let t = line["transport"] as? String else { continue }
-            let key = op.name + "/" + t
-            let value = (line[op.sequential ? "mb_s" : "median_ns"] as? NSNumber)?.doubleValue ?? 0
-            if let old = rowFloors[key], op.sequential ? old >= value : old <= value { continue }
-            rowFloors[key] = value
-        }
-    }
-
-    func runFloors() {
-        let n = o.quick ? 20_000 : 100_000
-        let fn = o.quick ? 3_000 : 20_000
-        for line in run([bin + "/bench-floor-notify", "-n", String(n)], what: "bench-floor-notify") ?? [] { keepBestFloor(line) }
-        for line in run([bin + "/bench-floor-transport", "-n", String(fn), "--size", String(seqSize)], what: "bench-floor-transport") ?? [] {
-            keepBestFloor(line)
-        }
-        for line in run([bin + "/bench-floor-forwarder", "--file", workDir + "/data.bin", "-n", String(fn), "--size", String(seqSize)],
-                        what: "bench-floor-forwarder") ?? [] {
-            keepBestFloor(line)
-        }
-    }
-
-    /// N concurrent traced processes, each doing M forwarded preads against the one homestub.
-    func runLoad(sessions: Int, perSession: Int) {
-        warn("forward-bench: load: \(sessions) sessions x \(perSession) forwarded preads over TCP")
-        var children: [Child] = []
-        var errors = 0
-        let t0 = nowNs()
-        for i in 0..<sessions {
-            let argv = wrap("tcp") + [bin + "/bench-workload", "pread-random", "-n", String(perSession), "--warmup", "0",
-                                      "--dir", workDir, "--seed", String(i + 1)]
-            do {
-                children.append(try Child.start(argv, stdout: scratch + "/load\(i).out", stderr: scratch + "/load\(i).err"))
-            } catch {
-                errors += 1
-                failures.append(Failure(what: "load session \(i)", command: argv, status: -1, stderr: "\(error)"))
-            }
-        }
-        var medians: [Double] = []
-        var p99s: [Double] = []
-        for (i, c) in children.enumerated() {
-            let (status, _) = c.wait()
-            let lines = jsonLines(c.output)
-            if status != 0 || lines.isEmpty {
-                errors += 1
-                failures.append(Failure(what: "load session \(i)", command: c.argv, status: status, stderr: c.errors))
-                continue
-            }
-            if let m = (lines[0]["median_ns"] as? NSNumber)?.doubleValue { medians.append(m) }
-            if let p = (lines[0]["p99_ns"] as? NSNumber)?.doubleValue { p99s.append(p) }
-        }
-        let wall = Double(nowNs() - t0) / 1e9
-        let done = Double((sessions - errors) * perSession)
-        medians.sort()
-        p99s.sort()
-        load = ["sessions": sessions, "preads_per_session": perSession, "errors": errors, "wall_s": wall,
-                "aggregate_ops_s": done / wall,
-                "session_median_ns_median": medians.isEmpty ? 0 : medians[medians.count / 2],
-                "session_p99_ns_max": p99s.last ?? 0]
-    }
-
-    /// `wrap-and-run ... -- /bin/true` against `/bin/true`, interleaved, median wall time.
-    func runStartup(runs: Int) {
-        warn("forward-bench: startup: \(runs) runs each")
-        let variants: [(String, [String])] = [("native", []), ("spawn", wrap("unix")), ("tcp", wrap("tcp"))]
-        var times: [String: [Double]] = [:]
-        for _ in 0..<runs {
-            for (name, prefix) in variants {
-                let argv = prefix + ["/bin/true"]
-                do {
-                    let c = try Child.start(argv, stdout: nil, stderr: scratch + "/startup.err")
-                    let (status, wall) = c.wait()
-                    if status != 0 {
-                        failures.append(Failure(what: "startup \(name)", command: argv, status: status, stderr: c.errors))
-                        continue
-                    }
-                    times[name, default: []].append(Double(wall) / 1e6)
-                } catch {
-                    failures.append(Failure(what: "startup \(name)", command: argv, status: -1, stderr: "\(error)"))
-                }
-            }
-        }
-        for (name, t) in times {
-            let s = t.sorted()
-            startup[name + "_median_ms"] = s[s.count / 2]
-        }
-        startup["runs"] = runs
     }
 }

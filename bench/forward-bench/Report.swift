@@ -4,20 +4,6 @@ import Glibc
 extension Bench {
     func num(_ j: [String: Any]?, _ key: String) -> Double? { (j?[key] as? NSNumber)?.doubleValue }
 
-    /// The floor figure an op's forwarded run over `transport` is compared with.
-    func floorValue(_ op: Op, transport: String) -> Double? {
-        guard let name = op.floor else { return nil }
-        if let v = rowFloors[op.name + "/" + transport] { return v }
-        let f = floors[name + "/" + transport]
-        return op.sequential ? num(f, "mb_s") : num(f, "median_ns")
-    }
-
-    /// Forwarded/floor: a time ratio (lower is better) or, for throughput, a fraction (higher is better).
-    func floorRatio(_ op: Op, config: String) -> Double? {
-        guard let fig = figures[op.name + "/" + config], let floor = floorValue(op, transport: config), floor > 0 else { return nil }
-        return op.sequential ? (fig.mbS ?? 0) / floor : fig.medianNs / floor
-    }
-
     func localRatio(_ op: Op) -> Double? {
         guard let a = figures[op.name + "/native"], let b = figures[op.name + "/local"] else { return nil }
         if op.sequential, let x = a.mbS, let y = b.mbS, y > 0 { return x / y } // slowdown, like the time ratios
@@ -55,16 +41,21 @@ extension Bench {
         line("Tether forward-bench, \(ISO8601DateFormatter().string(from: began)), \(machine)\(o.quick ? ", quick" : "")")
         line("median µs per call (sequential rows: MB/s); best median of \(rounds) round(s), configurations interleaved")
         line("(a) native  (b) wrap-and-run, all bench paths local  (c) forwarded, Unix socketpair (--home spawn)  (d) forwarded, TCP loopback homestub")
-        line("floor: bench-floor-forwarder pread 4K over the same transport, measured next to the row; sequential rows: raw transport bulk MB/s (ratio = % of it)")
+        line("every ratio is against the POLLED floor (it waits as Tether does: non-blocking checks and sched_yield for up to 50 µs, sync wake-up),")
+        line("measured next to the row: stat, pread, write: the polled C forwarder doing the same call over the same transport; local-path rows:")
+        line("the polled bare notification round trip (answered CONTINUE), for (b) too; sequential rows: the raw request/response bulk MB/s of the transport")
+        line("(1 MiB messages, the better of polled and blocking; ratio = % of it). The C floors do not seal; Tether over TCP does.")
         line()
-        let w = [28, 8, 8, 6, 8, 8, 7, 8, 8, 7]
-        let head = ["operation", "(a)", "(b)", "b/a", "(c) unix", "floor", "c/floor", "(d) tcp", "floor", "d/floor"]
+        let w = [28, 8, 8, 6, 7, 8, 8, 7, 8, 8, 7]
+        let head = ["operation", "(a)", "(b)", "b/a", "b/floor", "(c) unix", "floor", "c/floor", "(d) tcp", "floor", "d/floor"]
         line(zip(head, w).enumerated().map { pad($1.0, $1.1, left: $0 == 0) }.joined(separator: " "))
         line(String(repeating: "-", count: w.reduce(0, +) + w.count - 1))
         for op in chosen {
             var cols = [op.label, cell(op, "native"), cell(op, "local"), ratio(localRatio(op))]
+            // Only a call routed locally has a floor for (b): the notification round trip.
+            if case .notify = op.floor { cols.append(ratio(floorRatio(op, config: "local"))) } else { cols.append("—") }
             for t in ["unix", "tcp"] {
-                let fv = floorValue(op, transport: t)
+                let fv = floorValue(op, config: t)
                 cols.append(cell(op, t))
                 cols.append(fv.map { op.sequential ? String(format: "%.0f", $0) : us($0) } ?? "—")
                 cols.append(ratio(floorRatio(op, config: t), percent: op.sequential))
@@ -82,26 +73,7 @@ extension Bench {
             line(pad(op.label, 28, left: true) + cols.joined())
         }
         line()
-        line("floors (C programs in bench/):")
-        for v in ["unpinned", "pinned", "sync-wakeup"] {
-            if let f = floors["notify/" + v] {
-                line("  seccomp notification round trip, \(pad(v, 11, left: true))  median \(us(num(f, "median_ns") ?? 0)) µs  p99 \(us(num(f, "p99_ns") ?? 0))  p99.9 \(us(num(f, "p999_ns") ?? 0))")
-            }
-        }
-        for t in ["unix", "tcp"] {
-            if let f = floors["transport-rtt/" + t] {
-                line("  transport \(pad(t, 4, left: true)) 64 B -> 4 KiB round trip  median \(us(num(f, "median_ns") ?? 0)) µs  p99 \(us(num(f, "p99_ns") ?? 0))  p99.9 \(us(num(f, "p999_ns") ?? 0))")
-            }
-            let br = num(floors["transport-bulk-read/" + t], "mb_s").map { String(format: "%.0f", $0) } ?? "—"
-            let bw = num(floors["transport-bulk-write/" + t], "mb_s").map { String(format: "%.0f", $0) } ?? "—"
-            line("  transport \(pad(t, 4, left: true)) bulk, 1 MiB messages      read \(br) MB/s, write \(bw) MB/s")
-            if let f = floors["forwarder-pread/" + t] {
-                line("  C forwarder \(pad(t, 4, left: true)) pread 4K              median \(us(num(f, "median_ns") ?? 0)) µs  p99 \(us(num(f, "p99_ns") ?? 0))  p99.9 \(us(num(f, "p999_ns") ?? 0))")
-            }
-            if let s = num(floors["forwarder-seqread/" + t], "mb_s") {
-                line("  C forwarder \(pad(t, 4, left: true)) sequential 1 MiB preads  \(String(format: "%.0f", s)) MB/s")
-            }
-        }
+        floorLines().forEach { line($0) }
         if !load.isEmpty {
             line()
             line(String(format: "load: %d sessions x %d forwarded pread 4K (TCP, one homestub): %d errors, %.1f s wall, %.0f preads/s aggregate; median session median %@ µs, worst session p99 %@ µs",
@@ -129,12 +101,21 @@ extension Bench {
             }
             line(s)
         }
-        let targets = checkTargets(chosen)
-        if !targets.isEmpty {
+        let cpuReport = cpuLines()
+        if !cpuReport.isEmpty {
             line()
-            line("targets (issue 3):")
-            for t in targets {
-                line("  \(t["pass"] as? Bool == true ? "ok  " : "MISS") \(t["target"] as? String ?? ""): \(t["measured"] as? String ?? "")")
+            cpuReport.forEach { line($0) }
+        }
+        let targets = checkTargets(chosen)
+        for (group, heading) in [("9", "targets (issue 9), from this run; ratios against the polled floors:"),
+                                 ("earlier", "targets kept from issues 3, 7 and 8:")] {
+            let these = targets.filter { $0["group"] as? String == group }
+            guard !these.isEmpty else { continue }
+            line()
+            line(heading)
+            for t in these {
+                let mark = (t["pass"] as? Bool).map { $0 ? "ok  " : "MISS" } ?? "info"
+                line("  \(mark) \(t["target"] as? String ?? ""): \(t["measured"] as? String ?? "")")
             }
         }
         if !failures.isEmpty {
@@ -151,9 +132,11 @@ extension Bench {
             var ratios: [[String: Any]] = []
             for op in chosen {
                 if let r = localRatio(op) { ratios.append(["op": op.name, "config": "local", "to": "native", "ratio": r]) }
-                for t in ["unix", "tcp"] {
+                var compared = ["unix", "tcp"]
+                if case .notify = op.floor { compared.insert("local", at: 0) }
+                for t in compared {
                     if let r = floorRatio(op, config: t), let f = op.floor {
-                        ratios.append(["op": op.name, "config": t, "to": f + "/" + t, "ratio": r])
+                        ratios.append(["op": op.name, "config": t, "to": f.name + "/" + t, "ratio": r])
                     }
                 }
             }
@@ -163,7 +146,8 @@ extension Bench {
                 "results": chosen.flatMap { op in configs.compactMap { figures[op.name + "/" + $0]?.json } },
                 "floors": floors.keys.sorted().compactMap { floors[$0] },
                 "ratios": ratios, "row_floors": rowFloors, "load": load, "concurrency": concurrency,
-                "sealing": sealing, "sealed_forwarded": sealedFigures.mapValues(\.json), "startup": startup, "targets": targets,
+                "sealing": sealing, "sealed_forwarded": sealedFigures.mapValues(\.json), "startup": startup, "cpu": cpu,
+                "targets": targets,
                 "failures": failures.map(\.json),
             ]
             do {
@@ -173,48 +157,6 @@ extension Bench {
                 warn("forward-bench: cannot write \(path): \(error)")
             }
         }
-    }
-
-    func checkTargets(_ chosen: [Op]) -> [[String: Any]] {
-        var t: [[String: Any]] = []
-        func add(_ target: String, _ value: Double?, _ pass: (Double) -> Bool, _ fmt: (Double) -> String) {
-            guard let value else { return }
-            t.append(["target": target, "value": value, "pass": pass(value), "measured": fmt(value)])
-        }
-        let x = { (v: Double) in String(format: "%.2f×", v) }
-        let pc = { (v: Double) in String(format: "%.0f%%", v * 100) }
-        let byName = Dictionary(uniqueKeysWithValues: chosen.map { ($0.name, $0) })
-        if let op = byName["getppid"] { add("never-intercepted getppid (b)/(a) ≤ 1.02×", localRatio(op), { $0 <= 1.02 }, x) }
-        for name in ["fstat-local", "pread-local", "write-local", "pipe-write-read"] {
-            if let op = byName[name] { add("hot local \(name) (b)/(a) ≤ 1.10×", localRatio(op), { $0 <= 1.10 }, x) }
-        }
-        for name in ["pread-random", "stat", "open-close", "write-append"] {
-            guard let op = byName[name] else { continue }
-            for c in ["unix", "tcp"] {
-                add("forwarded \(name) over \(c) ≤ 1.25× C forwarder", floorRatio(op, config: c), { $0 <= 1.25 }, x)
-            }
-        }
-        for name in ["seqread", "seqwrite"] {
-            guard let op = byName[name] else { continue }
-            for c in ["unix", "tcp"] {
-                add("forwarded \(name) over \(c) ≥ 70% of transport bulk", floorRatio(op, config: c), { $0 >= 0.70 }, pc)
-            }
-        }
-        for c in ["unix", "tcp"] {
-            add("pread 4K over \(c) with 16 calls blocked at home ≤ 1.2× alone", concurrencyRatio(config: c), { $0 <= 1.2 }, x)
-        }
-        sealingTargets(add)
-        if let e = load["errors"] as? Int {
-            t.append(["target": "\(load["sessions"] ?? 0)-session load: no errors", "value": e, "pass": e == 0,
-                      "measured": String(format: "%d errors, %.0f preads/s", e, num(load, "aggregate_ops_s") ?? 0)])
-        }
-        if let base = num(startup, "native_median_ms") {
-            for v in ["spawn", "tcp"] {
-                add("startup --home \(v == "spawn" ? "spawn" : "HOST:PORT") ≤ /bin/true + 10 ms",
-                    num(startup, v + "_median_ms").map { $0 - base }, { $0 <= 10 }, { String(format: "+%.2f ms", $0) })
-            }
-        }
-        return t
     }
 
     func machineDescription() -> String {

@@ -26,7 +26,19 @@ void bench_send_fd(int sock, int fd);
 /// Receives one descriptor sent by bench_send_fd, or dies.
 int bench_recv_fd(int sock);
 /// A connected stream pair: a Unix socketpair, or (tcp) a TCP loopback
-/// connection with TCP_NODELAY on both ends. Dies on failure.
+/// connection with TCP_NODELAY on both ends; both ends get 4 MiB socket
+/// buffers, as Tether's streams do. Dies on failure.
 void bench_stream_pair(int tcp, int *near, int *far);
+
+/// Microseconds bench_spin_readable() polls before a blocking wait: 0 makes
+/// every wait block at once (the blocking floors), 50 is what Tether does.
+extern long bench_poll_us;
+/// Tether's wait: checks `fd` without blocking, then sched_yield()s and
+/// checks again until it is readable or bench_poll_us have passed. Returns
+/// 1 if readable (the caller's read will not sleep), 0 otherwise.
+int bench_spin_readable(int fd);
+/// Sets SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on a seccomp listener, as
+/// Tether's supervisor does. Returns 0, or -1 where the kernel lacks it.
+int bench_sync_wakeup(int listener);
 
 #endif
