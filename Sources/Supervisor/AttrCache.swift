@@ -106,6 +106,9 @@ final class AttrCache: @unchecked Sendable {
         seen.deallocate()
     }
 
+    /// Counts a lookup that answered the tracee (for `--stats`).
+    func countHit() { cshim_counter_add(counters, 1) }
+
     /// The `--stats` line.
     var summary: String {
         "attribute cache: \(cshim_counter_load(counters)) hits, \(cshim_counter_load(counters + 1)) fills, "
@@ -136,7 +139,6 @@ final class AttrCache: @unchecked Sendable {
         let h = Self.hash(key, tag, nofollow)
         return lock.withLock { _ -> Hit in
             guard let slot = find(key, tag, nofollow, h) else { return .miss }
-            cshim_counter_add(counters, 1)
             if slot.load(fromByteOffset: 18, as: UInt8.self) == Self.absent { return .absent }
             out.copyMemory(from: slot + Self.statxOffset, byteCount: Wire.statxSize)
             return .present
@@ -152,7 +154,6 @@ final class AttrCache: @unchecked Sendable {
                 let nofollow = bit == 1
                 if let slot = find(key, tag, nofollow, Self.hash(key, tag, nofollow)),
                    slot.load(fromByteOffset: 18, as: UInt8.self) == Self.absent {
-                    cshim_counter_add(counters, 1)
                     return true
                 }
             }
@@ -345,8 +346,10 @@ extension Call {
     func knownAbsent(_ to: Destination, payload: UnsafeMutableRawBufferPointer, pathLength: Int) -> Bool {
         let cache = sup.link.attributes
         guard let (key, _) = cacheKey(to, payload: payload, pathLength: pathLength),
-              sup.link.writeBehind.writesInFlight.load(ordering: .relaxed) == 0, !cache.homeHasNews() else { return false }
-        return cache.isAbsent(key, tag: to.dir)
+              sup.link.writeBehind.writesInFlight.load(ordering: .relaxed) == 0 else { return false }
+        guard cache.isAbsent(key, tag: to.dir), !cache.homeHasNews() else { return false }
+        cache.countHit()
+        return true
     }
 
     /// A stat of the path routed to `to` (its `pathLength` bytes, NUL
@@ -364,11 +367,16 @@ extension Call {
         let payload = worker.slot.payload(for: .statxWatched)
         let nofollow = flags & AT_SYMLINK_NOFOLLOW != 0
         let out = UnsafeMutableRawBufferPointer(rebasing: worker.slot.reply[0..<Wire.statxSize])
-        if sup.link.writeBehind.writesInFlight.load(ordering: .relaxed) == 0 && !cache.homeHasNews() {
+        if sup.link.writeBehind.writesInFlight.load(ordering: .relaxed) == 0 {
+            // The stream is looked at only for a hit (a miss asks home anyway).
             switch cache.lookup(key, tag: to.dir, nofollow: nofollow, into: out.baseAddress!) {
-            case .present: return UnsafeRawBufferPointer(out)
-            case .absent: throw .errno(.noSuchFileOrDirectory)
-            case .miss: break
+            case .present where !cache.homeHasNews():
+                cache.countHit()
+                return UnsafeRawBufferPointer(out)
+            case .absent where !cache.homeHasNews():
+                cache.countHit()
+                throw .errno(.noSuchFileOrDirectory)
+            default: break
             }
         }
         // A first miss asks home plainly: no watch for what is never asked again.

@@ -77,8 +77,9 @@ extension Call {
         // cannot have fed us another process's bytes. A local verdict only
         // lets the call go on, which fails harmlessly if it is not pending.
         if case .local = routed.0 { return routed }
-        // Not simply continued: this call may wait.
-        worker.handOffReceiving()
+        // Not simply continued, but it waits only if it goes home (or to
+        // the local deputy): `send` hands the receiving on then, so a call
+        // the attribute cache answers wakes no other worker.
         guard sup.listener.isValid(id: id) else { throw .errno(.noSuchProcess) }
         return routed
     }
