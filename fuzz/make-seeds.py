@@ -34,6 +34,7 @@ OPS = [
     ("fallocate", 45, 4), ("fcntl", 46, 3), ("lock", 47, 2), ("flock", 48, 2), ("getxattr", 49, 3),
     ("setxattr", 50, 4), ("listxattr", 51, 3), ("removexattr", 52, 2), ("copyFileRange", 53, 6),
     ("credentials", 54, 4), ("posixLock", 55, 3), ("lockOwnerClose", 56, 2), ("lockOwnerExit", 57, 1),
+    ("statxWatched", 58, 4), ("invalidate", 59, 0),
 ]
 NUMBER = {name: number for name, number, _ in OPS}
 SCALARS = {name: count for name, _, count in OPS}
@@ -106,6 +107,8 @@ REQUESTS = {
     "posixLock": ([3, 7, 4242], FLOCK),
     "lockOwnerClose": ([4242, 3], b""),
     "lockOwnerExit": ([4242], b""),
+    "statxWatched": ([ROOT, 0x100, 0xFFF, 0], b"/dir/file\0"),
+    "invalidate": ([], b""),
 }
 
 # One plausible reply per file op.
@@ -116,6 +119,7 @@ REPLIES = {
     "readlinkat": (6, b"target"), "chdir": (6, b"/home/me"), "getcwd": (8, b"/home/me"),
     "echo": (0, b"y" * 64), "statfs": (0, b"\1" * 120), "lock": (0, FLOCK), "posixLock": (0, FLOCK),
     "getxattr": (3, b"abc"), "listxattr": (9, b"user.tag\0"), "lseek": (4096, b""),
+    "statxWatched": (1, bytes(range(256))), "invalidate": (0, b"/d/f\0/d\0"),
 }
 
 

@@ -21,6 +21,7 @@ extern "C" {
 #define CSHIM_O_TMPFILE 020200000
 #define CSHIM_AT_EMPTY_PATH 0x1000
 #define CSHIM_AT_STATX_SYNC_TYPE 0x6000
+#define CSHIM_AT_NO_AUTOMOUNT 0x800
 #define CSHIM_STATX_BASIC_STATS 0x7ffu
 
 // ---- seccomp user notification (mirrors of <linux/seccomp.h>) -------------
@@ -346,6 +347,27 @@ int cshim_accept_nonblocking(int listener, void *addr, uint32_t *addrlen);
 /// bits of the signals pending for `tid` that it does not block, and the
 /// number of threads of its process in *threads; -1 if the task is gone.
 int cshim_task_signals(pid_t tid, int *threads);
+
+// ---- inotify, for the home's watches (Watches.swift) -------------------------
+
+/// What the home watches on a directory or file a session has stat'ed:
+/// IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE |
+/// IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF.
+#define CSHIM_IN_WATCHED 0x00000FC6u
+#define CSHIM_IN_DELETE_SELF 0x00000400u
+#define CSHIM_IN_MOVE_SELF 0x00000800u
+#define CSHIM_IN_Q_OVERFLOW 0x00004000u
+#define CSHIM_IN_IGNORED 0x00008000u
+#define CSHIM_IN_ISDIR 0x40000000u
+#define CSHIM_IN_DONT_FOLLOW 0x02000000u
+/// The fixed part of struct inotify_event (wd, mask, cookie, len).
+#define CSHIM_INOTIFY_EVENT_SIZE 16
+/// inotify_init1(IN_NONBLOCK | IN_CLOEXEC).
+int cshim_inotify_open(void);
+/// inotify_add_watch(fd, path, mask): the watch descriptor, or -1 (errno).
+int cshim_inotify_add(int fd, const char *path, uint32_t mask);
+/// inotify_rm_watch(fd, wd).
+int cshim_inotify_remove(int fd, int wd);
 
 // ---- relaxed atomic counters (for --stats; never on a lock) ------------------
 

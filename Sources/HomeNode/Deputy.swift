@@ -72,7 +72,7 @@ public final class Deputy {
     /// Runs the handshake (authenticating with `key` unless nil), then
     /// serves requests until the peer closes.
     public func run(key: [UInt8]?) -> End {
-        var handshake = ServerHandshake(key: key, nonce: randomBytes(Wire.nonceSize))
+        var handshake = ServerHandshake(key: key, nonce: randomBytes(Wire.nonceSize), capabilities: Wire.capabilityWatches)
         while true {
             let frame: [UInt8]
             do {

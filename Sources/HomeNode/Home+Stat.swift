@@ -14,16 +14,21 @@ enum HomeStat {
 
     /// Implements statx(2): scalars [dir, flags, mask]; payload: path.
     static func statx(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        try statx(c, dir: try c.dir(c.r.scalar(0)), try c.path())
+    }
+
+    /// statx(2) of `target` relative to `dir` (nil: the root), with the
+    /// request's flags and mask.
+    static func statx(_ c: HomeCall, dir: CInt?, _ target: UnsafePointer<CChar>) throws(Errno) -> (Int64, Int) {
         let flags = c.int(1), mask = UInt32(truncatingIfNeeded: c.r.scalar(2)), out = c.out
         let sync = flags & CSHIM_AT_STATX_SYNC_TYPE
-        let target = try c.path()
-        if target.pointee == 0, let d = try c.dir(c.r.scalar(0)) {
+        if target.pointee == 0, let d = dir {
             // fstatat(fd, "", AT_EMPTY_PATH) (glibc's fstat), or a stat of
             // /proc/self/fd/N: the object itself.
             try sys { cshim_statx(d, "", CSHIM_AT_EMPTY_PATH | sync, mask, out.baseAddress) }
             return (0, 256)
         }
-        try c.withObject(dir: try c.dir(c.r.scalar(0)), target, follow: flags & AT_SYMLINK_NOFOLLOW == 0) {
+        try c.withObject(dir: dir, target, follow: flags & AT_SYMLINK_NOFOLLOW == 0) {
             (d, p, extra) throws(Errno) in
             let f = extra != 0 ? (extra | sync) : flags
             try sys { cshim_statx(d, p, f, mask, out.baseAddress) }

@@ -75,6 +75,7 @@ enum HomeOps {
         HomeOpRow(.statx, .inline, HomeStat.statx),
         HomeOpRow(.faccessat, .inline, HomeStat.faccessat),
         HomeOpRow(.statfs, .inline, HomeStat.statfs),
+        HomeOpRow(.statxWatched, .inline, HomeWatches.statxWatched),
         HomeOpRow(.fchmodat, .inline, HomeMetadata.fchmodat),
         HomeOpRow(.fchownat, .inline, HomeMetadata.fchownat),
         HomeOpRow(.utimensat, .inline, HomeMetadata.utimensat),

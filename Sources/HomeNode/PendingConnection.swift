@@ -40,7 +40,7 @@ final class PendingConnection {
         self.fd = fd
         self.peer = peer
         self.deadline = deadline
-        handshake = ServerHandshake(key: key, nonce: randomBytes(Wire.nonceSize))
+        handshake = ServerHandshake(key: key, nonce: randomBytes(Wire.nonceSize), capabilities: Wire.capabilityWatches)
     }
 
     deinit { Glibc.close(fd) }

@@ -22,6 +22,8 @@ final class Session: Sendable {
     let limits: SessionLimits
     let credentials = SessionCredentials()
     let lockOwners = LockOwners()
+    /// What the session's client caches, watched (see `Watches`).
+    let watches = Watches()
     /// The reply stream.
     let output: CInt
     /// Every reply goes through it: whole, sealed if the session is, in order.
@@ -97,6 +99,7 @@ final class Session: Sendable {
     @discardableResult
     func reply(_ c: HomeCall, result: Int64, payloadLength: Int, through stream: CInt? = nil) -> Bool {
         let output = stream ?? self.output
+        watches.pushPending(self)   // invalidations go ahead of the reply
         do {
             let len = try ResponseEncoder.encodeHeader(op: c.r.op, id: c.r.id, result: result,
                                                        payloadLength: payloadLength, into: c.response)
@@ -116,6 +119,11 @@ final class Session: Sendable {
         } catch {
             return false
         }
+    }
+
+    /// Sends a frame the home pushes unasked (`Watches`' invalidations).
+    func push(_ frame: UnsafeRawBufferPointer) {
+        _ = outgoing.send(frame) { bytes in (try? FD.writeFully(output, bytes.baseAddress!, bytes.count)) != nil }
     }
 
     // MARK: Calls that may block

@@ -150,7 +150,7 @@ struct Call: ~Copyable {
 
     /// Makes the slot's next request act at home with this thread's
     /// credentials (a frame only when they differ from the last it sent).
-    private func actAsThread(on link: HomeLink, _ slot: HomeLink.Slot) throws(Failure) {
+    func actAsThread(on link: HomeLink, _ slot: HomeLink.Slot) throws(Failure) {
         let table = sup.tracees.credentials
         let id = try thread().identity.current(tid: tid, table: table)
         link.sendCredentials(slot, id: id, table.credentials(id))

@@ -48,6 +48,8 @@ enum HomeConnection {
     struct Stream {
         var fd: CInt
         var keys: SessionKeys?
+        /// The home announced `Wire.capabilityWatches` (the attribute cache may be used).
+        var watches = false
     }
 
     /// Connects and completes the handshake; returns the stream.
@@ -60,7 +62,7 @@ enum HomeConnection {
             }
             // A silent partition fails pending calls with EIO within 5 s.
             TCP.detectDeadPeer(fd, withinMilliseconds: HomeConnection.deadHomeMilliseconds)
-            do { return Stream(fd: fd, keys: try handshake(fd, key: key, peer: ep.description)) } catch {
+            do { return try handshake(fd, key: key, peer: ep.description) } catch {
                 Glibc.close(fd)
                 throw error
             }
@@ -72,7 +74,7 @@ enum HomeConnection {
             FD.setBulkBuffers(mine)
             FD.setBulkBuffers(theirs)
             ThreadRunner(name: "home") { serve(theirs) }.start()
-            do { return Stream(fd: mine, keys: try handshake(mine, key: nil, peer: "the private home node")) } catch {
+            do { return try handshake(mine, key: nil, peer: "the private home node") } catch {
                 Glibc.close(mine)
                 throw error
             }
@@ -100,14 +102,14 @@ enum HomeConnection {
         }
         // Only the child holds its end now: if it dies, the handshake sees EOF.
         Glibc.close(theirs)
-        do { return Stream(fd: mine, keys: try handshake(mine, key: key, peer: peer)) } catch {
+        do { return try handshake(mine, key: key, peer: peer) } catch {
             Glibc.close(mine)
             throw error
         }
     }
 
-    /// Shakes hands; returns the session's keys when it is authenticated.
-    private static func handshake(_ fd: CInt, key: [UInt8]?, peer: String) throws(HomeConnectError) -> SessionKeys? {
+    /// Shakes hands; returns the stream, with the session's keys when it is authenticated.
+    private static func handshake(_ fd: CInt, key: [UInt8]?, peer: String) throws(HomeConnectError) -> Stream {
         var client = ClientHandshake(key: key, nonce: randomBytes(Wire.nonceSize))
         do {
             try send(fd, client.helloFrame())
@@ -117,7 +119,8 @@ enum HomeConnection {
                 }
                 if let next = try client.receive(frame) { try send(fd, next) }
             }
-            return client.sessionKeys
+            return Stream(fd: fd, keys: client.sessionKeys,
+                          watches: client.serverCapabilities & Wire.capabilityWatches != 0)
         } catch let e as HomeConnectError {
             throw e
         } catch let e as WireError {

@@ -73,7 +73,7 @@ extension HomeLink {
     private func claim(_ h: FrameHeader) throws(ReadFailure) -> Slot? {
         guard h.flags.contains(.response) else { throw ReadFailure(why: "home sent a request (\(h.op)), not a reply") }
         let index = Int(h.id & 0xffff)
-        if UInt64(index) == Self.detachedSlot { return nil }
+        if UInt64(index) == Self.detachedSlot || h.id & WriteBehind.unwaitedBit != 0 { return nil }
         guard index < slots.count,
               slots[index].pending.compareExchange(expected: h.id, desired: 0, ordering: .sequentiallyConsistent).exchanged
         else { throw ReadFailure(why: "home sent a reply to request \(h.id), which is not in flight") }
@@ -111,6 +111,7 @@ extension HomeLink {
             throw ReadFailure(why: "the home node closed the connection mid-reply")
         }
         target?.replyLength = length
+        if target == nil { try unclaimed(h, UnsafeRawBufferPointer(rebasing: scratch.discard[0..<length])) }
         return target
     }
 
@@ -145,8 +146,24 @@ extension HomeLink {
         if let target {
             target.reply.copyMemory(from: UnsafeRawBufferPointer(rebasing: scratch.sealed[0..<length]))
             target.replyLength = length
+        } else {
+            try unclaimed(h, UnsafeRawBufferPointer(rebasing: scratch.sealed[0..<length]))
         }
         return target
+    }
+
+    /// A frame no call waits for, before any later frame is read: an
+    /// `invalidate` the home pushed (`AttrCache`), or the reply to an
+    /// unwaited write (`WriteBehind`). A malformed one ends the session.
+    private func unclaimed(_ h: FrameHeader, _ frame: UnsafeRawBufferPointer) throws(ReadFailure) {
+        if h.op == .invalidate {
+            guard attributes.apply(frame) else { throw ReadFailure(why: "malformed invalidation from home") }
+        } else if h.id & WriteBehind.unwaitedBit != 0 {
+            guard let r = try? ResponseView(frame: frame), r.op == .write || r.op == .pwrite, r.payload.isEmpty,
+                  writeBehind.completed(h.id, result: r.result) else {
+                throw ReadFailure(why: "home's reply to an unwaited write does not match it")
+            }
+        }
     }
 
     /// After giving up the reader role: if another call still waits for its

@@ -46,6 +46,11 @@ public final class HomeLink: Sendable {
     /// The reader's header and discard buffers (only the reader touches them).
     let scratch: ReaderScratch
     let onLost: @Sendable (String) -> Void
+    /// The session's attribute cache, kept coherent by the `invalidate`
+    /// frames the reader applies in stream order (disabled: 0 slots).
+    let attributes: AttrCache
+    /// Unwaited writes and their outcomes (see `WriteBehind`).
+    let writeBehind: WriteBehind
 
     /// The most a reader polls for a reply before sleeping (µs; see `SpinBudget`).
     let pollMicroseconds: Int
@@ -150,8 +155,11 @@ public final class HomeLink: Sendable {
 
     /// Wraps a connected, already authenticated stream, with room for
     /// `calls` calls in flight at once (plus the two fixed slots).
-    init(fd: CInt, keys: SessionKeys?, calls: Int, pollMicroseconds: Int, onLost: @escaping @Sendable (String) -> Void) {
+    init(fd: CInt, keys: SessionKeys?, calls: Int, pollMicroseconds: Int, cacheSlots: Int = 0, writeBehind: Bool = false,
+         onLost: @escaping @Sendable (String) -> Void) {
         self.fd = fd
+        attributes = AttrCache(slots: cacheSlots, stream: fd)
+        self.writeBehind = WriteBehind(enabled: writeBehind)
         let pair = keys?.forClient()
         outgoing = OutgoingFrames(sealer: pair?.seal)
         splicer = keys == nil ? PageSplicer(bytes: Wire.maxPayload) : nil
@@ -318,7 +326,20 @@ public final class HomeLink: Sendable {
     /// Tells home to close `handle`, without waiting (from deinit of a
     /// placeholder or a working directory, on whatever thread drops it).
     func release(handle: Int64) {
+        writeBehind.forget(handle)
         sendDetached(.close, Scalars(handle))
+    }
+
+    /// Sends `op` as `call` does, with request id `id`, and returns at once:
+    /// its reply is the reader's to hand to `writeBehind`. False if the
+    /// stream failed.
+    func sendUnwaited(_ slot: Slot, _ op: Op, _ scalars: Scalars, payloadLength: Int, id: UInt64) -> Bool {
+        if lost.load(ordering: .acquiring) { return false }
+        guard let length = try? RequestEncoder.encodeHeader(op: op, id: id, scalars: scalars, payloadLength: payloadLength,
+                                                            into: slot.frame) else { return false }
+        if write(UnsafeRawBufferPointer(rebasing: slot.frame[0..<length])) { return true }
+        markLost("write to home failed")
+        return false
     }
 
     /// Tells home that the slot's later requests act with `credentials`

@@ -78,7 +78,8 @@ extension Call {
         // lets the call go on, which fails harmlessly if it is not pending.
         if case .local = routed.0 { return routed }
         // Not simply continued: it goes home or to the local deputy, whose
-        // wait hands the receiving on if it must (`HomeLink.call`).
+        // wait hands the receiving on only if it must (`HomeLink.call`), so
+        // a call the attribute cache answers wakes no other worker.
         guard sup.listener.isValid(id: id) else { throw .errno(.noSuchProcess) }
         return routed
     }

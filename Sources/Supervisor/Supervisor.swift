@@ -25,6 +25,12 @@ public struct SupervisorOptions: Sendable {
     /// on target files that the kernel cannot resolve for the tracee (see
     /// `PathRoute.emulated`).
     public var localDeputy: @Sendable (CInt) -> Void
+    /// Cache attributes of home paths, kept coherent by the home's
+    /// invalidations (`AttrCache`); off with `--no-cache`.
+    public var attributeCache = true
+    /// Acknowledge writes to regular files at home before home has run
+    /// them (`WriteBehind`); off with `--sync-writes`.
+    public var writeBehind = true
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
                 policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50,
@@ -123,8 +129,9 @@ public final class Supervisor: Sendable {
         let stream: HomeConnection.Stream
         do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
         let home = options.home.description
-        let link = HomeLink(fd: stream.fd, keys: stream.keys, calls: maxWorkers,
-                            pollMicroseconds: options.pollMicroseconds) { why in
+        let link = HomeLink(fd: stream.fd, keys: stream.keys, calls: maxWorkers, pollMicroseconds: options.pollMicroseconds,
+                            cacheSlots: stream.watches && options.attributeCache ? AttrCache.defaultSlots : 0,
+                            writeBehind: options.writeBehind) { why in
             let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
             printError(text)
         }
@@ -270,6 +277,7 @@ public final class Supervisor: Sendable {
             lines.append("  \(name) \(String(f).leftPad(9)) \(String(l).leftPad(9))")
         }
         lines.append("  \("total".rightPad(17)) \(String(total.0).leftPad(9)) \(String(total.1).leftPad(9))")
+        if link.attributes.enabled { lines.append("  " + link.attributes.summary) }
         printError(lines.joined(separator: "\n") + "\n")
     }
 }

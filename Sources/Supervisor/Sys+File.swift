@@ -57,6 +57,9 @@ enum File {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .openat))
         guard let to = route.destination else { return .continueSyscall }
         let creates = flags & O_CREAT != 0 || flags & CSHIM_O_TMPFILE == CSHIM_O_TMPFILE
+        if !creates && resolve == 0 && c.knownAbsent(to, payload: c.worker.slot.payload(for: .openat), pathLength: len) {
+            throw .errno(.noSuchFileOrDirectory)
+        }
         let effectiveMode = try creates ? UInt32(truncatingIfNeeded: mode) & 0o7777 & ~c.umask() : 0
         let r = try c.send(to, .openat, Scalars(to.dir, Int64(flags), Int64(effectiveMode), Int64(bitPattern: resolve)),
                            payloadLength: len)

@@ -44,6 +44,11 @@ enum Locks {
     /// POSIX locks: closing any descriptor of a file releases the process's
     /// locks on it, so home is told before the kernel closes it.
     static func close(_ c: borrowing Call) throws(Failure) -> Reply {
+        // Unwaited writes are settled first; their error is close's (see WriteBehind).
+        if c.sup.link.writeBehind.tracked.load(ordering: .relaxed) > 0, let p = try? c.placeholder(fd: c.fd(0)),
+           let e = try c.settleWrites(p) {
+            throw .errno(e)
+        }
         let process = try c.thread().process
         guard process.usesPosixLocks.load(ordering: .relaxed), let p = try? c.placeholder(fd: c.fd(0)) else {
             return .continueSyscall

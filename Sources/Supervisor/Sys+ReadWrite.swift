@@ -104,13 +104,17 @@ enum ReadWrite {
     /// Implements fsync(2).
     static func fsync(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
-        return .value(try c.home(.fsync, Scalars(p.handle, 0)).result)
+        let r = try c.home(.fsync, Scalars(p.handle, 0)).result
+        if let e = try c.settleWrites(p) { throw .errno(e) }
+        return .value(r)
     }
 
     /// Implements fdatasync(2).
     static func fdatasync(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
-        return .value(try c.home(.fsync, Scalars(p.handle, 1)).result)
+        let r = try c.home(.fsync, Scalars(p.handle, 1)).result
+        if let e = try c.settleWrites(p) { throw .errno(e) }
+        return .value(r)
     }
 
     /// Implements ftruncate(2).
@@ -149,6 +153,7 @@ enum ReadWrite {
 
     /// Writes `count` bytes from the tracee at `address` to home.
     static func send(_ c: borrowing Call, _ p: Placeholder, from address: UInt64, count: Int, at offset: Int64?) throws(Failure) -> Int {
+        if let done = try c.writeBehind(p, from: address, count: count, at: offset) { return done }
         var total = 0
         let op: Op = offset == nil ? .write : .pwrite
         let payload = c.worker.slot.payload(for: op)

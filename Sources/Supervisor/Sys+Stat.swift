@@ -9,7 +9,7 @@ enum Stat {
     static func fstat(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
         let r = try c.home(.fstat, Scalars(p.handle))
-        try writeStat(c, r, to: c.address(1))
+        try writeStat(c, r.payload, to: c.address(1))
         return .value(0)
     }
 
@@ -34,9 +34,15 @@ enum Stat {
         let (route, len) = try c.routePath(arg: 1, dirfd: c.fd(0), into: c.worker.slot.payload(for: .statx),
                                            allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
-        let r = try c.send(to, .statx, Scalars(to.dir, Int64(flags), Int64(c.int(3))), payloadLength: len)
-        guard r.payload.count == 256 else { throw .transport(.lost) }
-        try local { () throws(Errno) in try c.memory.write(c.address(4), from: r.payload.baseAddress!, count: 256) }
+        let mask = UInt32(bitPattern: c.int(3))
+        let statx: UnsafeRawBufferPointer
+        if let cached = try c.cachedStatx(to, flags: flags, mask: mask, pathLength: len) {
+            statx = cached
+        } else {
+            statx = try c.send(to, .statx, Scalars(to.dir, Int64(flags), Int64(c.int(3))), payloadLength: len).payload
+        }
+        guard statx.count == 256 else { throw .transport(.lost) }
+        try local { () throws(Errno) in try c.memory.write(c.address(4), from: statx.baseAddress!, count: 256) }
         return .value(0)
     }
 
@@ -71,8 +77,12 @@ enum Stat {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .statx),
                                            allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
+        if let cached = try c.cachedStatx(to, flags: flags, mask: CSHIM_STATX_BASIC_STATS, pathLength: len) {
+            try writeStat(c, cached, to: c.address(bufArg))
+            return .value(0)
+        }
         let r = try c.send(to, .statx, Scalars(to.dir, Int64(flags), Int64(CSHIM_STATX_BASIC_STATS)), payloadLength: len)
-        try writeStat(c, r, to: c.address(bufArg))
+        try writeStat(c, r.payload, to: c.address(bufArg))
         return .value(0)
     }
 
@@ -80,6 +90,9 @@ enum Stat {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .faccessat),
                                            allowEmpty: flags & CSHIM_AT_EMPTY_PATH != 0)
         guard let to = route.destination else { return .continueSyscall }
+        if c.knownAbsent(to, payload: c.worker.slot.payload(for: .faccessat), pathLength: len) {
+            throw .errno(.noSuchFileOrDirectory)
+        }
         _ = try c.send(to, .faccessat, Scalars(to.dir, Int64(mode), Int64(flags)), payloadLength: len)
         return .value(0)
     }
@@ -96,10 +109,10 @@ enum Stat {
     }
 
     /// Converts the home's struct statx to the x86_64 struct stat and writes it.
-    private static func writeStat(_ c: borrowing Call, _ r: ResponseView, to address: UInt64) throws(Failure) {
-        guard r.payload.count == 256 else { throw .transport(.lost) }
+    private static func writeStat(_ c: borrowing Call, _ statx: UnsafeRawBufferPointer, to address: UInt64) throws(Failure) {
+        guard statx.count == 256 else { throw .transport(.lost) }
         let out = c.worker.scratch
-        StatLayout.statxToStat(UnsafeRawBufferPointer(r.payload), into: out)
+        StatLayout.statxToStat(statx, into: out)
         try local { () throws(Errno) in try c.memory.write(address, from: out.baseAddress!, count: StatLayout.statSize) }
     }
 }

@@ -160,6 +160,23 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// Analogous to a process's exit releasing its POSIX locks: scalars [owner]. Response:
     /// result 0 (clients send it detached).
     case lockOwnerExit = 57
+    /// Analogous to statx(2), for the client's attribute cache: scalars [dir, flags, mask, base];
+    /// payload: a canonical absolute path + NUL (see ``CacheKey``). With a directory handle as
+    /// `dir`, its first `base` bytes are the path the client believes the handle has, and the
+    /// rest after a slash the name relative to it: the home caches only if the handle's path is
+    /// still that, and otherwise stats the name relative to the handle. The home first watches
+    /// (inotify) every directory on the path and the object itself, then stats it; from then on it pushes an `invalidate` frame ahead of
+    /// any reply sent after a change to them (see ``Invalidation``). Only sent when the home
+    /// announced ``Wire/capabilityWatches``. Response: result 1 (watched: the client may cache
+    /// it) or 0 (not watched: a path through a symlink, no watch to be had), payload: the
+    /// 256-byte `struct statx`; or result 2 (absent and watched: ENOENT that the client may
+    /// cache) with no payload; or an errno.
+    case statxWatched = 58
+    /// Analogous to inotify(7) events, pushed by the home (never a reply to a request): flags
+    /// ``FrameFlags/response``, id ``Wire/pushId``; result 0: drop the cached entries of the
+    /// paths in the payload (each path + NUL, see ``Invalidation``); result 1: drop every entry
+    /// (no payload); result 2: drop the listed paths and everything beneath them.
+    case invalidate = 59
 
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
@@ -212,6 +229,8 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .posixLock: return 3
         case .lockOwnerClose: return 2
         case .lockOwnerExit: return 1
+        case .statxWatched: return 4
+        case .invalidate: return 0
         }
     }
 

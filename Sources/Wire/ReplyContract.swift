@@ -43,6 +43,9 @@ public enum ReplyContract {
             return count(upTo: s[2])
         case .fstat, .statx:
             return exactly(Wire.statxSize)
+        case .statxWatched:
+            if result == 0 || result == 1 { return exactly(Wire.statxSize) }
+            return result == 2 ? empty() : "statxWatched result \(result) is not 0, 1 or 2"
         case .statfs:
             return exactly(statfsSize)
         case .lock, .posixLock:

@@ -64,6 +64,14 @@ struct WrapAndRun: ParsableCommand {
             help: "Most microseconds to poll for a reply from home before sleeping; polling shrinks while replies come slower (0: never poll; the private home's deputy polls as long).")
     var pollMicroseconds = 50
 
+    @Flag(name: .customLong("no-cache"),
+          help: "Ask home for every stat instead of answering from the coherent attribute cache (for debugging and comparison).")
+    var noCache = false
+
+    @Flag(name: .customLong("sync-writes"),
+          help: "Wait for home to run each write before it returns (no write-behind; errors at the write itself).")
+    var syncWrites = false
+
     @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
     var stats = false
 
@@ -94,7 +102,8 @@ struct WrapAndRun: ParsableCommand {
         }
         if command.first == "--" { command.removeFirst() }
         Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
-               localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats, command: command).run()
+               localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
+               attributeCache: !noCache, writeBehind: !syncWrites, command: command).run()
     }
 }
 
@@ -110,6 +119,10 @@ struct Launch {
     var localPrefixes: [String] = []
     var pollMicroseconds = 50
     var stats = false
+    /// Off with --no-cache.
+    var attributeCache = true
+    /// Off with --sync-writes.
+    var writeBehind = true
     var command: [String] = []
 
     func run() -> Never {
@@ -130,8 +143,11 @@ struct Launch {
                                             _ = serveSession(input: fd, output: fd, root: "/", keyFile: nil,
                                                              pollMicroseconds: 0, log: log)
                                         })
+        var launchOptions = options
+        launchOptions.attributeCache = attributeCache
+        launchOptions.writeBehind = writeBehind
         let supervisor: Supervisor
-        do { supervisor = try Supervisor.launch(options) } catch {
+        do { supervisor = try Supervisor.launch(launchOptions) } catch {
             switch error {
             case .home(.unreachable): fail(Status.unreachable, error.description)
             case .home(.refused): fail(Status.refused, error.description)
@@ -159,9 +175,13 @@ struct Launch {
                 l.command = Array(args[(i + 1)...])
                 return l.command.isEmpty ? nil : l
             }
-            if a == "--stats" {
+            if a == "--stats" || a == "--no-cache" || a == "--sync-writes" {
                 guard seen.insert(a).inserted else { return nil }
-                l.stats = true
+                switch a {
+                case "--stats": l.stats = true
+                case "--no-cache": l.attributeCache = false
+                default: l.writeBehind = false
+                }
                 i += 1
                 continue
             }

@@ -208,7 +208,7 @@ struct RoundTripTests {
             .fchmodat: 3, .fchownat: 4, .utimensat: 3, .linkat: 3, .symlinkat: 1, .mknodat: 3, .statfs: 1,
             .fallocate: 4, .fcntl: 3, .lock: 2, .flock: 2, .getxattr: 3, .setxattr: 4, .listxattr: 3,
             .removexattr: 2, .copyFileRange: 6, .credentials: 4,
-            .posixLock: 3, .lockOwnerClose: 2, .lockOwnerExit: 1,
+            .posixLock: 3, .lockOwnerClose: 2, .lockOwnerExit: 1, .statxWatched: 4, .invalidate: 0,
         ]
         #expect(Op.allCases.count == expected.count)
         for op in Op.allCases {
