@@ -27,6 +27,9 @@ public final class Deputy {
         didSet { spin = SpinBudget(maximum: pollMicroseconds) }
     }
     private var spin = SpinBudget(maximum: 50)
+    /// The stream's bytes read ahead of the frame being parsed: a request
+    /// and its body come in one read(2) (`ReadAhead`).
+    private var ahead = ReadAhead(bytes: 64 << 10)
     /// What the session may hold (fitted to the descriptor limit when it starts).
     public var limits = SessionLimits()
 
@@ -100,16 +103,16 @@ public final class Deputy {
 
     /// Reads one frame into `buffer`; nil on a clean EOF between frames.
     private func readFrame(into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
-        if pollMicroseconds > 0 { spin.wait(input) }
+        // Waits only when nothing read ahead is left to parse.
+        if pollMicroseconds > 0 && ahead.buffered == 0 { spin.wait(input) }
         if let opener { return try readSealedFrame(into: buffer, opener) }
-        guard try FD.readFully(input, buffer.baseAddress!, Wire.headerSize) else { return nil }
+        guard try ahead.read(input, into: buffer.baseAddress!, count: Wire.headerSize, atFrameStart: true) else { return nil }
         // Validates the length against the maximum before reading the body.
         let header = try FrameHeader.decode(UnsafeRawBufferPointer(rebasing: buffer[0..<Wire.headerSize]))
         let length = Int(header.length)
         if length > Wire.headerSize {
-            guard try FD.readFully(input, buffer.baseAddress! + Wire.headerSize, length - Wire.headerSize) else {
-                throw Errno.ioError
-            }
+            _ = try ahead.read(input, into: buffer.baseAddress! + Wire.headerSize, count: length - Wire.headerSize,
+                               atFrameStart: false)
         }
         return length
     }
@@ -118,9 +121,9 @@ public final class Deputy {
     /// checks its header); nil on a clean EOF between frames.
     private func readSealedFrame(into buffer: UnsafeMutableRawBufferPointer, _ opener: FrameOpener) throws -> Int? {
         let prefix = UnsafeMutableRawBufferPointer(rebasing: sealed[0..<4])
-        guard try FD.readFully(input, prefix.baseAddress!, 4) else { return nil }
+        guard try ahead.read(input, into: prefix.baseAddress!, count: 4, atFrameStart: true) else { return nil }
         let n = try FrameOpener.sealedLength(prefix: UnsafeRawBufferPointer(prefix))
-        guard try FD.readFully(input, sealed.baseAddress! + 4, n) else { throw Errno.ioError }
+        _ = try ahead.read(input, into: sealed.baseAddress! + 4, count: n, atFrameStart: false)
         return try opener.open(prefix: UnsafeRawBufferPointer(prefix),
                                UnsafeRawBufferPointer(rebasing: sealed[4..<(4 + n)]), into: buffer).0
     }
