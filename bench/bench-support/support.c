@@ -103,12 +103,10 @@ int bench_recv_fd(int sock)
     return fd;
 }
 
-#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
-#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
-#endif
-#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
-#endif
+// SECCOMP_IOCTL_NOTIF_SET_FLAGS and its one flag, SYNC_WAKE_UP (Linux
+// 6.6), by value: the installed uapi headers may predate them.
+static const unsigned long notif_set_flags = SECCOMP_IOW(4, __u64);
+static const unsigned long sync_wake_up = 1;
 
 long bench_poll_us = 0;
 
@@ -128,7 +126,7 @@ int bench_spin_readable(int fd)
 
 int bench_sync_wakeup(int listener)
 {
-    return ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 0) < 0 ? -1 : 0;
+    return ioctl(listener, notif_set_flags, sync_wake_up, 0) < 0 ? -1 : 0;
 }
 
 static void bulk_buffers(int fd)
