@@ -224,7 +224,8 @@ public final class HomeLink: Sendable {
         slot.delivered.store(false, ordering: .relaxed)
         slot.parked.store(false, ordering: .relaxed)
         slot.pending.store(id, ordering: .sequentiallyConsistent)
-        let sent = write(UnsafeRawBufferPointer(rebasing: slot.frame[0..<length]))
+        // Spliced if large: the slot's buffer is not reused before the reply.
+        let sent = write(UnsafeRawBufferPointer(rebasing: slot.frame[0..<length]), splice: true)
         if !sent { markLost("write to home failed") }
         waiting.wrappingAdd(1, ordering: .relaxed)
         defer {
@@ -337,6 +338,8 @@ public final class HomeLink: Sendable {
         if lost.load(ordering: .acquiring) { return false }
         guard let length = try? RequestEncoder.encodeHeader(op: op, id: id, scalars: scalars, payloadLength: payloadLength,
                                                             into: slot.frame) else { return false }
+        // Copied onto the stream, never spliced: the slot's buffer is reused
+        // at once, while spliced pages stay referenced until home reads them.
         if write(UnsafeRawBufferPointer(rebasing: slot.frame[0..<length])) { return true }
         markLost("write to home failed")
         return false
@@ -385,9 +388,13 @@ public final class HomeLink: Sendable {
     /// Writes one plain frame, sealed if the session is; false if the
     /// stream failed. A large unsealed frame is a slot's request, unchanged
     /// until its reply: it is spliced rather than copied.
-    private func write(_ frame: UnsafeRawBufferPointer) -> Bool {
+    /// Puts `frame` on the stream; large frames by splicing their pages
+    /// (`PageSplicer`) when `splice`, which the caller may ask only if the
+    /// frame's buffer stays unchanged until home has read it (a request
+    /// whose reply it waits for).
+    private func write(_ frame: UnsafeRawBufferPointer, splice: Bool = false) -> Bool {
         outgoing.send(frame) { bytes in
-            if bytes.count >= PageSplicer.threshold, let splicer {
+            if splice, bytes.count >= PageSplicer.threshold, let splicer {
                 return (try? splicer.write(fd, bytes.baseAddress!, bytes.count)) != nil
             }
             return (try? FD.writeFully(fd, bytes.baseAddress!, bytes.count)) != nil

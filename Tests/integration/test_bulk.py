@@ -101,6 +101,37 @@ def test_large_reads_over_a_sealed_home_match_the_file(tv):
     assert (r.returncode, r.stdout) == (0, expected(data)), describe(r)
 
 
+# argv[1]: a home file. Writes 200 chunks of 96 KiB, each filled with its own
+# byte, one after the other with no wait between: each is large enough to be
+# spliced and small enough to go write-behind.
+CHUNKS = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+for i in range(200):
+    assert os.write(fd, bytes([i % 251]) * (96 << 10)) == 96 << 10
+os.close(fd)
+print("written")
+"""
+
+
+@pytest.mark.parametrize("extra", [[], ["--sync-writes"]], ids=["write-behind", "sync-writes"])
+def test_large_writes_back_to_back_over_the_private_home_land_intact(bins, scratch, extra):
+    # A write that returns before home has it (write-behind) must not be
+    # sent by reference to a buffer the next write reuses.
+    root = scratch / "homeroot"
+    view = scratch / "view"
+    home = root / str(view).lstrip("/")
+    home.mkdir(parents=True)
+    view.mkdir()
+    r = run_bounded(wrap_spawn_argv(py(CHUNKS, view / "out.bin"), root=root, extra=extra), cwd=view)
+    assert (r.returncode, r.stdout) == (0, "written\n"), describe(r)
+    data = (home / "out.bin").read_bytes()
+    assert len(data) == 200 * (96 << 10)
+    bad = [i for i in range(200) if data[i * (96 << 10):(i + 1) * (96 << 10)] != bytes([i % 251]) * (96 << 10)]
+    assert bad == [], f"chunks {bad[:10]} differ from what was written"
+    assert not (view / "out.bin").exists()
+
+
 def test_large_read_of_a_fifo_at_home_is_not_lost(bins, scratch):
     # A FIFO is a stream: its reads copy (a splice could not be cancelled).
     fifo = scratch / "fifo"
