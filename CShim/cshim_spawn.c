@@ -234,6 +234,14 @@ __attribute__((noreturn)) static void keeper_main(int sock, int keeper, const cs
     }
     // EOF on the stage socket must mean "the tracee's execve closed it".
     close(sock);
+    // The fork gave the keeper every descriptor of the supervisor, CLOEXEC
+    // or not (it never execs): its copy of a home stream's far end (the
+    // private home's, a thread in the supervisor) would keep that stream
+    // open after the home ends, and the supervisor would wait for ever for
+    // the end of file. It needs only its socket and stderr.
+    if (keeper > 3)
+        (void)syscall(SYS_close_range, 3U, (unsigned)keeper - 1, 0U);
+    (void)syscall(SYS_close_range, (unsigned)keeper + 1, ~0U, 0U);
     cshim_keeper_loop(keeper, pid);
 }
 

@@ -73,7 +73,12 @@ enum HomeConnection {
             }
             FD.setBulkBuffers(mine)
             FD.setBulkBuffers(theirs)
-            ThreadRunner(name: "home") { serve(theirs) }.start()
+            // When the home ends (the client closed, or a protocol error), its
+            // end closes, so the client sees the end of the stream.
+            ThreadRunner(name: "home") {
+                serve(theirs)
+                Glibc.close(theirs)
+            }.start()
             do { return try handshake(mine, key: nil, peer: "the private home node") } catch {
                 Glibc.close(mine)
                 throw error

@@ -7,7 +7,7 @@ import os
 import signal
 import time
 
-from conftest import alive, describe, py
+from conftest import alive, describe, py, run_bounded, wrap_spawn_argv
 from test_file_semantics import Line
 
 # Prints the pids of: itself, a child, and a daemon that left through a
@@ -71,3 +71,24 @@ def test_processes_the_program_leaves_behind_end_with_it(tv):
 def test_the_program_status_still_comes_through_the_keeper(tv):
     assert tv.run(["/bin/sh", "-c", "exit 7"]).returncode == 7
     assert tv.run(["/bin/sh", "-c", "kill -TERM $$"]).returncode == 128 + signal.SIGTERM
+
+
+# Prints what the program's parent (the keeper) holds open: fd -> target.
+KEEPER_FDS = r'''
+import os
+d = f"/proc/{os.getppid()}/fd"
+for fd in sorted(os.listdir(d), key=int):
+    print(fd, os.readlink(f"{d}/{fd}"))
+'''
+
+
+def test_the_keeper_holds_only_its_own_socket_and_stdio(bins, scratch):
+    # The keeper is forked from the supervisor and never execs: a copy of a
+    # home stream's far end there would keep the stream open after the home
+    # ended, and the supervisor would wait for its end of file for ever.
+    r = run_bounded(wrap_spawn_argv(py(KEEPER_FDS)), cwd=scratch)
+    assert r.returncode == 0, describe(r)
+    held = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    # Its own: the socket to the supervisor, and the signalfd it waits on.
+    extra = sorted(t for fd, t in held.items() if fd not in ("0", "1", "2"))
+    assert len(extra) == 2 and extra[0] == "anon_inode:[signalfd]" and extra[1].startswith("socket:"), held
