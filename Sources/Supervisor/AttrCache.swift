@@ -46,6 +46,9 @@ import Wire
 /// `slotSize` bytes, probed `probes` deep from the key's hash; an insert
 /// into a full run evicts in turn. Dropping everything is a generation
 /// bump. Nothing here allocates after `init`; one `Mutex` guards it.
+/// (Unchecked Sendable: the table and the mutable fields are raw memory and
+/// plain vars that every thread touches only under `lock`; the counters
+/// are atomic adds through CShim.)
 final class AttrCache: @unchecked Sendable {
     /// Slots of the session's cache (≈ 2 MiB).
     static let defaultSlots = 4096

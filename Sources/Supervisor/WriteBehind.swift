@@ -32,6 +32,8 @@ import Wire
 /// can check against programs outside the session; the rule above (order
 /// within the session, errors by fsync/close) is what holds.
 /// `--sync-writes` turns it off.
+/// (Unchecked Sendable: the per-record arrays and byte counts are read and
+/// written only under `lock`; the counts read without it are atomics.)
 final class WriteBehind: @unchecked Sendable {
     /// The bit that marks the request id of an unwaited write; its low 16
     /// bits stay the worker's slot, the channel its credentials went by.
