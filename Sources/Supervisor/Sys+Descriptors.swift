@@ -96,6 +96,9 @@ extension Call {
     func withExactOffset<R>(_ p: Placeholder, movesOffset: Bool = false, _ body: () throws(Failure) -> R) throws(Failure) -> R {
         let owner = p.owner ?? p
         guard owner.hasViews.load(ordering: .acquiring) else { return try body() }
+        // The pump may hold the lock through a long call home (a FIFO read):
+        // whoever could unblock that must still have its notification received.
+        worker.handOffReceiving()
         return try owner.views.withLock { (views: inout [StreamView]) throws(Failure) -> R in
             views.removeAll { sup.watchers.lookup(inode: $0.inode) == nil }
             let tgid = try thread().process.tgid
