@@ -227,6 +227,9 @@ struct ListingCursor: Sendable {
     /// out (where the home handle would stand).
     var position = 0
     var offset: Int64 = 0
+    /// A getdents64 on it succeeded: a directory (a rewind may make it
+    /// fresh again; a regular file's seeks stay with its stream views).
+    var listed = false
 
     /// The cursor of a handle just opened by `path` (nil: not a name the caches take).
     init(path: [UInt8]?, attributes: AttrCache) {

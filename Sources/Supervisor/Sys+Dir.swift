@@ -10,7 +10,9 @@ enum Dir {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
         let count = Int(UInt32(truncatingIfNeeded: c.raw(2)))
         return .value(try p.listing.withLock { (cursor: inout ListingCursor) throws(Failure) -> Int64 in
-            try c.listedGetdents(p, count: count, cursor: &cursor)
+            let n = try c.listedGetdents(p, count: count, cursor: &cursor)
+            cursor.listed = true
+            return n
         })
     }
 

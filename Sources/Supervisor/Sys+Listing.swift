@@ -74,7 +74,7 @@ extension Call {
                 return nil
             default:
                 try leaveListingCache(p, cursor: &cursor)
-                guard rewind, cursor.cacheable else { return nil }
+                guard rewind, cursor.cacheable, cursor.listed else { return nil }
                 let r = try home(.lseek, Scalars(p.handle, 0, Int64(SEEK_SET))).result
                 cursor.mode = .fresh
                 cursor.position = 0
