@@ -33,12 +33,14 @@ extension Call {
             return Int64(records.count)
         case .fresh:
             guard let path = p.path else { cursor.mode = .home; return try listedGetdents(p, count: count, cursor: &cursor) }
-            if quiet, let (entry, generation) = path.withUnsafeBytes({ listings.find($0, openedAt: cursor.openStamp) }),
-               !cache.homeHasNews() {
+            let kept = path.withUnsafeBytes { listings.find($0, openedAt: cursor.openStamp) }
+            if let (entry, generation) = kept, quiet, !cache.homeHasNews() {
                 cursor.mode = .serving(entry: entry, generation: generation)
                 return try listedGetdents(p, count: count, cursor: &cursor)
             }
-            if cursor.watchedAtOpen, cache.beginFill() == cursor.openEpoch,
+            // A kept listing not answered now (a frame is waiting) stays
+            // kept: this read goes home without refilling it.
+            if kept == nil, cursor.watchedAtOpen, cache.beginFill() == cursor.openEpoch,
                let (entry, generation) = path.withUnsafeBytes({ listings.claim($0) }) {
                 cursor.mode = .filling(entry: entry, generation: generation)
                 return try listedGetdents(p, count: count, cursor: &cursor)
