@@ -65,6 +65,8 @@ final class AttrCache: @unchecked Sendable {
     static let fillMask = CSHIM_STATX_BASIC_STATS | 0x800  // STATX_BTIME
 
     let slotCount: Int
+    /// The directory listings kept on the same invalidations (`ListingCache`).
+    let listings: ListingCache
     /// The stream from home (a hit needs it quiet).
     let stream: CInt
     private let table: UnsafeMutableRawPointer
@@ -94,6 +96,7 @@ final class AttrCache: @unchecked Sendable {
         precondition(slots & (slots - 1) == 0, "AttrCache slots must be a power of two")
         slotCount = slots
         self.stream = stream
+        listings = ListingCache(enabled: slots > 0)
         // calloc: memory fresh from the kernel is zero already, so the
         // 2 MiB table costs page faults only as its slots fill, not all at
         // start-up (zeroing it was a third of wrap-and-run's page faults).
@@ -150,6 +153,15 @@ final class AttrCache: @unchecked Sendable {
             if slot.load(fromByteOffset: 18, as: UInt8.self) == Self.absent { return .absent }
             out.copyMemory(from: slot + Self.statxOffset, byteCount: Wire.statxSize)
             return .present
+        }
+    }
+
+    /// True if `key` is cached as present (the home watches it).
+    func isPresent(_ key: UnsafeRawBufferPointer, tag: Int64, nofollow: Bool) -> Bool {
+        guard enabled else { return false }
+        let h = Self.hash(key, tag, nofollow)
+        return lock.withLock { _ -> Bool in
+            find(key, tag, nofollow, h)?.load(fromByteOffset: 18, as: UInt8.self) == Self.present
         }
     }
 
@@ -218,6 +230,7 @@ final class AttrCache: @unchecked Sendable {
             cshim_counter_add(counters + 2, 1)
             if r.result == Invalidation.dropAll {
                 generation &+= 1
+                listings.dropAll()
                 tagCount = 0
                 tagsOverflowed = false
                 return payload.isEmpty
@@ -226,8 +239,8 @@ final class AttrCache: @unchecked Sendable {
             let trees = r.result == Invalidation.dropTrees
             do throws(WireError) {
                 try Invalidation.forEachKey(payload) { key in
-                    if trees { dropTree(key); return }
-                    if key.count <= CacheKey.maxKey { dropName(key) }
+                    if trees { dropTree(key); listings.dropTree(key); return }
+                    if key.count <= CacheKey.maxKey { dropName(key); listings.drop(key) }
                 }
             } catch { return false }
             return true

@@ -30,6 +30,8 @@ final class Placeholder: Sendable {
     /// with calls that depend on the file's offset.
     let views = Mutex<[StreamView]>([])
     let hasViews = Atomic<Bool>(false)
+    /// Where this open directory stands with the listing cache.
+    let listing: Mutex<ListingCursor>
 
     init(handle: Int64, inode: UInt64, supervisorEnd: CInt, link: HomeLink, accessMode: Int32, path: [UInt8]? = nil,
          owner: Placeholder? = nil, stream: StreamPump? = nil) {
@@ -41,6 +43,7 @@ final class Placeholder: Sendable {
         self.accessMode = accessMode
         self.owner = owner
         self.stream = stream
+        listing = Mutex(ListingCursor(path: owner == nil ? path : nil, attributes: link.attributes))
     }
 
     deinit {

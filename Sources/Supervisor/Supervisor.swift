@@ -277,7 +277,10 @@ public final class Supervisor: Sendable {
             lines.append("  \(name) \(String(f).leftPad(9)) \(String(l).leftPad(9))")
         }
         lines.append("  \("total".rightPad(17)) \(String(total.0).leftPad(9)) \(String(total.1).leftPad(9))")
-        if link.attributes.enabled { lines.append("  " + link.attributes.summary) }
+        if link.attributes.enabled {
+            lines.append("  " + link.attributes.summary)
+            lines.append("  " + link.attributes.listings.summary)
+        }
         printError(lines.joined(separator: "\n") + "\n")
     }
 }

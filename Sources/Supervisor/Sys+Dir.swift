@@ -9,10 +9,11 @@ enum Dir {
     static func getdents64(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
         let count = Int(UInt32(truncatingIfNeeded: c.raw(2)))
-        let r = try c.home(.getdents64, Scalars(p.handle, Int64(min(count, Wire.maxPayload))))
-        let n = min(Int(r.result), r.payload.count)
-        try local { () throws(Errno) in try c.memory.write(c.address(1), from: r.payload.baseAddress!, count: n) }
-        return .value(Int64(n))
+        return .value(try p.listing.withLock { (cursor: inout ListingCursor) throws(Failure) -> Int64 in
+            let n = try c.listedGetdents(p, count: count, cursor: &cursor)
+            cursor.listed = true
+            return n
+        })
     }
 
     /// Implements mkdir(2).
