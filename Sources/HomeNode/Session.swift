@@ -100,6 +100,10 @@ final class Session: Sendable {
     func reply(_ c: HomeCall, result: Int64, payloadLength: Int, through stream: CInt? = nil) -> Bool {
         let output = stream ?? self.output
         watches.pushPending(self)   // invalidations go ahead of the reply
+        // A detached request (a release, credentials, a cancel, a lock
+        // owner's exit) gets no reply: nobody waits for one, and one left on
+        // the stream keeps the client's caches from answering until it is read.
+        if c.r.id == Wire.pushId { return true }
         do {
             let len = try ResponseEncoder.encodeHeader(op: c.r.op, id: c.r.id, result: result,
                                                        payloadLength: payloadLength, into: c.response)

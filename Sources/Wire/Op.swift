@@ -157,8 +157,8 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// a descriptor of the handle's file: every lock it holds on that file is released.
     /// Response: result 0.
     case lockOwnerClose = 56
-    /// Analogous to a process's exit releasing its POSIX locks: scalars [owner]. Response:
-    /// result 0 (clients send it detached).
+    /// Analogous to a process's exit releasing its POSIX locks: scalars [owner]. Clients send
+    /// it detached (id ``Wire/pushId``), and a detached request gets no response.
     case lockOwnerExit = 57
     /// Analogous to statx(2), for the client's attribute cache: scalars [dir, flags, mask, base];
     /// payload: a canonical absolute path + NUL (see ``CacheKey``). With a directory handle as

@@ -31,8 +31,9 @@ public enum Wire {
     public static let nonceSize = 32
     /// Size of the `struct statx` payload returned by `fstat` and `statx`.
     public static let statxSize = 256
-    /// The id of frames the home pushes unasked (``Op/invalidate``): the client's
-    /// fire-and-forget slot, whose replies nobody claims.
+    /// The id of frames the home pushes unasked (``Op/invalidate``), and of the
+    /// client's fire-and-forget requests (a release, credentials, a cancel), to
+    /// which the home sends no reply.
     public static let pushId: UInt64 = 0xffff
     /// Handshake capability bit: the home watches what a session stats and pushes
     /// invalidations (``Op/statxWatched``, ``Op/invalidate``).

@@ -195,6 +195,21 @@ def reply(s):
     return op, struct.unpack("<q", body[:8])[0], body[8:]
 
 
+def test_a_detached_request_gets_no_reply(tv):
+    # Id 0xffff is the client's fire-and-forget channel (a release, a
+    # cancel): the home runs it and answers nothing, so the next frame on
+    # the stream is the reply to the next request.
+    with connect(tv) as s:
+        c = authenticate(tv, s)
+        c.sendall(frame(OPENAT, (ROOT_DIR, os.O_RDONLY, 0, 0), b".\0", ident=3))
+        op, handle, _ = reply(c)
+        assert op == OPENAT and handle >= 0
+        c.sendall(frame(CLOSE, (handle,), ident=0xffff))
+        c.sendall(frame(CANCEL, (12345,), ident=0xffff))
+        c.sendall(frame(READ, (handle, 16), ident=4))   # the handle is closed by now
+        assert reply(c) == (READ, -9, b"")   # -EBADF, and no reply to the two before it
+
+
 def test_cancel_of_a_request_that_is_not_blocked_is_ignored(tv):
     with connect(tv) as s:
         c = authenticate(tv, s)
