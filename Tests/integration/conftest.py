@@ -462,6 +462,27 @@ class TwoViews:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+class CommandTracee:
+    """A python3 tracee under wrap-and-run (with --stats) running `script`,
+    which answers one line per command line it reads."""
+
+    def __init__(self, tv, script: str, extra=()):
+        self.proc = tv.popen([PY, "-c", script], extra_wrap_args=["--stats", *extra])
+
+    def __call__(self, *words) -> str:
+        self.proc.stdin.write((" ".join(map(str, words)) + "\n").encode())
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().decode().strip()
+        assert line, f"tracee gave no answer to {words}: {self.proc.stderr.read().decode()}"
+        return line
+
+    def finish(self) -> str:
+        """Ends the tracee; returns wrap-and-run's stderr (with --stats)."""
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=30) == 0
+        return self.proc.stderr.read().decode()
+
+
 def wrap_spawn_argv(args: Sequence[str], *, root=None, extra: Sequence[str] = ()) -> list:
     argv = [str(WRAP), "--home", "spawn"]
     if root is not None:

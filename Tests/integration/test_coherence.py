@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import PY, describe
+from conftest import PY, CommandTracee, describe
 
 # Longer than an inotify wake-up plus one wire hop on a loaded machine.
 WINDOW = 0.2
@@ -65,24 +65,9 @@ for line in sys.stdin:
 '''
 
 
-class Tracee:
-    """A python3 tracee under wrap-and-run that runs one command per line."""
-
-    def __init__(self, tv, extra=()):
-        self.proc = tv.popen([PY, "-c", SERVER], extra_wrap_args=["--stats", *extra])
-
-    def __call__(self, *words) -> str:
-        self.proc.stdin.write((" ".join(map(str, words)) + "\n").encode())
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline().decode().strip()
-        assert line, f"tracee gave no answer to {words}: {self.proc.stderr.read().decode()}"
-        return line
-
-    def finish(self) -> str:
-        """Ends the tracee; returns wrap-and-run's stderr (with --stats)."""
-        self.proc.stdin.close()
-        assert self.proc.wait(timeout=30) == 0
-        return self.proc.stderr.read().decode()
+def Tracee(tv, extra=()) -> CommandTracee:
+    """A python3 tracee under wrap-and-run running SERVER, one command per line."""
+    return CommandTracee(tv, SERVER, extra)
 
 
 def hits(stats: str) -> int:

@@ -13,7 +13,7 @@ import os
 import re
 import time
 
-from conftest import PY, describe
+from conftest import PY, CommandTracee, describe
 
 # Longer than an inotify wake-up plus one wire hop on a loaded machine.
 WINDOW = 0.2
@@ -109,24 +109,9 @@ print(",".join(again))
 '''
 
 
-class Tracee:
-    """A python3 tracee under wrap-and-run that runs one command per line."""
-
-    def __init__(self, tv, extra=()):
-        self.proc = tv.popen([PY, "-c", SERVER], extra_wrap_args=["--stats", *extra])
-
-    def __call__(self, *words) -> str:
-        self.proc.stdin.write((" ".join(map(str, words)) + "\n").encode())
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline().decode().strip()
-        assert line, f"tracee gave no answer to {words}: {self.proc.stderr.read().decode()}"
-        return line
-
-    def finish(self) -> str:
-        """Ends the tracee; returns wrap-and-run's stderr (with --stats)."""
-        self.proc.stdin.close()
-        assert self.proc.wait(timeout=30) == 0
-        return self.proc.stderr.read().decode()
+def Tracee(tv, extra=()) -> CommandTracee:
+    """A python3 tracee under wrap-and-run running SERVER, one command per line."""
+    return CommandTracee(tv, SERVER, extra)
 
 
 def hits(stats: str) -> int:
@@ -186,12 +171,19 @@ def test_changes_at_home_are_seen_by_the_next_listing(tv):
     assert hits(t.finish()) > 0
 
 
-def test_the_sessions_own_changes_are_seen_by_its_next_listing(tv):
+def warmed(tv):
+    """A home directory d holding the file a, and a tracee whose listing
+    of it is kept; returns the tracee and d's path."""
     tv.home_file("d/a", "a")
     tv.start_home()
     t = Tracee(tv)
     d = tv.p("d")
     assert warm(t, d) == "a"
+    return t, d
+
+
+def test_the_sessions_own_changes_are_seen_by_its_next_listing(tv):
+    t, d = warmed(tv)
     assert t("create", tv.p("d/b")) == "ok"
     assert t("ls", d) == "a,b"
     warm(t, d)
@@ -208,11 +200,7 @@ def test_the_sessions_own_changes_are_seen_by_its_next_listing(tv):
 
 
 def test_another_session_s_changes_are_seen(tv):
-    tv.home_file("d/a", "a")
-    tv.start_home()
-    t = Tracee(tv)
-    d = tv.p("d")
-    assert warm(t, d) == "a"
+    t, d = warmed(tv)
     script = ("import os, sys; d = sys.argv[1]\n"
               "open(d + '/born', 'w').write('new')\n"
               "os.rename(d + '/a', d + '/moved')\n")
