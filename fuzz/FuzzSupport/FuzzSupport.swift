@@ -110,6 +110,59 @@ public func expectedHeaderError(_ b: UnsafeRawBufferPointer) -> WireError? {
     return nil
 }
 
+/// Decodes `raw` with `decode` (a request or reply view). When it throws,
+/// the error must be `expected`, and nil is returned; when it does not, the
+/// protocol must have expected no error, and the view must lie over the
+/// whole input with the header's op and id.
+public func decodedView<V>(
+    _ raw: UnsafeRawBufferPointer, expected: WireError?, kind: String,
+    _ decode: (UnsafeRawBufferPointer) throws(WireError) -> V,
+    frame: (V) -> UnsafeRawBufferPointer, opAndID: (V) -> (UInt16, UInt64)
+) -> V? {
+    let view: V
+    do throws(WireError) {
+        view = try decode(raw)
+    } catch {
+        invariant(error == expected, "threw \(error), the protocol says \(String(describing: expected))")
+        return nil
+    }
+    invariant(expected == nil, "accepted a \(kind) the protocol rejects: \(String(describing: expected))")
+    let h = RawHeader(raw)!
+    invariant(Int(h.length) == raw.count, "declared length \(h.length) is not the input's \(raw.count)")
+    let f = frame(view)
+    invariant(f.baseAddress == raw.baseAddress && f.count == raw.count, "view is not over the input")
+    let (op, id) = opAndID(view)
+    invariant(op == h.op && id == h.id, "op or id differ from the header")
+    return view
+}
+
+/// Encoding a decoded frame again gives the input's bytes, both ways:
+/// whole (`encode` into a fresh buffer) and header only (`encodeHeader`
+/// over a copy of the input whose first `headerBytes` are zeroed).
+public func checkReencoding(
+    _ raw: UnsafeRawBufferPointer, headerBytes: Int, kind: String,
+    encode: (UnsafeMutableRawBufferPointer) throws(WireError) -> Int,
+    encodeHeader: (UnsafeMutableRawBufferPointer) throws(WireError) -> Int
+) {
+    var again = [UInt8](repeating: 0xEE, count: raw.count)
+    let n = again.withUnsafeMutableBytes { out -> Int in
+        do throws(WireError) { return try encode(out) } catch {
+            invariant(false, "re-encoding a decoded \(kind) threw \(error)")
+            return -1
+        }
+    }
+    invariant(n == raw.count && again == Array(raw), "encode(decode(x)) != x")
+    var inPlace = Array(raw)
+    let m = inPlace.withUnsafeMutableBytes { out -> Int in
+        for i in 0..<headerBytes { out[i] = 0 }
+        do throws(WireError) { return try encodeHeader(out) } catch {
+            invariant(false, "re-encoding a decoded \(kind) header threw \(error)")
+            return -1
+        }
+    }
+    invariant(m == raw.count && inPlace == Array(raw), "encodeHeader(decode(x)) != x")
+}
+
 /// Little-endian `Int64` at `offset` of `b`, byte by byte.
 public func int64LE(_ b: UnsafeRawBufferPointer, _ offset: Int) -> Int64 {
     var v: UInt64 = 0

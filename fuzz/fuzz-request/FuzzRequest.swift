@@ -57,19 +57,9 @@ func expectedRequestError(_ raw: UnsafeRawBufferPointer) -> WireError? {
 }
 
 func checkRequest(_ raw: UnsafeRawBufferPointer, extraOffset: Int) {
-    let expected = expectedRequestError(raw)
-    let view: RequestView
-    do throws(WireError) {
-        view = try RequestView(frame: raw)
-    } catch {
-        invariant(error == expected, "threw \(error), the protocol says \(String(describing: expected))")
-        return
-    }
-    invariant(expected == nil, "accepted a request the protocol rejects: \(String(describing: expected))")
-    let h = RawHeader(raw)!
-    invariant(Int(h.length) == raw.count, "declared length \(h.length) is not the input's \(raw.count)")
-    invariant(view.frame.baseAddress == raw.baseAddress && view.frame.count == raw.count, "view is not over the input")
-    invariant(view.op.rawValue == h.op && view.id == h.id, "op or id differ from the header")
+    guard let view = decodedView(raw, expected: expectedRequestError(raw), kind: "request",
+                                 { (b) throws(WireError) in try RequestView(frame: b) },
+                                 frame: { $0.frame }, opAndID: { ($0.op.rawValue, $0.id) }) else { return }
     let count = view.op.requestScalarCount
     let scalars = view.scalars
     for i in 0..<6 {
@@ -85,28 +75,14 @@ func checkRequest(_ raw: UnsafeRawBufferPointer, extraOffset: Int) {
     }
 
     // Re-encoding gives the same bytes, both ways.
-    var again = [UInt8](repeating: 0xEE, count: raw.count)
-    let n = again.withUnsafeMutableBytes { out -> Int in
-        do throws(WireError) {
-            return try RequestEncoder.encode(op: view.op, id: view.id, scalars: scalars, payload: payload, into: out)
-        } catch {
-            invariant(false, "re-encoding a decoded request threw \(error)")
-            return -1
-        }
-    }
-    invariant(n == raw.count && again == Array(raw), "encode(decode(x)) != x")
-    var inPlace = Array(raw)
-    let m = inPlace.withUnsafeMutableBytes { out -> Int in
-        for i in 0..<16 { out[i] = 0 }
-        do throws(WireError) {
-            return try RequestEncoder.encodeHeader(
-                op: view.op, id: view.id, scalars: scalars, payloadLength: payload.count, into: out)
-        } catch {
-            invariant(false, "re-encoding a decoded header threw \(error)")
-            return -1
-        }
-    }
-    invariant(m == raw.count && inPlace == Array(raw), "encodeHeader(decode(x)) != x")
+    checkReencoding(raw, headerBytes: 16, kind: "request",
+                    encode: { (out) throws(WireError) in
+                        try RequestEncoder.encode(op: view.op, id: view.id, scalars: scalars, payload: payload, into: out)
+                    },
+                    encodeHeader: { (out) throws(WireError) in
+                        try RequestEncoder.encodeHeader(op: view.op, id: view.id, scalars: scalars,
+                                                        payloadLength: payload.count, into: out)
+                    })
 
     // A request is never also a response.
     if (try? ResponseView(frame: raw)) != nil { invariant(false, "bytes decode as both a request and a response") }

@@ -55,46 +55,23 @@ func expectedResponseError(_ raw: UnsafeRawBufferPointer) -> WireError? {
 }
 
 func checkResponse(_ raw: UnsafeRawBufferPointer) {
-    let expected = expectedResponseError(raw)
-    let view: ResponseView
-    do throws(WireError) {
-        view = try ResponseView(frame: raw)
-    } catch {
-        invariant(error == expected, "threw \(error), the protocol says \(String(describing: expected))")
-        return
-    }
-    invariant(expected == nil, "accepted a reply the protocol rejects: \(String(describing: expected))")
-    let h = RawHeader(raw)!
-    invariant(Int(h.length) == raw.count, "declared length \(h.length) is not the input's \(raw.count)")
-    invariant(view.frame.baseAddress == raw.baseAddress && view.frame.count == raw.count, "view is not over the input")
-    invariant(view.op.rawValue == h.op && view.id == h.id && !view.op.isHandshake, "op or id")
+    guard let view = decodedView(raw, expected: expectedResponseError(raw), kind: "reply",
+                                 { (b) throws(WireError) in try ResponseView(frame: b) },
+                                 frame: { $0.frame }, opAndID: { ($0.op.rawValue, $0.id) }) else { return }
+    invariant(!view.op.isHandshake, "a handshake op decoded as a reply")
     invariant(view.result == int64LE(raw, 16), "result differs from the bytes")
     let payload = view.payload
     invariant(lies(payload, within: raw) && payload.count == raw.count - 24, "payload bounds")
     if payload.count > 0 { invariant(offset(of: payload, in: raw) == 24, "payload offset") }
 
-    var again = [UInt8](repeating: 0xEE, count: raw.count)
-    let n = again.withUnsafeMutableBytes { out -> Int in
-        do throws(WireError) {
-            return try ResponseEncoder.encode(op: view.op, id: view.id, result: view.result, payload: payload, into: out)
-        } catch {
-            invariant(false, "re-encoding a decoded reply threw \(error)")
-            return -1
-        }
-    }
-    invariant(n == raw.count && again == Array(raw), "encode(decode(x)) != x")
-    var inPlace = Array(raw)
-    let m = inPlace.withUnsafeMutableBytes { out -> Int in
-        for i in 0..<24 { out[i] = 0 }
-        do throws(WireError) {
-            return try ResponseEncoder.encodeHeader(
-                op: view.op, id: view.id, result: view.result, payloadLength: payload.count, into: out)
-        } catch {
-            invariant(false, "re-encoding a decoded reply header threw \(error)")
-            return -1
-        }
-    }
-    invariant(m == raw.count && inPlace == Array(raw), "encodeHeader(decode(x)) != x")
+    checkReencoding(raw, headerBytes: 24, kind: "reply",
+                    encode: { (out) throws(WireError) in
+                        try ResponseEncoder.encode(op: view.op, id: view.id, result: view.result, payload: payload, into: out)
+                    },
+                    encodeHeader: { (out) throws(WireError) in
+                        try ResponseEncoder.encodeHeader(op: view.op, id: view.id, result: view.result,
+                                                         payloadLength: payload.count, into: out)
+                    })
     if (try? RequestView(frame: raw)) != nil { invariant(false, "bytes decode as both a reply and a request") }
 }
 
