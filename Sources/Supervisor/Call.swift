@@ -115,8 +115,8 @@ struct Call: ~Copyable {
         }
         defer { Glibc.close(copy) }
         guard let info = try? FD.inode(copy) else { throw .errno(.badFileDescriptor) }
-        guard info.isSocket, let p = sup.watchers.lookup(inode: info.ino) else { return nil }
-        return p
+        guard info.isSocket else { return nil }
+        return sup.watchers.lookup(inode: info.ino)
     }
 
     /// Sends a request to home and returns its reply; a negative result is

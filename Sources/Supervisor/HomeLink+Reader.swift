@@ -32,22 +32,20 @@ extension HomeLink {
                 case .timedOut: break
                 }
             }
-            if !ready { receiver?.handOffReceiving() }
-            // Timed even after the watch has fired, so a parked reader
-            // notices an active call and leaves the stream to it.
-            if !ready && watcher.tid > 0 {
+            if !ready {
+                receiver?.handOffReceiving()
                 var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                if poll(&p, 1, Int32(watcher.nextWaitMicroseconds / 1000)) == 0 {
-                    waitedWithoutReply(mine, &watcher)
-                    continue
-                }
-            }
-            if spun && !ready {
-                if watcher.tid <= 0 {
-                    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if watcher.tid > 0 {
+                    // Timed even after the watch has fired, so a parked reader
+                    // notices an active call and leaves the stream to it.
+                    if poll(&p, 1, Int32(watcher.nextWaitMicroseconds / 1000)) == 0 {
+                        waitedWithoutReply(mine, &watcher)
+                        continue
+                    }
+                } else if spun {
                     _ = poll(&p, 1, -1)
                 }
-                scratch.spin.woke()
+                if spun { scratch.spin.woke() }
             }
             let delivered: Slot?
             do throws(ReadFailure) {

@@ -8,8 +8,10 @@ import Wire
 /// time waits on it (the kernel wakes every thread waiting in NOTIF_RECV
 /// for each notification): it handles a call that ends up local itself and
 /// receives the next, and hands the receiving on to an idle worker (or a
-/// new one) before a call may wait, so a call blocked at home never keeps
-/// the next notification from being received. A worker that finds enough
+/// new one) when a call must wait (`HomeLink.call` decides: before it
+/// sleeps, or when a notification is pending while it polls for its
+/// reply), so a call blocked at home never keeps the next notification
+/// from being received. A worker that finds enough
 /// others idle exits.
 final class Worker: @unchecked Sendable {
     // Everything here is touched only by this worker's thread after init
