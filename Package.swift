@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        // The policy file's TOML (issue 11): toml++ underneath, so positions
+        // of syntax errors come with line and column.
+        .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
     ],
     targets: [
         // The only C: variadic syscalls, seccomp notification ioctls, the
@@ -51,6 +54,9 @@ let package = Package(
         ),
         // Binding rules: which paths are forwarded. No I/O.
         .target(name: "Policy"),
+        // The policy file (TOML) read into Policy's rules, with positions for
+        // its errors.
+        .target(name: "PolicyFile", dependencies: ["Policy", .product(name: "TOMLKit", package: "TOMLKit")]),
         // Target side: interception, syscall table, placeholders, forwarding client.
         .target(
             name: "Supervisor",
@@ -72,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "wrap-and-run",
             dependencies: [
-                "Supervisor", "HomeNode", "SysKit", "Policy",
+                "Supervisor", "HomeNode", "SysKit", "Policy", "PolicyFile",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -96,7 +102,7 @@ let package = Package(
         .executableTarget(name: "bench-floor-forwarder", dependencies: ["BenchSupport"], path: "bench/bench-floor-forwarder",
                           cSettings: benchC, linkerSettings: benchLink),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
-        .testTarget(name: "PolicyTests", dependencies: ["Policy"]),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "PolicyFile"]),
         .testTarget(name: "SysKitTests", dependencies: ["SysKit", "CShim"]),
         .testTarget(name: "HomeNodeTests", dependencies: ["HomeNode", "SysKit", "Wire"]),
     ]

@@ -246,7 +246,11 @@ public final class Supervisor: Sendable {
             throw .workingDirectory("cannot read the working directory: \(String(cString: strerror(Glibc.errno)))")
         }
         let path = Array(buf.prefix { $0 != 0 })
-        if path.withUnsafeBytes({ policy.decide($0) }) == .local { return .local(path: path) }
+        let verdict = path.withUnsafeBytes { policy.decide($0) }
+        if verdict.binding == .deny {
+            throw .workingDirectory("the working directory \(String(decoding: path, as: UTF8.self)) is denied by the policy")
+        }
+        if verdict.binding == .local { return .local(path: path) }
         let slot = link.slots[HomeLink.controlSlot]
         let payload = slot.payload(for: .chdir)
         payload.copyBytes(from: path)

@@ -115,6 +115,9 @@ struct SyscallTable: Sendable {
         SyscallRow(80, "chdir", .cwd, Cwd.chdir),
         SyscallRow(81, "fchdir", .cwd, Cwd.fchdir),
         SyscallRow(79, "getcwd", .cwd, Cwd.getcwd),
+        // Programs: the policy decides on the path; the kernel runs the call.
+        SyscallRow(59, "execve", .path, Exec.execve),
+        SyscallRow(322, "execveat", .path, Exec.execveat),
         // Credentials: run natively, re-read before the next forwarded call.
         SyscallRow(105, "setuid", .identity, Identity.changed),
         SyscallRow(106, "setgid", .identity, Identity.changed),

@@ -3,6 +3,7 @@ import Glibc
 import HomeNode
 import Logging
 import Policy
+import PolicyFile
 import Supervisor
 import SysKit
 
@@ -54,6 +55,10 @@ struct WrapAndRun: ParsableCommand {
     @Option(help: "Export root of the private home (--home spawn only).")
     var root = "/"
 
+    @Option(help: ArgumentHelp("Binding rules (TOML, [[rule]] tables) on top of the defaults; --print-policy shows the form.",
+                               valueName: "FILE"))
+    var policy: String?
+
     @Option(name: .customLong("forward"), help: "Forward paths under this prefix (overrides by longest prefix).")
     var forwardPrefixes: [String] = []
 
@@ -75,7 +80,7 @@ struct WrapAndRun: ParsableCommand {
     @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
     var stats = false
 
-    @Flag(help: "Print the binding policy and exit.")
+    @Flag(help: "Print the effective binding policy as a policy file (defaults included) and exit.")
     var printPolicy = false
 
     @Option(help: "Say which rule decides this path, and exit.")
@@ -85,23 +90,22 @@ struct WrapAndRun: ParsableCommand {
     var command: [String] = []
 
     mutating func run() throws {
-        for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
-            fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
-        }
-        let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes)
+        let routing = Launch.routingPolicy(file: policy, forward: forwardPrefixes, local: localPrefixes)
         if printPolicy {
-            print(policy)
+            print(PolicyFile.render(routing), terminator: "")
             return
         }
         if !explain.isEmpty {
             for path in explain {
-                let rule = policy.explain(path)
-                print("\(path): \(rule.binding.rawValue) by rule \(rule.prefix) (\(rule.origin))")
+                let rule = routing.explain(path)
+                print("\(path): \(rule.strategyText) by rule \(rule.prefix) (\(rule.origin))"
+                      + (rule.reason.map { ": " + $0 } ?? ""))
             }
             return
         }
         if command.first == "--" { command.removeFirst() }
-        Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
+        Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, policyFile: policy,
+               forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
                attributeCache: !noCache, writeBehind: !syncWrites, command: command).run()
     }
@@ -115,6 +119,8 @@ struct Launch {
     var homeCommand: String?
     var keyFile: String?
     var root = "/"
+    /// --policy FILE.
+    var policyFile: String?
     var forwardPrefixes: [String] = []
     var localPrefixes: [String] = []
     var pollMicroseconds = 50
@@ -126,10 +132,7 @@ struct Launch {
     var command: [String] = []
 
     func run() -> Never {
-        for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
-            fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
-        }
-        let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes)
+        let policy = Self.routingPolicy(file: policyFile, forward: forwardPrefixes, local: localPrefixes)
         guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] -- PROGRAM [ARGS...])") }
 
         let environment = Spawn.environment
@@ -198,6 +201,7 @@ struct Launch {
                 case "--home-command": l.homeCommand = v
                 case "--key-file": l.keyFile = v
                 case "--root": l.root = v
+                case "--policy": l.policyFile = v
                 case "--poll-us":
                     guard let n = Int(v) else { return nil }
                     l.pollMicroseconds = n
@@ -207,6 +211,19 @@ struct Launch {
             i += 2
         }
         return nil
+    }
+
+    /// The defaults, the policy file's rules and the command line's
+    /// prefixes; exits 125 on a bad file or prefix, before anything runs.
+    static func routingPolicy(file: String?, forward: [String], local: [String]) -> RoutingPolicy {
+        for p in forward + local where !p.hasPrefix("/") {
+            fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
+        }
+        var rules: [Rule] = []
+        if let file {
+            do { rules = try PolicyFile.load(path: file) } catch { fail(Status.usage, "policy: \(error)") }
+        }
+        return RoutingPolicy(rules: rules, forward: forward, local: local)
     }
 
     /// PATH search as execvp does it; checks the ELF class and machine.
