@@ -60,7 +60,8 @@ let package = Package(
         // Target side: interception, syscall table, placeholders, forwarding client.
         .target(
             name: "Supervisor",
-            dependencies: ["SysKit", "Wire", "Policy", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["SysKit", "Wire", "Policy", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Home side: listener, deputy, request execution inside the export root.
         .target(

@@ -96,11 +96,14 @@ extension Call {
                        dirfd: Int32) throws(Failure) -> (PathRoute, Int) {
         let path = UnsafeRawBufferPointer(rebasing: buf[0..<len])
         let norm = worker.normalized
+        worker.routedCopy = false
         // nil: the joined path does not fit (ENAMETOOLONG).
         func decide(base: UnsafeRawBufferPointer) -> Verdict? {
             guard let n = PathNormalizer.normalize(base: base, path: path, into: norm) else { return nil }
             worker.normalizedLength = n
-            return sup.policy.decide(UnsafeRawBufferPointer(rebasing: norm[0..<n]))
+            let verdict = sup.policy.decide(UnsafeRawBufferPointer(rebasing: norm[0..<n]))
+            worker.routedCopy = verdict.binding == .copy
+            return verdict
         }
         let root = UnsafeRawBufferPointer(start: nil, count: 0)
 
@@ -166,6 +169,7 @@ extension Call {
         switch verdict.binding {
         case .forward, .local: return verdict.binding
         case .deny: throw .errno(Errno(rawValue: verdict.errno))
+        // Fetched from home (`ByValue`): routed as forwarded, the open decides.
         case .copy: return .forward
         }
     }

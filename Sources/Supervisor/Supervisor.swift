@@ -31,6 +31,8 @@ public struct SupervisorOptions: Sendable {
     /// Acknowledge writes to regular files at home before home has run
     /// them (`WriteBehind`); off with `--sync-writes`.
     public var writeBehind = true
+    /// Most bytes the cache of `copy` files keeps (0: no bound; `--cache-max`).
+    public var cacheMaxBytes: Int64 = 0
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
                 policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50,
@@ -66,6 +68,8 @@ public enum LaunchError: Error, CustomStringConvertible {
 public final class Supervisor: Sendable {
     let table = SyscallTable.x86_64
     let policy: RoutingPolicy
+    /// The cache of `copy` files, when a rule copies.
+    let valueCache: ValueCache?
     let link: HomeLink
     /// The local deputy (emulated calls on the target's own files).
     let localLink: HomeLink
@@ -104,6 +108,8 @@ public final class Supervisor: Sendable {
         self.placeholderBase = placeholderBase
         self.descriptorLimit = descriptorLimit
         policy = options.policy
+        valueCache = options.policy.hasCopy
+            ? ValueCache(environment: options.environment, maxBytes: options.cacheMaxBytes) : nil
         self.link = link
         self.watchers = watchers
         self.tracees = tracees
@@ -285,6 +291,7 @@ public final class Supervisor: Sendable {
             lines.append("  " + link.attributes.summary)
             lines.append("  " + link.attributes.listings.summary)
         }
+        if let valueCache { lines.append("  " + valueCache.summary) }
         printError(lines.joined(separator: "\n") + "\n")
     }
 }

@@ -27,6 +27,8 @@ final class Worker: @unchecked Sendable {
     let normalized = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * Int(PATH_MAX) + 2, alignment: 8)
     /// Length of the last path routed into `normalized`.
     var normalizedLength = 0
+    /// The last routed path's rule is `copy` (its route is `.forward`).
+    var routedCopy = false
     /// iovec arrays, stat conversions, second paths.
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024 * 16 + Int(PATH_MAX), alignment: 16)
     /// This worker is the one receiving notifications (holds the

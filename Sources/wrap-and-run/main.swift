@@ -59,6 +59,11 @@ struct WrapAndRun: ParsableCommand {
                                valueName: "FILE"))
     var policy: String?
 
+    @Option(name: .customLong("cache-max"),
+            help: ArgumentHelp("Most bytes the cache of copy files keeps (K, M, G suffixes; least recently used go first).",
+                               valueName: "SIZE"))
+    var cacheMax: String?
+
     @Option(name: .customLong("forward"), help: "Forward paths under this prefix (overrides by longest prefix).")
     var forwardPrefixes: [String] = []
 
@@ -105,7 +110,7 @@ struct WrapAndRun: ParsableCommand {
         }
         if command.first == "--" { command.removeFirst() }
         Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, policyFile: policy,
-               forwardPrefixes: forwardPrefixes,
+               cacheMax: cacheMax, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
                attributeCache: !noCache, writeBehind: !syncWrites, command: command).run()
     }
@@ -121,6 +126,8 @@ struct Launch {
     var root = "/"
     /// --policy FILE.
     var policyFile: String?
+    /// --cache-max SIZE.
+    var cacheMax: String?
     var forwardPrefixes: [String] = []
     var localPrefixes: [String] = []
     var pollMicroseconds = 50
@@ -149,6 +156,10 @@ struct Launch {
         var launchOptions = options
         launchOptions.attributeCache = attributeCache
         launchOptions.writeBehind = writeBehind
+        if let cacheMax {
+            guard let bytes = Self.size(cacheMax) else { fail(Status.usage, "--cache-max takes a size such as 500M, not \(cacheMax)") }
+            launchOptions.cacheMaxBytes = bytes
+        }
         let supervisor: Supervisor
         do { supervisor = try Supervisor.launch(launchOptions) } catch {
             switch error {
@@ -202,6 +213,7 @@ struct Launch {
                 case "--key-file": l.keyFile = v
                 case "--root": l.root = v
                 case "--policy": l.policyFile = v
+                case "--cache-max": l.cacheMax = v
                 case "--poll-us":
                     guard let n = Int(v) else { return nil }
                     l.pollMicroseconds = n
@@ -224,6 +236,16 @@ struct Launch {
             do { rules = try PolicyFile.load(path: file) } catch { fail(Status.usage, "policy: \(error)") }
         }
         return RoutingPolicy(rules: rules, forward: forward, local: local)
+    }
+
+    /// A size in bytes, with an optional K, M or G (powers of 1024).
+    static func size(_ text: String) -> Int64? {
+        let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        guard let last = text.uppercased().last else { return nil }
+        let scale = units[last] ?? 1
+        guard let n = Int64(scale == 1 ? text : String(text.dropLast())), n > 0 else { return nil }
+        let (bytes, overflow) = n.multipliedReportingOverflow(by: scale)
+        return overflow ? nil : bytes
     }
 
     /// PATH search as execvp does it; checks the ELF class and machine.
