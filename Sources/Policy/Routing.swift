@@ -105,8 +105,6 @@ public struct RoutingPolicy: Sendable, CustomStringConvertible {
     /// Whether some rule denies: only then does routing look past the
     /// lexical path of a local call (symlinks into a denied tree).
     public let hasDeny: Bool
-    /// Whether some rule copies: only then is the local cache of copies set up.
-    public let hasCopy: Bool
 
     /// The rules as `decide` reads them: each rule's prefix text ("/usr/lib";
     /// "" for "/") in one byte array, and per rule where its text lies, in
@@ -151,7 +149,6 @@ public struct RoutingPolicy: Sendable, CustomStringConvertible {
         }
         prefixText = text
         hasDeny = self.rules.contains { $0.binding == .deny }
-        hasCopy = self.rules.contains { $0.binding == .copy }
     }
 
     /// The normalized form of a prefix as rules keep it ("/a/b", a trailing

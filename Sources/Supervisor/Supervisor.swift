@@ -68,8 +68,11 @@ public enum LaunchError: Error, CustomStringConvertible {
 public final class Supervisor: Sendable {
     let table = SyscallTable.x86_64
     let policy: RoutingPolicy
-    /// The cache of `copy` files, when a rule copies.
-    let valueCache: ValueCache?
+    /// The cache of `copy` files and of programs run from home (its
+    /// directories are made on first use).
+    let valueCache: ValueCache
+    /// Whether the note on set-id programs from home was printed.
+    let setIdNoted = Atomic<Bool>(false)
     let link: HomeLink
     /// The local deputy (emulated calls on the target's own files).
     let localLink: HomeLink
@@ -108,8 +111,7 @@ public final class Supervisor: Sendable {
         self.placeholderBase = placeholderBase
         self.descriptorLimit = descriptorLimit
         policy = options.policy
-        valueCache = options.policy.hasCopy
-            ? ValueCache(environment: options.environment, maxBytes: options.cacheMaxBytes) : nil
+        valueCache = ValueCache(environment: options.environment, maxBytes: options.cacheMaxBytes)
         self.link = link
         self.watchers = watchers
         self.tracees = tracees
@@ -291,7 +293,7 @@ public final class Supervisor: Sendable {
             lines.append("  " + link.attributes.summary)
             lines.append("  " + link.attributes.listings.summary)
         }
-        if let valueCache { lines.append("  " + valueCache.summary) }
+        if valueCache.used { lines.append("  " + valueCache.summary) }
         printError(lines.joined(separator: "\n") + "\n")
     }
 }

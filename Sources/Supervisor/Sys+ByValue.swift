@@ -20,7 +20,23 @@ enum ByValue {
         let writes = flags & O_ACCMODE != O_RDONLY || flags & (O_CREAT | O_TRUNC) != 0
             || flags & CSHIM_O_TMPFILE == CSHIM_O_TMPFILE
         if writes { throw .errno(.readOnlyFileSystem) }
-        guard flags & (CSHIM_O_PATH | O_DIRECTORY) == 0, resolve == 0, let cache = c.sup.valueCache else { return nil }
+        guard flags & (CSHIM_O_PATH | O_DIRECTORY) == 0, resolve == 0,
+              let (source, _) = try object(c, to: to, pathLength: len) else { return nil }
+        defer { Glibc.close(source) }
+        _ = try local { () throws(Errno) in
+            try c.sup.listener.installAndRespond(id: c.id, source: source, closeOnExec: flags & O_CLOEXEC != 0)
+        }
+        return .answered
+    }
+
+    /// A read-only descriptor (the supervisor's, to close) of the cached
+    /// copy of the home file routed to `to` (its name, `len` bytes with the
+    /// NUL, in the openat payload; its normalized absolute path in the
+    /// worker's), fetched first if the cache lacks home's current version;
+    /// with the file's mode at home. Nil if it is not a regular file at home
+    /// (the openat payload is then as it was).
+    static func object(_ c: borrowing Call, to: Destination, pathLength len: Int) throws(Failure) -> (CInt, UInt32)? {
+        let cache = c.sup.valueCache
         let key = Array(UnsafeRawBufferPointer(rebasing: c.worker.normalized[0..<c.worker.normalizedLength]))
         let openPayload = c.worker.slot.payload(for: .openat)
         let name = Array(UnsafeRawBufferPointer(rebasing: openPayload[0..<len]))
@@ -56,11 +72,7 @@ enum ByValue {
             let object = try fetch(c, to: to, pathLength: len, identity: identity, cache: cache, key: key)
             source = try local { () throws(Errno) in try sys { Glibc.open(cache.objectPath(object), O_RDONLY | O_CLOEXEC) } }
         }
-        defer { Glibc.close(source) }
-        _ = try local { () throws(Errno) in
-            try c.sup.listener.installAndRespond(id: c.id, source: source, closeOnExec: flags & O_CLOEXEC != 0)
-        }
-        return .answered
+        return (source, mode)
     }
 
     /// Copies the home file (its name in the openat payload) into a
@@ -97,7 +109,7 @@ enum ByValue {
                                + "\(done >> 20) of \(identity.size >> 20) MiB")
                 }
             }
-            try local { () throws(Errno) in try sys { fchmod(fd, 0o444) } }
+            try local { () throws(Errno) in try sys { fchmod(fd, 0o555) } }
         } catch {
             Glibc.close(fd)
             unlink(tmp)

@@ -35,7 +35,7 @@ struct HomeIdentity: Equatable, Sendable {
 
 /// The local cache of `copy` files (bind by value), content-addressed:
 ///
-///     DIR/objects/SHA256   the contents, read-only (0444)
+///     DIR/objects/SHA256   the contents, read-only (0555: programs run from it)
 ///     DIR/index/SHA256-OF-PATH   "IDENTITY SHA256" of the home path's last copy
 ///     DIR/tmp/             files being filled, renamed into place when whole
 ///
@@ -77,6 +77,9 @@ final class ValueCache: Sendable {
         directory = base! + "/tether"
         self.maxBytes = maxBytes
     }
+
+    /// Whether this session used the cache (--stats reports it then).
+    var used: Bool { session.withLock { $0.prepared } }
 
     var summary: String {
         "copy cache: \(fetches.load(ordering: .relaxed)) fetched from home (\(fetchedBytes.load(ordering: .relaxed)) bytes), "

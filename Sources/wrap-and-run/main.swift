@@ -143,9 +143,17 @@ struct Launch {
         guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] -- PROGRAM [ARGS...])") }
 
         let environment = Spawn.environment
-        let program = resolveProgram(name, environment: environment)
+        var program: String, arguments = command
+        if Self.isAtHome(name, environment: environment, policy: policy) {
+            // A program at home: a local shell looks it up and runs it,
+            // through the supervisor, which runs home programs (Exec).
+            program = "/bin/sh"
+            arguments = ["sh", "-c", "exec \"$0\" \"$@\""] + command
+        } else {
+            program = resolveProgram(name, environment: environment)
+        }
         let address = homeAddress()
-        let options = SupervisorOptions(program: program, arguments: command, environment: environment,
+        let options = SupervisorOptions(program: program, arguments: arguments, environment: environment,
                                         home: address, policy: policy, stats: stats, pollMicroseconds: pollMicroseconds,
                                         localDeputy: { fd in
                                             var log = Logger(label: "wrap-and-run local")
@@ -236,6 +244,26 @@ struct Launch {
             do { rules = try PolicyFile.load(path: file) } catch { fail(Status.usage, "policy: \(error)") }
         }
         return RoutingPolicy(rules: rules, forward: forward, local: local)
+    }
+
+    /// Whether the program `name` is to be found at home: its path (or the
+    /// first PATH directory that does not have it locally) is forwarded or
+    /// copied by the policy.
+    static func isAtHome(_ name: String, environment: [String], policy: RoutingPolicy) -> Bool {
+        func atHome(_ path: String) -> Bool {
+            var cwd = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let base = getcwd(&cwd, cwd.count) != nil ? String(cString: cwd) : "/"
+            let binding = policy.explain(PathNormalizer.normalize(path, base: base)).binding
+            return binding == .forward || binding == .copy
+        }
+        if name.contains("/") { return atHome(name) }
+        let path = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? "/usr/local/bin:/usr/bin:/bin"
+        for dir in path.split(separator: ":", omittingEmptySubsequences: false).map({ $0.isEmpty ? "." : String($0) }) {
+            if atHome(dir + "/" + name) { return true }
+            var st = stat()
+            if stat(dir + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFREG { return false }
+        }
+        return false
     }
 
     /// A size in bytes, with an optional K, M or G (powers of 1024).

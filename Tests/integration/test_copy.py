@@ -99,7 +99,7 @@ def test_a_copy_is_fetched_once_then_opened_from_the_cache(tv):
     digest = hashlib.sha256(content).hexdigest()
     assert objects(cache) == [digest]
     obj = cache / "tether" / "objects" / digest
-    assert obj.read_bytes() == content and stat.S_IMODE(obj.stat().st_mode) == 0o444
+    assert obj.read_bytes() == content and stat.S_IMODE(obj.stat().st_mode) == 0o555
     # A second session checks the entry against home and fetches nothing.
     s = Session(tv, policy, cache)
     assert s("read", path) == describe_sha(content)
@@ -183,7 +183,8 @@ def test_writes_to_a_copy_path_fail_with_erofs(tv):
     s = Session(tv, policy, cache)
     assert s("write", path) == "EROFS"
     assert s("truncate", path) == "EROFS"
-    s.finish()
+    s.proc.stdin.close()
+    assert s.proc.wait(timeout=60) == 0
     assert (tv.homedata / "lib/data.bin").read_bytes() == b"home copy v1\n" * 100
 
 
