@@ -2,6 +2,7 @@ import CShim
 import Glibc
 import Synchronization
 import SysKit
+import Wire
 
 /// execve and execveat. The policy decides on the program's path as on any
 /// other (a `deny` rule refuses it with its errno, also through a symlink).
@@ -34,7 +35,7 @@ enum Exec {
         let original = try local { () throws(Errno) in
             try c.memory.readCString(c.address(pathArg), into: UnsafeMutableRawBufferPointer(rebasing: c.worker.scratch[0..<Int(PATH_MAX)]))
         }
-        guard let (source, mode) = try ByValue.object(c, to: to, pathLength: len) else {
+        guard var (source, mode) = try ByValue.object(c, to: to, pathLength: len) else {
             // A directory or device at home: what the kernel says of it.
             throw .errno(.permissionDenied)
         }
@@ -46,6 +47,10 @@ enum Exec {
         case .wrongClass, .wrongMachine, .notELF: throw .errno(.execFormatError)
         }
         if mode & (S_ISUID | S_ISGID) != 0 { c.sup.noteSetIdOnce(String(decoding: c.worker.normalized[0..<c.worker.normalizedLength], as: UTF8.self)) }
+        if check == .script, let variant = try homeInterpreter(c, script: source) {
+            Glibc.close(source)
+            source = variant
+        }
         let fd = try local { () throws(Errno) in
             try c.sup.listener.install(id: c.id, source: source, closeOnExec: check == .ok, at: nil)
         }
@@ -62,6 +67,60 @@ enum Exec {
             try overwrite(c, at: c.address(pathArg), with: UnsafeRawBufferPointer(rebasing: b[0...n]))
         }
         return .continueSyscall
+    }
+
+    /// For a `#!` script whose interpreter the policy sends home: the
+    /// interpreter fetched into the cache like any home program, and a
+    /// variant of the script (in the cache too) whose `#!` line names the
+    /// cached interpreter, which the target's kernel can then run. Nil when
+    /// the interpreter is the target's.
+    private static func homeInterpreter(_ c: borrowing Call, script: CInt) throws(Failure) -> CInt? {
+        var st = stat()
+        guard fstat(script, &st) == 0 else { throw .errno(lastErrno()) }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        guard bytes.withUnsafeMutableBytes({ pread(script, $0.baseAddress, $0.count, 0) }) == bytes.count else {
+            throw .errno(.ioError)
+        }
+        // "#!" INTERPRETER [ARG] "\n", as the kernel reads it.
+        let end = bytes.firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
+        var i = 2
+        let blank = { (b: UInt8) in b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") }
+        while i < end && blank(bytes[i]) { i += 1 }
+        let start = i
+        while i < end && !blank(bytes[i]) { i += 1 }
+        let interpreter = Array(bytes[start..<i])
+        guard interpreter.first == UInt8(ascii: "/"), interpreter.count < Int(PATH_MAX) - 1 else { return nil }
+        let verdict = interpreter.withUnsafeBytes { c.sup.policy.decide($0) }
+        switch verdict.binding {
+        case .local: return nil
+        case .deny: throw .errno(Errno(rawValue: verdict.errno))
+        case .forward, .copy: break
+        }
+        // Routed as an absolute name from the root, as routePath leaves one.
+        let payload = c.worker.slot.payload(for: .openat)
+        payload.copyBytes(from: interpreter)
+        payload[interpreter.count] = 0
+        c.worker.normalized.copyBytes(from: interpreter)
+        c.worker.normalizedLength = interpreter.count
+        let home = Destination(dir: Wire.rootDir, keep: nil, isLocal: false)
+        guard let (interp, mode) = try ByValue.object(c, to: home, pathLength: interpreter.count + 1) else {
+            throw .errno(.permissionDenied)
+        }
+        defer { Glibc.close(interp) }
+        guard mode & 0o111 != 0 else { throw .errno(.permissionDenied) }
+        guard case .ok = (try? ProgramCheck.check(path: "/proc/self/fd/\(interp)")) ?? .notELF else {
+            throw .errno(.execFormatError)
+        }
+        var object = [UInt8](repeating: 0, count: Int(PATH_MAX))
+        let n = object.withUnsafeMutableBytes { b in
+            Glibc.readlink("/proc/self/fd/\(interp)", b.baseAddress!.assumingMemoryBound(to: CChar.self), b.count)
+        }
+        guard n > 0 else { throw .errno(lastErrno()) }
+        let variant = Array("#!".utf8) + object[0..<n] + Array(bytes[i...])
+        return try local { () throws(Errno) in
+            let name = try c.sup.valueCache.store(variant)
+            return try sys { Glibc.open(c.sup.valueCache.objectPath(name), O_RDONLY | O_CLOEXEC) }
+        }
     }
 
     /// Writes `bytes` into the tracee at `address`: with process_vm_writev,

@@ -167,6 +167,25 @@ final class ValueCache: Sendable {
         return directory + "/tmp/" + String(getpid()) + "." + String(r, radix: 16)
     }
 
+    /// Stores `bytes` as an object (not indexed by any home path); returns its name.
+    func store(_ bytes: [UInt8]) throws(Errno) -> String {
+        try prepare()
+        var h = SHA256Stream()
+        bytes.withUnsafeBytes { h.update($0) }
+        let object = h.finish()
+        let tmp = temporaryPath()
+        let fd = try sys { open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        let ok = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
+            && fchmod(fd, 0o555) == 0
+        close(fd)
+        guard ok, rename(tmp, objectPath(object)) == 0 else {
+            let e = lastErrno()
+            unlink(tmp)
+            throw e
+        }
+        return object
+    }
+
     /// Deletes least recently used objects until objects/ holds at most
     /// `maxBytes` (never `keep`, the object just used).
     func evict(keep: String) {

@@ -117,3 +117,12 @@ def test_set_id_bits_at_home_are_said_not_to_apply_once(home_bin):
     r = ok(run(tv, [SH, "-c", f"{tv.p('bin/hello')} a; {tv.p('bin/hello')} b"]))
     assert r.stdout == "HOME-BUILT a\nHOME-BUILT b\n", describe(r)
     assert r.stderr.count("set-user-ID or set-group-ID at home") == 1, describe(r)
+
+
+def test_a_script_whose_interpreter_is_at_home_runs(home_bin):
+    tv = home_bin
+    shutil.copy(os.path.realpath("/bin/sh"), tv.homedata / "bin/homesh")   # at home only
+    write(tv.homedata / "bin/viahome", f'#!{tv.p("bin/homesh")} -e\necho "HOME INTERP $1"\n', mode=0o755)
+    assert not os.path.exists(tv.p("bin/homesh"))
+    r = ok(run(tv, [SH, "-c", f"{tv.p('bin/viahome')} arg"]))
+    assert r.stdout == "HOME INTERP arg\n", describe(r)
