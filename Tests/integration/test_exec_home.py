@@ -126,3 +126,19 @@ def test_a_script_whose_interpreter_is_at_home_runs(home_bin):
     assert not os.path.exists(tv.p("bin/homesh"))
     r = ok(run(tv, [SH, "-c", f"{tv.p('bin/viahome')} arg"]))
     assert r.stdout == "HOME INTERP arg\n", describe(r)
+
+
+def test_a_home_program_loads_its_home_libraries_by_runpath_and_ld_library_path(home_bin):
+    tv = home_bin
+    lib = write(tv.local / "greet.c", 'const char *greeting(void) { return "HOME LIB"; }\n')
+    main = write(tv.local / "main.c", '#include <stdio.h>\nconst char *greeting(void);\n'
+                                      'int main(void) { puts(greeting()); return 0; }\n')
+    (tv.homedata / "lib").mkdir()
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(tv.homedata / "lib/libgreet.so"), str(lib)], check=True)
+    # The target has a library of that name too: the home one must be loaded.
+    tv.decoy("lib/libgreet.so", "not a library\n")
+    link = [str(main), "-L", str(tv.homedata / "lib"), "-lgreet"]
+    subprocess.run(["cc", "-o", str(tv.homedata / "bin/uselib"), *link, f"-Wl,-rpath,{tv.p('lib')}"], check=True)
+    subprocess.run(["cc", "-o", str(tv.homedata / "bin/uselib2"), *link], check=True)
+    r = ok(run(tv, [SH, "-c", f"{tv.p('bin/uselib')}; LD_LIBRARY_PATH={tv.p('lib')} {tv.p('bin/uselib2')}"]))
+    assert r.stdout == "HOME LIB\nHOME LIB\n", describe(r)
