@@ -83,7 +83,34 @@ enum ByValue {
                               cache: ValueCache, key: [UInt8]) throws(Failure) -> String {
         let opened = try c.send(to, .openat, Scalars(to.dir, Int64(O_RDONLY | O_CLOEXEC), 0, 0), payloadLength: len)
         defer { c.sup.link.release(handle: opened.result) }
-        let handle = opened.result
+        return try fetch(c, handle: opened.result, identity: identity, cache: cache, key: key)
+    }
+
+    /// A read-only descriptor (the supervisor's) of the cached copy of the
+    /// file open at home as `handle`, known by the normalized absolute
+    /// `path`: the cache entry if it holds the handle's version, else a copy
+    /// fetched through the handle.
+    static func object(_ c: borrowing Call, handle: Int64, path: [UInt8]) throws(Failure) -> CInt {
+        let cache = c.sup.valueCache
+        let stat = try c.home(.fstat, Scalars(handle))
+        guard stat.payload.count == Wire.statxSize else { throw .transport(.lost) }
+        let identity = HomeIdentity(statx: stat.payload)
+        try local { () throws(Errno) in try cache.prepare() }
+        if let object = cache.sessionObject(path, identity) ?? cache.recordedObject(path, identity) {
+            let fd = Glibc.open(cache.objectPath(object), O_RDONLY | O_CLOEXEC)
+            if fd >= 0 {
+                cache.hits.add(1, ordering: .relaxed)
+                return fd
+            }
+        }
+        let object = try fetch(c, handle: handle, identity: identity, cache: cache, key: path)
+        return try local { () throws(Errno) in try sys { Glibc.open(cache.objectPath(object), O_RDONLY | O_CLOEXEC) } }
+    }
+
+    /// Copies the file open at home as `handle` into the cache (see the
+    /// other `fetch`).
+    private static func fetch(_ c: borrowing Call, handle: Int64, identity: HomeIdentity,
+                              cache: ValueCache, key: [UInt8]) throws(Failure) -> String {
         let tmp = cache.temporaryPath()
         let fd = try local { () throws(Errno) in try sys { Glibc.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) } }
         var hash = SHA256Stream()

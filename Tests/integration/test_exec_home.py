@@ -142,3 +142,7 @@ def test_a_home_program_loads_its_home_libraries_by_runpath_and_ld_library_path(
     subprocess.run(["cc", "-o", str(tv.homedata / "bin/uselib2"), *link], check=True)
     r = ok(run(tv, [SH, "-c", f"{tv.p('bin/uselib')}; LD_LIBRARY_PATH={tv.p('lib')} {tv.p('bin/uselib2')}"]))
     assert r.stdout == "HOME LIB\nHOME LIB\n", describe(r)
+    assert fetched(r) == 3   # two programs and the library, once
+    # The library is a copy too: the next session maps it from the cache.
+    r = ok(run(tv, [SH, "-c", f"{tv.p('bin/uselib')}"]))
+    assert r.stdout == "HOME LIB\n" and fetched(r) == 0, describe(r)
