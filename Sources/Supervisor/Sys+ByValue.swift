@@ -61,7 +61,6 @@ enum ByValue {
         if let object = cache.sessionObject(key, identity) {
             source = Glibc.open(cache.objectPath(object), O_RDONLY | O_CLOEXEC)
         } else if let object = cache.recordedObject(key, identity) {
-            cache.touch(object)
             source = Glibc.open(cache.objectPath(object), O_RDONLY | O_CLOEXEC)
         }
         if source >= 0 {

@@ -36,7 +36,8 @@ struct HomeIdentity: Equatable, Sendable {
 /// The local cache of `copy` files (bind by value), content-addressed:
 ///
 ///     DIR/objects/SHA256   the contents, read-only (0555: programs run from it)
-///     DIR/index/SHA256-OF-PATH   "IDENTITY SHA256" of the home path's last copy
+///     DIR/index/SHA256-OF-PATH   "IDENTITY SHA256 STAMP" of the home path's last
+///                          copy (its mtime: the path's last use)
 ///     DIR/tmp/             files being filled, renamed into place when whole
 ///
 /// DIR is `$XDG_CACHE_HOME/tether` or `~/.cache/tether`, mode 0700. Many
@@ -44,8 +45,9 @@ struct HomeIdentity: Equatable, Sendable {
 /// private temporary, so a reader sees a whole object or none, and two
 /// sessions copying the same file end with one entry. An entry is checked
 /// against home on each session's first use of the path (identity, then the
-/// object's own hash, which finds a corrupt or truncated object); within a
-/// session the coherent attribute cache says whether home changed.
+/// object's own hash if its inode changed since it was written, which finds
+/// a corrupt or truncated object); within a session the coherent attribute
+/// cache says whether home changed.
 final class ValueCache: Sendable {
     let directory: String
     /// Most bytes kept in objects/ (0: no bound); least recently used go first.
@@ -113,32 +115,44 @@ final class ValueCache: Sendable {
     }
 
     /// The object an earlier session recorded for `path` at `identity`,
-    /// if it is still there and whole (its hash is checked once a session).
+    /// if it is still there and whole. Its hash is checked when the object
+    /// file is not the inode the record saw (inode, size, ctime: any write,
+    /// truncation or chmod of it since changes the ctime), once a session;
+    /// a corrupt or truncated object is deleted and nil returned. The
+    /// record's mtime says when the path was last used (`evict`).
     func recordedObject(_ path: [UInt8], _ identity: HomeIdentity) -> String? {
-        guard let line = try? FD.readSmallFile(indexPath(path)) else { return nil }
-        let text = String(decoding: line, as: UTF8.self)
-        guard let space = text.lastIndex(of: " "), HomeIdentity(text: text[..<space]) == identity else { return nil }
-        let object = String(text[text.index(after: space)...]).trimmingSuffixNewline()
-        guard object.count == 64 else { return nil }
+        let index = indexPath(path)
+        guard let line = try? FD.readSmallFile(index) else { return nil }
+        let f = String(decoding: line, as: UTF8.self).split(separator: "\n").first?.split(separator: " ") ?? []
+        guard f.count == 7, HomeIdentity(text: f[0..<5].joined(separator: " ")[...]) == identity, f[5].count == 64 else {
+            return nil
+        }
+        let object = String(f[5])
+        let file = objectPath(object)
         let checked = session.withLock { $0.verified.contains(object) }
         if !checked {
-            guard Self.hash(file: objectPath(object)) == object else {
-                // Corrupt or truncated: fetched again.
-                unlink(objectPath(object))
-                return nil
+            if Self.stamp(file) != String(f[6]) {
+                guard Self.hash(file: file) == object else {
+                    // Corrupt or truncated: fetched again.
+                    unlink(file)
+                    return nil
+                }
+                record(path, identity, object)
             }
             _ = session.withLock { $0.verified.insert(object) }
         }
+        _ = utimensat(AT_FDCWD, index, nil, 0)
         remember(path, identity, object)
         return object
     }
 
-    /// Records that `path` at `identity` is `object`, for this session and the next.
+    /// Records that `path` at `identity` is `object`, for this session and
+    /// the next (with the object file's stamp as it is now).
     func record(_ path: [UInt8], _ identity: HomeIdentity, _ object: String) {
         remember(path, identity, object)
         _ = session.withLock { $0.verified.insert(object) }
         let tmp = temporaryPath()
-        let text = Array((identity.text + " " + object + "\n").utf8)
+        let text = Array((identity.text + " " + object + " " + Self.stamp(objectPath(object)) + "\n").utf8)
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return }
         let ok = text.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == text.count
@@ -146,13 +160,15 @@ final class ValueCache: Sendable {
         if !ok || rename(tmp, indexPath(path)) != 0 { unlink(tmp) }
     }
 
-    private func remember(_ path: [UInt8], _ identity: HomeIdentity, _ object: String) {
-        session.withLock { $0.entries[path] = (identity, object) }
+    /// "INODE:SIZE:CTIME_NS" of a file, which changes with any write to it.
+    private static func stamp(_ file: String) -> String {
+        var st = stat()
+        guard stat(file, &st) == 0 else { return "-" }
+        return "\(st.st_ino):\(st.st_size):\(Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec))"
     }
 
-    /// Marks `object` used now (its mtime orders the eviction).
-    func touch(_ object: String) {
-        _ = utimensat(AT_FDCWD, objectPath(object), nil, 0)
+    private func remember(_ path: [UInt8], _ identity: HomeIdentity, _ object: String) {
+        session.withLock { $0.entries[path] = (identity, object) }
     }
 
     func objectPath(_ object: String) -> String { directory + "/objects/" + object }
@@ -187,21 +203,44 @@ final class ValueCache: Sendable {
     }
 
     /// Deletes least recently used objects until objects/ holds at most
-    /// `maxBytes` (never `keep`, the object just used).
+    /// `maxBytes` (never `keep`, the object just used). An object's last
+    /// use is the latest mtime of the index records naming it (its own
+    /// mtime for one no record names, such as a script variant).
     func evict(keep: String) {
-        guard maxBytes > 0, let dir = opendir(directory + "/objects") else { return }
-        var objects: [(name: String, size: Int64, used: Int64)] = []
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard maxBytes > 0 else { return }
+        var lastUse: [String: Int64] = [:]
+        for name in Self.names(directory + "/index") {
+            let file = directory + "/index/" + name
             var st = stat()
-            guard name.count == 64, stat(objectPath(name), &st) == 0 else { continue }
-            objects.append((name, Int64(st.st_size), Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)))
+            guard let line = try? FD.readSmallFile(file), stat(file, &st) == 0 else { continue }
+            let f = String(decoding: line, as: UTF8.self).split(separator: " ")
+            guard f.count == 7 else { continue }
+            lastUse[String(f[5]), default: 0] = max(lastUse[String(f[5])] ?? 0, Self.nanoseconds(st.st_mtim))
         }
-        closedir(dir)
+        var objects: [(name: String, size: Int64, used: Int64)] = []
+        for name in Self.names(directory + "/objects") where name.count == 64 {
+            var st = stat()
+            guard stat(objectPath(name), &st) == 0 else { continue }
+            objects.append((name, Int64(st.st_size), lastUse[name] ?? Self.nanoseconds(st.st_mtim)))
+        }
         var total = objects.reduce(0) { $0 + $1.size }
         for o in objects.sorted(by: { $0.used < $1.used }) where total > maxBytes && o.name != keep {
             if unlink(objectPath(o.name)) == 0 { total -= o.size }
         }
+    }
+
+    private static func nanoseconds(_ t: timespec) -> Int64 { Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec) }
+
+    /// The names in a directory (no "." or "..").
+    private static func names(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var out: [String] = []
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { out.append(name) }
+        }
+        return out
     }
 
     /// The SHA-256 of a file's contents in hex, or nil if it cannot be read.
