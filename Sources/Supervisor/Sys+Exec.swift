@@ -35,10 +35,13 @@ enum Exec {
         let original = try local { () throws(Errno) in
             try c.memory.readCString(c.address(pathArg), into: UnsafeMutableRawBufferPointer(rebasing: c.worker.scratch[0..<Int(PATH_MAX)]))
         }
-        guard var (source, mode) = try ByValue.object(c, to: to, pathLength: len) else {
+        // Too short a name to hold "/dev/fd/N": the kernel runs the target's file.
+        guard original >= 9 else { return .continueSyscall }
+        guard let (program, mode) = try ByValue.object(c, to: to, pathLength: len) else {
             // A directory or device at home: what the kernel says of it.
             throw .errno(.permissionDenied)
         }
+        var source = program
         defer { Glibc.close(source) }
         guard mode & 0o111 != 0 else { throw .errno(.permissionDenied) }
         let check = (try? ProgramCheck.check(path: "/proc/self/fd/\(source)")) ?? .notELF
@@ -61,7 +64,8 @@ enum Exec {
             b[text.count] = 0
             return text.count
         }
-        // Too short a name to hold it: the kernel runs the target's file.
+        // A nine-byte name and a descriptor above 9: as above (the
+        // descriptor is closed by the exec, or stays in a script's interpreter).
         guard n <= original else { return .continueSyscall }
         try withUnsafeBytes(of: &name) { (b) throws(Failure) in
             try overwrite(c, at: c.address(pathArg), with: UnsafeRawBufferPointer(rebasing: b[0...n]))

@@ -143,7 +143,8 @@ struct Launch {
         guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] -- PROGRAM [ARGS...])") }
 
         let environment = Spawn.environment
-        var program: String, arguments = command
+        let program: String
+        var arguments = command
         if Self.isAtHome(name, environment: environment, policy: policy) {
             // A program at home: a local shell looks it up and runs it,
             // through the supervisor, which runs home programs (Exec).
@@ -246,9 +247,9 @@ struct Launch {
         return RoutingPolicy(rules: rules, forward: forward, local: local)
     }
 
-    /// Whether the program `name` is to be found at home: its path (or the
-    /// first PATH directory that does not have it locally) is forwarded or
-    /// copied by the policy.
+    /// Whether the program `name` is to be found at home: the policy
+    /// forwards or copies its path, or, for a bare name, a PATH directory
+    /// that comes before any local one holding it.
     static func isAtHome(_ name: String, environment: [String], policy: RoutingPolicy) -> Bool {
         func atHome(_ path: String) -> Bool {
             var cwd = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
