@@ -135,7 +135,7 @@ enum ByValue {
                                + "\(done >> 20) of \(identity.size >> 20) MiB")
                 }
             }
-            try local { () throws(Errno) in try sys { fchmod(fd, 0o555) } }
+            _ = try local { () throws(Errno) in try sys { fchmod(fd, 0o555) } }
         } catch {
             Glibc.close(fd)
             unlink(tmp)

@@ -252,8 +252,9 @@ struct Launch {
     /// that comes before any local one holding it.
     static func isAtHome(_ name: String, environment: [String], policy: RoutingPolicy) -> Bool {
         func atHome(_ path: String) -> Bool {
-            var cwd = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-            let base = getcwd(&cwd, cwd.count) != nil ? String(cString: cwd) : "/"
+            var cwd = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+            let found = cwd.withUnsafeMutableBytes { getcwd($0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) } != nil
+            let base = found ? String(decoding: cwd.prefix { $0 != 0 }, as: UTF8.self) : "/"
             let binding = policy.explain(PathNormalizer.normalize(path, base: base)).binding
             return binding == .forward || binding == .copy
         }
