@@ -192,3 +192,42 @@ def test_a_bad_cache_max_is_refused(tv):
     path, policy, cache = setup(tv)
     r = run_bounded(tv.wrap_argv(["/usr/bin/true"], extra_wrap_args=["--policy", policy, "--cache-max", "lots"]))
     assert r.returncode == 125 and "--cache-max" in r.stderr, describe(r)
+
+
+# A home behind a slow link: homestub --stdio whose output reaches
+# wrap-and-run at about 1.5 MB/s.
+SLOW_RELAY = r'''
+import os, subprocess, sys, threading, time
+home = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+def up():
+    while (b := os.read(0, 65536)):
+        home.stdin.write(b)
+    home.stdin.close()
+threading.Thread(target=up, daemon=True).start()
+while (b := os.read(home.stdout.fileno(), 16384)):
+    os.write(1, b)
+    time.sleep(0.01)
+'''
+
+
+def test_a_copy_over_a_second_reports_its_progress(bins, scratch):
+    from test_spawn import Spawned
+    from conftest import HOMESTUB, WRAP
+    import shlex
+    sp = Spawned(scratch)
+    content = os.urandom(4 << 20)
+    (sp.home / "big.bin").write_bytes(content)
+    (sp.view / "big.bin").write_bytes(b"decoy")
+    relay = write(scratch / "relay.py", SLOW_RELAY)
+    policy = write(scratch / "copy.toml", rule(str(sp.view), "copy"))
+    command = shlex.join([PY, str(relay), str(HOMESTUB), "--stdio", "--root", str(sp.root)])
+    argv = [str(WRAP), "--home-command", command, "--policy", str(policy), "--",
+            PY, "-c", "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())",
+            str(sp.view / "big.bin")]
+    started = time.monotonic()
+    r = run_bounded(argv, cwd=str(sp.view), env={**MIN_ENV, "XDG_CACHE_HOME": str(scratch / "cache")}, timeout=120)
+    took = time.monotonic() - started
+    assert r.returncode == 0 and r.stdout.strip() == hashlib.sha256(content).hexdigest(), describe(r)
+    assert took > 1.5, f"the copy took only {took:.2f} s: the relay did not slow it enough to test"
+    assert re.search(rf"copying {re.escape(str(sp.view))}/big.bin from home: \d+ of 4 MiB", r.stderr), describe(r)
+    assert f"copied {sp.view}/big.bin (4 MiB)" in r.stderr, describe(r)
