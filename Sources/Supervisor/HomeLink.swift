@@ -326,6 +326,15 @@ public final class HomeLink: Sendable {
 
     /// Tells home to close `handle`, without waiting (from deinit of a
     /// placeholder or a working directory, on whatever thread drops it).
+    /// After the program's exit, before wrap-and-run's own: one round trip
+    /// behind everything sent. The home runs file calls in stream order, so
+    /// the writes the program left in flight (write-behind, then exit
+    /// without a close) have run at home when it returns; a private home
+    /// ends with this process, and would otherwise lose them.
+    func settle(_ slot: Slot) {
+        _ = try? call(slot, .fstat, Scalars(-1))
+    }
+
     func release(handle: Int64) {
         writeBehind.forget(handle)
         sendDetached(.close, Scalars(handle))

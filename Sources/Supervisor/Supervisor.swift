@@ -201,6 +201,7 @@ public final class Supervisor: Sendable {
         }
         keeper.release()
         watchers.flushStreams(slot: link.slots[HomeLink.controlSlot])
+        link.settle(link.slots[HomeLink.controlSlot])
         if options.stats {
             // Let calls answered just before the exit finish counting (bounded).
             for _ in 0..<1000 where callsInFlight.load(ordering: .acquiring) > 0 { usleep(100) }
