@@ -167,7 +167,8 @@ struct Call: ~Copyable {
     /// the tracee and answers the syscall with its fd number.
     func installPlaceholder(handle: Int64, flags: Int32, path: [UInt8]?) throws(Failure) -> Reply {
         let end: CInt
-        do { end = try sup.watchers.makePlaceholder(handle: handle, accessMode: flags & O_ACCMODE, path: path) } catch {
+        do { end = try sup.watchers.makePlaceholder(handle: handle, accessMode: flags & O_ACCMODE, path: path,
+                                                                 readOnly: flags & (O_ACCMODE | CSHIM_O_PATH) == O_RDONLY) } catch {
             sup.link.release(handle: handle)
             throw .errno(error)
         }

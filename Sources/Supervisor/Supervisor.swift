@@ -280,7 +280,8 @@ public final class Supervisor: Sendable {
         lines.append("  \("total".rightPad(17)) \(String(total.0).leftPad(9)) \(String(total.1).leftPad(9))")
         if link.attributes.enabled {
             lines.append("  " + link.attributes.summary)
-            lines.append("  " + link.attributes.listings.summary)
+            lines.append("  listing cache: " + link.attributes.listings.summary)
+            lines.append("  small-read cache: " + link.attributes.contents.summary)
         }
         printError(lines.joined(separator: "\n") + "\n")
     }
