@@ -14,43 +14,32 @@ import os
 import re
 import time
 
-from conftest import PY, CommandTracee, describe
+from conftest import PY, CommandTracee, command_program, describe
 
 # Longer than an inotify wake-up plus one wire hop on a loaded machine.
 WINDOW = 0.2
 
-SERVER = r'''
-import errno, os, sys
+SERVER = command_program(r'''
+if cmd == "cat":
+    with open(a[0], "rb") as f: out = f.read().decode().replace("\n", "|") or "-"
+elif cmd == "open": held[a[0]] = os.open(a[1], os.O_RDONLY); out = "ok"
+elif cmd == "read": out = repr(os.read(held[a[0]], int(a[1])))
+elif cmd == "pread": out = repr(os.pread(held[a[0]], int(a[1]), int(a[2])))
+elif cmd == "seek": out = str(os.lseek(held[a[0]], int(a[1]), int(a[2])))
+elif cmd == "readv":
+    b = bytearray(int(a[1])); n = os.readv(held[a[0]], [b]); out = repr(bytes(b[:n]))
+elif cmd == "dup2": os.dup2(held[a[0]], int(a[1])); held[a[2]] = int(a[1]); out = "ok"
+elif cmd == "close": os.close(held.pop(a[0])); out = "ok"
+elif cmd == "write":
+    with open(a[0], "w") as f: f.write(a[1])
+    out = "ok"
+elif cmd == "append":
+    with open(a[0], "a") as f: f.write(a[1])
+    out = "ok"
+''', prelude=r'''
 held = {}
-for line in sys.stdin:
-    cmd, *a = line.split()
-    try:
-        if cmd == "cat":
-            with open(a[0], "rb") as f: out = f.read().decode().replace("\n", "|") or "-"
-        elif cmd == "open": held[a[0]] = os.open(a[1], os.O_RDONLY); out = "ok"
-        elif cmd == "read": out = repr(os.read(held[a[0]], int(a[1])))
-        elif cmd == "pread": out = repr(os.pread(held[a[0]], int(a[1]), int(a[2])))
-        elif cmd == "seek": out = str(os.lseek(held[a[0]], int(a[1]), int(a[2])))
-        elif cmd == "readv":
-            b = bytearray(int(a[1])); n = os.readv(held[a[0]], [b]); out = repr(bytes(b[:n]))
-        elif cmd == "dup2": os.dup2(held[a[0]], int(a[1])); held[a[2]] = int(a[1]); out = "ok"
-        elif cmd == "close": os.close(held.pop(a[0])); out = "ok"
-        elif cmd == "write":
-            with open(a[0], "w") as f: f.write(a[1])
-            out = "ok"
-        elif cmd == "append":
-            with open(a[0], "a") as f: f.write(a[1])
-            out = "ok"
-        else: out = "?"
-    except OSError as e:
-        out = errno.errorcode.get(e.errno, str(e.errno))
-    print(out, flush=True)
-'''
+''')
 
-
-def Tracee(tv, extra=()) -> CommandTracee:
-    """A python3 tracee under wrap-and-run running SERVER, one command per line."""
-    return CommandTracee(tv, SERVER, extra)
 
 
 def cache_line(stats: str) -> tuple[int, int]:
@@ -68,28 +57,28 @@ def warm(t, path: str) -> str:
     return first
 
 
-def home_and_decoy(tv, rel: str, content: str):
-    tv.home_file(rel, content)
-    tv.decoy(rel, "decoy " + content)
+def warmed(tv, content: str) -> tuple[CommandTracee, str]:
+    """A file f with `content` at home (a decoy on the target), and a
+    tracee that has read it until it is kept; returns the tracee and f."""
+    tv.home_file("f", content)
+    tv.decoy("f", "decoy " + content)
+    tv.start_home()
+    t = CommandTracee(tv, SERVER)
+    f = tv.p("f")
+    assert warm(t, f) == content.replace("\n", "|")
+    return t, f
 
 
 def test_a_file_read_again_and_again_is_served_from_the_cache(tv):
-    home_and_decoy(tv, "f", "home-data")
-    tv.start_home()
-    t = Tracee(tv)
-    assert warm(t, tv.p("f")) == "home-data"
+    t, f = warmed(tv, "home-data")
     for _ in range(10):
-        assert t("cat", tv.p("f")) == "home-data"
+        assert t("cat", f) == "home-data"
     hits, kept = cache_line(t.finish())
     assert kept >= 1 and hits >= 10, (hits, kept)
 
 
 def test_changes_at_home_are_seen_by_the_next_read(tv):
-    home_and_decoy(tv, "f", "one")
-    tv.start_home()
-    t = Tracee(tv)
-    f = tv.p("f")
-    assert warm(t, f) == "one"
+    t, f = warmed(tv, "one")
     (tv.homedata / "f").write_text("two, longer")
     time.sleep(WINDOW)
     assert t("cat", f) == "two, longer"
@@ -112,11 +101,7 @@ def test_changes_at_home_are_seen_by_the_next_read(tv):
 
 
 def test_the_sessions_own_writes_are_seen_by_its_next_read(tv):
-    home_and_decoy(tv, "f", "a")
-    tv.start_home()
-    t = Tracee(tv)
-    f = tv.p("f")
-    assert warm(t, f) == "a"
+    t, f = warmed(tv, "a")
     assert t("append", f, "b") == "ok"
     assert t("cat", f) == "ab"
     warm(t, f)
@@ -127,11 +112,7 @@ def test_the_sessions_own_writes_are_seen_by_its_next_read(tv):
 
 
 def test_another_session_s_write_is_seen(tv):
-    home_and_decoy(tv, "f", "before")
-    tv.start_home()
-    t = Tracee(tv)
-    f = tv.p("f")
-    assert warm(t, f) == "before"
+    t, f = warmed(tv, "before")
     r = tv.run([PY, "-c", "import sys; open(sys.argv[1], 'w').write('after')", f])
     assert r.returncode == 0, describe(r)
     time.sleep(WINDOW)
@@ -141,11 +122,7 @@ def test_another_session_s_write_is_seen(tv):
 
 def test_reads_seeks_and_preads_on_a_served_handle_behave_as_natively(tv):
     text = "".join(f"{i}\n" for i in range(1000))
-    home_and_decoy(tv, "f", text)
-    tv.start_home()
-    t = Tracee(tv)
-    f = tv.p("f")
-    warm(t, f)
+    t, f = warmed(tv, text)
     data = text.encode()
     assert t("open", "h", f) == "ok"
     assert t("seek", "h", 0, os.SEEK_CUR) == "0"
@@ -173,11 +150,7 @@ def test_other_calls_on_a_served_handle_go_on_from_the_served_offset(tv):
     """readv and a dup2 onto a stream view use the offset at home: it
     must first be put where the cache's reads left it."""
     text = "0123456789abcdefghijklmnopqrstuvwxyz"
-    home_and_decoy(tv, "f", text)
-    tv.start_home()
-    t = Tracee(tv)
-    f = tv.p("f")
-    warm(t, f)
+    t, f = warmed(tv, text)
     assert t("open", "h", f) == "ok"
     assert t("read", "h", 4) == repr(b"0123")
     assert t("readv", "h", 4) == repr(b"4567")
@@ -193,9 +166,10 @@ def test_other_calls_on_a_served_handle_go_on_from_the_served_offset(tv):
 
 def test_a_file_past_the_bound_is_read_at_home_and_never_kept(tv):
     big = "x" * (64 * 1024 + 1)
-    home_and_decoy(tv, "big", big)
+    tv.home_file("big", big)
+    tv.decoy("big", "decoy")
     tv.start_home()
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     for _ in range(6):
         assert t("cat", tv.p("big")) == big
     hits, kept = cache_line(t.finish())
@@ -203,9 +177,10 @@ def test_a_file_past_the_bound_is_read_at_home_and_never_kept(tv):
 
 
 def test_no_cache_reads_every_time_at_home(tv):
-    home_and_decoy(tv, "f", "home-data")
+    tv.home_file("f", "home-data")
+    tv.decoy("f", "decoy")
     tv.start_home()
-    t = Tracee(tv, extra=["--no-cache"])
+    t = CommandTracee(tv, SERVER, ["--no-cache"])
     for _ in range(6):
         assert t("cat", tv.p("f")) == "home-data"
     (tv.homedata / "f").write_text("changed")
