@@ -31,6 +31,9 @@ public struct SupervisorOptions: Sendable {
     /// Acknowledge writes to regular files at home before home has run
     /// them (`WriteBehind`); off with `--sync-writes`.
     public var writeBehind = true
+    /// Where the program starts (`--cwd`); nil: where wrap-and-run runs
+    /// (see `startDirectory`).
+    public var workingDirectory: String?
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
                 policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50,
@@ -147,7 +150,7 @@ public final class Supervisor: Sendable {
             throw .spawn("epoll: \(error)")
         }
         let tracees = Tracees(watchers: watchers)
-        let cwd = try initialWorkingDirectory(link: link, policy: options.policy)
+        let cwd = try startDirectory(link: link, options: options)
 
         // The tracee keeps its own descriptor limit; placeholders take the upper half of it.
         let nofile = raiseDescriptorLimit()
@@ -238,33 +241,6 @@ public final class Supervisor: Sendable {
         localLink.returnSlot(localSlot)
         workerCount.wrappingSubtract(1, ordering: .relaxed)
         return false
-    }
-
-    /// The tracee starts where wrap-and-run runs: at home if that path is forwarded.
-    private static func initialWorkingDirectory(link: HomeLink, policy: RoutingPolicy) throws(LaunchError) -> WorkingDirectory {
-        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        guard buf.withUnsafeMutableBytes({ Glibc.getcwd($0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }) != nil else {
-            throw .workingDirectory("cannot read the working directory: \(String(cString: strerror(Glibc.errno)))")
-        }
-        let path = Array(buf.prefix { $0 != 0 })
-        if path.withUnsafeBytes({ policy.decide($0) }) == .local { return .local(path: path) }
-        let slot = link.slots[HomeLink.controlSlot]
-        let payload = slot.payload(for: .chdir)
-        payload.copyBytes(from: path)
-        payload[path.count] = 0
-        let text = String(decoding: path, as: UTF8.self)
-        do {
-            let r = try link.call(slot, .chdir, Scalars(Wire.rootDir), payloadLength: path.count + 1)
-            if r.result < 0 {
-                let e = String(cString: strerror(CInt(-r.result)))
-                throw LaunchError.workingDirectory("the working directory \(text) is forwarded but cannot be entered at home: \(e)")
-            }
-            return .remote(RemoteDir(handle: r.result, path: Array(r.payload), link: link))
-        } catch let e as LaunchError {
-            throw e
-        } catch {
-            throw .home(.unreachable("lost the home node while entering \(text)"))
-        }
     }
 
     private func printStats() {

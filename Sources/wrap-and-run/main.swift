@@ -39,10 +39,19 @@ struct WrapAndRun: ParsableCommand {
             Exit status: the program's (128+N if killed by signal N); 127 program not found; 126 cannot \
             execute it; 69 home unreachable; 77 home refused the key; 78 unusable key file; 76 protocol \
             mismatch; 125 other wrap-and-run errors.
-            """)
+            """ + wrapAndRunExamples,
+        version: TetherVersion.description)
 
-    @Option(help: "The home node: HOST:PORT of a homestub, or 'spawn' for a private home on this machine.")
+    @Option(help: "The home node: HOST:PORT of a homestub, ssh://[USER@]HOST[:PORT] (ssh runs homestub --stdio there; TETHER_SSH_COMMAND replaces ssh), or 'spawn' for a private home on this machine.")
     var home = "spawn"
+
+    @Option(help: ArgumentHelp("With --home ssh://: homestub's path on the home node, when it is not on the remote PATH.",
+                               valueName: "PATH"))
+    var remoteHomestub = "homestub"
+
+    @Option(help: ArgumentHelp("Start the program in DIR (at home if DIR is forwarded) instead of the current directory.",
+                               valueName: "DIR"))
+    var cwd: String?
 
     @Option(help: ArgumentHelp("A command whose stdin/stdout reaches a home node, e.g. 'ssh node homestub --stdio'.",
                                valueName: "COMMAND"))
@@ -81,10 +90,11 @@ struct WrapAndRun: ParsableCommand {
     @Option(help: "Say which rule decides this path, and exit.")
     var explain: [String] = []
 
-    @Argument(parsing: .captureForPassthrough, help: "-- PROGRAM [ARGS...]")
+    @Argument(parsing: .captureForPassthrough, help: "[--] PROGRAM [ARGS...]")
     var command: [String] = []
 
     mutating func run() throws {
+        try builtInOption()
         for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
             fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
         }
@@ -103,7 +113,34 @@ struct WrapAndRun: ParsableCommand {
         if command.first == "--" { command.removeFirst() }
         Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
-               attributeCache: !noCache, writeBehind: !syncWrites, command: command).run()
+               attributeCache: !noCache, writeBehind: !syncWrites, remoteHomestub: remoteHomestub, cwd: cwd,
+               command: command).run()
+    }
+
+    /// The passthrough argument takes everything from the first word it
+    /// does not know, so `--help`, `-h`, `--version` and
+    /// `--generate-completion-script` arrive here as the command: answered
+    /// here. Any other option there is unknown (a program after `--` is not).
+    private func builtInOption() throws {
+        guard let first = command.first, first.hasPrefix("-"), first != "--" else { return }
+        switch first {
+        case "--help", "-h", "-help": throw CleanExit.helpRequest(Self.self)
+        case "--version": throw CleanExit.message(TetherVersion.description)
+        case "--generate-completion-script":
+            let name = command.count > 1 ? command[1] : nil
+            guard let shell = name.flatMap(CompletionShell.init(rawValue:)) ?? (name == nil ? CompletionShell.autodetected() : nil) else {
+                throw ValidationError("--generate-completion-script takes bash, zsh or fish")
+            }
+            throw CleanExit.message(Self.completionScript(for: shell))
+        default:
+            if first.hasPrefix("--generate-completion-script=") {
+                guard let shell = CompletionShell(rawValue: String(first.dropFirst("--generate-completion-script=".count))) else {
+                    throw ValidationError("--generate-completion-script takes bash, zsh or fish")
+                }
+                throw CleanExit.message(Self.completionScript(for: shell))
+            }
+            throw ValidationError("unknown option \(first) (a program whose name starts with '-' goes after --)")
+        }
     }
 }
 
@@ -123,6 +160,8 @@ struct Launch {
     var attributeCache = true
     /// Off with --sync-writes.
     var writeBehind = true
+    var remoteHomestub = "homestub"
+    var cwd: String?
     var command: [String] = []
 
     func run() -> Never {
@@ -130,7 +169,7 @@ struct Launch {
             fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
         }
         let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes)
-        guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] -- PROGRAM [ARGS...])") }
+        guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] [--] PROGRAM [ARGS...])") }
 
         let environment = Spawn.environment
         let program = resolveProgram(name, environment: environment)
@@ -146,6 +185,7 @@ struct Launch {
         var launchOptions = options
         launchOptions.attributeCache = attributeCache
         launchOptions.writeBehind = writeBehind
+        launchOptions.workingDirectory = cwd
         let supervisor: Supervisor
         do { supervisor = try Supervisor.launch(launchOptions) } catch {
             switch error {
@@ -159,7 +199,7 @@ struct Launch {
         Glibc.exit(supervisor.wait())
     }
 
-    /// The common command lines, `[OPTION VALUE | FLAG]... -- PROGRAM
+    /// The common command lines, `[OPTION VALUE | FLAG]... [--] PROGRAM
     /// [ARGS...]` with the options of a run (no help, --explain or
     /// --print-policy, no `--option=value`), parsed by hand: ArgumentParser
     /// finds its options by reflection, which in a binary this size costs
@@ -174,6 +214,11 @@ struct Launch {
             if a == "--" {
                 l.command = Array(args[(i + 1)...])
                 return l.command.isEmpty ? nil : l
+            }
+            // The program (without `--`): every option before it was taken with its value.
+            if !a.hasPrefix("-") {
+                l.command = Array(args[i...])
+                return l
             }
             if a == "--stats" || a == "--no-cache" || a == "--sync-writes" {
                 guard seen.insert(a).inserted else { return nil }
@@ -198,6 +243,8 @@ struct Launch {
                 case "--home-command": l.homeCommand = v
                 case "--key-file": l.keyFile = v
                 case "--root": l.root = v
+                case "--cwd": l.cwd = v
+                case "--remote-homestub": l.remoteHomestub = v
                 case "--poll-us":
                     guard let n = Int(v) else { return nil }
                     l.pollMicroseconds = n
@@ -224,7 +271,11 @@ struct Launch {
             guard stat(candidate, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
             guard access(candidate, X_OK) == 0 else { sawNoPermission = true; continue }
             checkBinary(candidate)
-            return candidate
+            // Absolute: the program may start in another directory (--cwd).
+            if candidate.hasPrefix("/") { return candidate }
+            guard let here = getcwd(nil, 0) else { return candidate }
+            defer { free(here) }
+            return String(cString: here) + "/" + candidate
         }
         if sawNoPermission { fail(Status.cannotExecute, "\(name): permission denied") }
         fail(Status.notFound, "\(name): command not found")
@@ -254,9 +305,18 @@ struct Launch {
     }
 
     private func homeAddress() -> HomeAddress {
-        if let homeCommand {
-            guard let keyFile else { return .command(homeCommand, key: nil) }
-            do { return .command(homeCommand, key: try KeyFile.load(keyFile)) } catch {
+        var command = homeCommand
+        if command == nil, let ssh = SSHHome.parse(home) {
+            switch ssh {
+            case .success(let target):
+                command = target.command(sshCommand: getenv("TETHER_SSH_COMMAND").map { String(cString: $0) },
+                                         remoteHomestub: remoteHomestub)
+            case .failure(let error): fail(Status.usage, "--home \(error.message)")
+            }
+        }
+        if let command {
+            guard let keyFile else { return .command(command, key: nil) }
+            do { return .command(command, key: try KeyFile.load(keyFile)) } catch {
                 fail(Status.config, error.description)
             }
         }
@@ -270,7 +330,9 @@ struct Launch {
                 _ = serveSession(input: fd, output: fd, root: root, keyFile: nil, pollMicroseconds: poll, log: log)
             }
         }
-        guard let endpoint = Endpoint(parsing: home) else { fail(Status.usage, "--home takes HOST:PORT or spawn, not \(home)") }
+        guard let endpoint = Endpoint(parsing: home) else {
+            fail(Status.usage, "--home takes HOST:PORT, ssh://[USER@]HOST[:PORT] or spawn, not \(home)")
+        }
         guard let keyFile else { fail(Status.usage, "--home \(home) needs --key-file FILE (the key homestub was started with)") }
         do { return .tcp(endpoint, key: try KeyFile.load(keyFile)) } catch {
             fail(Status.config, error.description)
