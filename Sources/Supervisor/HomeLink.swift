@@ -336,6 +336,9 @@ public final class HomeLink: Sendable {
     /// stream failed.
     func sendUnwaited(_ slot: Slot, _ op: Op, _ scalars: Scalars, payloadLength: Int, id: UInt64) -> Bool {
         if lost.load(ordering: .acquiring) { return false }
+        // Counted as a request this slot sent (the id is the caller's), so
+        // the worker can tell that its call went home (`Worker.observe`).
+        slot.sequence &+= 1
         guard let length = try? RequestEncoder.encodeHeader(op: op, id: id, scalars: scalars, payloadLength: payloadLength,
                                                             into: slot.frame) else { return false }
         // Copied onto the stream, never spliced: the slot's buffer is reused

@@ -72,8 +72,22 @@ struct WrapAndRun: ParsableCommand {
           help: "Wait for home to run each write before it returns (no write-behind; errors at the write itself).")
     var syncWrites = false
 
-    @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
+    @Flag(help: "Print per-syscall counts (forwarded / local), errors, bytes and latency percentiles on exit.")
     var stats = false
+
+    @Option(name: .customLong("stats-json"), help: ArgumentHelp("Write the --stats table as JSON to FILE on exit.",
+                                                                valueName: "FILE"))
+    var statsJSON: String?
+
+    @Option(help: ArgumentHelp("Trace intercepted calls, one line each, as strace -f -tt -T does (with where each ran); "
+                               + "--trace alone traces all, --trace=LIST those of strace classes (%file, %desc, "
+                               + "%network, %process, %creds, %memory, %stat, ...) or syscalls named in LIST.",
+                               valueName: "LIST"))
+    var trace: String?
+
+    @Option(name: .customLong("trace-file"), help: ArgumentHelp("Write the trace to FILE, not standard error (implies --trace).",
+                                                                valueName: "FILE"))
+    var traceFile: String?
 
     @Flag(help: "Print the binding policy and exit.")
     var printPolicy = false
@@ -101,9 +115,11 @@ struct WrapAndRun: ParsableCommand {
             return
         }
         if command.first == "--" { command.removeFirst() }
-        Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
+        var launch = Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
-               attributeCache: !noCache, writeBehind: !syncWrites, command: command).run()
+               attributeCache: !noCache, writeBehind: !syncWrites, command: command)
+        (launch.trace, launch.traceFile, launch.statsJSON) = (trace, traceFile, statsJSON)
+        launch.run()
     }
 }
 
@@ -124,6 +140,10 @@ struct Launch {
     /// Off with --sync-writes.
     var writeBehind = true
     var command: [String] = []
+    /// The --trace list ("all" for --trace alone), --trace-file, --stats-json.
+    var trace: String?
+    var traceFile: String?
+    var statsJSON: String?
 
     func run() -> Never {
         for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
@@ -146,13 +166,18 @@ struct Launch {
         var launchOptions = options
         launchOptions.attributeCache = attributeCache
         launchOptions.writeBehind = writeBehind
+        launchOptions.statsJSON = statsJSON
+        launchOptions.traceFile = traceFile
+        if trace != nil || traceFile != nil {
+            do { launchOptions.trace = try TraceSelection(parsing: trace ?? "all") } catch { fail(Status.usage, error.description) }
+        }
         let supervisor: Supervisor
         do { supervisor = try Supervisor.launch(launchOptions) } catch {
             switch error {
             case .home(.unreachable): fail(Status.unreachable, error.description)
             case .home(.refused): fail(Status.refused, error.description)
             case .home(.protocolError): fail(Status.protocolError, error.description)
-            case .workingDirectory: fail(Status.usage, error.description)
+            case .workingDirectory, .output: fail(Status.usage, error.description)
             case .spawn: fail(Status.cannotExecute, error.description)
             }
         }
@@ -161,7 +186,7 @@ struct Launch {
 
     /// The common command lines, `[OPTION VALUE | FLAG]... -- PROGRAM
     /// [ARGS...]` with the options of a run (no help, --explain or
-    /// --print-policy, no `--option=value`), parsed by hand: ArgumentParser
+    /// --print-policy, no `--option=value` but `--trace=LIST`), parsed by hand: ArgumentParser
     /// finds its options by reflection, which in a binary this size costs
     /// milliseconds of start-up. Nil for anything else, which ArgumentParser
     /// then parses (and reports on).
@@ -174,6 +199,12 @@ struct Launch {
             if a == "--" {
                 l.command = Array(args[(i + 1)...])
                 return l.command.isEmpty ? nil : l
+            }
+            if a == "--trace" || a.hasPrefix("--trace=") {
+                guard l.trace == nil else { return nil }
+                l.trace = a == "--trace" ? "all" : String(a.dropFirst("--trace=".count))
+                i += 1
+                continue
             }
             if a == "--stats" || a == "--no-cache" || a == "--sync-writes" {
                 guard seen.insert(a).inserted else { return nil }
@@ -198,6 +229,8 @@ struct Launch {
                 case "--home-command": l.homeCommand = v
                 case "--key-file": l.keyFile = v
                 case "--root": l.root = v
+                case "--trace-file": l.traceFile = v
+                case "--stats-json": l.statsJSON = v
                 case "--poll-us":
                     guard let n = Int(v) else { return nil }
                     l.pollMicroseconds = n
@@ -207,6 +240,13 @@ struct Launch {
             i += 2
         }
         return nil
+    }
+
+    /// The arguments with a bare `--trace` before the program written
+    /// `--trace=all`: ArgumentParser has no option whose value may be left out.
+    static func bareTrace(_ args: ArraySlice<String>) -> [String] {
+        let end = args.firstIndex(of: "--") ?? args.endIndex
+        return args[..<end].map { $0 == "--trace" ? "--trace=all" : $0 } + args[end...]
     }
 
     /// PATH search as execvp does it; checks the ELF class and machine.
@@ -280,7 +320,7 @@ struct Launch {
 
 if let launch = Launch.fastParse(CommandLine.arguments.dropFirst()) { launch.run() }
 do {
-    var command = try WrapAndRun.parseAsRoot()
+    var command = try WrapAndRun.parseAsRoot(Launch.bareTrace(CommandLine.arguments.dropFirst()))
     try command.run()
 } catch {
     let code = WrapAndRun.exitCode(for: error)
