@@ -92,6 +92,8 @@ public final class HomeLink: Sendable {
         let pending = Atomic<UInt64>(0)
         let phase = Atomic<Int>(Phase.running.rawValue)
         let delivered = Atomic<Bool>(false)
+        /// Requests this slot has sent (the next call's id is made from
+        /// it); a worker compares it around a call to tell it went home.
         var sequence: UInt64 = 0
         var replyLength = 0
         let failed = Atomic<Bool>(false)

@@ -11,11 +11,6 @@ public struct TraceSelection: Sendable {
     /// Traced or not, by table row.
     let rows: [Bool]
 
-    /// Every intercepted syscall.
-    public static let all = TraceSelection(rows: [Bool](repeating: true, count: SyscallTable.x86_64.rows.count))
-
-    private init(rows: [Bool]) { self.rows = rows }
-
     /// Parses LIST; the error names the first word that is neither a class
     /// nor a syscall of the table, and says what is.
     public init(parsing list: String) throws(TraceSelectionError) {
@@ -46,7 +41,8 @@ public struct TraceSelectionError: Error, CustomStringConvertible {
     public let word: String
     public var description: String {
         let classes = TraceClass.names.map { "%" + $0.0 }.joined(separator: ", ")
-        return "--trace: '\(word)' is not a class (\(classes), all) nor an intercepted syscall"
+        return "--trace: '\(word)' is not a class (\(classes), all) nor an intercepted syscall "
+            + "(to write the trace to a file: --trace-file FILE)"
     }
 }
 

@@ -115,11 +115,10 @@ struct WrapAndRun: ParsableCommand {
             return
         }
         if command.first == "--" { command.removeFirst() }
-        var launch = Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
+        Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
                attributeCache: !noCache, writeBehind: !syncWrites, command: command)
-        (launch.trace, launch.traceFile, launch.statsJSON) = (trace, traceFile, statsJSON)
-        launch.run()
+            .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).run()
     }
 }
 
@@ -144,6 +143,13 @@ struct Launch {
     var trace: String?
     var traceFile: String?
     var statsJSON: String?
+
+    /// This launch with the --trace, --trace-file and --stats-json settings.
+    func observing(trace: String?, traceFile: String?, statsJSON: String?) -> Launch {
+        var l = self
+        (l.trace, l.traceFile, l.statsJSON) = (trace, traceFile, statsJSON)
+        return l
+    }
 
     func run() -> Never {
         for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
