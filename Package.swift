@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.12.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        // --stats latency percentiles: HdrHistogram records without allocating.
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // The only C: variadic syscalls, seccomp notification ioctls, the
@@ -54,7 +56,8 @@ let package = Package(
         // Target side: interception, syscall table, placeholders, forwarding client.
         .target(
             name: "Supervisor",
-            dependencies: ["SysKit", "Wire", "Policy", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["SysKit", "Wire", "Policy", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Histogram", package: "hdrhistogram-swift")]
         ),
         // Home side: listener, deputy, request execution inside the export root.
         .target(

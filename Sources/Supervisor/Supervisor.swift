@@ -13,8 +13,14 @@ public struct SupervisorOptions: Sendable {
     public var environment: [String]
     public var home: HomeAddress
     public var policy: RoutingPolicy
-    /// Print per-syscall counts on exit.
+    /// Print per-syscall counts and latencies on exit.
     public var stats: Bool
+    /// Write them as JSON to this file on exit (`--stats-json`).
+    public var statsJSON: String? = nil
+    /// Trace these syscalls (`--trace`), one line per call.
+    public var trace: TraceSelection? = nil
+    /// To this file rather than standard error (`--trace-file`).
+    public var traceFile: String? = nil
     /// Supervisor threads receiving notifications at start; more are
     /// started while all are busy (calls blocked at home), up to `maxWorkers`.
     public var workers: Int
@@ -55,11 +61,13 @@ public enum LaunchError: Error, CustomStringConvertible {
     case home(HomeConnectError)
     case workingDirectory(String)
     case spawn(String)
+    /// The trace or statistics file cannot be opened.
+    case output(String)
 
     public var description: String {
         switch self {
         case .home(let e): return e.description
-        case .workingDirectory(let s), .spawn(let s): return s
+        case .workingDirectory(let s), .spawn(let s), .output(let s): return s
         }
     }
 }
@@ -74,7 +82,8 @@ public final class Supervisor: Sendable {
     let localLink: HomeLink
     let watchers: Watchers
     let tracees: Tracees
-    let stats: Stats
+    /// With `--trace` or `--stats`, else nil (see `Worker.run`).
+    let observer: Observer?
     let listener: SeccompListener
     let child: pid_t
     /// The program's keeper: the program's process tree ends with this process.
@@ -101,7 +110,8 @@ public final class Supervisor: Sendable {
     static let maxIdleWorkers = 4
 
     private init(options: SupervisorOptions, link: HomeLink, localLink: HomeLink, watchers: Watchers, tracees: Tracees,
-                 listener: SeccompListener, child: pid_t, keeper: Keeper, placeholderBase: Int32, descriptorLimit: Int32) {
+                 listener: SeccompListener, child: pid_t, keeper: Keeper, placeholderBase: Int32, descriptorLimit: Int32,
+                 observer: Observer?) {
         self.options = options
         self.localLink = localLink
         self.placeholderBase = placeholderBase
@@ -113,7 +123,7 @@ public final class Supervisor: Sendable {
         self.listener = listener
         self.child = child
         self.keeper = keeper
-        stats = Stats(rows: SyscallTable.x86_64.rows.count)
+        self.observer = observer
     }
 
     /// Connects to home, starts the program under the filter, and starts the
@@ -129,6 +139,7 @@ public final class Supervisor: Sendable {
         for s in [SIGTERM, SIGHUP] { sigaddset(&relayed, s) }
         pthread_sigmask(SIG_BLOCK, &relayed, nil)
 
+        let observer = try makeObserver(options)
         let stream: HomeConnection.Stream
         do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
         let home = options.home.description
@@ -173,7 +184,7 @@ public final class Supervisor: Sendable {
         listener.preferSynchronousWakeUp()
 
         let sup = Supervisor(options: options, link: link, localLink: localLink, watchers: watchers, tracees: tracees, listener: listener,
-                             child: pid, keeper: keeper, placeholderBase: base, descriptorLimit: limit)
+                             child: pid, keeper: keeper, placeholderBase: base, descriptorLimit: limit, observer: observer)
         ThreadRunner(name: "watchers") { [watchers, tracees] in
             watchers.run { tid in tracees.threadExited(tid) }
         }.start()
@@ -205,10 +216,16 @@ public final class Supervisor: Sendable {
         keeper.release()
         watchers.flushStreams(slot: link.slots[HomeLink.controlSlot])
         link.settle(link.slots[HomeLink.controlSlot])
-        if options.stats {
-            // Let calls answered just before the exit finish counting (bounded).
+        if let observer {
+            // Let calls answered just before the exit finish their trace
+            // lines and counting (bounded).
             for _ in 0..<1000 where callsInFlight.load(ordering: .acquiring) > 0 { usleep(100) }
-            printStats()
+            var summaries: [String] = []
+            if link.attributes.enabled {
+                summaries = [link.attributes.summary, "listing cache: " + link.attributes.listings.summary,
+                             "small-read cache: " + link.attributes.contents.summary]
+            }
+            observer.book?.report(table: table, summaries: summaries)
         }
         return status
     }
@@ -243,27 +260,4 @@ public final class Supervisor: Sendable {
         return false
     }
 
-    private func printStats() {
-        var lines = ["wrap-and-run: syscalls intercepted (forwarded to home / run locally):"]
-        var total = (UInt64(0), UInt64(0))
-        for row in table.rows {
-            let f = stats.forwardedCount(row: row.index), l = stats.localCount(row: row.index)
-            if f + l == 0 { continue }
-            total.0 += f; total.1 += l
-            let name = "\(row.name)".rightPad(17)
-            lines.append("  \(name) \(String(f).leftPad(9)) \(String(l).leftPad(9))")
-        }
-        lines.append("  \("total".rightPad(17)) \(String(total.0).leftPad(9)) \(String(total.1).leftPad(9))")
-        if link.attributes.enabled {
-            lines.append("  " + link.attributes.summary)
-            lines.append("  listing cache: " + link.attributes.listings.summary)
-            lines.append("  small-read cache: " + link.attributes.contents.summary)
-        }
-        printError(lines.joined(separator: "\n") + "\n")
-    }
-}
-
-extension String {
-    fileprivate func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
-    fileprivate func rightPad(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
 }

@@ -23,6 +23,11 @@ let wrapAndRunExamples = """
           directory missing at home means starting in the home's root.
       wrap-and-run --stats --no-cache --sync-writes -- tar xf /home/me/s.tar
           Count the calls; no attribute cache; every write waits for home.
+      wrap-and-run --trace=%file,read -- python3 app.py
+          One line per intercepted file call and read, strace-style, with
+          where it ran (home, local, supervisor) and its latency.
+      wrap-and-run --trace-file trace.txt --stats-json stats.json -- make
+          The whole trace to trace.txt; the --stats table as JSON.
       wrap-and-run --poll-us 0 -- make
           Sleep at once while waiting for home (less CPU, more latency).
       wrap-and-run --print-policy

@@ -81,8 +81,22 @@ struct WrapAndRun: ParsableCommand {
           help: "Wait for home to run each write before it returns (no write-behind; errors at the write itself).")
     var syncWrites = false
 
-    @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
+    @Flag(help: "Print per-syscall counts (forwarded / local), errors, bytes and latency percentiles on exit.")
     var stats = false
+
+    @Option(name: .customLong("stats-json"), help: ArgumentHelp("Write the --stats table as JSON to FILE on exit.",
+                                                                valueName: "FILE"))
+    var statsJSON: String?
+
+    @Option(help: ArgumentHelp("Trace intercepted calls, one line each, as strace -f -tt -T does (with where each ran); "
+                               + "--trace alone traces all, --trace=LIST those of strace classes (%file, %desc, "
+                               + "%network, %process, %creds, %memory, %stat, ...) or syscalls named in LIST.",
+                               valueName: "LIST"))
+    var trace: String?
+
+    @Option(name: .customLong("trace-file"), help: ArgumentHelp("Write the trace to FILE, not standard error (implies --trace).",
+                                                                valueName: "FILE"))
+    var traceFile: String?
 
     @Flag(help: "Print the binding policy and exit.")
     var printPolicy = false
@@ -114,7 +128,8 @@ struct WrapAndRun: ParsableCommand {
         Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
                attributeCache: !noCache, writeBehind: !syncWrites, remoteHomestub: remoteHomestub, cwd: cwd,
-               command: command).run()
+               command: command)
+            .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).run()
     }
 
     /// The passthrough argument takes everything from the first word it
@@ -163,6 +178,17 @@ struct Launch {
     var remoteHomestub = "homestub"
     var cwd: String?
     var command: [String] = []
+    /// The --trace list ("all" for --trace alone), --trace-file, --stats-json.
+    var trace: String?
+    var traceFile: String?
+    var statsJSON: String?
+
+    /// This launch with the --trace, --trace-file and --stats-json settings.
+    func observing(trace: String?, traceFile: String?, statsJSON: String?) -> Launch {
+        var l = self
+        (l.trace, l.traceFile, l.statsJSON) = (trace, traceFile, statsJSON)
+        return l
+    }
 
     func run() -> Never {
         for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
@@ -186,13 +212,18 @@ struct Launch {
         launchOptions.attributeCache = attributeCache
         launchOptions.writeBehind = writeBehind
         launchOptions.workingDirectory = cwd
+        launchOptions.statsJSON = statsJSON
+        launchOptions.traceFile = traceFile
+        if trace != nil || traceFile != nil {
+            do { launchOptions.trace = try TraceSelection(parsing: trace ?? "all") } catch { fail(Status.usage, error.description) }
+        }
         let supervisor: Supervisor
         do { supervisor = try Supervisor.launch(launchOptions) } catch {
             switch error {
             case .home(.unreachable): fail(Status.unreachable, error.description)
             case .home(.refused): fail(Status.refused, error.description)
             case .home(.protocolError): fail(Status.protocolError, error.description)
-            case .workingDirectory: fail(Status.usage, error.description)
+            case .workingDirectory, .output: fail(Status.usage, error.description)
             case .spawn: fail(Status.cannotExecute, error.description)
             }
         }
@@ -201,7 +232,7 @@ struct Launch {
 
     /// The common command lines, `[OPTION VALUE | FLAG]... [--] PROGRAM
     /// [ARGS...]` with the options of a run (no help, --explain or
-    /// --print-policy, no `--option=value`), parsed by hand: ArgumentParser
+    /// --print-policy, no `--option=value` but `--trace=LIST`), parsed by hand: ArgumentParser
     /// finds its options by reflection, which in a binary this size costs
     /// milliseconds of start-up. Nil for anything else, which ArgumentParser
     /// then parses (and reports on).
@@ -219,6 +250,12 @@ struct Launch {
             if !a.hasPrefix("-") {
                 l.command = Array(args[i...])
                 return l
+            }
+            if a == "--trace" || a.hasPrefix("--trace=") {
+                guard l.trace == nil else { return nil }
+                l.trace = a == "--trace" ? "all" : String(a.dropFirst("--trace=".count))
+                i += 1
+                continue
             }
             if a == "--stats" || a == "--no-cache" || a == "--sync-writes" {
                 guard seen.insert(a).inserted else { return nil }
@@ -245,6 +282,8 @@ struct Launch {
                 case "--root": l.root = v
                 case "--cwd": l.cwd = v
                 case "--remote-homestub": l.remoteHomestub = v
+                case "--trace-file": l.traceFile = v
+                case "--stats-json": l.statsJSON = v
                 case "--poll-us":
                     guard let n = Int(v) else { return nil }
                     l.pollMicroseconds = n
@@ -254,6 +293,13 @@ struct Launch {
             i += 2
         }
         return nil
+    }
+
+    /// The arguments with a bare `--trace` before the program written
+    /// `--trace=all`: ArgumentParser has no option whose value may be left out.
+    static func bareTrace(_ args: ArraySlice<String>) -> [String] {
+        let end = args.firstIndex(of: "--") ?? args.endIndex
+        return args[..<end].map { $0 == "--trace" ? "--trace=all" : $0 } + args[end...]
     }
 
     /// PATH search as execvp does it; checks the ELF class and machine.
@@ -342,7 +388,7 @@ struct Launch {
 
 if let launch = Launch.fastParse(CommandLine.arguments.dropFirst()) { launch.run() }
 do {
-    var command = try WrapAndRun.parseAsRoot()
+    var command = try WrapAndRun.parseAsRoot(Launch.bareTrace(CommandLine.arguments.dropFirst()))
     try command.run()
 } catch {
     let code = WrapAndRun.exitCode(for: error)
