@@ -17,12 +17,14 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.12.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         // The policy file's TOML (issue 11): toml++ underneath, so positions
         // of syntax errors come with line and column.
         .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
+        // --stats latency percentiles: HdrHistogram records without allocating.
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // The only C: variadic syscalls, seccomp notification ioctls, the
@@ -61,7 +63,8 @@ let package = Package(
         .target(
             name: "Supervisor",
             dependencies: ["SysKit", "Wire", "Policy", .product(name: "Logging", package: "swift-log"),
-                           .product(name: "Crypto", package: "swift-crypto")]
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "Histogram", package: "hdrhistogram-swift")]
         ),
         // Home side: listener, deputy, request execution inside the export root.
         .target(

@@ -65,8 +65,9 @@ final class AttrCache: @unchecked Sendable {
     static let fillMask = CSHIM_STATX_BASIC_STATS | 0x800  // STATX_BTIME
 
     let slotCount: Int
-    /// The directory listings kept on the same invalidations (`ListingCache`).
-    let listings: ListingCache
+    /// The directory listings and small files kept on the same
+    /// invalidations (`ReadCache`).
+    let listings: ReadCache, contents: ReadCache
     /// The stream from home (a hit needs it quiet).
     let stream: CInt
     private let table: UnsafeMutableRawPointer
@@ -96,7 +97,9 @@ final class AttrCache: @unchecked Sendable {
         precondition(slots & (slots - 1) == 0, "AttrCache slots must be a power of two")
         slotCount = slots
         self.stream = stream
-        listings = ListingCache(enabled: slots > 0)
+        let clock = ReadClock()
+        listings = .listings(enabled: slots > 0, clock: clock)
+        contents = .contents(enabled: slots > 0, clock: clock)
         // calloc: memory fresh from the kernel is zero already, so the
         // 2 MiB table costs page faults only as its slots fill, not all at
         // start-up (zeroing it was a third of wrap-and-run's page faults).
@@ -231,6 +234,7 @@ final class AttrCache: @unchecked Sendable {
             if r.result == Invalidation.dropAll {
                 generation &+= 1
                 listings.dropAll()
+                contents.dropAll()
                 tagCount = 0
                 tagsOverflowed = false
                 return payload.isEmpty
@@ -239,8 +243,8 @@ final class AttrCache: @unchecked Sendable {
             let trees = r.result == Invalidation.dropTrees
             do throws(WireError) {
                 try Invalidation.forEachKey(payload) { key in
-                    if trees { dropTree(key); listings.dropTree(key); return }
-                    if key.count <= CacheKey.maxKey { dropName(key); listings.drop(key) }
+                    if trees { dropTree(key); listings.dropTree(key); contents.dropTree(key); return }
+                    if key.count <= CacheKey.maxKey { dropName(key); listings.drop(key); contents.drop(key) }
                 }
             } catch { return false }
             return true

@@ -18,8 +18,8 @@ enum Reply {
     case continueSyscall
     /// Return this value to the tracee.
     case value(Int64)
-    /// Already answered (an fd was installed with ADDFD|SEND).
-    case answered
+    /// Already answered with this value (an fd was installed with ADDFD|SEND).
+    case answered(Int64)
 }
 
 /// Runs a SysKit call inside a handler, turning its errno into a `Failure`.
@@ -167,7 +167,8 @@ struct Call: ~Copyable {
     /// the tracee and answers the syscall with its fd number.
     func installPlaceholder(handle: Int64, flags: Int32, path: [UInt8]?) throws(Failure) -> Reply {
         let end: CInt
-        do { end = try sup.watchers.makePlaceholder(handle: handle, accessMode: flags & O_ACCMODE, path: path) } catch {
+        do { end = try sup.watchers.makePlaceholder(handle: handle, accessMode: flags & O_ACCMODE, path: path,
+                                                                 readOnly: flags & (O_ACCMODE | CSHIM_O_PATH) == O_RDONLY) } catch {
             sup.link.release(handle: handle)
             throw .errno(error)
         }
@@ -182,8 +183,7 @@ struct Call: ~Copyable {
     /// number otherwise: the price of running the tracee's own descriptors
     /// at native speed.
     func place(_ source: CInt, closeOnExec: Bool, minimum: Int32) throws(Failure) -> Reply {
-        _ = try place(source, closeOnExec: closeOnExec, minimum: minimum, answer: true)
-        return .answered
+        try .answered(Int64(place(source, closeOnExec: closeOnExec, minimum: minimum, answer: true)))
     }
 
     /// `place`, optionally leaving the notification pending (for calls that
@@ -235,6 +235,6 @@ struct Call: ~Copyable {
                 try listener.installAndRespond(id: id, source: source, closeOnExec: closeOnExec, at: target)
             }
         }
-        return .answered
+        return .answered(Int64(target))
     }
 }

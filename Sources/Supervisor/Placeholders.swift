@@ -30,11 +30,19 @@ final class Placeholder: Sendable {
     /// with calls that depend on the file's offset.
     let views = Mutex<[StreamView]>([])
     let hasViews = Atomic<Bool>(false)
-    /// Where this open directory stands with the listing cache.
-    let listing: Mutex<ListingCursor>
+    /// Where this open file description stands with the listing or the
+    /// small-read cache.
+    let reads: Mutex<ReadCursor>
+    /// A read-only regular file whose cursor may still be fresh, filling or
+    /// served from the small-read cache: whatever uses the home offset
+    /// otherwise first settles it (`Call.settleReadCache`). False for good
+    /// once it went home.
+    let readCacheLive: Atomic<Bool>
 
+    /// `readOnly`: opened for reading only (not O_PATH), so its reads may be
+    /// kept in, or served from, the small-read cache.
     init(handle: Int64, inode: UInt64, supervisorEnd: CInt, link: HomeLink, accessMode: Int32, path: [UInt8]? = nil,
-         owner: Placeholder? = nil, stream: StreamPump? = nil) {
+         readOnly: Bool = false, owner: Placeholder? = nil, stream: StreamPump? = nil) {
         self.path = path
         self.handle = handle
         self.inode = inode
@@ -43,7 +51,9 @@ final class Placeholder: Sendable {
         self.accessMode = accessMode
         self.owner = owner
         self.stream = stream
-        listing = Mutex(ListingCursor(path: owner == nil ? path : nil, attributes: link.attributes))
+        let cursor = ReadCursor(path: owner == nil ? path : nil, attributes: link.attributes)
+        readCacheLive = Atomic(cursor.cacheable && readOnly && link.attributes.contents.enabled)
+        reads = Mutex(cursor)
     }
 
     deinit {
@@ -102,7 +112,8 @@ final class Watchers: Sendable {
     /// Makes a socketpair for a new placeholder of `handle`; returns the
     /// tracee's end (to install, then close) and registers the other. With
     /// `streamOf`, the new placeholder is a stream view of that one.
-    func makePlaceholder(handle: Int64, accessMode: Int32, path: [UInt8]? = nil, streamOf owner: Placeholder? = nil) throws(Errno) -> CInt {
+    func makePlaceholder(handle: Int64, accessMode: Int32, path: [UInt8]? = nil, readOnly: Bool = false,
+                         streamOf owner: Placeholder? = nil) throws(Errno) -> CInt {
         let (traceeEnd, ours) = try FD.socketPair()
         do {
             let (ino, _) = try FD.inode(traceeEnd)
@@ -117,7 +128,7 @@ final class Watchers: Sendable {
                 if !stream!.readable { shutdown(ours, Int32(SHUT_WR)) }   // reads see end of file
             }
             let p = Placeholder(handle: handle, inode: ino, supervisorEnd: ours, link: link, accessMode: accessMode,
-                                path: path, owner: owner, stream: stream)
+                                path: path, readOnly: readOnly, owner: owner, stream: stream)
             placeholders.withLock { $0[ino] = p }
             try sys { cshim_epoll_add(epoll, ours, events, ino) }
             return traceeEnd

@@ -23,10 +23,10 @@ enum ByValue {
         guard flags & (CSHIM_O_PATH | O_DIRECTORY) == 0, resolve == 0,
               let (source, _) = try object(c, to: to, pathLength: len) else { return nil }
         defer { Glibc.close(source) }
-        _ = try local { () throws(Errno) in
+        let fd = try local { () throws(Errno) in
             try c.sup.listener.installAndRespond(id: c.id, source: source, closeOnExec: flags & O_CLOEXEC != 0)
         }
-        return .answered
+        return .answered(Int64(fd))
     }
 
     /// A read-only descriptor (the supervisor's, to close) of the cached

@@ -55,8 +55,9 @@ enum Copy {
     }
 
     private static func side(_ c: borrowing Call, fd: Int32) throws(Failure) -> Side {
-        if let p = try c.placeholder(fd: fd) { return .remote(p) }
-        return .local
+        guard let p = try c.placeholder(fd: fd) else { return .local }
+        try c.settleReadCache(p)
+        return .remote(p)
     }
 
     private static func readOffset(_ c: borrowing Call, _ address: UInt64) throws(Failure) -> Int64? {

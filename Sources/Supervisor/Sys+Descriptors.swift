@@ -71,6 +71,8 @@ enum Descriptors {
         // 0, 1, 2: the kernel's own dup2 of the placeholder keeps them watched.
         if new <= 2 { return .continueSyscall }
         let owner = p.owner ?? p
+        // The view's pump reads at the home offset.
+        try c.settleReadCache(owner)
         let end: CInt
         do { end = try c.sup.watchers.makePlaceholder(handle: owner.handle, accessMode: owner.accessMode, streamOf: owner) } catch {
             throw .errno(error)
@@ -82,7 +84,7 @@ enum Descriptors {
         _ = try local { () throws(Errno) in
             try c.sup.listener.installAndRespond(id: c.id, source: end, closeOnExec: closeOnExec, at: new)
         }
-        return .answered
+        return .answered(Int64(new))
     }
 }
 
@@ -95,6 +97,7 @@ extension Call {
     /// have more to read afterwards, so they are renewed too.
     func withExactOffset<R>(_ p: Placeholder, movesOffset: Bool = false, _ body: () throws(Failure) -> R) throws(Failure) -> R {
         let owner = p.owner ?? p
+        try settleReadCache(owner)
         guard owner.hasViews.load(ordering: .acquiring) else { return try body() }
         // The pump may hold the lock through a long call home (a FIFO read):
         // whoever could unblock that must still have its notification received.

@@ -9,7 +9,7 @@ enum Dir {
     static func getdents64(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
         let count = Int(UInt32(truncatingIfNeeded: c.raw(2)))
-        return .value(try p.listing.withLock { (cursor: inout ListingCursor) throws(Failure) -> Int64 in
+        return .value(try p.reads.withLock { (cursor: inout ReadCursor) throws(Failure) -> Int64 in
             let n = try c.listedGetdents(p, count: count, cursor: &cursor)
             cursor.listed = true
             return n

@@ -78,10 +78,10 @@ enum File {
                 }
             }
             defer { if source != CInt(r.result) { Glibc.close(source) } }
-            _ = try local { () throws(Errno) in
+            let fd = try local { () throws(Errno) in
                 try c.sup.listener.installAndRespond(id: c.id, source: source, closeOnExec: flags & O_CLOEXEC != 0)
             }
-            return .answered
+            return .answered(Int64(fd))
         }
         // The name it was opened by, for names relative to it later: the
         // routed absolute form, or the object's own when reopened through

@@ -3,24 +3,25 @@ import Glibc
 import SysKit
 import Wire
 
-/// getdents64 through the listing cache (`ListingCache`), one open
+/// getdents64 through the listing cache (`ReadCache`), one open
 /// directory's cursor at a time.
 extension Call {
     /// getdents64(2) of placeholder `p` into the tracee's buffer (argument 1)
     /// of `count` bytes: served from a kept listing while the handle reads
     /// it sequentially from 0, else at home (copying a whole read from 0
     /// into the cache when the directory is watched).
-    func listedGetdents(_ p: Placeholder, count: Int, cursor: inout ListingCursor) throws(Failure) -> Int64 {
+    func listedGetdents(_ p: Placeholder, count: Int, cursor: inout ReadCursor) throws(Failure) -> Int64 {
         let cache = sup.link.attributes, listings = cache.listings
         let quiet = sup.link.writeBehind.writesInFlight.load(ordering: .relaxed) == 0
         switch cursor.mode {
-        case .home:
+        case .home, .fillingFile, .servingFile:
+            if case .home = cursor.mode {} else { try leaveReadCache(p, cursor: &cursor) }
             return Int64(try forwardedGetdents(p, count: count).count)
         case .serving(let entry, let generation):
             if quiet, !cache.homeHasNews(), let n = try served(entry, generation, count: count, cursor: &cursor) {
                 return n
             }
-            try leaveListingCache(p, cursor: &cursor)
+            try leaveReadCache(p, cursor: &cursor)
             return Int64(try forwardedGetdents(p, count: count).count)
         case .filling(let entry, let generation):
             let records = try forwardedGetdents(p, count: count)
@@ -50,20 +51,22 @@ extension Call {
             // attribute cache): its next open may keep its listing.
             if !cursor.watchedAtOpen,
                path.withUnsafeBytes({ cache.missedBefore($0, tag: Wire.rootDir, nofollow: false) }) {
-                try watchDirectory(path)
+                try watch(path)
             }
             return Int64(try forwardedGetdents(p, count: count).count)
         }
     }
 
-    /// lseek(2) and the listing cache: a rewind of a handle served from the
+    /// lseek(2) and the read caches: a seek in a file served from the
+    /// small-read cache is answered here (`fileSeek`); a rewind of a handle served from the
     /// cache is answered here (its home handle never moved); a rewind of a
     /// directory read at home is forwarded here and makes the handle fresh
     /// (a kept listing may answer its next read); any other seek first
     /// puts the home handle where the served records left it. Nil: the
     /// caller forwards the seek.
-    func listingSeek(_ p: Placeholder, offset: Int64, whence: Int32) throws(Failure) -> Int64? {
-        try p.listing.withLock { (cursor: inout ListingCursor) throws(Failure) -> Int64? in
+    func cachedSeek(_ p: Placeholder, offset: Int64, whence: Int32) throws(Failure) -> Int64? {
+        try p.reads.withLock { (cursor: inout ReadCursor) throws(Failure) -> Int64? in
+            if let answer = fileSeek(p, offset: offset, whence: whence, cursor: &cursor) { return answer }
             let rewind = offset == 0 && whence == SEEK_SET
             switch cursor.mode {
             case .serving where rewind:
@@ -75,7 +78,7 @@ extension Call {
                 if !rewind { cursor.mode = .home }
                 return nil
             default:
-                try leaveListingCache(p, cursor: &cursor)
+                try leaveReadCache(p, cursor: &cursor)
                 guard rewind, cursor.cacheable, cursor.listed else { return nil }
                 let r = try home(.lseek, Scalars(p.handle, 0, Int64(SEEK_SET))).result
                 cursor.mode = .fresh
@@ -86,22 +89,25 @@ extension Call {
     }
 
     /// Before anything that reads or moves the handle's offset at home
-    /// (lseek, a fallback): puts the home handle where the records served
-    /// from the cache left it (the d_off of the last one), gives up a fill,
-    /// and sends the handle home for good.
-    func leaveListingCache(_ p: Placeholder, cursor: inout ListingCursor) throws(Failure) {
+    /// (lseek, a fallback): puts the home handle where what was served
+    /// from a cache left it (the d_off of the last record, or the file
+    /// offset), gives up a fill, and sends the handle home for good.
+    func leaveReadCache(_ p: Placeholder, cursor: inout ReadCursor) throws(Failure) {
         switch cursor.mode {
-        case .serving where cursor.position > 0:
+        case .serving where cursor.position > 0, .servingFile where cursor.offset > 0:
             _ = try home(.lseek, Scalars(p.handle, cursor.offset, Int64(SEEK_SET)))
         case .filling(let entry, let generation):
             sup.link.attributes.listings.abandon(entry, generation)
+        case .fillingFile(let entry, let generation):
+            sup.link.attributes.contents.abandon(entry, generation)
         default: break
         }
         cursor.mode = .home
+        p.readCacheLive.store(false, ordering: .relaxed)
     }
 
     /// Answers from the kept listing; nil when it was dropped.
-    private func served(_ entry: Int, _ generation: UInt64, count: Int, cursor: inout ListingCursor) throws(Failure) -> Int64? {
+    private func served(_ entry: Int, _ generation: UInt64, count: Int, cursor: inout ReadCursor) throws(Failure) -> Int64? {
         guard let (n, last) = try sup.link.attributes.listings.copy(entry, generation, from: cursor.position, count: count,
                                                                      to: memory, at: address(1)) else { return nil }
         if n < 0 { throw .errno(.invalidArgument) }
@@ -118,9 +124,10 @@ extension Call {
         return UnsafeRawBufferPointer(rebasing: r.payload[0..<n])
     }
 
-    /// Has the home watch directory `path` (a `statxWatched` whose answer
-    /// fills the attribute cache). A failure here is left to the listing.
-    private func watchDirectory(_ path: [UInt8]) throws(Failure) {
+    /// Has the home watch `path`, a directory or a file (a `statxWatched`
+    /// whose answer fills the attribute cache). A failure here is left to
+    /// the listing or the read.
+    func watch(_ path: [UInt8]) throws(Failure) {
         let cache = sup.link.attributes, payload = worker.slot.payload(for: .statxWatched)
         guard path.count < payload.count else { return }
         path.withUnsafeBytes { payload.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }

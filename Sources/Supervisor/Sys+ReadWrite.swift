@@ -11,8 +11,10 @@ enum ReadWrite {
     /// Implements read(2).
     static func read(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        let count = try c.transfer(buffer: 1, size: 2)
+        if let n = try c.cachedRead(p, count: count) { return .value(n) }
         return .value(Int64(try c.withExactOffset(p) { () throws(Failure) in
-            try receive(c, p, into: c.address(1), count: try c.transfer(buffer: 1, size: 2), at: nil)
+            try receive(c, p, into: c.address(1), count: count, at: nil)
         }))
     }
 
@@ -28,7 +30,9 @@ enum ReadWrite {
     static func pread64(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
         guard c.offset(3) >= 0 else { throw .errno(.invalidArgument) }
-        return .value(Int64(try receive(c, p, into: c.address(1), count: try c.transfer(buffer: 1, size: 2), at: c.offset(3))))
+        let count = try c.transfer(buffer: 1, size: 2)
+        if let n = try c.cachedPread(p, count: count, at: c.offset(3)) { return .value(n) }
+        return .value(Int64(try receive(c, p, into: c.address(1), count: count, at: c.offset(3))))
     }
 
     /// Implements pwrite64(2).
@@ -96,7 +100,7 @@ enum ReadWrite {
     /// Implements lseek(2).
     static func lseek(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
-        if let answer = try c.listingSeek(p, offset: c.offset(1), whence: c.int(2)) { return .value(answer) }
+        if let answer = try c.cachedSeek(p, offset: c.offset(1), whence: c.int(2)) { return .value(answer) }
         return .value(try c.withExactOffset(p, movesOffset: true) { () throws(Failure) in
             try c.home(.lseek, Scalars(p.handle, c.offset(1), Int64(c.int(2)))).result
         })
@@ -128,8 +132,11 @@ enum ReadWrite {
 
     /// Reads up to `count` bytes from home into the tracee at `address`
     /// (at the shared offset when `at` is nil). Returns the bytes read; an
-    /// error after some bytes arrived ends the call short instead.
-    static func receive(_ c: borrowing Call, _ p: Placeholder, into address: UInt64, count: Int, at offset: Int64?) throws(Failure) -> Int {
+    /// error after some bytes arrived ends the call short instead. With
+    /// `keeping`, the bytes are also appended to that filling entry of a
+    /// read cache (which drops it when they pass its bound).
+    static func receive(_ c: borrowing Call, _ p: Placeholder, into address: UInt64, count: Int, at offset: Int64?,
+                        keeping fill: (cache: ReadCache, entry: Int, generation: UInt64)? = nil) throws(Failure) -> Int {
         var total = 0
         while total < count {
             let want = min(count - total, Wire.maxPayload)
@@ -146,6 +153,7 @@ enum ReadWrite {
             }
             let got = min(Int(r.result), r.payload.count)
             try local { () throws(Errno) in try c.memory.write(address + UInt64(total), from: r.payload.baseAddress!, count: got) }
+            if let fill { _ = fill.cache.append(fill.entry, fill.generation, UnsafeRawBufferPointer(rebasing: r.payload[0..<got])) }
             total += got
             if got < want { break }
         }

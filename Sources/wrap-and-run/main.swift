@@ -40,10 +40,19 @@ struct WrapAndRun: ParsableCommand {
             Exit status: the program's (128+N if killed by signal N); 127 program not found; 126 cannot \
             execute it; 69 home unreachable; 77 home refused the key; 78 unusable key file; 76 protocol \
             mismatch; 125 other wrap-and-run errors.
-            """)
+            """ + wrapAndRunExamples,
+        version: TetherVersion.description)
 
-    @Option(help: "The home node: HOST:PORT of a homestub, or 'spawn' for a private home on this machine.")
+    @Option(help: "The home node: HOST:PORT of a homestub, ssh://[USER@]HOST[:PORT] (ssh runs homestub --stdio there; TETHER_SSH_COMMAND replaces ssh), or 'spawn' for a private home on this machine.")
     var home = "spawn"
+
+    @Option(help: ArgumentHelp("With --home ssh://: homestub's path on the home node, when it is not on the remote PATH.",
+                               valueName: "PATH"))
+    var remoteHomestub = "homestub"
+
+    @Option(help: ArgumentHelp("Start the program in DIR (at home if DIR is forwarded) instead of the current directory.",
+                               valueName: "DIR"))
+    var cwd: String?
 
     @Option(help: ArgumentHelp("A command whose stdin/stdout reaches a home node, e.g. 'ssh node homestub --stdio'.",
                                valueName: "COMMAND"))
@@ -82,8 +91,22 @@ struct WrapAndRun: ParsableCommand {
           help: "Wait for home to run each write before it returns (no write-behind; errors at the write itself).")
     var syncWrites = false
 
-    @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
+    @Flag(help: "Print per-syscall counts (forwarded / local), errors, bytes and latency percentiles on exit.")
     var stats = false
+
+    @Option(name: .customLong("stats-json"), help: ArgumentHelp("Write the --stats table as JSON to FILE on exit.",
+                                                                valueName: "FILE"))
+    var statsJSON: String?
+
+    @Option(help: ArgumentHelp("Trace intercepted calls, one line each, as strace -f -tt -T does (with where each ran); "
+                               + "--trace alone traces all, --trace=LIST those of strace classes (%file, %desc, "
+                               + "%network, %process, %creds, %memory, %stat, ...) or syscalls named in LIST.",
+                               valueName: "LIST"))
+    var trace: String?
+
+    @Option(name: .customLong("trace-file"), help: ArgumentHelp("Write the trace to FILE, not standard error (implies --trace).",
+                                                                valueName: "FILE"))
+    var traceFile: String?
 
     @Flag(help: "Print the effective binding policy as a policy file (defaults included) and exit.")
     var printPolicy = false
@@ -91,10 +114,11 @@ struct WrapAndRun: ParsableCommand {
     @Option(help: "Say which rule decides this path, and exit.")
     var explain: [String] = []
 
-    @Argument(parsing: .captureForPassthrough, help: "-- PROGRAM [ARGS...]")
+    @Argument(parsing: .captureForPassthrough, help: "[--] PROGRAM [ARGS...]")
     var command: [String] = []
 
     mutating func run() throws {
+        try builtInOption()
         let routing = Launch.routingPolicy(file: policy, forward: forwardPrefixes, local: localPrefixes)
         if printPolicy {
             print(PolicyFile.render(routing), terminator: "")
@@ -112,7 +136,35 @@ struct WrapAndRun: ParsableCommand {
         Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, policyFile: policy,
                cacheMax: cacheMax, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
-               attributeCache: !noCache, writeBehind: !syncWrites, command: command).run()
+               attributeCache: !noCache, writeBehind: !syncWrites, remoteHomestub: remoteHomestub, cwd: cwd,
+               command: command)
+            .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).run()
+    }
+
+    /// The passthrough argument takes everything from the first word it
+    /// does not know, so `--help`, `-h`, `--version` and
+    /// `--generate-completion-script` arrive here as the command: answered
+    /// here. Any other option there is unknown (a program after `--` is not).
+    private func builtInOption() throws {
+        guard let first = command.first, first.hasPrefix("-"), first != "--" else { return }
+        switch first {
+        case "--help", "-h", "-help": throw CleanExit.helpRequest(Self.self)
+        case "--version": throw CleanExit.message(TetherVersion.description)
+        case "--generate-completion-script":
+            let name = command.count > 1 ? command[1] : nil
+            guard let shell = name.flatMap(CompletionShell.init(rawValue:)) ?? (name == nil ? CompletionShell.autodetected() : nil) else {
+                throw ValidationError("--generate-completion-script takes bash, zsh or fish")
+            }
+            throw CleanExit.message(Self.completionScript(for: shell))
+        default:
+            if first.hasPrefix("--generate-completion-script=") {
+                guard let shell = CompletionShell(rawValue: String(first.dropFirst("--generate-completion-script=".count))) else {
+                    throw ValidationError("--generate-completion-script takes bash, zsh or fish")
+                }
+                throw CleanExit.message(Self.completionScript(for: shell))
+            }
+            throw ValidationError("unknown option \(first) (a program whose name starts with '-' goes after --)")
+        }
     }
 }
 
@@ -136,11 +188,24 @@ struct Launch {
     var attributeCache = true
     /// Off with --sync-writes.
     var writeBehind = true
+    var remoteHomestub = "homestub"
+    var cwd: String?
     var command: [String] = []
+    /// The --trace list ("all" for --trace alone), --trace-file, --stats-json.
+    var trace: String?
+    var traceFile: String?
+    var statsJSON: String?
+
+    /// This launch with the --trace, --trace-file and --stats-json settings.
+    func observing(trace: String?, traceFile: String?, statsJSON: String?) -> Launch {
+        var l = self
+        (l.trace, l.traceFile, l.statsJSON) = (trace, traceFile, statsJSON)
+        return l
+    }
 
     func run() -> Never {
         let policy = Self.routingPolicy(file: policyFile, forward: forwardPrefixes, local: localPrefixes)
-        guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] -- PROGRAM [ARGS...])") }
+        guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] [--] PROGRAM [ARGS...])") }
 
         let environment = Spawn.environment
         let program: String
@@ -169,22 +234,28 @@ struct Launch {
             guard let bytes = Self.size(cacheMax) else { fail(Status.usage, "--cache-max takes a size such as 500M, not \(cacheMax)") }
             launchOptions.cacheMaxBytes = bytes
         }
+        launchOptions.workingDirectory = cwd
+        launchOptions.statsJSON = statsJSON
+        launchOptions.traceFile = traceFile
+        if trace != nil || traceFile != nil {
+            do { launchOptions.trace = try TraceSelection(parsing: trace ?? "all") } catch { fail(Status.usage, error.description) }
+        }
         let supervisor: Supervisor
         do { supervisor = try Supervisor.launch(launchOptions) } catch {
             switch error {
             case .home(.unreachable): fail(Status.unreachable, error.description)
             case .home(.refused): fail(Status.refused, error.description)
             case .home(.protocolError): fail(Status.protocolError, error.description)
-            case .workingDirectory: fail(Status.usage, error.description)
+            case .workingDirectory, .output: fail(Status.usage, error.description)
             case .spawn: fail(Status.cannotExecute, error.description)
             }
         }
         Glibc.exit(supervisor.wait())
     }
 
-    /// The common command lines, `[OPTION VALUE | FLAG]... -- PROGRAM
+    /// The common command lines, `[OPTION VALUE | FLAG]... [--] PROGRAM
     /// [ARGS...]` with the options of a run (no help, --explain or
-    /// --print-policy, no `--option=value`), parsed by hand: ArgumentParser
+    /// --print-policy, no `--option=value` but `--trace=LIST`), parsed by hand: ArgumentParser
     /// finds its options by reflection, which in a binary this size costs
     /// milliseconds of start-up. Nil for anything else, which ArgumentParser
     /// then parses (and reports on).
@@ -197,6 +268,17 @@ struct Launch {
             if a == "--" {
                 l.command = Array(args[(i + 1)...])
                 return l.command.isEmpty ? nil : l
+            }
+            // The program (without `--`): every option before it was taken with its value.
+            if !a.hasPrefix("-") {
+                l.command = Array(args[i...])
+                return l
+            }
+            if a == "--trace" || a.hasPrefix("--trace=") {
+                guard l.trace == nil else { return nil }
+                l.trace = a == "--trace" ? "all" : String(a.dropFirst("--trace=".count))
+                i += 1
+                continue
             }
             if a == "--stats" || a == "--no-cache" || a == "--sync-writes" {
                 guard seen.insert(a).inserted else { return nil }
@@ -223,6 +305,10 @@ struct Launch {
                 case "--root": l.root = v
                 case "--policy": l.policyFile = v
                 case "--cache-max": l.cacheMax = v
+                case "--cwd": l.cwd = v
+                case "--remote-homestub": l.remoteHomestub = v
+                case "--trace-file": l.traceFile = v
+                case "--stats-json": l.statsJSON = v
                 case "--poll-us":
                     guard let n = Int(v) else { return nil }
                     l.pollMicroseconds = n
@@ -234,48 +320,11 @@ struct Launch {
         return nil
     }
 
-    /// The defaults, the policy file's rules and the command line's
-    /// prefixes; exits 125 on a bad file or prefix, before anything runs.
-    static func routingPolicy(file: String?, forward: [String], local: [String]) -> RoutingPolicy {
-        for p in forward + local where !p.hasPrefix("/") {
-            fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
-        }
-        var rules: [Rule] = []
-        if let file {
-            do { rules = try PolicyFile.load(path: file) } catch { fail(Status.usage, "policy: \(error)") }
-        }
-        return RoutingPolicy(rules: rules, forward: forward, local: local)
-    }
-
-    /// Whether the program `name` is to be found at home: the policy
-    /// forwards or copies its path, or, for a bare name, a PATH directory
-    /// that comes before any local one holding it.
-    static func isAtHome(_ name: String, environment: [String], policy: RoutingPolicy) -> Bool {
-        func atHome(_ path: String) -> Bool {
-            var cwd = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-            let found = cwd.withUnsafeMutableBytes { getcwd($0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) } != nil
-            let base = found ? String(decoding: cwd.prefix { $0 != 0 }, as: UTF8.self) : "/"
-            let binding = policy.explain(PathNormalizer.normalize(path, base: base)).binding
-            return binding == .forward || binding == .copy
-        }
-        if name.contains("/") { return atHome(name) }
-        let path = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? "/usr/local/bin:/usr/bin:/bin"
-        for dir in path.split(separator: ":", omittingEmptySubsequences: false).map({ $0.isEmpty ? "." : String($0) }) {
-            if atHome(dir + "/" + name) { return true }
-            var st = stat()
-            if stat(dir + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFREG { return false }
-        }
-        return false
-    }
-
-    /// A size in bytes, with an optional K, M or G (powers of 1024).
-    static func size(_ text: String) -> Int64? {
-        let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
-        guard let last = text.uppercased().last else { return nil }
-        let scale = units[last] ?? 1
-        guard let n = Int64(scale == 1 ? text : String(text.dropLast())), n > 0 else { return nil }
-        let (bytes, overflow) = n.multipliedReportingOverflow(by: scale)
-        return overflow ? nil : bytes
+    /// The arguments with a bare `--trace` before the program written
+    /// `--trace=all`: ArgumentParser has no option whose value may be left out.
+    static func bareTrace(_ args: ArraySlice<String>) -> [String] {
+        let end = args.firstIndex(of: "--") ?? args.endIndex
+        return args[..<end].map { $0 == "--trace" ? "--trace=all" : $0 } + args[end...]
     }
 
     /// PATH search as execvp does it; checks the ELF class and machine.
@@ -293,7 +342,11 @@ struct Launch {
             guard stat(candidate, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
             guard access(candidate, X_OK) == 0 else { sawNoPermission = true; continue }
             checkBinary(candidate)
-            return candidate
+            // Absolute: the program may start in another directory (--cwd).
+            if candidate.hasPrefix("/") { return candidate }
+            guard let here = getcwd(nil, 0) else { return candidate }
+            defer { free(here) }
+            return String(cString: here) + "/" + candidate
         }
         if sawNoPermission { fail(Status.cannotExecute, "\(name): permission denied") }
         fail(Status.notFound, "\(name): command not found")
@@ -323,9 +376,18 @@ struct Launch {
     }
 
     private func homeAddress() -> HomeAddress {
-        if let homeCommand {
-            guard let keyFile else { return .command(homeCommand, key: nil) }
-            do { return .command(homeCommand, key: try KeyFile.load(keyFile)) } catch {
+        var command = homeCommand
+        if command == nil, let ssh = SSHHome.parse(home) {
+            switch ssh {
+            case .success(let target):
+                command = target.command(sshCommand: getenv("TETHER_SSH_COMMAND").map { String(cString: $0) },
+                                         remoteHomestub: remoteHomestub)
+            case .failure(let error): fail(Status.usage, "--home \(error.message)")
+            }
+        }
+        if let command {
+            guard let keyFile else { return .command(command, key: nil) }
+            do { return .command(command, key: try KeyFile.load(keyFile)) } catch {
                 fail(Status.config, error.description)
             }
         }
@@ -339,7 +401,9 @@ struct Launch {
                 _ = serveSession(input: fd, output: fd, root: root, keyFile: nil, pollMicroseconds: poll, log: log)
             }
         }
-        guard let endpoint = Endpoint(parsing: home) else { fail(Status.usage, "--home takes HOST:PORT or spawn, not \(home)") }
+        guard let endpoint = Endpoint(parsing: home) else {
+            fail(Status.usage, "--home takes HOST:PORT, ssh://[USER@]HOST[:PORT] or spawn, not \(home)")
+        }
         guard let keyFile else { fail(Status.usage, "--home \(home) needs --key-file FILE (the key homestub was started with)") }
         do { return .tcp(endpoint, key: try KeyFile.load(keyFile)) } catch {
             fail(Status.config, error.description)
@@ -349,7 +413,7 @@ struct Launch {
 
 if let launch = Launch.fastParse(CommandLine.arguments.dropFirst()) { launch.run() }
 do {
-    var command = try WrapAndRun.parseAsRoot()
+    var command = try WrapAndRun.parseAsRoot(Launch.bareTrace(CommandLine.arguments.dropFirst()))
     try command.run()
 } catch {
     let code = WrapAndRun.exitCode(for: error)

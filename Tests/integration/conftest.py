@@ -40,6 +40,7 @@ import signal
 import socket
 import stat
 import subprocess
+import textwrap
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -462,9 +463,23 @@ class TwoViews:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def command_program(commands: str, prelude: str = "") -> str:
+    """A python3 program that reads "CMD ARG..." lines and answers each with
+    one line: what `commands` (an if/elif chain on `cmd` and the list `a`
+    that sets `out`) gives, "?" for an unknown command, or the errno name of
+    the OSError it raised. `prelude` runs first (imports, helpers)."""
+    body = textwrap.indent(textwrap.dedent(commands).strip("\n"), " " * 8)
+    return (f"import errno, os, sys\n{textwrap.dedent(prelude).strip()}\n"
+            "for line in sys.stdin:\n    cmd, *a = line.split()\n    try:\n"
+            f"{body}\n        else: out = '?'\n"
+            "    except OSError as e:\n        out = errno.errorcode.get(e.errno, str(e.errno))\n"
+            "    print(out, flush=True)\n")
+
+
 class CommandTracee:
-    """A python3 tracee under wrap-and-run (with --stats) running `script`,
-    which answers one line per command line it reads."""
+    """A python3 tracee under wrap-and-run (with --stats) running `script`
+    (see `command_program`), which answers one line per command line it
+    reads."""
 
     def __init__(self, tv, script: str, extra=()):
         self.proc = tv.popen([PY, "-c", script], extra_wrap_args=["--stats", *extra])

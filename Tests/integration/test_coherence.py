@@ -22,52 +22,41 @@ import time
 
 import pytest
 
-from conftest import PY, CommandTracee, describe
+from conftest import PY, CommandTracee, command_program, describe
 
 # Longer than an inotify wake-up plus one wire hop on a loaded machine.
 WINDOW = 0.2
 
-SERVER = r'''
-import errno, os, sys
+SERVER = command_program(r'''
+if cmd == "stat": out = show(os.stat(a[0]))
+elif cmd == "lstat": out = show(os.lstat(a[0]))
+elif cmd == "exists": out = str(os.path.exists(a[0]))
+elif cmd == "access": out = str(os.access(a[0], os.F_OK))
+elif cmd == "cd": os.chdir(a[0]); out = "ok"
+elif cmd == "statat":
+    d = os.open(a[0], os.O_RDONLY | os.O_DIRECTORY)
+    try: out = show(os.stat(a[1], dir_fd=d))
+    finally: os.close(d)
+elif cmd == "read":
+    with open(a[0]) as f: out = f.read().strip() or "-"
+elif cmd == "ls": out = ",".join(sorted(os.listdir(a[0]))) or "-"
+elif cmd == "append":
+    with open(a[0], "a") as f: f.write(a[1])
+    out = "ok"
+elif cmd == "create":
+    with open(a[0], "w") as f: f.write(a[1])
+    out = "ok"
+elif cmd == "chmod": os.chmod(a[0], int(a[1], 8)); out = "ok"
+elif cmd == "rename": os.rename(a[0], a[1]); out = "ok"
+elif cmd == "unlink": os.unlink(a[0]); out = "ok"
+elif cmd == "mkdir": os.mkdir(a[0]); out = "ok"
+elif cmd == "truncate": os.truncate(a[0], int(a[1])); out = "ok"
+elif cmd == "utime": os.utime(a[0], ns=(int(a[1]), int(a[1]))); out = "ok"
+''', prelude=r'''
 def show(st):
     return f"{st.st_size} {st.st_mode:o} {st.st_mtime_ns}"
-for line in sys.stdin:
-    cmd, *a = line.split()
-    try:
-        if cmd == "stat": out = show(os.stat(a[0]))
-        elif cmd == "lstat": out = show(os.lstat(a[0]))
-        elif cmd == "exists": out = str(os.path.exists(a[0]))
-        elif cmd == "access": out = str(os.access(a[0], os.F_OK))
-        elif cmd == "cd": os.chdir(a[0]); out = "ok"
-        elif cmd == "statat":
-            d = os.open(a[0], os.O_RDONLY | os.O_DIRECTORY)
-            try: out = show(os.stat(a[1], dir_fd=d))
-            finally: os.close(d)
-        elif cmd == "read":
-            with open(a[0]) as f: out = f.read().strip() or "-"
-        elif cmd == "ls": out = ",".join(sorted(os.listdir(a[0]))) or "-"
-        elif cmd == "append":
-            with open(a[0], "a") as f: f.write(a[1])
-            out = "ok"
-        elif cmd == "create":
-            with open(a[0], "w") as f: f.write(a[1])
-            out = "ok"
-        elif cmd == "chmod": os.chmod(a[0], int(a[1], 8)); out = "ok"
-        elif cmd == "rename": os.rename(a[0], a[1]); out = "ok"
-        elif cmd == "unlink": os.unlink(a[0]); out = "ok"
-        elif cmd == "mkdir": os.mkdir(a[0]); out = "ok"
-        elif cmd == "truncate": os.truncate(a[0], int(a[1])); out = "ok"
-        elif cmd == "utime": os.utime(a[0], ns=(int(a[1]), int(a[1]))); out = "ok"
-        else: out = "?"
-    except OSError as e:
-        out = errno.errorcode.get(e.errno, str(e.errno))
-    print(out, flush=True)
-'''
+''')
 
-
-def Tracee(tv, extra=()) -> CommandTracee:
-    """A python3 tracee under wrap-and-run running SERVER, one command per line."""
-    return CommandTracee(tv, SERVER, extra)
 
 
 def hits(stats: str) -> int:
@@ -86,7 +75,7 @@ def home(tv):
 
 def test_repeated_stats_are_served_from_the_cache(home):
     tv = home
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     first = t("stat", tv.p("f"))
     assert first.startswith("5 "), first
     for _ in range(20):
@@ -100,7 +89,7 @@ def test_repeated_stats_are_served_from_the_cache(home):
 
 def test_no_cache_flag_turns_it_off(home):
     tv = home
-    t = Tracee(tv, extra=["--no-cache"])
+    t = CommandTracee(tv, SERVER, ["--no-cache"])
     for _ in range(5):
         assert t("stat", tv.p("f")).startswith("5 ")
     assert "attribute cache" not in t.finish()
@@ -108,7 +97,7 @@ def test_no_cache_flag_turns_it_off(home):
 
 def test_the_sessions_own_changes_are_seen_by_its_next_call(home):
     tv = home
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     f, g, new = tv.p("f"), tv.p("g"), tv.p("new")
     assert t("stat", f).startswith("5 ") and t("stat", f).startswith("5 ")
     assert t("stat", new) == "ENOENT" and t("stat", new) == "ENOENT"
@@ -166,7 +155,7 @@ def test_a_writer_at_home_is_seen_after_any_round_trip(home):
     """Strict: the home pushes invalidations ahead of every reply, so one
     forwarded call that starts after the change orders it before the next stat."""
     tv = home
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     cache_the_names(t, tv)
     change_at_home(tv)
     assert t("read", tv.p("d2/sub/g")) == "abc"      # any forwarded call
@@ -178,7 +167,7 @@ def test_a_writer_at_home_is_seen_between_calls(home):
     """Without a call in between: the home's watcher pushes the invalidation
     as soon as inotify reports the change."""
     tv = home
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     cache_the_names(t, tv)
     change_at_home(tv)
     time.sleep(WINDOW)
@@ -188,7 +177,7 @@ def test_a_writer_at_home_is_seen_between_calls(home):
 
 def test_another_session_s_changes_are_seen(home):
     tv = home
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     cache_the_names(t, tv)
     script = ("import os, sys; b = sys.argv[1]\n"
               "open(b + '/f', 'a').write('67890')\n"
@@ -207,7 +196,7 @@ def test_changes_through_a_symlink_are_seen(home):
     tv.home_file("a/x", "1")
     tv.home_file("b/x", "22")
     os.symlink("a", tv.homedata / "link")
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     for _ in range(2):
         assert t("stat", tv.p("link/x")).startswith("1 ")
     os.unlink(tv.homedata / "link")
@@ -220,7 +209,7 @@ def test_changes_through_a_symlink_are_seen(home):
 def test_attribute_changes_of_a_directory_above_are_seen(home):
     """chmod of a directory on the way changes what a stat may answer."""
     tv = home
-    t = Tracee(tv, extra=())
+    t = CommandTracee(tv, SERVER, ())
     assert t("stat", tv.p("d/sub/g")).startswith("3 ")
     assert t("stat", tv.p("d/sub")).split()[1] == "40755"
     os.chmod(tv.homedata / "d" / "sub", 0o700)
@@ -234,7 +223,7 @@ def test_relative_names_are_cached_and_follow_a_moved_working_directory(home):
     directory's path; when the directory moves at home, they still name
     what the kernel would find from it."""
     tv = home
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     assert t("cd", tv.p("d")) == "ok"
     for _ in range(10):
         assert t("stat", "sub/g").startswith("3 ")

@@ -13,12 +13,24 @@ import os
 import re
 import time
 
-from conftest import PY, CommandTracee, describe
+from conftest import PY, CommandTracee, command_program, describe
 
 # Longer than an inotify wake-up plus one wire hop on a loaded machine.
 WINDOW = 0.2
 
-SERVER = r'''
+SERVER = command_program(r'''
+if cmd == "ls": out = ",".join(sorted(os.listdir(a[0]))) or "-"
+elif cmd == "count": out = str(len(os.listdir(a[0])))
+elif cmd == "open": held = os.open(a[0], os.O_RDONLY | os.O_DIRECTORY); out = "ok"
+elif cmd == "step": out = ",".join(step(held, int(a[0]))) or "-"
+elif cmd == "raw": out = ",".join(getdents_names(a[0], int(a[1]))) or "-"
+elif cmd == "create":
+    with open(a[0], "w") as f: f.write("x")
+    out = "ok"
+elif cmd == "rename": os.rename(a[0], a[1]); out = "ok"
+elif cmd == "unlink": os.unlink(a[0]); out = "ok"
+elif cmd == "mkdir": os.mkdir(a[0]); out = "ok"
+''', prelude=r'''
 import ctypes, errno, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 held = None
@@ -50,25 +62,7 @@ def getdents_names(path, size):
                 at += reclen
     finally:
         os.close(fd)
-for line in sys.stdin:
-    cmd, *a = line.split()
-    try:
-        if cmd == "ls": out = ",".join(sorted(os.listdir(a[0]))) or "-"
-        elif cmd == "count": out = str(len(os.listdir(a[0])))
-        elif cmd == "open": held = os.open(a[0], os.O_RDONLY | os.O_DIRECTORY); out = "ok"
-        elif cmd == "step": out = ",".join(step(held, int(a[0]))) or "-"
-        elif cmd == "raw": out = ",".join(getdents_names(a[0], int(a[1]))) or "-"
-        elif cmd == "create":
-            with open(a[0], "w") as f: f.write("x")
-            out = "ok"
-        elif cmd == "rename": os.rename(a[0], a[1]); out = "ok"
-        elif cmd == "unlink": os.unlink(a[0]); out = "ok"
-        elif cmd == "mkdir": os.mkdir(a[0]); out = "ok"
-        else: out = "?"
-    except OSError as e:
-        out = errno.errorcode.get(e.errno, str(e.errno))
-    print(out, flush=True)
-'''
+''')
 
 # opendir/readdir/telldir/seekdir/rewinddir through glibc: the names of a
 # whole read, of a read after rewinddir, and of a read after seekdir back to
@@ -109,10 +103,6 @@ print(",".join(again))
 '''
 
 
-def Tracee(tv, extra=()) -> CommandTracee:
-    """A python3 tracee under wrap-and-run running SERVER, one command per line."""
-    return CommandTracee(tv, SERVER, extra)
-
 
 def hits(stats: str) -> int:
     m = re.search(r"listing cache: (\d+) hits", stats)
@@ -134,7 +124,7 @@ def test_a_repeated_listing_is_served_from_the_cache(tv):
         tv.home_file(f"d/{name}", name)
     tv.decoy("d/decoy-only", "x")
     tv.start_home()
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     assert warm(t, tv.p("d")) == "a,b,c"
     for _ in range(10):
         assert t("ls", tv.p("d")) == "a,b,c"
@@ -147,7 +137,7 @@ def test_changes_at_home_are_seen_by_the_next_listing(tv):
     tv.home_file("d/a", "a")
     tv.home_file("d/b", "b")
     tv.start_home()
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     d = tv.p("d")
     assert warm(t, d) == "a,b"
     (tv.homedata / "d" / "new").write_text("n")
@@ -176,7 +166,7 @@ def warmed(tv):
     of it is kept; returns the tracee and d's path."""
     tv.home_file("d/a", "a")
     tv.start_home()
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     d = tv.p("d")
     assert warm(t, d) == "a"
     return t, d
@@ -216,7 +206,7 @@ def test_a_listing_changed_while_it_is_served_loses_and_repeats_no_entry(tv):
     for n in names:
         tv.home_file(f"d/{n}", n)
     tv.start_home()
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     d = tv.p("d")
     warm(t, d)
     # Small reads: the first calls are served, the change arrives, the rest
@@ -265,7 +255,7 @@ def test_a_directory_larger_than_the_bound_lists_fully(tv):
     for n in names:
         tv.home_file(f"big/{n}", "")
     tv.start_home()
-    t = Tracee(tv)
+    t = CommandTracee(tv, SERVER)
     for _ in range(5):
         assert t("count", tv.p("big")) == "3000"
     listed = t("raw", tv.p("big"), 32768).split(",")
@@ -276,7 +266,7 @@ def test_a_directory_larger_than_the_bound_lists_fully(tv):
 def test_no_cache_flag_turns_it_off(tv):
     tv.home_file("d/a", "a")
     tv.start_home()
-    t = Tracee(tv, extra=["--no-cache"])
+    t = CommandTracee(tv, SERVER, ["--no-cache"])
     for _ in range(6):
         assert t("ls", tv.p("d")) == "a"
     assert "listing cache" not in t.finish()

@@ -80,6 +80,30 @@ def test_spawn_created_file_lands_in_home_root_only(sp):
     assert not (sp.view / "made.txt").exists()
 
 
+# Writes left in flight (write-behind) by a program that exits without a
+# close: the private home runs in wrap-and-run's own process, so it must
+# have run them before wrap-and-run exits.
+WRITE_AND_EXIT = """
+import os, sys
+for i in range(int(sys.argv[2])):
+    fd = os.open(f"{sys.argv[1]}/out-{i}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for k in range(16):
+        os.write(fd, bytes([65 + k]) * 8192)
+os._exit(0)
+"""
+
+
+def test_spawn_writes_in_flight_at_exit_reach_home(sp):
+    files = 8
+    for round in range(10):
+        r = sp.run(py(WRITE_AND_EXIT, str(sp.view), str(files)))
+        assert r.returncode == 0, describe(r)
+        for i in range(files):
+            data = (sp.home / f"out-{i}").read_bytes()
+            assert data == b"".join(bytes([65 + k]) * 8192 for k in range(16)), (round, i, len(data))
+    assert not (sp.view / "out-0").exists()
+
+
 def test_spawn_exit_status_passthrough(sp):
     r = sp.run([SH, "-c", "exit 5"])
     assert r.returncode == 5, describe(r)

@@ -11,6 +11,9 @@
 //   stat:  N stat() calls, each of a file not stat'ed before (DIR/statdir/f-NNNNN,
 //          as bench-workload's stat): every one has to go to the stub;
 //   write: N 4 KiB appends (the stub's file is DIR/floor-append.PID, O_APPEND);
+//   behind: N 4 KiB appends answered as soon as their request is sent, the
+//          stub's replies read as they come, at most 16 in flight (what
+//          Tether's write-behind does; the floor for its unwaited writes);
 //   seq:   SIZE bytes of FILE in sequential 1 MiB preads (MB/s).
 // --poll-us 50 (the default) is the polled floor every ratio is quoted
 // against: each wait (for a notification, for the stub's reply, the stub's
@@ -19,7 +22,7 @@
 // kernel has it: Tether's own tricks. --poll-us 0 is the blocking reference.
 //
 //   bench-floor-forwarder --file FILE --dir DIR [-n N] [--size BYTES] [--transport unix|tcp|both]
-//                         [--what pread,stat,write,seq] [--poll-us US]
+//                         [--what pread,stat,write,behind,seq] [--poll-us US]
 #define _GNU_SOURCE
 #include <errno.h>
 
@@ -47,6 +50,8 @@
 #define M1 (1 << 20)
 #define REQ 64
 #define FWD_FD 100           // the child's forwarded descriptor (Tether's placeholders are high numbers too)
+#define BEHIND_FD 101        // the same file; its writes are answered before the stub runs them
+#define MAX_BEHIND 16        // Tether's cap on unwaited writes in flight
 #define SENTINEL_OFFSET (-7) // pread64(FWD_FD, _, 0, -7): ends the forwarder loop
 #define STATX_BYTES 256
 #define PATH_LEN 4096
@@ -58,7 +63,7 @@ _Static_assert(sizeof(struct request) == REQ, "64-byte request");
 
 static long n = 20000;
 static long long size = 256LL * M1;
-static const char *file, *dir, *what = "pread,stat,write,seq";
+static const char *file, *dir, *what = "pread,stat,write,behind,seq";
 
 static int wants(const char *op) { return strstr(what, op) != NULL; }
 
@@ -129,9 +134,10 @@ static void child(int sock, const char *transport) {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pread64, 2, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_write, 1, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_newfstatat, 2, 5),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_newfstatat, 3, 6),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FWD_FD, 2, 3),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FWD_FD, 3, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, BEHIND_FD, 2, 3),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)AT_FDCWD, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
@@ -141,7 +147,7 @@ static void child(int sock, const char *transport) {
     int fd = open(file, O_RDONLY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) bench_die(file);
-    if (dup2(fd, FWD_FD) < 0) bench_die("dup2");
+    if (dup2(fd, FWD_FD) < 0 || dup2(fd, BEHIND_FD) < 0) bench_die("dup2");
     close(fd);
     long blocks = st.st_size / K4, mblocks = st.st_size / M1;
     if (mblocks < 1) { errno = EINVAL; bench_die("file smaller than 1 MiB"); }
@@ -174,6 +180,10 @@ static void child(int sock, const char *transport) {
     if (wants("write")) {
         TIMED(s, if (write(FWD_FD, buf, K4) != K4) bench_die("write 4K"));
         report("write", transport, s);
+    }
+    if (wants("behind")) {
+        TIMED(s, if (write(BEHIND_FD, buf, K4) != K4) bench_die("write 4K behind"));
+        report("behind", transport, s);
     }
     if (wants("seq")) {
         long calls = size / M1 < 1 ? 1 : size / M1;
@@ -229,8 +239,42 @@ static size_t reply_payload(int64_t op, int64_t r) {
     return op == OP_PREAD ? (size_t)r : op == OP_STAT ? STATX_BYTES : 0;
 }
 
-// Sends the request (and its payload), waits for the stub's reply in `reply`.
-static int64_t ask(int home, struct request *rq, const void *payload, size_t plen, char *reply) {
+// Unanswered write-behind requests: the stub's replies (8 bytes each, in
+// order) still to be read, and the part of one read so far.
+static int behind;
+static char behind_replies[MAX_BEHIND * 8];
+static size_t behind_got;
+
+// Reads write-behind replies, many per read: waiting (polled) while more
+// than `most` are unanswered, else once without waiting when half the cap
+// is reached (so a steady stream of writes pays a read per 8 of them).
+static void drain_behind(int home, int most) {
+    while (behind > 0) {
+        int must = behind > most;
+        if (!must && behind < MAX_BEHIND / 2) return;
+        if (must) bench_spin_readable(home);
+        ssize_t k = recv(home, behind_replies + behind_got, (size_t)behind * 8 - behind_got, must ? 0 : MSG_DONTWAIT);
+        if (k < 0 && (errno == EINTR || (!must && (errno == EAGAIN || errno == EWOULDBLOCK)))) {
+            if (must) continue;
+            return;
+        }
+        if (k <= 0) bench_die("stub reply");
+        behind_got += (size_t)k;
+        size_t whole = behind_got / 8;
+        for (size_t i = 0; i < whole; i++) {
+            int64_t r;
+            memcpy(&r, behind_replies + i * 8, 8);
+            if (r < 0) { errno = (int)-r; bench_die("write behind"); }
+        }
+        behind -= (int)whole;
+        memmove(behind_replies, behind_replies + whole * 8, behind_got % 8);
+        behind_got %= 8;
+        if (!must) return;
+    }
+}
+
+// Sends the request and its payload.
+static void send_request(int home, struct request *rq, const void *payload, size_t plen) {
     if (plen) {
         struct iovec iov[2] = {{rq, REQ}, {(void *)payload, plen}};
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
@@ -243,6 +287,12 @@ static int64_t ask(int home, struct request *rq, const void *payload, size_t ple
     } else {
         bench_write_full(home, rq, REQ);
     }
+}
+
+// Sends the request (and its payload), waits for the stub's reply in `reply`.
+static int64_t ask(int home, struct request *rq, const void *payload, size_t plen, char *reply) {
+    while (behind > 0) drain_behind(home, 0);
+    send_request(home, rq, payload, plen);
     size_t got = 0;
     int64_t r = 0;
     bench_spin_readable(home);
@@ -291,6 +341,7 @@ static int run(int tcp) {
         const __u64 *a = req.data.args;
         int done = req.data.nr == SYS_pread64 && (int64_t)a[3] == SENTINEL_OFFSET;
         if (done) {
+            while (behind > 0) drain_behind(home, 0); // every write has run before the stub is told to end
             resp.error = -EBADF;
         } else if (req.data.nr == SYS_pread64) {
             struct request rq = {.op = OP_PREAD, .offset = (int64_t)a[3], .len = (int64_t)a[2]};
@@ -307,8 +358,15 @@ static int run(int tcp) {
             struct iovec local = {payload, len}, remote = {(void *)a[1], len};
             if (process_vm_readv(req.pid, &local, 1, &remote, 1, 0) != (ssize_t)len) bench_die("process_vm_readv");
             struct request rq = {.op = OP_WRITE, .len = (int64_t)len};
-            int64_t r = ask(home, &rq, payload, len, reply);
-            if (r < 0) resp.error = (int32_t)r; else resp.val = r;
+            if ((int)a[0] == BEHIND_FD) {
+                drain_behind(home, MAX_BEHIND - 1);
+                send_request(home, &rq, payload, len);
+                behind++;
+                resp.val = (int64_t)len;
+            } else {
+                int64_t r = ask(home, &rq, payload, len, reply);
+                if (r < 0) resp.error = (int32_t)r; else resp.val = r;
+            }
         } else { // newfstatat(AT_FDCWD, path, statbuf, flags)
             long len = read_path(req.pid, a[1], payload);
             if (len < 0) {

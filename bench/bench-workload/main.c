@@ -15,6 +15,9 @@
 //     getdents (rewind + getdents64 to the end on one open DIR/dir1000)
 //     getdents-repeated (open DIR/dir1000, getdents64 to the end, close: a
 //     repeated listing of the unchanged directory, as ls or make does it)
+//     read-small-repeated (open DIR/small.txt, 8 KiB, read to the end with a
+//     64 KiB buffer, close: a source, module or configuration file read whole
+//     again, as compilers, interpreters and make do)
 //     seqread seqwrite
 //     pread-threads (T threads each doing n random preads of DIR/data.bin, all
 //     samples pooled, while B more threads are blocked reading DIR/fifo: the
@@ -299,6 +302,20 @@ int main(int argc, char **argv) {
             close(fd);
         });
         if (entries < 1000) { fprintf(stderr, "bench-workload: getdents saw %ld entries, expected >= 1000\n", entries); return 1; }
+    } else if (!strcmp(op, "read-small-repeated")) { // one sample: open + read until the end + close
+        char target[4096];
+        snprintf(target, sizeof target, "%s/small.txt", dir);
+        static char whole[65536];
+        long total = 0;
+        TIMED({
+            int fd = open_or_die(target, O_RDONLY);
+            ssize_t got;
+            total = 0;
+            while ((got = read(fd, whole, sizeof whole)) > 0) total += got;
+            if (got < 0) bench_die("read small.txt");
+            close(fd);
+        });
+        if (total != 8192) { fprintf(stderr, "bench-workload: read %ld bytes of small.txt, expected 8192\n", total); return 1; }
     } else if (!strcmp(op, "pread-threads")) {
         op_pread_threads();
     } else if (!strcmp(op, "seqread")) {

@@ -113,10 +113,14 @@ let ops: [Op] = [
     Op(name: "stat-repeated", label: "stat, repeated", n: 10_000, quickN: 2_000),
     Op(name: "open-close", label: "open+close", n: 10_000, quickN: 2_000),
     Op(name: "pread-random", label: "pread 4K random", n: 10_000, quickN: 2_000, floor: .forwarder("pread")),
-    Op(name: "write-append", label: "write 4K append", n: 10_000, quickN: 2_000, floor: .forwarder("write")),
+    // Against the floor that answers writes before home runs them, as
+    // write-behind does (the waiting forwarder is a reference row).
+    Op(name: "write-append", label: "write 4K append", n: 10_000, quickN: 2_000, floor: .forwarder("behind")),
     Op(name: "getdents", label: "getdents64, 1000 entries", n: 1_000, quickN: 200),
     // open + list to the end + close of the same unchanged directory, as ls does.
     Op(name: "getdents-repeated", label: "getdents64, repeated", n: 1_000, quickN: 200),
+    // open + read to the end + close of the same unchanged 8 KiB file.
+    Op(name: "read-small-repeated", label: "open+read 8K+close, repeated", n: 10_000, quickN: 2_000),
     Op(name: "seqread", label: "seq read 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: .bulk("read")),
     Op(name: "seqwrite", label: "seq write 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: .bulk("write")),
 ]
@@ -246,6 +250,7 @@ final class Bench {
         warn("forward-bench: preparing \(workDir) (forwarded) and \(localDir) (local)")
         try makeFile(workDir + "/data.bin", size: (o.quick ? 16 : 64) << 20, seed: 1)
         try makeFile(workDir + "/seq.bin", size: seqSize, seed: 2)
+        try makeFile(workDir + "/small.txt", size: 8192, seed: 4)
         try makeFile(localDir + "/local.bin", size: 16 << 20, seed: 3)
         mkfifo(workDir + "/fifo", 0o600)   // the concurrency section's blocked readers
         mkdir(workDir + "/statdir", 0o755)   // stat: a new file per call, for the workload and its floor

@@ -25,7 +25,8 @@ extension Bench {
                 lines.append("  transport \(pad(t, 4, left: true)) \(pad(mode, 8, left: true)) bulk, 1 MiB messages      read \(br) MB/s, write \(bw) MB/s")
             }
             for mode in ["polled", "blocking"] {
-                for (op, label) in [("pread", "pread 4K random"), ("stat", "stat (statx home)"), ("write", "write 4K append")] {
+                for (op, label) in [("pread", "pread 4K random"), ("stat", "stat (statx home)"), ("write", "write 4K append"),
+                                    ("behind", "write 4K, behind")] {
                     if let f = floors["forwarder-\(op)/\(t)/\(mode)"] {
                         lines.append("  C forwarder \(pad(t, 4, left: true)) \(pad(mode, 8, left: true)) \(pad(label, 18, left: true))    \(percentiles(f))")
                     }
@@ -69,7 +70,8 @@ extension Bench {
             { v in String(format: "%.2f× (%@ vs %@ µs)", v, self.us(fig(op.name, c) ?? 0), self.us(self.floorValue(op, config: c) ?? 0)) }
         }
 
-        for (name, what) in [("pread-random", "pread 4K random"), ("stat", "stat"), ("write-append", "write 4K append")] {
+        for (name, what) in [("pread-random", "pread 4K random"), ("stat", "stat"),
+                             ("write-append", "write 4K append (its floor answers before home runs it, as write-behind)")] {
             guard let op = byName[name] else { continue }
             for c in ["unix", "tcp"] {
                 add("forwarded \(what) over \(c) ≤ 1.25× the polled C forwarder", floorRatio(op, config: c), { $0 <= 1.25 }, against(op, c))
