@@ -18,6 +18,8 @@
 //     read-small-repeated (open DIR/small.txt, 8 KiB, read to the end with a
 //     64 KiB buffer, close: a source, module or configuration file read whole
 //     again, as compilers, interpreters and make do)
+//     read-small-copy (the same of DIR/copy/small.txt, which forward-bench's
+//     policy makes a copy: served from the local copy cache)
 //     seqread seqwrite
 //     pread-threads (T threads each doing n random preads of DIR/data.bin, all
 //     samples pooled, while B more threads are blocked reading DIR/fifo: the
@@ -302,9 +304,10 @@ int main(int argc, char **argv) {
             close(fd);
         });
         if (entries < 1000) { fprintf(stderr, "bench-workload: getdents saw %ld entries, expected >= 1000\n", entries); return 1; }
-    } else if (!strcmp(op, "read-small-repeated")) { // one sample: open + read until the end + close
+    } else if (!strcmp(op, "read-small-repeated") || !strcmp(op, "read-small-copy")) {
+        // one sample: open + read until the end + close (copy: of DIR/copy/small.txt)
         char target[4096];
-        snprintf(target, sizeof target, "%s/small.txt", dir);
+        snprintf(target, sizeof target, "%s/%ssmall.txt", dir, !strcmp(op, "read-small-copy") ? "copy/" : "");
         static char whole[65536];
         long total = 0;
         TIMED({

@@ -95,6 +95,8 @@ struct Op {
     var sequential = false
     /// The floor its intercepted figures are compared with (nil: none).
     var floor: Floor?
+    /// Run with `--policy` making DIR/copy a copy (bind by value) tree.
+    var copyPolicy = false
 }
 
 let ops: [Op] = [
@@ -121,6 +123,9 @@ let ops: [Op] = [
     Op(name: "getdents-repeated", label: "getdents64, repeated", n: 1_000, quickN: 200),
     // open + read to the end + close of the same unchanged 8 KiB file.
     Op(name: "read-small-repeated", label: "open+read 8K+close, repeated", n: 10_000, quickN: 2_000),
+    // open + read + close of a file under a copy rule (issue 11): after the
+    // first open fetches it, served from the local copy cache.
+    Op(name: "read-small-copy", label: "open+read 8K+close, copy", n: 10_000, quickN: 2_000, copyPolicy: true),
     Op(name: "seqread", label: "seq read 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: .bulk("read")),
     Op(name: "seqwrite", label: "seq write 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: .bulk("write")),
 ]
@@ -251,6 +256,10 @@ final class Bench {
         try makeFile(workDir + "/data.bin", size: (o.quick ? 16 : 64) << 20, seed: 1)
         try makeFile(workDir + "/seq.bin", size: seqSize, seed: 2)
         try makeFile(workDir + "/small.txt", size: 8192, seed: 4)
+        mkdir(workDir + "/copy", 0o755)
+        try makeFile(workDir + "/copy/small.txt", size: 8192, seed: 5)
+        try "[[rule]]\nprefix = \"\(workDir)/copy\"\nstrategy = \"copy\"\n".write(toFile: copyPolicyFile, atomically: true, encoding: .utf8)
+        setenv("XDG_CACHE_HOME", scratch + "/copy-cache", 1)
         try makeFile(localDir + "/local.bin", size: 16 << 20, seed: 3)
         mkfifo(workDir + "/fifo", 0o600)   // the concurrency section's blocked readers
         mkdir(workDir + "/statdir", 0o755)   // stat: a new file per call, for the workload and its floor
@@ -292,15 +301,23 @@ final class Bench {
 
     // MARK: commands
 
-    func wrap(_ config: String) -> [String] {
+    /// wrap-and-run's command line for `config` (empty: native); with
+    /// `copyPolicy`, DIR/copy is a copy tree (the local configuration
+    /// keeps it local, as everything else).
+    func wrap(_ config: String, copyPolicy: Bool = false) -> [String] {
         let w = bin + "/wrap-and-run"
+        let policy = copyPolicy && config != "local" ? ["--policy", copyPolicyFile] : []
         switch config {
         case "native": return []
         case "local": return [w, "--home", "spawn", "--local", workDir, "--local", localDir, "--"]
-        case "unix": return [w, "--home", "spawn", "--"]
-        default: return [w, "--home", "127.0.0.1:\(port)", "--key-file", keyFile, "--"]
+        case "unix": return [w, "--home", "spawn"] + policy + ["--"]
+        default: return [w, "--home", "127.0.0.1:\(port)", "--key-file", keyFile] + policy + ["--"]
         }
     }
+
+    /// The policy file of the copy rows, and their copy cache (emptied
+    /// once in `prepare`: every run after the first is served from it).
+    var copyPolicyFile: String { scratch + "/copy-policy.toml" }
 
     func workload(_ op: Op, extra: [String] = []) -> [String] {
         [bin + "/bench-workload", op.name, "-n", String(o.quick ? op.quickN : op.n), "--dir", workDir,
@@ -348,7 +365,7 @@ final class Bench {
                     let slot = slots[(k + round) % slots.count]
                     if slot == "floor" {
                         runRowFloor(op)
-                    } else if let lines = run(wrap(slot) + workload(op), what: "\(op.name) [\(slot)]"),
+                    } else if let lines = run(wrap(slot, copyPolicy: op.copyPolicy) + workload(op), what: "\(op.name) [\(slot)]"),
                               let f = Figure(lines[0], config: slot) {
                         keepBest(f)
                     }

@@ -80,8 +80,9 @@ extension Bench {
             failures.append(Failure(what: "startup home program", command: ["cp", "/bin/true", program], status: -1, stderr: ""))
             return
         }
+        let previous = getenv("XDG_CACHE_HOME").map { String(cString: $0) }
         setenv("XDG_CACHE_HOME", cache, 1)
-        defer { unsetenv("XDG_CACHE_HOME") }
+        defer { if let previous { setenv("XDG_CACHE_HOME", previous, 1) } else { unsetenv("XDG_CACHE_HOME") } }
         for _ in 0..<runs {
             try? FileManager.default.removeItem(atPath: cache)
             for name in ["home_cold", "home_cached"] {
