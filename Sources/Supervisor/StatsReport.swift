@@ -13,15 +13,7 @@ extension StatsBook {
         if text { printError(textReport(table: table, cells: cells, summaries: summaries)) }
         if jsonFD >= 0 {
             var json = jsonReport(table: table, cells: cells)
-            json.withUTF8 { raw in
-                var done = 0
-                while done < raw.count {
-                    let n = Glibc.write(jsonFD, raw.baseAddress! + done, raw.count - done)
-                    if n < 0 && errno == EINTR { continue }
-                    if n <= 0 { break }
-                    done += n
-                }
-            }
+            json.withUTF8 { raw in try? FD.writeFully(jsonFD, raw.baseAddress!, raw.count) }
         }
     }
 

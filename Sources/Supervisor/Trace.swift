@@ -69,15 +69,7 @@ final class Tracer: Sendable {
     /// Writes the finished line.
     func write(_ line: TraceLine) {
         let bytes = UnsafeRawBufferPointer(rebasing: line.buffer[0..<line.count])
-        writing.withLock { _ in
-            var done = 0
-            while done < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }
-                done += n
-            }
-        }
+        writing.withLock { _ in try? FD.writeFully(fd, bytes.baseAddress!, bytes.count) }
     }
 }
 
