@@ -94,6 +94,13 @@ enum HomeOps {
         HomeOpRow(.posixLock, .lockOwner, HomeLocks.posixLock),
         HomeOpRow(.lockOwnerClose, .inline, HomeLocks.lockOwnerClose),
         HomeOpRow(.lockOwnerExit, .inline, HomeLocks.lockOwnerExit),
+        // Sockets (Home+Socket.swift): connect waits on a thread of its own.
+        HomeOpRow(.socket, .inline, HomeSocket.socket),
+        HomeOpRow(.connect, .streamHandle(0), HomeSocket.connect),
+        HomeOpRow(.shutdown, .inline, HomeSocket.shutdown),
+        HomeOpRow(.getsockopt, .inline, HomeSocket.getsockopt),
+        HomeOpRow(.setsockopt, .inline, HomeSocket.setsockopt),
+        HomeOpRow(.sockname, .inline, HomeSocket.sockname),
         // The session itself (Home+Session.swift).
         HomeOpRow(.cancel, .inline, HomeSessionOps.cancel),
         HomeOpRow(.echo, .inline, HomeSessionOps.echo),

@@ -31,6 +31,9 @@ public struct SupervisorOptions: Sendable {
     /// Acknowledge writes to regular files at home before home has run
     /// them (`WriteBehind`); off with `--sync-writes`.
     public var writeBehind = true
+    /// Keep every socket on the target (`--local-net`); by default
+    /// Internet stream sockets are made and connected at home (`Sockets`).
+    public var localNetwork = false
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
                 policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50,

@@ -174,6 +174,13 @@ struct SyscallTable: Sendable {
         SyscallRow(47, "recvmsg", .descriptor, Messages.recvmsg),
         SyscallRow(299, "recvmmsg", .descriptor, Descriptors.mayReceivePlaceholder),
         SyscallRow(438, "pidfd_getfd", .descriptor, Descriptors.mayReceivePlaceholder),
+        // Sockets at home (Sys+Socket.swift); on any number, as a socket's dup may land low.
+        SyscallRow(41, "socket", .descriptor, Sockets.socket),
+        SyscallRow(42, "connect", .descriptor, Sockets.connect),
+        SyscallRow(55, "getsockopt", .descriptor, Sockets.getsockopt),
+        SyscallRow(54, "setsockopt", .descriptor, Sockets.setsockopt),
+        SyscallRow(51, "getsockname", .descriptor, Sockets.getsockname),
+        SyscallRow(52, "getpeername", .descriptor, Sockets.getpeername),
         // Refused on forwarded names, with the errno a program already handles.
         SyscallRow(254, "inotify_add_watch", .path, Unsupported.path(1)),
         SyscallRow(303, "name_to_handle_at", .path, Unsupported.path(1, dirfd: 0)),

@@ -178,6 +178,29 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// (no payload); result 2: drop the listed paths and everything beneath them.
     case invalidate = 59
 
+    // MARK: Sockets at home
+
+    /// Analogous to socket(2): scalars [domain, type, protocol] (type without SOCK_NONBLOCK and
+    /// SOCK_CLOEXEC: the home socket is blocking and close-on-exec). Only AF_INET and AF_INET6
+    /// (EAFNOSUPPORT otherwise). Response: result = the new handle; no payload.
+    case socket = 60
+    /// Analogous to connect(2), blocking at home until the outcome (cancellable): scalars
+    /// [handle]; payload: the sockaddr (2 ... ``Wire/maxSockaddr`` bytes). Response: result 0.
+    case connect = 61
+    /// Analogous to shutdown(2): scalars [handle, how]. Response: result 0.
+    case shutdown = 62
+    /// Analogous to getsockopt(2): scalars [handle, level, name, size] (size at most
+    /// ``Wire/maxSockopt``). Response: result = the option's length;
+    /// payload: its bytes.
+    case getsockopt = 63
+    /// Analogous to setsockopt(2): scalars [handle, level, name]; payload: the value (at most
+    /// ``Wire/maxSockopt`` bytes). Response: result 0.
+    case setsockopt = 64
+    /// Analogous to getsockname(2) (peer 0) or getpeername(2) (peer 1): scalars [handle, peer,
+    /// size]. Response: result = the address's full length; payload: its first min(length,
+    /// size) bytes.
+    case sockname = 65
+
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
     public var requestScalarCount: Int {
@@ -231,6 +254,12 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .lockOwnerExit: return 1
         case .statxWatched: return 4
         case .invalidate: return 0
+        case .socket: return 3
+        case .connect: return 1
+        case .shutdown: return 2
+        case .getsockopt: return 4
+        case .setsockopt: return 3
+        case .sockname: return 3
         }
     }
 

@@ -57,6 +57,12 @@ public enum ReplyContract {
         case .write, .pwrite:
             if result > Int64(requestPayload) { return "wrote \(result) of \(requestPayload) bytes" }
             return empty()
+        case .getsockopt:
+            return count(upTo: min(s[3], Int64(Wire.maxSockopt)))
+        case .sockname:
+            // The result is the address's full length; the payload is what fits.
+            if result > Int64(Wire.maxSockaddr) { return "an address of \(result) bytes" }
+            return payloadCount == Int(min(result, max(s[2], 0))) ? nil : "address of \(result) bytes with \(payloadCount) bytes of payload"
         case .copyFileRange:
             if result > max(s[4], 0) { return "copied \(result) of \(s[4]) bytes" }
             return empty()

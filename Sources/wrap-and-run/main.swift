@@ -75,6 +75,9 @@ struct WrapAndRun: ParsableCommand {
     @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
     var stats = false
 
+    @Flag(name: .customLong("local-net"), help: "Keep every socket on this machine (by default Internet stream sockets are made and connected at home).")
+    var localNet = false
+
     @Flag(help: "Print the binding policy and exit.")
     var printPolicy = false
 
@@ -103,7 +106,7 @@ struct WrapAndRun: ParsableCommand {
         if command.first == "--" { command.removeFirst() }
         Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
-               attributeCache: !noCache, writeBehind: !syncWrites, command: command).run()
+               attributeCache: !noCache, writeBehind: !syncWrites, localNetwork: localNet, command: command).run()
     }
 }
 
@@ -123,6 +126,8 @@ struct Launch {
     var attributeCache = true
     /// Off with --sync-writes.
     var writeBehind = true
+    /// On with --local-net.
+    var localNetwork = false
     var command: [String] = []
 
     func run() -> Never {
@@ -146,6 +151,7 @@ struct Launch {
         var launchOptions = options
         launchOptions.attributeCache = attributeCache
         launchOptions.writeBehind = writeBehind
+        launchOptions.localNetwork = localNetwork
         let supervisor: Supervisor
         do { supervisor = try Supervisor.launch(launchOptions) } catch {
             switch error {
@@ -175,11 +181,12 @@ struct Launch {
                 l.command = Array(args[(i + 1)...])
                 return l.command.isEmpty ? nil : l
             }
-            if a == "--stats" || a == "--no-cache" || a == "--sync-writes" {
+            if a == "--stats" || a == "--no-cache" || a == "--sync-writes" || a == "--local-net" {
                 guard seen.insert(a).inserted else { return nil }
                 switch a {
                 case "--stats": l.stats = true
                 case "--no-cache": l.attributeCache = false
+                case "--local-net": l.localNetwork = true
                 default: l.writeBehind = false
                 }
                 i += 1

@@ -1,0 +1,319 @@
+"""Sockets at home: the home runs in a network namespace of its own (only a
+loopback), so a server started there is reachable only through forwarding:
+the target's loopback has nothing listening on that port. `--local-net`
+keeps sockets on the target, where the same connect is refused."""
+import hashlib
+import os
+import select
+import shlex
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+
+from conftest import HOMESTUB, MIN_ENV, PY, WRAP, describe, free_port, require_binaries, \
+    require_root_and_unshare, run_bounded
+
+# A small server for the home's namespace: `server.py MODE PORT`; prints
+# "ready" once listening, and one line per finished connection.
+SERVER = r'''
+import hashlib, socket, sys, threading
+mode, port = sys.argv[1], int(sys.argv[2])
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(16)
+print("ready", flush=True)
+
+def pattern(n):
+    block = bytes(range(256)) * 256
+    out, left = [], n
+    while left > 0:
+        out.append(block[:min(left, len(block))])
+        left -= len(block)
+    return b"".join(out)
+
+def serve(c):
+    if mode == "echo":
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            c.sendall(d)
+        print("echo-done", flush=True)
+    elif mode == "hash":
+        h, n = hashlib.sha256(), 0
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+        c.sendall(f"{n} {h.hexdigest()}".encode())
+        print("hash-done", flush=True)
+    elif mode == "source":
+        n = int(c.recv(64).decode())
+        c.sendall(pattern(n))
+        print("source-done", flush=True)
+    elif mode == "flood":
+        block = b"x" * 65536
+        try:
+            while True:
+                c.sendall(block)
+        except OSError:
+            print("flood-closed", flush=True)
+    elif mode == "close":
+        c.sendall(b"bye")
+        print("close-done", flush=True)
+    c.close()
+
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'''
+
+
+class NetHome:
+    """A network namespace (loopback only) that the home runs in."""
+
+    def __init__(self, base):
+        self.base = base
+        self.holder = subprocess.Popen(
+            ["unshare", "--net", "--", "sh", "-c", "ip link set lo up && echo up && exec sleep 3600"],
+            stdout=subprocess.PIPE, env=dict(MIN_ENV), start_new_session=True)
+        assert self.holder.stdout.readline().strip() == b"up"
+        self.pid = self.holder.pid
+        self.servers = []
+        (base / "server.py").write_text(SERVER)
+
+    def home_command(self) -> str:
+        return f"nsenter -t {self.pid} -n -- {shlex.quote(str(HOMESTUB))} --stdio"
+
+    def server(self, mode: str) -> tuple:
+        """Starts a server in the namespace; returns (port, process)."""
+        port = free_port()
+        p = subprocess.Popen(["nsenter", "-t", str(self.pid), "-n", "--", PY, str(self.base / "server.py"), mode,
+                              str(port)], stdout=subprocess.PIPE, env=dict(MIN_ENV), start_new_session=True)
+        assert p.stdout.readline().strip() == b"ready"
+        self.servers.append(p)
+        return port, p
+
+    def in_ns(self, argv, timeout=30) -> subprocess.CompletedProcess:
+        return run_bounded(["nsenter", "-t", str(self.pid), "-n", "--", *argv], timeout=timeout)
+
+    def wrap(self, args, extra=()) -> list:
+        return [str(WRAP), "--home-command", self.home_command(), *extra, "--", *map(str, args)]
+
+    def run(self, args, extra=(), timeout=60, **kw) -> subprocess.CompletedProcess:
+        return run_bounded(self.wrap(args, extra), cwd=str(self.base), timeout=timeout, **kw)
+
+    def close(self):
+        for p in self.servers + [self.holder]:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+@pytest.fixture
+def net(tmp_path):
+    require_binaries()
+    require_root_and_unshare()
+    os.chmod(tmp_path, 0o755)
+    n = NetHome(tmp_path)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def py(code: str) -> list:
+    return [PY, "-c", textwrap.dedent(code)]
+
+
+CLIENT = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", {port}))
+s.sendall(b"hello home")
+print(s.recv(100).decode())
+"""
+
+
+def test_connect_reaches_a_server_only_home_has(net):
+    port, _ = net.server("echo")
+    r = net.run(py(CLIENT.format(port=port)))
+    assert r.returncode == 0 and r.stdout == "hello home\n", describe(r)
+    # The target's own network has no such server.
+    r = net.run(py(CLIENT.format(port=port)), extra=["--local-net"])
+    assert r.returncode != 0 and "ConnectionRefusedError" in r.stderr, describe(r)
+
+
+def test_urllib_and_curl_fetch_from_home(net):
+    (net.base / "site").mkdir()
+    (net.base / "site" / "page.txt").write_text("served at home\n")
+    port = free_port()
+    srv = subprocess.Popen(["nsenter", "-t", str(net.pid), "-n", "--", PY, "-m", "http.server", "--bind", "127.0.0.1",
+                            "--directory", str(net.base / "site"), str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(MIN_ENV),
+                           start_new_session=True)
+    net.servers.append(srv)
+    deadline = time.monotonic() + 10
+    while net.in_ns(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]).returncode != 0:
+        assert time.monotonic() < deadline, "http.server did not start"
+        time.sleep(0.1)
+    url = f"http://127.0.0.1:{port}/page.txt"
+    r = net.run(py(f"import urllib.request; print(urllib.request.urlopen({url!r}).read().decode(), end='')"))
+    assert r.returncode == 0 and r.stdout == "served at home\n", describe(r)
+    r = net.run(["/usr/bin/curl", "-sS", url])
+    assert r.returncode == 0 and r.stdout == "served at home\n", describe(r)
+    r = net.run(["/usr/bin/curl", "-sS", url], extra=["--local-net"])
+    assert r.returncode != 0, describe(r)
+
+
+def test_refused_connect_blocking_and_non_blocking(net):
+    port = free_port()  # nothing listens there at home
+    r = net.run(py(f"""
+        import errno, select, socket
+        s = socket.socket()
+        try:
+            s.connect(("127.0.0.1", {port}))
+        except OSError as e:
+            print("blocking", errno.errorcode[e.errno])
+        s = socket.socket()
+        s.setblocking(False)
+        print("nonblocking", errno.errorcode[s.connect_ex(("127.0.0.1", {port}))])
+        _, w, _ = select.select([], [s], [], 10)
+        print("writable", bool(w))
+        print("SO_ERROR", errno.errorcode[s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)])
+    """))
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.split("\n")[:4] == ["blocking ECONNREFUSED", "nonblocking EINPROGRESS", "writable True",
+                                        "SO_ERROR ECONNREFUSED"], describe(r)
+
+
+def test_non_blocking_connect_poll_then_talk(net):
+    port, _ = net.server("echo")
+    r = net.run(py(f"""
+        import errno, select, socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        print(errno.errorcode[s.connect_ex(("127.0.0.1", {port}))])
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+        print("ready", p.poll(10000)[0][1] & select.POLLOUT != 0)
+        print("SO_ERROR", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        print("peer", s.getpeername()[1] == {port}, "local", s.getsockname()[0])
+        s.setblocking(True)
+        s.sendall(b"ping")
+        print(s.recv(10).decode())
+    """))
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.split("\n")[:5] == ["EINPROGRESS", "ready True", "SO_ERROR 0", "peer True local 127.0.0.1",
+                                        "ping"], describe(r)
+
+
+def test_epoll_readiness_half_close_and_rdhup(net):
+    port, _ = net.server("hash")
+    r = net.run(py(f"""
+        import select, socket
+        s = socket.create_connection(("127.0.0.1", {port}))
+        ep = select.epoll()
+        ep.register(s.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        print("idle", ep.poll(0.3))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        print("nodelay", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        s.sendall(b"abc" * 1000)
+        s.shutdown(socket.SHUT_WR)          # the server hashes until end of file
+        events = ep.poll(10)
+        print("ready", events[0][1] & select.EPOLLIN != 0)
+        data = b""
+        while True:
+            d = s.recv(1000)
+            if not d:
+                break
+            data += d
+        print(data.decode())
+        print("rdhup", ep.poll(1)[0][1] & select.EPOLLRDHUP != 0)
+    """))
+    want = hashlib.sha256(b"abc" * 1000).hexdigest()
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.split("\n")[:5] == ["idle []", "nodelay 1", "ready True", f"3000 {want}", "rdhup True"], describe(r)
+
+
+def test_peer_that_closes_shows_end_of_file(net):
+    port, _ = net.server("close")
+    r = net.run(py(f"""
+        import socket
+        s = socket.create_connection(("127.0.0.1", {port}))
+        print(s.recv(10).decode(), repr(s.recv(10)))
+    """))
+    assert r.returncode == 0 and r.stdout == "bye b''\n", describe(r)
+
+
+def test_large_transfers_both_ways(net):
+    size = 8 << 20
+    up_port, _ = net.server("hash")
+    down_port, _ = net.server("source")
+    r = net.run(py(f"""
+        import hashlib, socket
+        block = bytes(range(256)) * 256
+        s = socket.create_connection(("127.0.0.1", {up_port}))
+        h = hashlib.sha256()
+        for i in range({size} // len(block)):
+            chunk = block[i % 256:] + block[:i % 256]
+            h.update(chunk)
+            s.sendall(chunk)
+        s.shutdown(socket.SHUT_WR)
+        print(s.recv(200).decode() == f"{size} {{h.hexdigest()}}")
+        s = socket.create_connection(("127.0.0.1", {down_port}))
+        s.sendall(b"{size}")
+        h, n = hashlib.sha256(), 0
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+        print(n, h.hexdigest())
+    """), timeout=120)
+    block = bytes(range(256)) * 256
+    want = hashlib.sha256((block * (size // len(block)))[:size]).hexdigest()
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.split("\n")[:2] == ["True", f"{size} {want}"], describe(r)
+
+
+def test_killed_tracee_mid_transfer_closes_the_home_socket(net):
+    """A process of the session killed while home floods it: the session
+    goes on, and its home socket is closed (the server's sends fail)."""
+    port, server = net.server("flood")
+    child = textwrap.dedent(f"""
+        import os, socket
+        s = socket.create_connection(("127.0.0.1", {port}))
+        s.recv(65536)
+        print(os.getpid(), flush=True)
+        while True:
+            s.recv(1)
+    """)
+    p = subprocess.Popen(net.wrap(py(f"""
+        import subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", {child!r}], stdout=subprocess.PIPE)
+        print(child.stdout.readline().decode().strip(), flush=True)
+        sys.stdin.readline()
+        print(child.wait(), flush=True)
+    """)), cwd=str(net.base), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=dict(MIN_ENV), start_new_session=True)
+    try:
+        pid = int(p.stdout.readline())
+        os.kill(pid, signal.SIGKILL)
+        ready, _, _ = select.select([server.stdout], [], [], 20)
+        assert ready, "the home socket stayed open after its process was killed"
+        assert server.stdout.readline().strip() == b"flood-closed"
+        p.stdin.write(b"\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == b"-9"
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
