@@ -34,7 +34,7 @@ enum HomeSocket {
         while e == EINTR || e == EINPROGRESS || e == EALREADY {
             if c.cancelled.load(ordering: .acquiring) { throw Errno.interrupted }
             var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            if poll(&p, 1, -1) < 0 {
+            if Glibc.poll(&p, 1, -1) < 0 {
                 e = Glibc.errno
                 continue
             }
@@ -85,6 +85,51 @@ enum HomeSocket {
         let n = min(full, Int(min(c.r.scalar(2), Int64(Wire.maxSockaddr))))
         withUnsafeBytes(of: &storage) { c.out.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: n) }
         return (Int64(full), n)
+    }
+
+    /// Implements bind(2): scalars [handle]; payload: the address.
+    static func bind(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        let fd = try c.handle(c.r.scalar(0))
+        let address = try socketAddress(c.r.payload)
+        try sys { Glibc.bind(fd, address.baseAddress!.assumingMemoryBound(to: Glibc.sockaddr.self), socklen_t(address.count)) }
+        return (0, 0)
+    }
+
+    /// Implements listen(2): scalars [handle, backlog].
+    static func listen(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        let fd = try c.handle(c.r.scalar(0))
+        try sys { Glibc.listen(fd, c.int(1)) }
+        return (0, 0)
+    }
+
+    /// Implements accept4(2): scalars [handle, nonBlocking]. The new
+    /// connection is a handle of the session; its peer's address is the payload.
+    static func accept(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        let fd = try c.handle(c.r.scalar(0))
+        if c.r.scalar(1) != 0 {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard try sys({ Glibc.poll(&p, 1, 0) }) > 0 else { throw Errno.resourceTemporarilyUnavailable }
+        }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let conn = try withUnsafeMutablePointer(to: &storage) { p throws(Errno) -> CInt in
+            let a = UnsafeMutableRawPointer(p).assumingMemoryBound(to: Glibc.sockaddr.self)
+            return try c.interruptible { Glibc.accept(fd, a, &length) }
+        }
+        _ = cshim_fcntl_int(conn, F_SETFD, Int(FD_CLOEXEC))
+        try c.session.handles.insert(conn, kind: .stream)
+        let n = min(Int(length), Wire.maxSockaddr)
+        withUnsafeBytes(of: &storage) { c.out.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: n) }
+        return (Int64(conn), n)
+    }
+
+    /// Implements poll(2) on one handle: scalars [handle, events]; waits
+    /// until one is ready (a closed handle's socket reports POLLHUP).
+    static func poll(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        let fd = try c.handle(c.r.scalar(0))
+        var p = pollfd(fd: fd, events: Int16(truncatingIfNeeded: c.r.scalar(1)), revents: 0)
+        try c.interruptible { Glibc.poll(&p, 1, -1) }
+        return (Int64(UInt16(bitPattern: p.revents)), 0)
     }
 
     /// A socket address from a payload: at least its family, at most a

@@ -101,6 +101,10 @@ enum HomeOps {
         HomeOpRow(.getsockopt, .inline, HomeSocket.getsockopt),
         HomeOpRow(.setsockopt, .inline, HomeSocket.setsockopt),
         HomeOpRow(.sockname, .inline, HomeSocket.sockname),
+        HomeOpRow(.bind, .inline, HomeSocket.bind),
+        HomeOpRow(.listen, .inline, HomeSocket.listen),
+        HomeOpRow(.accept, .streamHandle(0), HomeSocket.accept),
+        HomeOpRow(.poll, .streamHandle(0), HomeSocket.poll),
         // The session itself (Home+Session.swift).
         HomeOpRow(.cancel, .inline, HomeSessionOps.cancel),
         HomeOpRow(.echo, .inline, HomeSessionOps.echo),

@@ -17,7 +17,7 @@ import Wire
 final class SocketState: Sendable {
     /// Where the socket's connect stands.
     enum Phase: Int {
-        case fresh = 0, connecting, connected, failed
+        case fresh = 0, connecting, connected, failed, listening
     }
 
     let handle: Int64
@@ -32,6 +32,9 @@ final class SocketState: Sendable {
     /// The errno of a failed connect, for a later connect on the socket.
     let failure = Atomic<Int32>(0)
     private let life = Mutex<Life>(Life())
+    /// A listening socket's readiness byte was taken by an accept (or the
+    /// placeholder is gone): the listen pump looks at home again.
+    let tokenTaken = CountingSemaphore(value: 0)
 
     /// Who still needs the home handle: it is closed once the placeholder
     /// is gone (the tracee's last descriptor closed) and the pump has sent
@@ -96,7 +99,11 @@ final class SocketState: Sendable {
             return takeRelease(&l, when: !l.pumping || l.writerDone)
         }
         if release { link.release(handle: handle) }
+        tokenTaken.signal()
     }
+
+    /// The tracee has closed its last descriptor of the socket.
+    var isGone: Bool { life.withLock { $0.gone } }
 
     /// The pump sent home all the tracee wrote (and the half-close).
     func writerFinished() {

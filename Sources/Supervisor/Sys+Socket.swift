@@ -18,7 +18,7 @@ enum Sockets {
               type & 0xf == Int32(SOCK_STREAM.rawValue) else { return .continueSyscall }
         let r = try c.home(.socket, Scalars(Int64(domain), Int64(type & ~(nonBlock | closeOnExec)), Int64(proto)))
         let end: CInt
-        do { end = try c.sup.watchers.makeSocketPlaceholder(handle: r.result, nonBlocking: type & nonBlock != 0) } catch {
+        do { (end, _) = try c.sup.watchers.makeSocketPlaceholder(handle: r.result, nonBlocking: type & nonBlock != 0) } catch {
             c.sup.link.release(handle: r.result)
             throw .errno(error)
         }
@@ -41,7 +41,7 @@ enum Sockets {
         let length = try addressLength(c.raw(2))
         switch s.current {
         case .connecting: throw .errno(Errno(rawValue: EALREADY))
-        case .connected: throw .errno(Errno(rawValue: EISCONN))
+        case .connected, .listening: throw .errno(Errno(rawValue: EISCONN))
         case .failed: throw .errno(Errno(rawValue: s.failure.load(ordering: .acquiring)))
         case .fresh: break
         }
@@ -170,20 +170,20 @@ enum Sockets {
 
     /// A sockaddr length argument: the kernel's EINVAL beyond a
     /// `sockaddr_storage` (or negative).
-    private static func addressLength(_ raw: UInt64) throws(Failure) -> Int {
+    static func addressLength(_ raw: UInt64) throws(Failure) -> Int {
         let n = Int32(truncatingIfNeeded: raw)
         guard n >= 0, Int(n) <= Wire.maxSockaddr else { throw .errno(.invalidArgument) }
         return Int(n)
     }
 
     /// Copies the tracee's address (argument 1) into `payload`.
-    private static func readAddress(_ c: borrowing Call, _ length: Int, into payload: UnsafeMutableRawBufferPointer) throws(Failure) {
+    static func readAddress(_ c: borrowing Call, _ length: Int, into payload: UnsafeMutableRawBufferPointer) throws(Failure) {
         guard length >= 2 else { throw .errno(.invalidArgument) }
         try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: payload.baseAddress!, count: length) }
     }
 
     /// The int a length argument points to: EFAULT if unreadable, EINVAL if negative.
-    private static func readLength(_ c: borrowing Call, at address: UInt64) throws(Failure) -> Int32 {
+    static func readLength(_ c: borrowing Call, at address: UInt64) throws(Failure) -> Int32 {
         var n: Int32 = 0
         try local { () throws(Errno) in try c.memory.readExactly(address, into: &n, count: 4) }
         guard n >= 0 else { throw .errno(.invalidArgument) }
@@ -194,27 +194,30 @@ enum Sockets {
 extension Watchers {
     /// Makes the pair for a new socket placeholder of home `handle` and
     /// returns the tracee's end, unwritable until its connect succeeds (see
-    /// `SocketState`); our end is watched for the tracee's last close.
-    func makeSocketPlaceholder(handle: Int64, nonBlocking: Bool) throws(Errno) -> CInt {
+    /// `SocketState`), or at once if `connected` (an accepted connection);
+    /// our end is watched for the tracee's last close.
+    func makeSocketPlaceholder(handle: Int64, nonBlocking: Bool,
+                               connected: Bool = false) throws(Errno) -> (CInt, SocketState) {
         let (traceeEnd, ours) = try FD.socketPair()
         var placed = false
         do {
             let (ino, _) = try FD.inode(traceeEnd)
             try FD.setNonBlocking(traceeEnd)
             var filler = 0
-            while true {
+            while !connected {
                 let n = send(traceeEnd, Self.zeros.baseAddress, Self.zeros.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
                 if n <= 0 { break }
                 filler += n
             }
             if !nonBlocking { try FD.setBlocking(traceeEnd) }
             let state = SocketState(handle: handle, link: link, end: ours, filler: filler)
+            if connected { state.phase.store(SocketState.Phase.connected.rawValue, ordering: .relaxed) }
             let p = Placeholder(handle: handle, inode: ino, supervisorEnd: ours, link: link, accessMode: O_RDWR, socket: state)
             placed = true
             placeholders.withLock { $0[ino] = p }
             // Only the hang-up of the last close: a half-close is the pump's.
             try sys { cshim_epoll_add(epoll, ours, CSHIM_EPOLLHUP, ino) }
-            return traceeEnd
+            return (traceeEnd, state)
         } catch {
             Glibc.close(traceeEnd)
             if !placed { Glibc.close(ours) }

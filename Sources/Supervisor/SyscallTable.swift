@@ -181,6 +181,10 @@ struct SyscallTable: Sendable {
         SyscallRow(54, "setsockopt", .descriptor, Sockets.setsockopt),
         SyscallRow(51, "getsockname", .descriptor, Sockets.getsockname),
         SyscallRow(52, "getpeername", .descriptor, Sockets.getpeername),
+        SyscallRow(49, "bind", .descriptor, Sockets.bind),
+        SyscallRow(50, "listen", .descriptor, Sockets.listen),
+        SyscallRow(43, "accept", .descriptor, Sockets.accept),
+        SyscallRow(288, "accept4", .descriptor, Sockets.accept4),
         // Refused on forwarded names, with the errno a program already handles.
         SyscallRow(254, "inotify_add_watch", .path, Unsupported.path(1)),
         SyscallRow(303, "name_to_handle_at", .path, Unsupported.path(1, dirfd: 0)),

@@ -200,6 +200,18 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// size]. Response: result = the address's full length; payload: its first min(length,
     /// size) bytes.
     case sockname = 65
+    /// Analogous to bind(2): scalars [handle]; payload: the sockaddr (2 ... ``Wire/maxSockaddr``
+    /// bytes). Response: result 0.
+    case bind = 66
+    /// Analogous to listen(2): scalars [handle, backlog]. Response: result 0.
+    case listen = 67
+    /// Analogous to accept4(2) with SOCK_CLOEXEC: scalars [handle, nonBlocking 0|1] (1: EAGAIN
+    /// at once when no connection is pending; 0: waits, cancellable). Response: result = the
+    /// new connection's handle; payload: the peer's address (at most ``Wire/maxSockaddr`` bytes).
+    case accept = 68
+    /// Analogous to poll(2) on one handle: scalars [handle, events]; waits (cancellable) until
+    /// one of `events` is ready. Response: result = the revents.
+    case poll = 69
 
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
@@ -260,6 +272,10 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .getsockopt: return 4
         case .setsockopt: return 3
         case .sockname: return 3
+        case .bind: return 1
+        case .listen: return 2
+        case .accept: return 2
+        case .poll: return 2
         }
     }
 

@@ -63,6 +63,8 @@ public enum ReplyContract {
             // The result is the address's full length; the payload is what fits.
             if result > Int64(Wire.maxSockaddr) { return "an address of \(result) bytes" }
             return payloadCount == Int(min(result, max(s[2], 0))) ? nil : "address of \(result) bytes with \(payloadCount) bytes of payload"
+        case .accept:
+            return payloadCount <= Wire.maxSockaddr ? nil : "a peer address of \(payloadCount) bytes"
         case .copyFileRange:
             if result > max(s[4], 0) { return "copied \(result) of \(s[4]) bytes" }
             return empty()

@@ -317,3 +317,71 @@ def test_killed_tracee_mid_transfer_closes_the_home_socket(net):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_http_server_under_wrap_and_run_listens_at_home(net):
+    (net.base / "site").mkdir()
+    (net.base / "site" / "index.txt").write_text("from the traced server\n")
+    port = free_port()
+    srv = subprocess.Popen(net.wrap([PY, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                                     str(net.base / "site"), str(port)]),
+                           cwd=str(net.base), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=dict(MIN_ENV), start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/index.txt"
+        deadline = time.monotonic() + 15
+        while True:
+            r = net.in_ns(["curl", "-sS", url])
+            if r.returncode == 0:
+                break
+            assert srv.poll() is None and time.monotonic() < deadline, describe(r)
+            time.sleep(0.1)
+        assert r.stdout == "from the traced server\n", describe(r)
+        # Twice more: each request is a new accepted connection.
+        for _ in range(2):
+            r = net.in_ns(["curl", "-sS", url])
+            assert r.stdout == "from the traced server\n", describe(r)
+        # Not on the target's network.
+        r = run_bounded(["curl", "-sS", url])
+        assert r.returncode != 0, describe(r)
+    finally:
+        os.killpg(srv.pid, signal.SIGTERM)
+        srv.wait(timeout=20)
+
+
+def test_accept_readiness_and_peer_address_with_poll(net):
+    port = free_port()
+    p = subprocess.Popen(net.wrap(py(f"""
+        import select, socket, sys
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", {port}))
+        srv.listen(4)
+        srv.setblocking(False)
+        print("listening", srv.getsockname()[1] == {port}, flush=True)
+        try:
+            srv.accept()
+        except BlockingIOError:
+            print("EAGAIN", flush=True)
+        p = select.poll()
+        p.register(srv, select.POLLIN)
+        print("ready", p.poll(15000)[0][1] & select.POLLIN != 0, flush=True)
+        c, peer = srv.accept()
+        print("peer", peer[0], peer[1] == c.getpeername()[1], flush=True)
+        c.setblocking(True)
+        c.sendall(c.recv(100).upper())
+        c.close()
+    """)), cwd=str(net.base), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(MIN_ENV),
+        start_new_session=True)
+    try:
+        assert p.stdout.readline() == b"listening True\n"
+        assert p.stdout.readline() == b"EAGAIN\n"
+        r = net.in_ns([PY, "-c", f"import socket; s = socket.create_connection(('127.0.0.1', {port}));"
+                       " s.sendall(b'shout'); print(s.recv(100).decode())"])
+        assert r.returncode == 0 and r.stdout == "SHOUT\n", describe(r)
+        assert p.stdout.readline() == b"ready True\n"
+        assert p.stdout.readline() == b"peer 127.0.0.1 True\n"
+        assert p.wait(timeout=20) == 0, p.stderr.read().decode()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
