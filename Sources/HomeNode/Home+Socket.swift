@@ -10,6 +10,8 @@ import Wire
 enum HomeSocket {
     /// Implements socket(2): scalars [domain, type, protocol]. Internet
     /// families only: Unix, netlink and packet sockets stay on the target.
+    /// (Whether a handle is a datagram socket the client knows: its data
+    /// goes through `sendto`/`recvfrom`, a stream's through `read`/`write`.)
     static func socket(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let domain = c.int(0), type = c.int(1), proto = c.int(2)
         guard domain == AF_INET || domain == AF_INET6 else { throw Errno(rawValue: EAFNOSUPPORT) }
@@ -130,6 +132,38 @@ enum HomeSocket {
         var p = pollfd(fd: fd, events: Int16(truncatingIfNeeded: c.r.scalar(1)), revents: 0)
         try c.interruptible { Glibc.poll(&p, 1, -1) }
         return (Int64(UInt16(bitPattern: p.revents)), 0)
+    }
+
+    /// Implements sendto(2): scalars [handle, flags, addressLength];
+    /// payload: the address, then the datagram.
+    static func sendto(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        let fd = try c.handle(c.r.scalar(0)), payload = c.r.payload
+        let alen = Int(c.r.scalar(2))
+        guard alen >= 0, alen <= min(Wire.maxSockaddr, payload.count), alen == 0 || alen >= 2 else { throw Errno.invalidArgument }
+        let flags = c.int(1) | Int32(MSG_NOSIGNAL)
+        let data = payload.baseAddress! + alen, count = payload.count - alen
+        let n = try c.interruptible { () -> Int in
+            alen == 0 ? Glibc.sendto(fd, data, count, flags, nil, 0)
+                : Glibc.sendto(fd, data, count, flags, payload.baseAddress!.assumingMemoryBound(to: Glibc.sockaddr.self),
+                               socklen_t(alen))
+        }
+        return (Int64(n), 0)
+    }
+
+    /// Implements recvfrom(2): scalars [handle, flags, size]; the payload is
+    /// the datagram's bytes, then the sender's address.
+    static func recvfrom(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        let fd = try c.handle(c.r.scalar(0)), want = min(try c.count(c.r.scalar(2)), Wire.maxPayload - Wire.maxSockaddr)
+        let out = c.out, flags = c.int(1) & ~Int32(MSG_TRUNC)
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let n = try withUnsafeMutablePointer(to: &storage) { p throws(Errno) -> Int in
+            let a = UnsafeMutableRawPointer(p).assumingMemoryBound(to: Glibc.sockaddr.self)
+            return try c.interruptible { Glibc.recvfrom(fd, out.baseAddress, want, flags, a, &length) }
+        }
+        let alen = min(Int(length), Wire.maxSockaddr)
+        withUnsafeBytes(of: &storage) { (out.baseAddress! + n).copyMemory(from: $0.baseAddress!, byteCount: alen) }
+        return (Int64(n), n + alen)
     }
 
     /// A socket address from a payload: at least its family, at most a

@@ -105,6 +105,8 @@ enum HomeOps {
         HomeOpRow(.listen, .inline, HomeSocket.listen),
         HomeOpRow(.accept, .streamHandle(0), HomeSocket.accept),
         HomeOpRow(.poll, .streamHandle(0), HomeSocket.poll),
+        HomeOpRow(.sendto, .streamHandle(0), HomeSocket.sendto),
+        HomeOpRow(.recvfrom, .streamHandle(0), HomeSocket.recvfrom),
         // The session itself (Home+Session.swift).
         HomeOpRow(.cancel, .inline, HomeSessionOps.cancel),
         HomeOpRow(.echo, .inline, HomeSessionOps.echo),

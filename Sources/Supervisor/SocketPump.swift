@@ -26,6 +26,8 @@ final class SocketState: Sendable {
     let end: CInt
     /// Bytes the tracee's end queued at ours to stay unwritable.
     let filler: Int
+    /// A datagram socket: its data goes through the supervisor (`Datagrams`).
+    let datagram: Bool
     let phase = Atomic<Int>(Phase.fresh.rawValue)
     /// What a failed non-blocking connect left for `SO_ERROR` (read once).
     let pendingError = Atomic<Int32>(0)
@@ -46,7 +48,8 @@ final class SocketState: Sendable {
         var released = false
     }
 
-    init(handle: Int64, link: HomeLink, end: CInt, filler: Int) {
+    init(handle: Int64, link: HomeLink, end: CInt, filler: Int, datagram: Bool = false) {
+        self.datagram = datagram
         self.handle = handle
         self.link = link
         self.end = end

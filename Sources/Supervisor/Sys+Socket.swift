@@ -14,15 +14,24 @@ enum Sockets {
     static func socket(_ c: borrowing Call) throws(Failure) -> Reply {
         let domain = c.int(0), type = c.int(1), proto = c.int(2)
         let nonBlock = Int32(SOCK_NONBLOCK.rawValue), closeOnExec = Int32(SOCK_CLOEXEC.rawValue)
+        let kind = type & 0xf, datagram = kind == Int32(SOCK_DGRAM.rawValue)
         guard !c.sup.options.localNetwork, domain == AF_INET || domain == AF_INET6,
-              type & 0xf == Int32(SOCK_STREAM.rawValue) else { return .continueSyscall }
+              kind == Int32(SOCK_STREAM.rawValue) || datagram else { return .continueSyscall }
         let r = try c.home(.socket, Scalars(Int64(domain), Int64(type & ~(nonBlock | closeOnExec)), Int64(proto)))
-        let end: CInt
-        do { (end, _) = try c.sup.watchers.makeSocketPlaceholder(handle: r.result, nonBlocking: type & nonBlock != 0) } catch {
+        let end: CInt, state: SocketState
+        do {
+            (end, state) = try c.sup.watchers.makeSocketPlaceholder(handle: r.result, nonBlocking: type & nonBlock != 0,
+                                                                   datagram: datagram)
+        } catch {
             c.sup.link.release(handle: r.result)
             throw .errno(error)
         }
         defer { Glibc.close(end) }
+        if datagram {
+            // In the range the filter watches, for its sends and receives (see `Datagrams`).
+            guard SocketListen.start(state) else { throw .errno(Errno(rawValue: ENOBUFS)) }
+            return try c.place(end, closeOnExec: type & closeOnExec != 0, minimum: 0)
+        }
         // The lowest free number, as socket(2) gives (select(2) takes no
         // more than 1023): its data calls run natively, so it needs no
         // number the filter watches.
@@ -39,6 +48,12 @@ enum Sockets {
     static func connect(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let (p, s, nonBlocking) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
         let length = try addressLength(c.raw(2))
+        if s.datagram {
+            // Sets (or, with AF_UNSPEC, clears) the default peer: at once.
+            try readAddress(c, length, at: c.address(1), into: c.worker.slot.payload(for: .connect))
+            _ = try c.home(.connect, Scalars(p.handle), payloadLength: length)
+            return .value(0)
+        }
         switch s.current {
         case .connecting: throw .errno(Errno(rawValue: EALREADY))
         case .connected, .listening: throw .errno(Errno(rawValue: EISCONN))
@@ -47,7 +62,7 @@ enum Sockets {
         }
         if nonBlocking {
             guard let slot = c.sup.link.takeSlot() else { throw .errno(Errno(rawValue: ENOBUFS)) }
-            do { try readAddress(c, length, into: slot.payload(for: .connect)) } catch {
+            do { try readAddress(c, length, at: c.address(1), into: slot.payload(for: .connect)) } catch {
                 c.sup.link.returnSlot(slot)
                 throw error
             }
@@ -61,7 +76,7 @@ enum Sockets {
             }
             throw .errno(Errno(rawValue: EINPROGRESS))
         }
-        try readAddress(c, length, into: c.worker.slot.payload(for: .connect))
+        try readAddress(c, length, at: c.address(1), into: c.worker.slot.payload(for: .connect))
         guard s.beginConnect() else { throw .errno(Errno(rawValue: EALREADY)) }
         do { _ = try c.home(.connect, Scalars(p.handle), payloadLength: length) } catch {
             if case .errno(let e) = error, e != .interrupted {
@@ -176,10 +191,11 @@ enum Sockets {
         return Int(n)
     }
 
-    /// Copies the tracee's address (argument 1) into `payload`.
-    static func readAddress(_ c: borrowing Call, _ length: Int, into payload: UnsafeMutableRawBufferPointer) throws(Failure) {
+    /// Copies the tracee's address at `address` into `payload`.
+    static func readAddress(_ c: borrowing Call, _ length: Int, at address: UInt64,
+                            into payload: UnsafeMutableRawBufferPointer) throws(Failure) {
         guard length >= 2 else { throw .errno(.invalidArgument) }
-        try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: payload.baseAddress!, count: length) }
+        try local { () throws(Errno) in try c.memory.readExactly(address, into: payload.baseAddress!, count: length) }
     }
 
     /// The int a length argument points to: EFAULT if unreadable, EINVAL if negative.
@@ -196,21 +212,21 @@ extension Watchers {
     /// returns the tracee's end, unwritable until its connect succeeds (see
     /// `SocketState`), or at once if `connected` (an accepted connection);
     /// our end is watched for the tracee's last close.
-    func makeSocketPlaceholder(handle: Int64, nonBlocking: Bool,
-                               connected: Bool = false) throws(Errno) -> (CInt, SocketState) {
+    func makeSocketPlaceholder(handle: Int64, nonBlocking: Bool, connected: Bool = false,
+                               datagram: Bool = false) throws(Errno) -> (CInt, SocketState) {
         let (traceeEnd, ours) = try FD.socketPair()
         var placed = false
         do {
             let (ino, _) = try FD.inode(traceeEnd)
             try FD.setNonBlocking(traceeEnd)
             var filler = 0
-            while !connected {
+            while !connected && !datagram {
                 let n = send(traceeEnd, Self.zeros.baseAddress, Self.zeros.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
                 if n <= 0 { break }
                 filler += n
             }
             if !nonBlocking { try FD.setBlocking(traceeEnd) }
-            let state = SocketState(handle: handle, link: link, end: ours, filler: filler)
+            let state = SocketState(handle: handle, link: link, end: ours, filler: filler, datagram: datagram)
             if connected { state.phase.store(SocketState.Phase.connected.rawValue, ordering: .relaxed) }
             let p = Placeholder(handle: handle, inode: ino, supervisorEnd: ours, link: link, accessMode: O_RDWR, socket: state)
             placed = true

@@ -13,7 +13,7 @@ extension Sockets {
     static func bind(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let (p, _, _) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
         let length = try addressLength(c.raw(2))
-        try readAddress(c, length, into: c.worker.slot.payload(for: .bind))
+        try readAddress(c, length, at: c.address(1), into: c.worker.slot.payload(for: .bind))
         _ = try c.home(.bind, Scalars(p.handle), payloadLength: length)
         return .value(0)
     }

@@ -185,6 +185,10 @@ struct SyscallTable: Sendable {
         SyscallRow(50, "listen", .descriptor, Sockets.listen),
         SyscallRow(43, "accept", .descriptor, Sockets.accept),
         SyscallRow(288, "accept4", .descriptor, Sockets.accept4),
+        // A datagram socket's placeholder lives in the watched range (Sys+Datagram.swift).
+        SyscallRow(44, "sendto", .descriptor, Datagrams.sendto, when: .placeholderRange),
+        SyscallRow(45, "recvfrom", .descriptor, Datagrams.recvfrom, when: .placeholderRange),
+        SyscallRow(46, "sendmsg", .descriptor, Datagrams.sendmsg, when: .placeholderRange),
         // Refused on forwarded names, with the errno a program already handles.
         SyscallRow(254, "inotify_add_watch", .path, Unsupported.path(1)),
         SyscallRow(303, "name_to_handle_at", .path, Unsupported.path(1, dirfd: 0)),

@@ -212,6 +212,15 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// Analogous to poll(2) on one handle: scalars [handle, events]; waits (cancellable) until
     /// one of `events` is ready. Response: result = the revents.
     case poll = 69
+    /// Analogous to sendto(2) on a datagram socket: scalars [handle, flags, addressLength];
+    /// payload: the destination address (addressLength bytes, 0: none) then the datagram.
+    /// Response: result = bytes sent.
+    case sendto = 70
+    /// Analogous to recvfrom(2) on a datagram socket: scalars [handle, flags, size] (flags
+    /// without MSG_TRUNC; waits, cancellable, unless MSG_DONTWAIT). Response: result = the
+    /// datagram's bytes received (at most size); payload: those bytes, then the sender's
+    /// address (at most ``Wire/maxSockaddr`` bytes).
+    case recvfrom = 71
 
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
@@ -276,6 +285,8 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .listen: return 2
         case .accept: return 2
         case .poll: return 2
+        case .sendto: return 3
+        case .recvfrom: return 3
         }
     }
 

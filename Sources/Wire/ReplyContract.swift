@@ -63,6 +63,13 @@ public enum ReplyContract {
             // The result is the address's full length; the payload is what fits.
             if result > Int64(Wire.maxSockaddr) { return "an address of \(result) bytes" }
             return payloadCount == Int(min(result, max(s[2], 0))) ? nil : "address of \(result) bytes with \(payloadCount) bytes of payload"
+        case .recvfrom:
+            if result > max(s[2], 0) { return "result \(result) exceeds the \(s[2]) bytes asked for" }
+            let address = payloadCount - Int(result)
+            return address >= 0 && address <= Wire.maxSockaddr ? nil : "\(result) bytes with \(payloadCount) bytes of payload"
+        case .sendto:
+            if result > Int64(requestPayload) { return "sent \(result) of \(requestPayload) bytes" }
+            return empty()
         case .accept:
             return payloadCount <= Wire.maxSockaddr ? nil : "a peer address of \(payloadCount) bytes"
         case .copyFileRange:

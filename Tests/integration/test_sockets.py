@@ -21,6 +21,13 @@ from conftest import HOMESTUB, MIN_ENV, PY, WRAP, describe, free_port, require_b
 SERVER = r'''
 import hashlib, socket, sys, threading
 mode, port = sys.argv[1], int(sys.argv[2])
+if mode == "udpecho":
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", port))
+    print("ready", flush=True)
+    while True:
+        d, peer = u.recvfrom(65536)
+        u.sendto(d.upper(), peer)
 srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", port))
@@ -385,3 +392,70 @@ def test_accept_readiness_and_peer_address_with_poll(net):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_udp_echo_only_home_has_keeps_boundaries_and_addresses(net):
+    port, _ = net.server("udpecho")
+    code = f"""
+        import select, socket
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(5)
+        for word in (b"one", b"three", b"fifteen"):
+            u.sendto(word, ("127.0.0.1", {port}))
+        p = select.poll()
+        p.register(u, select.POLLIN)
+        print("ready", p.poll(5000)[0][1] & select.POLLIN != 0)
+        for _ in range(3):
+            d, peer = u.recvfrom(100)
+            print(d.decode(), peer == ("127.0.0.1", {port}))
+        u.sendmsg([b"scat", b"ter"], [], 0, ("127.0.0.1", {port}))
+        d, anc, flags, peer = u.recvmsg(100)
+        print(d.decode(), peer[1] == {port})
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.settimeout(5)
+        c.connect(("127.0.0.1", {port}))
+        c.send(b"connected")
+        print(c.recv(100).decode(), c.getpeername()[1] == {port})
+    """
+    r = net.run(py(code))
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.split("\n")[:6] == ["ready True", "ONE True", "THREE True", "FIFTEEN True", "SCATTER True",
+                                        "CONNECTED True"], describe(r)
+    # On the target's own network nobody answers.
+    r = net.run(py(f"""
+        import socket
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(1)
+        u.sendto(b"x", ("127.0.0.1", {port}))
+        try:
+            u.recvfrom(100)
+        except OSError as e:
+            print(type(e).__name__)
+    """), extra=["--local-net"])
+    assert r.stdout.strip() in ("TimeoutError", "ConnectionRefusedError"), describe(r)
+
+
+def test_bad_socket_arguments_get_the_kernels_errno(net):
+    """A malformed sockaddr length and an unsupported family, through libc."""
+    port, _ = net.server("echo")
+    r = net.run(py(f"""
+        import ctypes, errno, socket
+        libc = ctypes.CDLL(None, use_errno=True)
+        s = socket.socket()
+        addr = ctypes.create_string_buffer(256)
+        for length in (200, 1, -1):
+            rc = libc.connect(s.fileno(), addr, length)
+            print(length, rc, errno.errorcode[ctypes.get_errno()])
+        rc = libc.getsockopt(s.fileno(), socket.SOL_SOCKET, socket.SO_TYPE, None, None)
+        print("getsockopt", rc, errno.errorcode[ctypes.get_errno()])
+        try:
+            socket.socket(12345, socket.SOCK_STREAM)
+        except OSError as e:
+            print("family", errno.errorcode[e.errno])
+        s.connect(("127.0.0.1", {port}))
+        s.sendall(b"still fine")
+        print(s.recv(100).decode())
+    """))
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.split("\n")[:6] == ["200 -1 EINVAL", "1 -1 EINVAL", "-1 -1 EINVAL", "getsockopt -1 EFAULT",
+                                        "family EAFNOSUPPORT", "still fine"], describe(r)
