@@ -69,6 +69,10 @@ public struct RoutingPolicy: Sendable, CustomStringConvertible {
     /// configuration, devices and kernel views.
     public static let defaultLocal = ["/proc", "/sys", "/dev", "/usr", "/lib*", "/bin", "/sbin", "/etc", "/run"]
 
+    /// The name service's files: read where the network is, so names
+    /// resolve as they would there (at home unless `--local-net`).
+    public static let nameService = ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/gai.conf"]
+
     /// Rules, most specific first.
     public private(set) var rules: [Rule]
 
@@ -87,11 +91,20 @@ public struct RoutingPolicy: Sendable, CustomStringConvertible {
         let binding: Binding
     }
 
-    /// The default policy (everything forwarded but `defaultLocal`), with
+    /// The default policy (everything forwarded but `defaultLocal`; with
+    /// `networkAtHome`, the `nameService` files forwarded too unless a
+    /// `local` prefix covers them), with
     /// `forward` and `local` prefixes overriding it by longest prefix.
-    public init(forward: [String] = [], local: [String] = []) {
+    public init(forward: [String] = [], local: [String] = [], networkAtHome: Bool = false) {
         var rules = [Rule(prefix: "/", binding: .forward, origin: "default")]
         rules += Self.defaultLocal.map { Rule(prefix: $0, binding: .local, origin: "default") }
+        if networkAtHome {
+            // A default: a --local prefix over the file (--local / or /etc) keeps it local.
+            let kept = local.map { Rule(prefix: Self.clean($0), binding: .local, origin: "--local") }
+            for file in Self.nameService where !kept.contains(where: { r in Array(file.utf8).withUnsafeBytes { r.matches($0) } }) {
+                rules.append(Rule(prefix: file, binding: .forward, origin: "network at home"))
+            }
+        }
         rules += forward.map { Rule(prefix: Self.clean($0), binding: .forward, origin: "--forward") }
         rules += local.map { Rule(prefix: Self.clean($0), binding: .local, origin: "--local") }
         // Later rules of equal rank override earlier ones (command line beats default).

@@ -91,7 +91,7 @@ struct WrapAndRun: ParsableCommand {
         for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
             fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
         }
-        let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes)
+        let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes, networkAtHome: !localNet)
         if printPolicy {
             print(policy)
             return
@@ -134,7 +134,7 @@ struct Launch {
         for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
             fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
         }
-        let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes)
+        let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes, networkAtHome: !localNetwork)
         guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] -- PROGRAM [ARGS...])") }
 
         let environment = Spawn.environment

@@ -54,6 +54,21 @@ import Testing
         #expect(p.explain("/tmp/a").origin == "--local")
     }
 
+    @Test func nameServiceFilesFollowTheNetwork() {
+        let home = RoutingPolicy(networkAtHome: true)
+        for file in RoutingPolicy.nameService {
+            #expect(decide(home, file) == .forward, "\(file)")
+            #expect(home.explain(file).origin == "network at home")
+            #expect(decide(RoutingPolicy(), file) == .local, "\(file)")
+        }
+        #expect(decide(home, "/etc/hosts.allow") == .local)
+        #expect(decide(home, "/etc/passwd") == .local)
+        // A --local prefix over them keeps them local; one beside them does not.
+        #expect(decide(RoutingPolicy(local: ["/"], networkAtHome: true), "/etc/hosts") == .local)
+        #expect(decide(RoutingPolicy(local: ["/etc/hosts"], networkAtHome: true), "/etc/hosts") == .local)
+        #expect(decide(RoutingPolicy(local: ["/etc/hosts"], networkAtHome: true), "/etc/resolv.conf") == .forward)
+    }
+
     @Test func commandLineBeatsDefaultAtSamePrefix() {
         let p = RoutingPolicy(forward: ["/usr"])
         #expect(decide(p, "/usr/share/x") == .forward)

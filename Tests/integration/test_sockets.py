@@ -83,12 +83,17 @@ while True:
 
 
 class NetHome:
-    """A network namespace (loopback only) that the home runs in."""
+    """A network namespace (loopback only) that the home runs in, with a
+    mount namespace whose /etc/hosts names homeonly.tether.test."""
 
     def __init__(self, base):
         self.base = base
+        # The home's /etc/hosts knows a name the target's does not.
+        hosts = base / "hosts"
+        hosts.write_text(open("/etc/hosts").read() + "\n127.0.0.1 homeonly.tether.test\n")
         self.holder = subprocess.Popen(
-            ["unshare", "--net", "--", "sh", "-c", "ip link set lo up && echo up && exec sleep 3600"],
+            ["unshare", "--net", "--mount", "--propagation", "private", "--", "sh", "-c",
+             f"ip link set lo up && mount --bind {shlex.quote(str(hosts))} /etc/hosts && echo up && exec sleep 3600"],
             stdout=subprocess.PIPE, env=dict(MIN_ENV), start_new_session=True)
         assert self.holder.stdout.readline().strip() == b"up"
         self.pid = self.holder.pid
@@ -96,7 +101,7 @@ class NetHome:
         (base / "server.py").write_text(SERVER)
 
     def home_command(self) -> str:
-        return f"nsenter -t {self.pid} -n -- {shlex.quote(str(HOMESTUB))} --stdio"
+        return f"nsenter -t {self.pid} -n -m -- {shlex.quote(str(HOMESTUB))} --stdio"
 
     def server(self, mode: str) -> tuple:
         """Starts a server in the namespace; returns (port, process)."""
@@ -459,3 +464,21 @@ def test_bad_socket_arguments_get_the_kernels_errno(net):
     assert r.returncode == 0, describe(r)
     assert r.stdout.split("\n")[:6] == ["200 -1 EINVAL", "1 -1 EINVAL", "-1 -1 EINVAL", "getsockopt -1 EFAULT",
                                         "family EAFNOSUPPORT", "still fine"], describe(r)
+
+
+def test_names_resolve_with_the_homes_name_service_files(net):
+    port, _ = net.server("echo")
+    code = f"""
+        import socket
+        print(socket.gethostbyname("homeonly.tether.test"))
+        s = socket.create_connection(("homeonly.tether.test", {port}))
+        s.sendall(b"by name")
+        print(s.recv(100).decode())
+    """
+    r = net.run(py(code))
+    assert r.returncode == 0 and r.stdout == "127.0.0.1\nby name\n", describe(r)
+    r = net.run(py(code), extra=["--local-net"])
+    assert r.returncode != 0 and "gaierror" in r.stderr, describe(r)
+    r = run_bounded([WRAP, "--explain", "/etc/resolv.conf", "--explain", "/etc/passwd"])
+    assert r.stdout == ("/etc/resolv.conf: forward by rule /etc/resolv.conf (network at home)\n"
+                        "/etc/passwd: local by rule /etc (default)\n"), describe(r)
