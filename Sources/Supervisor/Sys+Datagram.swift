@@ -53,8 +53,35 @@ enum Datagrams {
     /// not carried: EOPNOTSUPP).
     static func sendmsg(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
+        return .value(try sendOne(c, p, header: c.address(1), flags: c.int(2) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)))
+    }
+
+    /// Implements sendmmsg(2) on a datagram socket at home: the messages one
+    /// by one, each `msg_len` set; an error after the first ends the call
+    /// with the count sent, as the kernel does.
+    static func sendmmsg(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
+        let count = min(Int(UInt32(truncatingIfNeeded: c.raw(2))), 1024)
+        let flags = c.int(3) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
+        var sent = 0
+        while sent < count {
+            let header = c.address(1) + UInt64(64 * sent)
+            do {
+                var n = UInt32(truncatingIfNeeded: try sendOne(c, p, header: header, flags: flags))
+                try local { () throws(Errno) in try c.memory.write(header + 56, from: &n, count: 4) }   // msg_len
+            } catch {
+                if sent > 0 { break }
+                throw error
+            }
+            sent += 1
+        }
+        return .value(Int64(sent))
+    }
+
+    /// Sends the message whose `struct msghdr` is at `header` as one datagram.
+    private static func sendOne(_ c: borrowing Call, _ p: Placeholder, header: UInt64, flags: Int32) throws(Failure) -> Int64 {
         var m = msghdr()
-        try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: &m, count: MemoryLayout<msghdr>.size) }
+        try local { () throws(Errno) in try c.memory.readExactly(header, into: &m, count: MemoryLayout<msghdr>.size) }
         guard m.msg_controllen == 0 else { throw .errno(Errno(rawValue: EOPNOTSUPP)) }
         let payload = c.worker.slot.payload(for: .sendto)
         let name = UInt64(UInt(bitPattern: m.msg_name))
@@ -66,9 +93,34 @@ enum Datagrams {
             try local { () throws(Errno) in try c.memory.readExactly(base, into: payload.baseAddress! + alen + total, count: length) }
             total += length
         }
-        let flags = c.int(2) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
-        let r = try c.home(.sendto, Scalars(p.handle, Int64(flags), Int64(alen)), payloadLength: alen + total)
+        return try c.home(.sendto, Scalars(p.handle, Int64(flags), Int64(alen)), payloadLength: alen + total).result
+    }
+
+    /// read(2) on a datagram socket at home (recv without flags); nil for
+    /// any other descriptor. Only numbers in the placeholder range are
+    /// looked at: a datagram placeholder is never placed lower.
+    static func read(_ c: borrowing Call) throws(Failure) -> Reply? {
+        guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)),
+              s.datagram else { return nil }
+        let size = min(try c.transfer(buffer: 1, size: 2), maxDatagram)
+        let r = try receive(c, p, s, flags: 0, nonBlocking: nonBlocking, size: size)
+        if r.result > 0 {
+            try local { () throws(Errno) in try c.memory.write(c.address(1), from: r.payload.baseAddress!, count: Int(r.result)) }
+        }
         return .value(r.result)
+    }
+
+    /// write(2) on a datagram socket at home (a send to its peer); nil for
+    /// any other descriptor.
+    static func write(_ c: borrowing Call) throws(Failure) -> Reply? {
+        guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)),
+              s.datagram else { return nil }
+        let count = try c.transfer(buffer: 1, size: 2)
+        guard count <= maxDatagram else { throw .errno(Errno(rawValue: EMSGSIZE)) }
+        let payload = c.worker.slot.payload(for: .sendto)
+        try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: payload.baseAddress!, count: count) }
+        let flags = nonBlocking ? Int32(MSG_DONTWAIT) : 0
+        return .value(try c.home(.sendto, Scalars(p.handle, Int64(flags), 0), payloadLength: count).result)
     }
 
     /// recvmsg(2) on a datagram socket at home; nil for any other descriptor.

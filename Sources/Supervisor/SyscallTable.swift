@@ -189,6 +189,7 @@ struct SyscallTable: Sendable {
         SyscallRow(44, "sendto", .descriptor, Datagrams.sendto, when: .placeholderRange),
         SyscallRow(45, "recvfrom", .descriptor, Datagrams.recvfrom, when: .placeholderRange),
         SyscallRow(46, "sendmsg", .descriptor, Datagrams.sendmsg, when: .placeholderRange),
+        SyscallRow(307, "sendmmsg", .descriptor, Datagrams.sendmmsg, when: .placeholderRange),
         // Refused on forwarded names, with the errno a program already handles.
         SyscallRow(254, "inotify_add_watch", .path, Unsupported.path(1)),
         SyscallRow(303, "name_to_handle_at", .path, Unsupported.path(1, dirfd: 0)),

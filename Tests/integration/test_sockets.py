@@ -21,6 +21,22 @@ from conftest import HOMESTUB, MIN_ENV, PY, WRAP, describe, free_port, require_b
 SERVER = r'''
 import hashlib, socket, sys, threading
 mode, port = sys.argv[1], int(sys.argv[2])
+if mode == "dns":
+    # Answers every A query with 127.0.0.1, every other with no records.
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 53))
+    print("ready", flush=True)
+    while True:
+        q, peer = u.recvfrom(512)
+        i = 12
+        while q[i]:
+            i += q[i] + 1
+        qtype = q[i + 1:i + 3]
+        question = q[12:i + 5]
+        a = qtype == b"\0\1"
+        head = q[:2] + b"\x81\x80" + b"\0\1" + (b"\0\1" if a else b"\0\0") + b"\0\0\0\0"
+        answer = b"\xc0\x0c\0\1\0\1\0\0\0\x3c\0\4\x7f\0\0\1" if a else b""
+        u.sendto(head + question + answer, peer)
 if mode == "udpecho":
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.bind(("127.0.0.1", port))
@@ -91,9 +107,13 @@ class NetHome:
         # The home's /etc/hosts knows a name the target's does not.
         hosts = base / "hosts"
         hosts.write_text(open("/etc/hosts").read() + "\n127.0.0.1 homeonly.tether.test\n")
+        # Its name server is one of its own (see test_dns_at_home).
+        resolv = base / "resolv.conf"
+        resolv.write_text("nameserver 127.0.0.1\noptions timeout:2 attempts:1\n")
         self.holder = subprocess.Popen(
             ["unshare", "--net", "--mount", "--propagation", "private", "--", "sh", "-c",
-             f"ip link set lo up && mount --bind {shlex.quote(str(hosts))} /etc/hosts && echo up && exec sleep 3600"],
+             f"ip link set lo up && mount --bind {shlex.quote(str(hosts))} /etc/hosts"
+             f" && mount --bind {shlex.quote(str(resolv))} /etc/resolv.conf && echo up && exec sleep 3600"],
             stdout=subprocess.PIPE, env=dict(MIN_ENV), start_new_session=True)
         assert self.holder.stdout.readline().strip() == b"up"
         self.pid = self.holder.pid
@@ -105,7 +125,7 @@ class NetHome:
 
     def server(self, mode: str) -> tuple:
         """Starts a server in the namespace; returns (port, process)."""
-        port = free_port()
+        port = 53 if mode == "dns" else free_port()
         p = subprocess.Popen(["nsenter", "-t", str(self.pid), "-n", "--", PY, str(self.base / "server.py"), mode,
                               str(port)], stdout=subprocess.PIPE, env=dict(MIN_ENV), start_new_session=True)
         assert p.stdout.readline().strip() == b"ready"
@@ -482,3 +502,19 @@ def test_names_resolve_with_the_homes_name_service_files(net):
     r = run_bounded([WRAP, "--explain", "/etc/resolv.conf", "--explain", "/etc/passwd"])
     assert r.stdout == ("/etc/resolv.conf: forward by rule /etc/resolv.conf (network at home)\n"
                         "/etc/passwd: local by rule /etc (default)\n"), describe(r)
+
+
+def test_dns_at_home(net):
+    """A name only the home's name server knows: the resolver reads the
+    home's resolv.conf and its queries (sendmmsg, recvfrom) go out at home."""
+    _, dns = net.server("dns")
+    port, _ = net.server("echo")
+    code = f"""
+        import socket
+        print(socket.gethostbyname("only.at.home.example"))
+        s = socket.create_connection(("another.home.example", {port}))
+        s.sendall(b"resolved at home")
+        print(s.recv(100).decode())
+    """
+    r = net.run(py(code), timeout=60)
+    assert r.returncode == 0 and r.stdout == "127.0.0.1\nresolved at home\n", describe(r)
