@@ -518,3 +518,40 @@ def test_dns_at_home(net):
     """
     r = net.run(py(code), timeout=60)
     assert r.returncode == 0 and r.stdout == "127.0.0.1\nresolved at home\n", describe(r)
+
+
+def test_asyncio_client_with_100_concurrent_connections(net):
+    port, _ = net.server("echo")
+    r = net.run(py(f"""
+        import asyncio
+        async def one(i):
+            reader, writer = await asyncio.open_connection("127.0.0.1", {port})
+            msg = f"message {{i}} ".encode() * 100
+            writer.write(msg)
+            await writer.drain()
+            got = await reader.readexactly(len(msg))
+            writer.close()
+            await writer.wait_closed()
+            return got == msg
+        async def main():
+            results = await asyncio.gather(*(one(i) for i in range(100)))
+            print(sum(results))
+        asyncio.run(main())
+    """), timeout=120)
+    assert r.returncode == 0 and r.stdout == "100\n", describe(r)
+
+
+def test_select_over_a_local_pipe_and_a_home_socket(net):
+    port, _ = net.server("echo")
+    r = net.run(py(f"""
+        import os, select, socket
+        rd, wr = os.pipe()
+        s = socket.create_connection(("127.0.0.1", {port}))
+        print(select.select([rd, s], [], [], 0.2)[0] == [])
+        os.write(wr, b"p")
+        print(select.select([rd, s], [], [], 5)[0] == [rd])
+        os.read(rd, 1)
+        s.sendall(b"echo me")
+        print(select.select([rd, s], [], [], 5)[0] == [s], s.recv(100).decode())
+    """))
+    assert r.returncode == 0 and r.stdout == "True\nTrue\nTrue echo me\n", describe(r)
