@@ -555,3 +555,67 @@ def test_select_over_a_local_pipe_and_a_home_socket(net):
         print(select.select([rd, s], [], [], 5)[0] == [s], s.recv(100).decode())
     """))
     assert r.returncode == 0 and r.stdout == "True\nTrue\nTrue echo me\n", describe(r)
+
+
+def test_a_signal_interrupts_a_blocking_accept_and_recvfrom_at_home(net):
+    port = free_port()
+    r = net.run(py(f"""
+        import signal, socket
+        class Alarm(Exception):
+            pass
+        def ring(*_):
+            raise Alarm()
+        signal.signal(signal.SIGALRM, ring)
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", {port}))
+        srv.listen(1)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", {port}))
+        for what, call in (("accept", srv.accept), ("recvfrom", lambda: u.recvfrom(10))):
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            try:
+                call()
+            except Alarm:
+                print(what, "interrupted")
+    """), timeout=30)
+    assert r.returncode == 0 and r.stdout == "accept interrupted\nrecvfrom interrupted\n", describe(r)
+
+
+def test_a_killed_listener_frees_its_home_port(net):
+    """A process listening at home is killed while its session goes on:
+    the home socket is closed, so the port can be bound again there."""
+    port = free_port()
+    child = textwrap.dedent(f"""
+        import os, socket
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", {port}))
+        srv.listen(1)
+        print(os.getpid(), flush=True)
+        srv.accept()
+    """)
+    p = subprocess.Popen(net.wrap(py(f"""
+        import subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", {child!r}], stdout=subprocess.PIPE)
+        print(child.stdout.readline().decode().strip(), flush=True)
+        sys.stdin.readline()
+        print(child.wait(), flush=True)
+    """)), cwd=str(net.base), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=dict(MIN_ENV), start_new_session=True)
+    try:
+        pid = int(p.stdout.readline())
+        bind = [PY, "-c", f"import socket; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(1); print('bound')"]
+        r = net.in_ns(bind)
+        assert r.returncode != 0 and "Address already in use" in r.stderr, describe(r)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while (r := net.in_ns(bind)).returncode != 0:
+            assert time.monotonic() < deadline, describe(r)
+            time.sleep(0.1)
+        assert r.stdout == "bound\n"
+        p.stdin.write(b"\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == b"-9"
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
