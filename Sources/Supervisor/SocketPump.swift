@@ -28,6 +28,9 @@ final class SocketState: Sendable {
     let filler: Int
     /// A datagram socket: its data goes through the supervisor (`Datagrams`).
     let datagram: Bool
+    /// socket(2)'s domain, type (without flags) and protocol, to make a
+    /// local one in its place (`Sockets.goLocal`).
+    let kind: (domain: Int32, type: Int32, proto: Int32)
     let phase = Atomic<Int>(Phase.fresh.rawValue)
     /// What a failed non-blocking connect left for `SO_ERROR` (read once).
     let pendingError = Atomic<Int32>(0)
@@ -48,8 +51,10 @@ final class SocketState: Sendable {
         var released = false
     }
 
-    init(handle: Int64, link: HomeLink, end: CInt, filler: Int, datagram: Bool = false) {
+    init(handle: Int64, link: HomeLink, end: CInt, filler: Int, datagram: Bool = false,
+         kind: (domain: Int32, type: Int32, proto: Int32) = (0, 0, 0)) {
         self.datagram = datagram
+        self.kind = kind
         self.handle = handle
         self.link = link
         self.end = end

@@ -31,9 +31,13 @@ public struct SupervisorOptions: Sendable {
     /// Acknowledge writes to regular files at home before home has run
     /// them (`WriteBehind`); off with `--sync-writes`.
     public var writeBehind = true
-    /// Keep every socket on the target (`--local-net`); by default
-    /// Internet stream sockets are made and connected at home (`Sockets`).
+    /// Keep every socket on the target (`--local-net` without
+    /// `--forward-net` rules); by default Internet sockets are made and
+    /// connected at home (`Sockets`).
     public var localNetwork = false
+    /// Which destinations stay on the target: a home socket whose connect,
+    /// bind or first send names one becomes a local socket (`Sockets.goLocal`).
+    public var network = NetworkPolicy()
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
                 policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50,

@@ -19,7 +19,12 @@ enum Datagrams {
         guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
         let payload = c.worker.slot.payload(for: .sendto)
         let alen = c.address(4) == 0 ? 0 : try Sockets.addressLength(c.raw(5))
-        if alen > 0 { try Sockets.readAddress(c, alen, at: c.address(4), into: payload) }
+        if alen > 0 {
+            try Sockets.readAddress(c, alen, at: c.address(4), into: payload)
+            if c.sup.options.network.decide(sockaddr: UnsafeRawBufferPointer(rebasing: payload[0..<alen])) == .local {
+                return try Sockets.goLocal(c, s, nonBlocking: nonBlocking)
+            }
+        }
         let count = try c.transfer(buffer: 1, size: 2)
         guard count <= maxDatagram else { throw .errno(Errno(rawValue: EMSGSIZE)) }
         try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: payload.baseAddress! + alen, count: count) }

@@ -20,8 +20,9 @@ enum Sockets {
         let r = try c.home(.socket, Scalars(Int64(domain), Int64(type & ~(nonBlock | closeOnExec)), Int64(proto)))
         let end: CInt, state: SocketState
         do {
-            (end, state) = try c.sup.watchers.makeSocketPlaceholder(handle: r.result, nonBlocking: type & nonBlock != 0,
-                                                                   datagram: datagram)
+            (end, state) = try c.sup.watchers.makeSocketPlaceholder(
+                handle: r.result, nonBlocking: type & nonBlock != 0, datagram: datagram,
+                kind: (domain, type & ~(nonBlock | closeOnExec), proto))
         } catch {
             c.sup.link.release(handle: r.result)
             throw .errno(error)
@@ -48,9 +49,15 @@ enum Sockets {
     static func connect(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let (p, s, nonBlocking) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
         let length = try addressLength(c.raw(2))
+        if s.current == .fresh || s.datagram {
+            let address = c.worker.slot.payload(for: .connect)
+            try readAddress(c, length, at: c.address(1), into: address)
+            if c.sup.options.network.decide(sockaddr: UnsafeRawBufferPointer(rebasing: address[0..<length])) == .local {
+                return try goLocal(c, s, nonBlocking: nonBlocking)
+            }
+        }
         if s.datagram {
             // Sets (or, with AF_UNSPEC, clears) the default peer: at once.
-            try readAddress(c, length, at: c.address(1), into: c.worker.slot.payload(for: .connect))
             _ = try c.home(.connect, Scalars(p.handle), payloadLength: length)
             return .value(0)
         }
@@ -156,6 +163,23 @@ enum Sockets {
 
     // MARK: Shared
 
+    /// Puts a new local socket of `s`'s kind at the tracee's descriptor
+    /// (argument 0) in place of the home one, and lets the call run on it
+    /// natively: its destination is local by a `--local-net` rule. Options
+    /// already set at home do not follow; copies of the descriptor made
+    /// before keep the home socket.
+    static func goLocal(_ c: borrowing Call, _ s: SocketState, nonBlocking: Bool) throws(Failure) -> Reply {
+        guard s.kind.domain != 0 else { throw .errno(Errno(rawValue: EISCONN)) }
+        let flags = Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
+        let fresh = try local { () throws(Errno) in try sys { Glibc.socket(s.kind.domain, s.kind.type | flags, s.kind.proto) } }
+        defer { Glibc.close(fresh) }
+        let closeOnExec = try Memory.isCloseOnExec(c, c.fd(0))
+        _ = try local { () throws(Errno) in
+            try c.sup.listener.install(id: c.id, source: fresh, closeOnExec: closeOnExec, at: c.fd(0))
+        }
+        return .continueSyscall
+    }
+
     /// SO_RCVLOWAT, SO_RCVTIMEO and SO_SNDTIMEO (old and new forms).
     private static func governsTraceeEnd(_ name: Int32) -> Bool {
         switch name {
@@ -212,8 +236,8 @@ extension Watchers {
     /// returns the tracee's end, unwritable until its connect succeeds (see
     /// `SocketState`), or at once if `connected` (an accepted connection);
     /// our end is watched for the tracee's last close.
-    func makeSocketPlaceholder(handle: Int64, nonBlocking: Bool, connected: Bool = false,
-                               datagram: Bool = false) throws(Errno) -> (CInt, SocketState) {
+    func makeSocketPlaceholder(handle: Int64, nonBlocking: Bool, connected: Bool = false, datagram: Bool = false,
+                               kind: (domain: Int32, type: Int32, proto: Int32) = (0, 0, 0)) throws(Errno) -> (CInt, SocketState) {
         let (traceeEnd, ours) = try FD.socketPair()
         var placed = false
         do {
@@ -226,7 +250,7 @@ extension Watchers {
                 filler += n
             }
             if !nonBlocking { try FD.setBlocking(traceeEnd) }
-            let state = SocketState(handle: handle, link: link, end: ours, filler: filler, datagram: datagram)
+            let state = SocketState(handle: handle, link: link, end: ours, filler: filler, datagram: datagram, kind: kind)
             if connected { state.phase.store(SocketState.Phase.connected.rawValue, ordering: .relaxed) }
             let p = Placeholder(handle: handle, inode: ino, supervisorEnd: ours, link: link, accessMode: O_RDWR, socket: state)
             placed = true

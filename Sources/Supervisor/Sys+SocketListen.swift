@@ -11,9 +11,13 @@ import Wire
 extension Sockets {
     /// Implements bind(2).
     static func bind(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let (p, _, _) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
+        guard let (p, s, nonBlocking) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
         let length = try addressLength(c.raw(2))
-        try readAddress(c, length, at: c.address(1), into: c.worker.slot.payload(for: .bind))
+        let address = c.worker.slot.payload(for: .bind)
+        try readAddress(c, length, at: c.address(1), into: address)
+        if c.sup.options.network.decide(sockaddr: UnsafeRawBufferPointer(rebasing: address[0..<length])) == .local {
+            return try goLocal(c, s, nonBlocking: nonBlocking)
+        }
         _ = try c.home(.bind, Scalars(p.handle), payloadLength: length)
         return .value(0)
     }

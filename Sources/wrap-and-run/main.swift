@@ -75,8 +75,14 @@ struct WrapAndRun: ParsableCommand {
     @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
     var stats = false
 
-    @Flag(name: .customLong("local-net"), help: "Keep every socket on this machine (by default Internet stream sockets are made and connected at home).")
+    @Flag(name: .customLong("local-net"), help: "Keep every socket on this machine (by default Internet sockets are made and connected at home). With CIDR[:PORTS] after it: only those destinations.")
     var localNet = false
+
+    @Option(name: .customLong("local-net-rule"), help: .hidden)
+    var localNets: [String] = []
+
+    @Option(name: .customLong("forward-net"), help: ArgumentHelp("Reach these destinations from home (longest match against --local-net CIDR rules).", valueName: "CIDR[:PORTS]"))
+    var forwardNets: [String] = []
 
     @Flag(help: "Print the binding policy and exit.")
     var printPolicy = false
@@ -92,12 +98,18 @@ struct WrapAndRun: ParsableCommand {
             fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
         }
         let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes, networkAtHome: !localNet)
+        let network = Launch.networkPolicy(allLocal: localNet, forward: forwardNets, local: localNets)
         if printPolicy {
             print(policy)
+            print(network)
             return
         }
         if !explain.isEmpty {
             for path in explain {
+                if let (binding, why) = network.explain(path) {
+                    print("\(path): \(binding.rawValue) by \(why)")
+                    continue
+                }
                 let rule = policy.explain(path)
                 print("\(path): \(rule.binding.rawValue) by rule \(rule.prefix) (\(rule.origin))")
             }
@@ -106,7 +118,8 @@ struct WrapAndRun: ParsableCommand {
         if command.first == "--" { command.removeFirst() }
         Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
-               attributeCache: !noCache, writeBehind: !syncWrites, localNetwork: localNet, command: command).run()
+               attributeCache: !noCache, writeBehind: !syncWrites, localNetwork: localNet, forwardNets: forwardNets,
+               localNets: localNets, command: command).run()
     }
 }
 
@@ -126,9 +139,46 @@ struct Launch {
     var attributeCache = true
     /// Off with --sync-writes.
     var writeBehind = true
-    /// On with --local-net.
+    /// On with a bare --local-net.
     var localNetwork = false
+    /// --forward-net and --local-net CIDR[:PORTS] rules.
+    var forwardNets: [String] = []
+    var localNets: [String] = []
     var command: [String] = []
+
+    /// The network rules, or a usage error naming the one that is no CIDR[:PORTS].
+    static func networkPolicy(allLocal: Bool, forward: [String], local: [String]) -> NetworkPolicy {
+        var rules: [NetRule] = []
+        for (list, binding, origin) in [(forward, Binding.forward, "--forward-net"), (local, .local, "--local-net")] {
+            for text in list {
+                guard let r = NetRule(text, binding: binding, origin: origin) else {
+                    fail(Status.usage, "\(origin) takes CIDR[:PORTS] (10.0.0.0/8, 192.0.2.1:443, [fd00::]/8:8000-8100), not \(text)")
+                }
+                rules.append(r)
+            }
+        }
+        return NetworkPolicy(defaultBinding: allLocal ? .local : .forward, rules: rules)
+    }
+
+    /// `--local-net CIDR` becomes `--local-net-rule CIDR` (a bare
+    /// `--local-net`, before another option or "--", is the flag), so both
+    /// parsers see one meaning per name.
+    static func separateNetRules(_ args: [String]) -> [String] {
+        var out: [String] = []
+        var i = 0
+        while i < args.count {
+            if args[i] == "--" { return out + args[i...] }
+            if args[i] == "--local-net", i + 1 < args.count, !args[i + 1].hasPrefix("-") {
+                // The program comes after "--": a word here is a rule (checked with the others).
+                out += ["--local-net-rule", args[i + 1]]
+                i += 2
+                continue
+            }
+            out.append(args[i])
+            i += 1
+        }
+        return out
+    }
 
     func run() -> Never {
         for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
@@ -151,7 +201,9 @@ struct Launch {
         var launchOptions = options
         launchOptions.attributeCache = attributeCache
         launchOptions.writeBehind = writeBehind
-        launchOptions.localNetwork = localNetwork
+        launchOptions.network = Self.networkPolicy(allLocal: localNetwork, forward: forwardNets, local: localNets)
+        // Sockets are made at home unless every destination is local.
+        launchOptions.localNetwork = localNetwork && forwardNets.isEmpty
         let supervisor: Supervisor
         do { supervisor = try Supervisor.launch(launchOptions) } catch {
             switch error {
@@ -198,6 +250,8 @@ struct Launch {
             switch a {
             case "--forward": l.forwardPrefixes.append(v)
             case "--local": l.localPrefixes.append(v)
+            case "--forward-net": l.forwardNets.append(v)
+            case "--local-net-rule": l.localNets.append(v)
             default:
                 guard seen.insert(a).inserted else { return nil }
                 switch a {
@@ -285,9 +339,10 @@ struct Launch {
     }
 }
 
-if let launch = Launch.fastParse(CommandLine.arguments.dropFirst()) { launch.run() }
+let arguments = Launch.separateNetRules(Array(CommandLine.arguments.dropFirst()))
+if let launch = Launch.fastParse(arguments[...]) { launch.run() }
 do {
-    var command = try WrapAndRun.parseAsRoot()
+    var command = try WrapAndRun.parseAsRoot(arguments)
     try command.run()
 } catch {
     let code = WrapAndRun.exitCode(for: error)

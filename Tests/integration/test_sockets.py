@@ -619,3 +619,34 @@ def test_a_killed_listener_frees_its_home_port(net):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_per_address_rules_keep_some_destinations_local(net):
+    """--local-net ADDRESS:PORT: that destination is the target's own (a
+    server only the target has), every other is home's."""
+    home_port, _ = net.server("echo")
+    local_port = free_port()
+    target = subprocess.Popen([PY, str(net.base / "server.py"), "close", str(local_port)], stdout=subprocess.PIPE,
+                              env=dict(MIN_ENV), start_new_session=True)
+    net.servers.append(target)
+    assert target.stdout.readline().strip() == b"ready"
+    code = f"""
+        import socket
+        s = socket.create_connection(("127.0.0.1", {home_port}))
+        s.sendall(b"home")
+        print(s.recv(100).decode())
+        t = socket.create_connection(("127.0.0.1", {local_port}))
+        print(t.recv(100).decode(), t.getpeername()[1] == {local_port})
+    """
+    r = net.run(py(code), extra=["--local-net", f"127.0.0.1:{local_port}"])
+    assert r.returncode == 0 and r.stdout == "home\nbye True\n", describe(r)
+    # Without the rule the second server is out of reach (it is not at home).
+    r = net.run(py(code))
+    assert r.returncode != 0 and "ConnectionRefusedError" in r.stderr, describe(r)
+    # The longest match decides; --explain says which rule.
+    r = run_bounded([WRAP, "--local-net", "127.0.0.0/8", "--forward-net", f"127.0.0.1:{home_port}",
+                     "--explain", f"127.0.0.1:{home_port}", "--explain", "127.0.0.1:9"])
+    assert r.stdout == (f"127.0.0.1:{home_port}: forward by rule 127.0.0.1:{home_port} (--forward-net)\n"
+                        "127.0.0.1:9: local by rule 127.0.0.0/8 (--local-net)\n"), describe(r)
+    r = run_bounded([WRAP, "--local-net", "300.1.2.3/8", "--", "true"])
+    assert r.returncode == 125 and "CIDR" in r.stderr, describe(r)
