@@ -9,11 +9,19 @@ RELEASE_BIN := $(shell pwd)/.build/release
 RELEASE := -c release --static-swift-stdlib
 
 .PHONY: all build debug demo test unit-test integration-test bench bench-quick clean \
-	fuzz-build fuzz-quick fuzz asan-test tsan-test
+	fuzz-build fuzz-quick fuzz asan-test tsan-test deps test-deps
 
 all: build
 
-build:
+# The system packages, checked (and installed as root on Debian/Ubuntu)
+# before anything is built: scripts/check-deps says what is missing.
+deps:
+	@SWIFT="$(SWIFT)" bash scripts/check-deps build
+
+test-deps:
+	@SWIFT="$(SWIFT)" bash scripts/check-deps test
+
+build: deps
 	$(SWIFT) build $(RELEASE) --product homestub
 	$(SWIFT) build $(RELEASE) --product wrap-and-run
 
@@ -25,12 +33,12 @@ debug:
 demo: build
 	@bash scripts/demo.sh "$(RELEASE_BIN)"
 
-test: build unit-test integration-test fuzz-quick
+test: test-deps build unit-test integration-test fuzz-quick
 
 unit-test:
 	$(SWIFT) test
 
-integration-test: build
+integration-test: test-deps build
 	TETHER_BIN="$(RELEASE_BIN)" $(PYTHON) -m pytest -v Tests/integration
 
 # Forwarding benchmarks (bench/, issues 3 and 9): every op in every configuration
@@ -82,6 +90,27 @@ asan-test:
 
 tsan-test:
 	@bash scripts/sanitizer-test.sh thread
+
+# The two tools and their shell completions, under PREFIX (DESTDIR for
+# staging): binaries in bin, completions where bash-completion, zsh and
+# fish look for them.
+PREFIX ?= /usr/local
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+
+.PHONY: install
+install: build
+	install -d "$(BINDIR)" "$(BASHDIR)" "$(ZSHDIR)" "$(FISHDIR)"
+	@set -e; for t in homestub wrap-and-run; do \
+		install -m 755 "$(RELEASE_BIN)/$$t" "$(BINDIR)/$$t"; \
+		"$(RELEASE_BIN)/$$t" --generate-completion-script bash > "$(BASHDIR)/$$t"; \
+		"$(RELEASE_BIN)/$$t" --generate-completion-script zsh > "$(ZSHDIR)/_$$t"; \
+		"$(RELEASE_BIN)/$$t" --generate-completion-script fish > "$(FISHDIR)/$$t.fish"; \
+		chmod 644 "$(BASHDIR)/$$t" "$(ZSHDIR)/_$$t" "$(FISHDIR)/$$t.fish"; \
+		echo "installed $(BINDIR)/$$t and its bash, zsh and fish completions"; \
+	done
 
 clean:
 	rm -rf .build .build-fuzz .build-asan .build-tsan

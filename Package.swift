@@ -17,9 +17,14 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.12.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        // The policy file's TOML (issue 11): toml++ underneath, so positions
+        // of syntax errors come with line and column.
+        .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
+        // --stats latency percentiles: HdrHistogram records without allocating.
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // The only C: variadic syscalls, seccomp notification ioctls, the
@@ -51,10 +56,15 @@ let package = Package(
         ),
         // Binding rules: which paths are forwarded. No I/O.
         .target(name: "Policy"),
+        // The policy file (TOML) read into Policy's rules, with positions for
+        // its errors.
+        .target(name: "PolicyFile", dependencies: ["Policy", .product(name: "TOMLKit", package: "TOMLKit")]),
         // Target side: interception, syscall table, placeholders, forwarding client.
         .target(
             name: "Supervisor",
-            dependencies: ["SysKit", "Wire", "Policy", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["SysKit", "Wire", "Policy", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "Histogram", package: "hdrhistogram-swift")]
         ),
         // Home side: listener, deputy, request execution inside the export root.
         .target(
@@ -72,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "wrap-and-run",
             dependencies: [
-                "Supervisor", "HomeNode", "SysKit", "Policy",
+                "Supervisor", "HomeNode", "SysKit", "Policy", "PolicyFile",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -96,7 +106,7 @@ let package = Package(
         .executableTarget(name: "bench-floor-forwarder", dependencies: ["BenchSupport"], path: "bench/bench-floor-forwarder",
                           cSettings: benchC, linkerSettings: benchLink),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
-        .testTarget(name: "PolicyTests", dependencies: ["Policy"]),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "PolicyFile"]),
         .testTarget(name: "SysKitTests", dependencies: ["SysKit", "CShim"]),
         .testTarget(name: "HomeNodeTests", dependencies: ["HomeNode", "SysKit", "Wire"]),
     ]

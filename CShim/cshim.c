@@ -419,3 +419,5 @@ int cshim_adopt_credentials(uint32_t uid, uint32_t gid, const uint32_t *groups, 
     }
     return 0;
 }
+
+const char *cshim_errno_name(int e) { return strerrorname_np(e); }

@@ -348,6 +348,12 @@ int cshim_accept_nonblocking(int listener, void *addr, uint32_t *addrlen);
 /// number of threads of its process in *threads; -1 if the task is gone.
 int cshim_task_signals(pid_t tid, int *threads);
 
+// ---- errno names, for --trace -------------------------------------------------
+
+/// The symbolic name of errno `e` ("ENOENT"), or NULL for a number the C
+/// library does not know (glibc's strerrorname_np, which needs _GNU_SOURCE).
+const char *cshim_errno_name(int e);
+
 // ---- inotify, for the home's watches (Watches.swift) -------------------------
 
 /// What the home watches on a directory or file a session has stat'ed:

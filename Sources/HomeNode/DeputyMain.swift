@@ -6,7 +6,8 @@ import Wire
 
 /// Entry point of a deputy process that homestub's listener spawned:
 /// `--standby FD --parent PID --root DIR --poll-us N --max-open N
-/// --max-inflight N --idle-timeout SECONDS [--allow-devices] [--user NAME]`. The standby readies itself (dies with the listener until
+/// --max-inflight N --idle-timeout SECONDS --log-level LEVEL --log-format FORMAT [--allow-devices] [--user NAME]`.
+/// The standby readies itself (dies with the listener until
 /// it has a session, drops to the user, opens the export root), then waits
 /// on its control socket FD for an authenticated connection and the note
 /// "session\npeer\n" followed by the 64-byte session keys (none when the
@@ -15,6 +16,7 @@ import Wire
 public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
     var root = "/", standby: CInt?, poll = 50, parent: pid_t = 0, allowDevices = false, user: String?
     var limits = SessionLimits(), idleTimeout = 30
+    var level = baseLog.logLevel, format = LogFormat.text
     var i = 0
     while i < arguments.count {
         let a = arguments[i], v = i + 1 < arguments.count ? arguments[i + 1] : ""
@@ -27,12 +29,14 @@ public func deputyMain(arguments: [String], log baseLog: Logger) -> Int32 {
         case "--idle-timeout": idleTimeout = Int(v) ?? idleTimeout; i += 1
         case "--root": root = v; i += 1
         case "--user": user = v; i += 1
+        case "--log-level": level = Logger.Level(rawValue: v) ?? level; i += 1
+        case "--log-format": format = LogFormat(rawValue: v) ?? format; i += 1
         case "--allow-devices": allowDevices = true
         default: break
         }
         i += 1
     }
-    var log = baseLog
+    var log = homeLogger(label: baseLog.label, level: level, format: format)
     guard let standby else {
         log.error("a deputy needs --standby FD")
         return 2

@@ -39,6 +39,8 @@ public struct Listener {
     /// A session whose target has not answered (a request or a keepalive
     /// probe) for this long ends: a silent partition is noticed (seconds).
     public var idleTimeout = 30
+    /// How deputies write their log (they log at `log`'s level).
+    public var logFormat = LogFormat.text
 
     public init(endpoint: Endpoint, key: [UInt8], root: String, log: Logger) {
         self.endpoint = endpoint
@@ -203,6 +205,7 @@ public struct Listener {
     private var deputyArguments: [String] {
         var args = ["--root", root, "--poll-us", String(pollMicroseconds), "--max-open", String(limits.maxOpen),
                     "--max-inflight", String(limits.maxInflight), "--idle-timeout", String(idleTimeout)]
+        args += ["--log-level", log.logLevel.rawValue, "--log-format", logFormat.rawValue]
         if allowDevices { args.append("--allow-devices") }
         if let user { args += ["--user", user] }
         return args

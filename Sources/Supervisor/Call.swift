@@ -18,8 +18,8 @@ enum Reply {
     case continueSyscall
     /// Return this value to the tracee.
     case value(Int64)
-    /// Already answered (an fd was installed with ADDFD|SEND).
-    case answered
+    /// Already answered with this value (an fd was installed with ADDFD|SEND).
+    case answered(Int64)
 }
 
 /// Runs a SysKit call inside a handler, turning its errno into a `Failure`.
@@ -184,8 +184,7 @@ struct Call: ~Copyable {
     /// number otherwise: the price of running the tracee's own descriptors
     /// at native speed.
     func place(_ source: CInt, closeOnExec: Bool, minimum: Int32) throws(Failure) -> Reply {
-        _ = try place(source, closeOnExec: closeOnExec, minimum: minimum, answer: true)
-        return .answered
+        try .answered(Int64(place(source, closeOnExec: closeOnExec, minimum: minimum, answer: true)))
     }
 
     /// `place`, optionally leaving the notification pending (for calls that
@@ -237,6 +236,6 @@ struct Call: ~Copyable {
                 try listener.installAndRespond(id: id, source: source, closeOnExec: closeOnExec, at: target)
             }
         }
-        return .answered
+        return .answered(Int64(target))
     }
 }

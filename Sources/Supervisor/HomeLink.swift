@@ -92,6 +92,7 @@ public final class HomeLink: Sendable {
         let pending = Atomic<UInt64>(0)
         let phase = Atomic<Int>(Phase.running.rawValue)
         let delivered = Atomic<Bool>(false)
+        /// Requests sent (call ids are made from it); `Worker.observe` compares it around a call.
         var sequence: UInt64 = 0
         var replyLength = 0
         let failed = Atomic<Bool>(false)
@@ -345,6 +346,7 @@ public final class HomeLink: Sendable {
     /// stream failed.
     func sendUnwaited(_ slot: Slot, _ op: Op, _ scalars: Scalars, payloadLength: Int, id: UInt64) -> Bool {
         if lost.load(ordering: .acquiring) { return false }
+        slot.sequence &+= 1   // a request sent (the id is the caller's): see `Worker.observe`
         guard let length = try? RequestEncoder.encodeHeader(op: op, id: id, scalars: scalars, payloadLength: payloadLength,
                                                             into: slot.frame) else { return false }
         // Copied onto the stream, never spliced: the slot's buffer is reused

@@ -72,6 +72,13 @@ extension Call {
         }
         if len == 0 && !allowEmpty { throw .errno(.noSuchFileOrDirectory) }
         let routed = try route(buf, length: len, cap: cap, dirfd: dirfd)
+        switch routed.0 {
+        case .local, .emulated:
+            if sup.policy.hasDeny {
+                try denyThroughLinks(UnsafeRawBufferPointer(rebasing: buf[0..<(routed.1 - 1)]), dirfd: dirfd)
+            }
+        case .forward: break
+        }
         // The name was read from the tracee's memory: before acting on it,
         // make sure the notification is still pending, so a recycled tid
         // cannot have fed us another process's bytes. A local verdict only
@@ -89,17 +96,19 @@ extension Call {
                        dirfd: Int32) throws(Failure) -> (PathRoute, Int) {
         let path = UnsafeRawBufferPointer(rebasing: buf[0..<len])
         let norm = worker.normalized
+        worker.routedCopy = false
         // nil: the joined path does not fit (ENAMETOOLONG).
-        func decide(base: UnsafeRawBufferPointer) -> Binding? {
+        func decide(base: UnsafeRawBufferPointer) -> Verdict? {
             guard let n = PathNormalizer.normalize(base: base, path: path, into: norm) else { return nil }
             worker.normalizedLength = n
-            return sup.policy.decide(UnsafeRawBufferPointer(rebasing: norm[0..<n]))
+            let verdict = sup.policy.decide(UnsafeRawBufferPointer(rebasing: norm[0..<n]))
+            worker.routedCopy = verdict.binding == .copy
+            return verdict
         }
-        let tooLong = Failure.errno(.fileNameTooLong)
         let root = UnsafeRawBufferPointer(start: nil, count: 0)
 
         if len > 0 && path[0] == UInt8(ascii: "/") {
-            guard let b = decide(base: root) else { throw tooLong }
+            let b = try Self.binding(decide(base: root))
             // The thread is looked up only for a name of a descriptor.
             if b == .local, let named = MagicLink.descriptor(UnsafeRawBufferPointer(rebasing: norm[0..<worker.normalizedLength])),
                try isCaller(named.pid), let p = try placeholder(fd: named.fd) {
@@ -116,21 +125,21 @@ extension Call {
                 // climbs out, maybe into a forwarded tree (then it goes home
                 // by its absolute form, as from a local working directory).
                 guard PathNormalizer.climbs(path), let base = try localDirectoryPath(dirfd) else { return (.local, len + 1) }
-                guard let b = base.withUnsafeBytes({ decide(base: $0) }) else { throw tooLong }
+                let b = try Self.binding(base.withUnsafeBytes { decide(base: $0) })
                 if b == .local { return (.local, len + 1) }
                 return (.forward(dir: Wire.rootDir, keep: nil), try rewriteAbsolute(into: buf, cap: cap))
             }
             // Relative to a forwarded directory: the rules decide on the
             // directory's path joined with the name, as for the cwd.
             guard let base = (p.owner ?? p).path else { return (.forward(dir: p.handle, keep: p), len + 1) }
-            guard let b = base.withUnsafeBytes({ decide(base: $0) }) else { throw tooLong }
+            let b = try Self.binding(base.withUnsafeBytes { decide(base: $0) })
             if b == .forward || len == 0 { return (.forward(dir: p.handle, keep: p), len + 1) }
             return (.emulated, try rewriteAbsolute(into: buf, cap: cap))
         }
         let process = try thread().process
         switch process.cwd.withLock({ $0 }) {
         case .remote(let dir):
-            guard let b = dir.path.withUnsafeBytes({ decide(base: $0) }) else { throw tooLong }
+            let b = try Self.binding(dir.path.withUnsafeBytes { decide(base: $0) })
             if b == .forward {
                 return (.forward(dir: dir.handle, keep: dir), len + 1)
             }
@@ -139,16 +148,29 @@ extension Call {
             // call cannot simply continue; it is executed here by name.
             return (.emulated, try rewriteAbsolute(into: buf, cap: cap))
         case .detached(let cwdPath):
-            guard let b = cwdPath.withUnsafeBytes({ decide(base: $0) }) else { throw tooLong }
+            let b = try Self.binding(cwdPath.withUnsafeBytes { decide(base: $0) })
             return (b == .forward ? .forward(dir: Wire.rootDir, keep: nil) : .emulated, try rewriteAbsolute(into: buf, cap: cap))
         case .local(let known):
             let cwdPath: [UInt8]
             if let known { cwdPath = known } else { cwdPath = try kernelWorkingDirectory(process) }
-            guard let b = cwdPath.withUnsafeBytes({ decide(base: $0) }) else { throw tooLong }
+            let b = try Self.binding(cwdPath.withUnsafeBytes { decide(base: $0) })
             if b == .local { return (.local, len + 1) }
             // A relative path that climbs from a local directory into a
             // forwarded one: send home its absolute form.
             return (.forward(dir: Wire.rootDir, keep: nil), try rewriteAbsolute(into: buf, cap: cap))
+        }
+    }
+
+    /// Where a verdict sends a call: `forward` or `local`. A `deny` verdict
+    /// throws its errno; nil (the joined path does not fit) ENAMETOOLONG.
+    @inline(__always)
+    private static func binding(_ verdict: Verdict?) throws(Failure) -> Binding {
+        guard let verdict else { throw .errno(.fileNameTooLong) }
+        switch verdict.binding {
+        case .forward, .local: return verdict.binding
+        case .deny: throw .errno(Errno(rawValue: verdict.errno))
+        // Fetched from home (`ByValue`): routed as forwarded, the open decides.
+        case .copy: return .forward
         }
     }
 

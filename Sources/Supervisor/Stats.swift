@@ -1,24 +1,138 @@
-import CShim
+import Glibc
+import Histogram
+import Synchronization
 
-/// Per-syscall counts of forwarded and local calls, for `--stats`. Relaxed
-/// atomic adds into a fixed array: no lock, no allocation.
-final class Stats: @unchecked Sendable {
-    // Only touched through the atomic helpers below.
-    private let counters: UnsafeMutablePointer<UInt64>
-    private let rows: Int
+/// Where an intercepted call ran, for `--trace` and `--stats`; the policy's
+/// copies and refusals will be cases of their own.
+enum Venue: Int, CaseIterable, Sendable {
+    /// A request went home while the call was handled.
+    case home
+    /// The kernel ran it in the tracee (its result is not seen), or the
+    /// supervisor's local deputy did.
+    case local
+    /// The supervisor answered it itself, without a round trip: from its
+    /// attribute or listing cache, from data read ahead, or with
+    /// descriptor work done for the tracee.
+    case supervisor
 
-    init(rows: Int) {
-        self.rows = rows
-        counters = .allocate(capacity: rows * 2)
-        counters.initialize(repeating: 0, count: rows * 2)
+    var name: StaticString {
+        switch self {
+        case .home: return "home"
+        case .local: return "local"
+        case .supervisor: return "supervisor"
+        }
     }
-    deinit { counters.deallocate() }
+}
 
-    @inline(__always)
-    func count(row: Int, forwarded: Bool) {
-        cshim_counter_add(counters + row * 2 + (forwarded ? 0 : 1), 1)
+/// Counters of one (syscall, venue) cell.
+private enum Counter: Int, CaseIterable {
+    case calls, errors, bytes
+    /// Calls the kernel ran in the tracee: their result is not seen.
+    case unseen
+}
+
+/// One worker's `--stats`: counters preallocated for every (syscall,
+/// venue) cell, and a latency histogram (nanoseconds, HdrHistogram) per
+/// cell, made on the cell's first call, never per call. Recorded by its
+/// worker alone, under a lock that only the merge at exit contends.
+final class WorkerStats: Sendable {
+    struct Tally: Sendable {
+        var counters: [UInt64]
+        var latency: [Histogram<UInt64>?]
+    }
+    let tally: Mutex<Tally>
+
+    init(cells: Int) {
+        tally = Mutex(Tally(counters: [UInt64](repeating: 0, count: cells * Counter.allCases.count),
+                            latency: [Histogram<UInt64>?](repeating: nil, count: cells)))
     }
 
-    func forwardedCount(row: Int) -> UInt64 { cshim_counter_load(counters + row * 2) }
-    func localCount(row: Int) -> UInt64 { cshim_counter_load(counters + row * 2 + 1) }
+    /// The histograms' range: 1 ns to an hour (longer calls count as an
+    /// hour), two significant digits (1%).
+    static func histogram() -> Histogram<UInt64> {
+        Histogram(lowestDiscernibleValue: 1, highestTrackableValue: longest, numberOfSignificantValueDigits: .two)
+    }
+    static let longest: UInt64 = 3_600_000_000_000
+
+    /// Records one call of table row `row` (`rows` rows in all): `result`
+    /// nil when the kernel ran it; its positive result added to the bytes
+    /// when `bytes`.
+    func record(row: Int, rows: Int, venue: Venue, result: Int64?, bytes: Bool, nanoseconds: UInt64) {
+        let cell = venue.rawValue * rows + row
+        let base = cell * Counter.allCases.count
+        tally.withLock { t in
+            t.counters[base + Counter.calls.rawValue] &+= 1
+            if let result {
+                if result < 0 { t.counters[base + Counter.errors.rawValue] &+= 1 }
+                else if bytes { t.counters[base + Counter.bytes.rawValue] &+= UInt64(result) }
+            } else {
+                t.counters[base + Counter.unseen.rawValue] &+= 1
+            }
+            if t.latency[cell] == nil { t.latency[cell] = Self.histogram() }
+            t.latency[cell]!.record(min(nanoseconds, Self.longest))
+        }
+    }
+}
+
+/// `--stats`: hands each worker its `WorkerStats` (a worker that exits
+/// leaves its own to the next one started), and at exit merges them all
+/// and prints the table (text on standard error; JSON to `--stats-json`).
+final class StatsBook: Sendable {
+    let rows: Int
+    /// Rows whose result is a byte count (result letter `b`).
+    let countsBytes: [Bool]
+    let text: Bool
+    /// The `--stats-json` file, or -1.
+    let jsonFD: CInt
+    private let pool = Mutex<(free: [WorkerStats], all: [WorkerStats])>(([], []))
+
+    init(table: SyscallTable, text: Bool, jsonFD: CInt) {
+        rows = table.rows.count
+        countsBytes = table.rows.map { TraceFormat.resultLetter($0) == UInt8(ascii: "b") }
+        self.text = text
+        self.jsonFD = jsonFD
+    }
+
+    /// A `WorkerStats` for a new worker: a departed worker's, or a new one.
+    func take() -> WorkerStats {
+        let cells = rows * Venue.allCases.count
+        return pool.withLock { p in
+            if let s = p.free.popLast() { return s }
+            let s = WorkerStats(cells: cells)
+            p.all.append(s)
+            return s
+        }
+    }
+
+    /// Gives back the stats of a worker that exits.
+    func give(_ s: WorkerStats) { pool.withLock { $0.free.append(s) } }
+
+    /// One merged (syscall, venue) cell.
+    struct Cell {
+        var calls: UInt64 = 0, errors: UInt64 = 0, bytes: UInt64 = 0, unseen: UInt64 = 0
+        var latency = WorkerStats.histogram()
+
+        mutating func add(_ counters: ArraySlice<UInt64>, _ h: Histogram<UInt64>?) {
+            let at = counters.startIndex
+            calls += counters[at + Counter.calls.rawValue]
+            errors += counters[at + Counter.errors.rawValue]
+            bytes += counters[at + Counter.bytes.rawValue]
+            unseen += counters[at + Counter.unseen.rawValue]
+            if let h { latency.add(h) }
+        }
+    }
+
+    /// Every cell, merged over the workers: [venue * rows + row].
+    func merged() -> [Cell] {
+        var cells = [Cell](repeating: Cell(), count: rows * Venue.allCases.count)
+        let n = Counter.allCases.count
+        for s in pool.withLock({ $0.all }) {
+            s.tally.withLock { t in
+                for i in cells.indices where t.counters[i * n] > 0 {
+                    cells[i].add(t.counters[(i * n)..<(i * n + n)], t.latency[i])
+                }
+            }
+        }
+        return cells
+    }
 }

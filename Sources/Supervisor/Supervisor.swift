@@ -13,8 +13,14 @@ public struct SupervisorOptions: Sendable {
     public var environment: [String]
     public var home: HomeAddress
     public var policy: RoutingPolicy
-    /// Print per-syscall counts on exit.
+    /// Print per-syscall counts and latencies on exit.
     public var stats: Bool
+    /// Write them as JSON to this file on exit (`--stats-json`).
+    public var statsJSON: String? = nil
+    /// Trace these syscalls (`--trace`), one line per call.
+    public var trace: TraceSelection? = nil
+    /// To this file rather than standard error (`--trace-file`).
+    public var traceFile: String? = nil
     /// Supervisor threads receiving notifications at start; more are
     /// started while all are busy (calls blocked at home), up to `maxWorkers`.
     public var workers: Int
@@ -38,6 +44,11 @@ public struct SupervisorOptions: Sendable {
     /// Which destinations stay on the target: a home socket whose connect,
     /// bind or first send names one becomes a local socket (`Sockets.goLocal`).
     public var network = NetworkPolicy()
+    /// Most bytes the cache of `copy` files keeps (0: no bound; `--cache-max`).
+    public var cacheMaxBytes: Int64 = 0
+    /// Where the program starts (`--cwd`); nil: where wrap-and-run runs
+    /// (see `startDirectory`).
+    public var workingDirectory: String?
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
                 policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50,
@@ -59,11 +70,13 @@ public enum LaunchError: Error, CustomStringConvertible {
     case home(HomeConnectError)
     case workingDirectory(String)
     case spawn(String)
+    /// The trace or statistics file cannot be opened.
+    case output(String)
 
     public var description: String {
         switch self {
         case .home(let e): return e.description
-        case .workingDirectory(let s), .spawn(let s): return s
+        case .workingDirectory(let s), .spawn(let s), .output(let s): return s
         }
     }
 }
@@ -73,12 +86,18 @@ public enum LaunchError: Error, CustomStringConvertible {
 public final class Supervisor: Sendable {
     let table = SyscallTable.x86_64
     let policy: RoutingPolicy
+    /// The cache of `copy` files and of programs run from home (its
+    /// directories are made on first use).
+    let valueCache: ValueCache
+    /// Whether the note on set-id programs from home was printed.
+    let setIdNoted = Atomic<Bool>(false)
     let link: HomeLink
     /// The local deputy (emulated calls on the target's own files).
     let localLink: HomeLink
     let watchers: Watchers
     let tracees: Tracees
-    let stats: Stats
+    /// With `--trace` or `--stats`, else nil (see `Worker.run`).
+    let observer: Observer?
     let listener: SeccompListener
     let child: pid_t
     /// The program's keeper: the program's process tree ends with this process.
@@ -105,19 +124,21 @@ public final class Supervisor: Sendable {
     static let maxIdleWorkers = 4
 
     private init(options: SupervisorOptions, link: HomeLink, localLink: HomeLink, watchers: Watchers, tracees: Tracees,
-                 listener: SeccompListener, child: pid_t, keeper: Keeper, placeholderBase: Int32, descriptorLimit: Int32) {
+                 listener: SeccompListener, child: pid_t, keeper: Keeper, placeholderBase: Int32, descriptorLimit: Int32,
+                 observer: Observer?) {
         self.options = options
         self.localLink = localLink
         self.placeholderBase = placeholderBase
         self.descriptorLimit = descriptorLimit
         policy = options.policy
+        valueCache = ValueCache(environment: options.environment, maxBytes: options.cacheMaxBytes)
         self.link = link
         self.watchers = watchers
         self.tracees = tracees
         self.listener = listener
         self.child = child
         self.keeper = keeper
-        stats = Stats(rows: SyscallTable.x86_64.rows.count)
+        self.observer = observer
     }
 
     /// Connects to home, starts the program under the filter, and starts the
@@ -133,6 +154,7 @@ public final class Supervisor: Sendable {
         for s in [SIGTERM, SIGHUP] { sigaddset(&relayed, s) }
         pthread_sigmask(SIG_BLOCK, &relayed, nil)
 
+        let observer = try makeObserver(options)
         let stream: HomeConnection.Stream
         do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
         let home = options.home.description
@@ -154,7 +176,7 @@ public final class Supervisor: Sendable {
             throw .spawn("epoll: \(error)")
         }
         let tracees = Tracees(watchers: watchers)
-        let cwd = try initialWorkingDirectory(link: link, policy: options.policy)
+        let cwd = try startDirectory(link: link, options: options)
 
         // The tracee keeps its own descriptor limit; placeholders take the upper half of it.
         let nofile = raiseDescriptorLimit()
@@ -177,7 +199,7 @@ public final class Supervisor: Sendable {
         listener.preferSynchronousWakeUp()
 
         let sup = Supervisor(options: options, link: link, localLink: localLink, watchers: watchers, tracees: tracees, listener: listener,
-                             child: pid, keeper: keeper, placeholderBase: base, descriptorLimit: limit)
+                             child: pid, keeper: keeper, placeholderBase: base, descriptorLimit: limit, observer: observer)
         ThreadRunner(name: "watchers") { [watchers, tracees] in
             watchers.run { tid in tracees.threadExited(tid) }
         }.start()
@@ -209,10 +231,17 @@ public final class Supervisor: Sendable {
         keeper.release()
         watchers.flushStreams(slot: link.slots[HomeLink.controlSlot])
         link.settle(link.slots[HomeLink.controlSlot])
-        if options.stats {
-            // Let calls answered just before the exit finish counting (bounded).
+        if let observer {
+            // Let calls answered just before the exit finish their trace
+            // lines and counting (bounded).
             for _ in 0..<1000 where callsInFlight.load(ordering: .acquiring) > 0 { usleep(100) }
-            printStats()
+            var summaries: [String] = []
+            if link.attributes.enabled {
+                summaries = [link.attributes.summary, "listing cache: " + link.attributes.listings.summary,
+                             "small-read cache: " + link.attributes.contents.summary]
+            }
+            if valueCache.used { summaries.append(valueCache.summary) }
+            observer.book?.report(table: table, summaries: summaries)
         }
         return status
     }
@@ -247,54 +276,4 @@ public final class Supervisor: Sendable {
         return false
     }
 
-    /// The tracee starts where wrap-and-run runs: at home if that path is forwarded.
-    private static func initialWorkingDirectory(link: HomeLink, policy: RoutingPolicy) throws(LaunchError) -> WorkingDirectory {
-        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        guard buf.withUnsafeMutableBytes({ Glibc.getcwd($0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }) != nil else {
-            throw .workingDirectory("cannot read the working directory: \(String(cString: strerror(Glibc.errno)))")
-        }
-        let path = Array(buf.prefix { $0 != 0 })
-        if path.withUnsafeBytes({ policy.decide($0) }) == .local { return .local(path: path) }
-        let slot = link.slots[HomeLink.controlSlot]
-        let payload = slot.payload(for: .chdir)
-        payload.copyBytes(from: path)
-        payload[path.count] = 0
-        let text = String(decoding: path, as: UTF8.self)
-        do {
-            let r = try link.call(slot, .chdir, Scalars(Wire.rootDir), payloadLength: path.count + 1)
-            if r.result < 0 {
-                let e = String(cString: strerror(CInt(-r.result)))
-                throw LaunchError.workingDirectory("the working directory \(text) is forwarded but cannot be entered at home: \(e)")
-            }
-            return .remote(RemoteDir(handle: r.result, path: Array(r.payload), link: link))
-        } catch let e as LaunchError {
-            throw e
-        } catch {
-            throw .home(.unreachable("lost the home node while entering \(text)"))
-        }
-    }
-
-    private func printStats() {
-        var lines = ["wrap-and-run: syscalls intercepted (forwarded to home / run locally):"]
-        var total = (UInt64(0), UInt64(0))
-        for row in table.rows {
-            let f = stats.forwardedCount(row: row.index), l = stats.localCount(row: row.index)
-            if f + l == 0 { continue }
-            total.0 += f; total.1 += l
-            let name = "\(row.name)".rightPad(17)
-            lines.append("  \(name) \(String(f).leftPad(9)) \(String(l).leftPad(9))")
-        }
-        lines.append("  \("total".rightPad(17)) \(String(total.0).leftPad(9)) \(String(total.1).leftPad(9))")
-        if link.attributes.enabled {
-            lines.append("  " + link.attributes.summary)
-            lines.append("  listing cache: " + link.attributes.listings.summary)
-            lines.append("  small-read cache: " + link.attributes.contents.summary)
-        }
-        printError(lines.joined(separator: "\n") + "\n")
-    }
-}
-
-extension String {
-    fileprivate func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
-    fileprivate func rightPad(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
 }

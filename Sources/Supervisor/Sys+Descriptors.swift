@@ -84,7 +84,7 @@ enum Descriptors {
         _ = try local { () throws(Errno) in
             try c.sup.listener.installAndRespond(id: c.id, source: end, closeOnExec: closeOnExec, at: new)
         }
-        return .answered
+        return .answered(Int64(new))
     }
 }
 

@@ -46,6 +46,7 @@ enum File {
     static func truncate(_ c: borrowing Call) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: 0, dirfd: AT_FDCWD, into: c.worker.slot.payload(for: .truncate))
         guard let to = route.destination else { return .continueSyscall }
+        if c.worker.routedCopy { throw .errno(.readOnlyFileSystem) }
         _ = try c.send(to, .truncate, Scalars(to.dir, c.offset(1)), payloadLength: len)
         return .value(0)
     }
@@ -56,6 +57,8 @@ enum File {
                                    resolve: UInt64) throws(Failure) -> Reply {
         let (route, len) = try c.routePath(arg: pathArg, dirfd: dirfd, into: c.worker.slot.payload(for: .openat))
         guard let to = route.destination else { return .continueSyscall }
+        if c.worker.routedCopy, !to.isLocal,
+           let reply = try ByValue.open(c, to: to, pathLength: len, flags: flags, resolve: resolve) { return reply }
         let creates = flags & O_CREAT != 0 || flags & CSHIM_O_TMPFILE == CSHIM_O_TMPFILE
         if !creates && resolve == 0 && c.knownAbsent(to, payload: c.worker.slot.payload(for: .openat), pathLength: len) {
             throw .errno(.noSuchFileOrDirectory)
@@ -75,10 +78,10 @@ enum File {
                 }
             }
             defer { if source != CInt(r.result) { Glibc.close(source) } }
-            _ = try local { () throws(Errno) in
+            let fd = try local { () throws(Errno) in
                 try c.sup.listener.installAndRespond(id: c.id, source: source, closeOnExec: flags & O_CLOEXEC != 0)
             }
-            return .answered
+            return .answered(Int64(fd))
         }
         // The name it was opened by, for names relative to it later: the
         // routed absolute form, or the object's own when reopened through

@@ -6,9 +6,10 @@ import Wire
 /// mmap of a forwarded file. A private map (the dynamic loader's, Python's
 /// for an extension module) gets the file's contents: on the first mmap of
 /// a forwarded descriptor opened read-only, the supervisor fetches the file
-/// into a local sealed memory file, puts that in the tracee at the same
-/// descriptor number (same offset, same close-on-exec flag) and lets the
-/// mmap run. The descriptor is a local snapshot from then on, which is what
+/// into a local sealed memory file (an ELF file, a library: into the copy
+/// cache, where the next session finds it), puts that in the tracee at the
+/// same descriptor number (same offset, same close-on-exec flag) and lets
+/// the mmap run. The descriptor is a local snapshot from then on, which is what
 /// a read-only mapping of it means. A writable descriptor's maps, and any
 /// shared writable map, fail with ENODEV: write-back to home is not done.
 enum Memory {
@@ -32,6 +33,12 @@ enum Memory {
     /// A read-only memory file holding the forwarded file's current contents,
     /// positioned at the file's offset.
     private static func snapshot(_ c: borrowing Call, _ p: Placeholder) throws(Failure) -> CInt {
+        if let path = (p.owner ?? p).path, try isELF(c, p.handle) {
+            let offset = try c.home(.lseek, Scalars(p.handle, 0, Int64(SEEK_CUR))).result
+            let copy = try ByValue.object(c, handle: p.handle, path: path)
+            _ = Glibc.lseek(copy, off_t(offset), SEEK_SET)
+            return copy
+        }
         let stat = try c.home(.fstat, Scalars(p.handle))
         guard stat.payload.count == 256 else { throw .transport(.lost) }
         let size = Int64(UInt64(littleEndian: stat.payload.loadUnaligned(fromByteOffset: 40, as: UInt64.self)))
@@ -58,6 +65,12 @@ enum Memory {
             Glibc.close(memfd)
             throw error
         }
+    }
+
+    /// Whether the file open at home as `handle` starts with the ELF magic.
+    private static func isELF(_ c: borrowing Call, _ handle: Int64) throws(Failure) -> Bool {
+        let r = try c.home(.pread, Scalars(handle, 4, 0))
+        return r.payload.count == 4 && r.payload.elementsEqual([0x7f, 0x45, 0x4c, 0x46])
     }
 
     /// The tracee descriptor's FD_CLOEXEC, from /proc/TID/fdinfo.

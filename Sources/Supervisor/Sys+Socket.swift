@@ -36,10 +36,10 @@ enum Sockets {
         // The lowest free number, as socket(2) gives (select(2) takes no
         // more than 1023): its data calls run natively, so it needs no
         // number the filter watches.
-        _ = try local { () throws(Errno) in
+        let fd = try local { () throws(Errno) in
             try c.sup.listener.installAndRespond(id: c.id, source: end, closeOnExec: type & closeOnExec != 0)
         }
-        return .answered
+        return .answered(Int64(fd))
     }
 
     /// Implements connect(2). A blocking connect waits for home's outcome

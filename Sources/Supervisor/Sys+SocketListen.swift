@@ -78,10 +78,10 @@ extension Sockets {
         }
         defer { Glibc.close(end) }
         guard SocketPump.start(state) else { throw .errno(Errno(rawValue: ENOBUFS)) }
-        _ = try local { () throws(Errno) in
+        let fd = try local { () throws(Errno) in
             try c.sup.listener.installAndRespond(id: c.id, source: end, closeOnExec: flags & closeOnExec != 0)
         }
-        return .answered
+        return .answered(Int64(fd))
     }
 }
 

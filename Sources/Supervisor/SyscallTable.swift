@@ -4,16 +4,36 @@ import SysKit
 /// Every handler has this one signature.
 typealias Handler = @Sendable (borrowing Call) throws(Failure) -> Reply
 
-/// What a syscall works on, for `--stats` and `--trace` grouping.
-enum SyscallClass: String, Sendable {
-    /// Names a file by path.
-    case path
-    /// Works on an open descriptor.
-    case descriptor
-    /// Reads or changes the working directory.
-    case cwd
-    /// Changes the credentials the thread's calls act with.
-    case identity
+/// strace's syscall classes (`-e trace=%file` and so on), for `--trace`
+/// filtering: a syscall is in every class whose strace flag it has
+/// (`file`: names a file; `desc`: takes or returns a descriptor).
+struct TraceClass: OptionSet, Sendable {
+    let rawValue: UInt32
+    static let file = TraceClass(rawValue: 1 << 0)
+    static let desc = TraceClass(rawValue: 1 << 1)
+    static let network = TraceClass(rawValue: 1 << 2)
+    static let process = TraceClass(rawValue: 1 << 3)
+    static let signal = TraceClass(rawValue: 1 << 4)
+    static let ipc = TraceClass(rawValue: 1 << 5)
+    static let memory = TraceClass(rawValue: 1 << 6)
+    static let creds = TraceClass(rawValue: 1 << 7)
+    static let stat = TraceClass(rawValue: 1 << 8)
+    static let lstat = TraceClass(rawValue: 1 << 9)
+    static let fstat = TraceClass(rawValue: 1 << 10)
+    /// strace's `%%stat`: every call of the stat family.
+    static let anyStat = TraceClass(rawValue: 1 << 11)
+    static let statfs = TraceClass(rawValue: 1 << 12)
+    static let fstatfs = TraceClass(rawValue: 1 << 13)
+    /// strace's `%%statfs`.
+    static let anyStatfs = TraceClass(rawValue: 1 << 14)
+
+    /// The class names `--trace=` takes, as strace spells them after its `%`.
+    static let names: [(String, TraceClass)] = [
+        ("file", .file), ("desc", .desc), ("network", .network), ("net", .network), ("process", .process),
+        ("signal", .signal), ("ipc", .ipc), ("memory", .memory), ("creds", .creds), ("stat", .stat),
+        ("lstat", .lstat), ("fstat", .fstat), ("%stat", .anyStat), ("statfs", .statfs), ("fstatfs", .fstatfs),
+        ("%statfs", .anyStatfs),
+    ]
 }
 
 /// Which calls of a syscall the filter sends to the supervisor.
@@ -33,28 +53,34 @@ enum Interception: Sendable {
     case placeholderRangeOrTarget
 }
 
-/// One row of the table: the syscall, its class, its handler and when the
+/// One row of the table: the syscall, its strace classes, how `--trace`
+/// shows its arguments and result (`TraceFormat`), its handler and when the
 /// filter sends it to the supervisor.
 struct SyscallRow: Sendable {
     let nr: Int32
     let name: StaticString
-    let sysClass: SyscallClass
+    let classes: TraceClass
+    /// One letter per argument, then optionally `:` and the result's letter
+    /// (see `TraceFormat.Argument`): "Dpom:f" is openat's dirfd, path,
+    /// open flags and mode, returning a descriptor.
+    let signature: StaticString
     let handler: Handler
     let interception: Interception
     var index = 0
 
-    init(_ nr: Int32, _ name: StaticString, _ sysClass: SyscallClass, _ handler: @escaping Handler,
+    init(_ nr: Int32, _ name: StaticString, _ classes: TraceClass, _ signature: StaticString, _ handler: @escaping Handler,
          when interception: Interception = .always) {
         self.nr = nr
         self.name = name
-        self.sysClass = sysClass
+        self.classes = classes
+        self.signature = signature
         self.handler = handler
         self.interception = interception
     }
 }
 
 /// The syscall table: the single list that drives the seccomp filter, the
-/// dispatch and the statistics. A syscall not listed here is never
+/// dispatch, `--trace` and the statistics. A syscall not listed here is never
 /// intercepted, by construction. `close` is watched only on the placeholder
 /// numbers and always runs in the kernel, which closes placeholders itself
 /// (the supervisor learns of the last close by hang-up); the supervisor only
@@ -65,136 +91,139 @@ struct SyscallTable: Sendable {
 
     static let x86_64 = SyscallTable(rows: [
         // Opening and creating.
-        SyscallRow(2, "open", .path, File.open),
-        SyscallRow(257, "openat", .path, File.openat),
-        SyscallRow(437, "openat2", .path, File.openat2),
-        SyscallRow(85, "creat", .path, File.creat),
+        SyscallRow(2, "open", [.file, .desc], "pom:f", File.open),
+        SyscallRow(257, "openat", [.file, .desc], "Dpom:f", File.openat),
+        SyscallRow(437, "openat2", [.file, .desc], "Dphz:f", File.openat2),
+        SyscallRow(85, "creat", [.file, .desc], "pm:f", File.creat),
         // Data.
-        SyscallRow(0, "read", .descriptor, ReadWrite.read, when: .placeholderRange),
-        SyscallRow(1, "write", .descriptor, ReadWrite.write, when: .placeholderRange),
-        SyscallRow(17, "pread64", .descriptor, ReadWrite.pread64, when: .placeholderRange),
-        SyscallRow(18, "pwrite64", .descriptor, ReadWrite.pwrite64, when: .placeholderRange),
-        SyscallRow(19, "readv", .descriptor, ReadWrite.readv, when: .placeholderRange),
-        SyscallRow(20, "writev", .descriptor, ReadWrite.writev, when: .placeholderRange),
-        SyscallRow(295, "preadv", .descriptor, ReadWrite.preadv, when: .placeholderRange),
-        SyscallRow(296, "pwritev", .descriptor, ReadWrite.pwritev, when: .placeholderRange),
-        SyscallRow(8, "lseek", .descriptor, ReadWrite.lseek),
-        SyscallRow(74, "fsync", .descriptor, ReadWrite.fsync),
-        SyscallRow(75, "fdatasync", .descriptor, ReadWrite.fdatasync),
-        SyscallRow(77, "ftruncate", .descriptor, ReadWrite.ftruncate),
+        SyscallRow(0, "read", .desc, "fxz:b", ReadWrite.read, when: .placeholderRange),
+        SyscallRow(1, "write", .desc, "fxz:b", ReadWrite.write, when: .placeholderRange),
+        SyscallRow(17, "pread64", .desc, "fxzl:b", ReadWrite.pread64, when: .placeholderRange),
+        SyscallRow(18, "pwrite64", .desc, "fxzl:b", ReadWrite.pwrite64, when: .placeholderRange),
+        SyscallRow(19, "readv", .desc, "fxi:b", ReadWrite.readv, when: .placeholderRange),
+        SyscallRow(20, "writev", .desc, "fxi:b", ReadWrite.writev, when: .placeholderRange),
+        SyscallRow(295, "preadv", .desc, "fxil:b", ReadWrite.preadv, when: .placeholderRange),
+        SyscallRow(296, "pwritev", .desc, "fxil:b", ReadWrite.pwritev, when: .placeholderRange),
+        SyscallRow(8, "lseek", .desc, "flw", ReadWrite.lseek),
+        SyscallRow(74, "fsync", .desc, "f", ReadWrite.fsync),
+        SyscallRow(75, "fdatasync", .desc, "f", ReadWrite.fdatasync),
+        SyscallRow(77, "ftruncate", .desc, "fl", ReadWrite.ftruncate),
         // Metadata.
-        SyscallRow(5, "fstat", .descriptor, Stat.fstat),
-        SyscallRow(4, "stat", .path, Stat.stat),
-        SyscallRow(6, "lstat", .path, Stat.lstat),
-        SyscallRow(262, "newfstatat", .path, Stat.newfstatat),
-        SyscallRow(332, "statx", .path, Stat.statx),
-        SyscallRow(21, "access", .path, Stat.access),
-        SyscallRow(269, "faccessat", .path, Stat.faccessat),
-        SyscallRow(439, "faccessat2", .path, Stat.faccessat2),
-        SyscallRow(89, "readlink", .path, Stat.readlink),
-        SyscallRow(267, "readlinkat", .path, Stat.readlinkat),
-        SyscallRow(76, "truncate", .path, File.truncate),
+        SyscallRow(5, "fstat", [.desc, .fstat, .anyStat], "fx", Stat.fstat),
+        SyscallRow(4, "stat", [.file, .stat, .anyStat], "px", Stat.stat),
+        SyscallRow(6, "lstat", [.file, .lstat, .anyStat], "px", Stat.lstat),
+        SyscallRow(262, "newfstatat", [.file, .desc, .fstat, .anyStat], "Dpxa", Stat.newfstatat),
+        SyscallRow(332, "statx", [.file, .desc, .fstat, .anyStat], "DpaXx", Stat.statx),
+        SyscallRow(21, "access", .file, "pA", Stat.access),
+        SyscallRow(269, "faccessat", [.file, .desc], "DpA", Stat.faccessat),
+        SyscallRow(439, "faccessat2", [.file, .desc], "DpAa", Stat.faccessat2),
+        SyscallRow(89, "readlink", .file, "pxz:b", Stat.readlink),
+        SyscallRow(267, "readlinkat", [.file, .desc], "Dpxz:b", Stat.readlinkat),
+        SyscallRow(76, "truncate", .file, "pl", File.truncate),
         // Directories and names.
-        SyscallRow(217, "getdents64", .descriptor, Dir.getdents64),
-        SyscallRow(83, "mkdir", .path, Dir.mkdir),
-        SyscallRow(258, "mkdirat", .path, Dir.mkdirat),
-        SyscallRow(84, "rmdir", .path, Dir.rmdir),
-        SyscallRow(87, "unlink", .path, Dir.unlink),
-        SyscallRow(263, "unlinkat", .path, Dir.unlinkat),
-        SyscallRow(82, "rename", .path, Dir.rename),
-        SyscallRow(264, "renameat", .path, Dir.renameat),
-        SyscallRow(316, "renameat2", .path, Dir.renameat2),
+        SyscallRow(217, "getdents64", .desc, "fxz:b", Dir.getdents64),
+        SyscallRow(83, "mkdir", .file, "pm", Dir.mkdir),
+        SyscallRow(258, "mkdirat", [.file, .desc], "Dpm", Dir.mkdirat),
+        SyscallRow(84, "rmdir", .file, "p", Dir.rmdir),
+        SyscallRow(87, "unlink", .file, "p", Dir.unlink),
+        SyscallRow(263, "unlinkat", [.file, .desc], "Dpu", Dir.unlinkat),
+        SyscallRow(82, "rename", .file, "pp", Dir.rename),
+        SyscallRow(264, "renameat", [.file, .desc], "DpDp", Dir.renameat),
+        SyscallRow(316, "renameat2", [.file, .desc], "DpDpr", Dir.renameat2),
         // New descriptor numbers for a placeholder: keep it in the range the filter watches.
-        SyscallRow(32, "dup", .descriptor, Descriptors.dup),
-        SyscallRow(33, "dup2", .descriptor, Descriptors.dup2, when: .placeholderRangeOrTarget),
-        SyscallRow(292, "dup3", .descriptor, Descriptors.dup3, when: .placeholderRangeOrTarget),
-        SyscallRow(72, "fcntl", .descriptor, Locks.fcntl, when: .commands(Locks.commands)),
+        SyscallRow(32, "dup", .desc, "f:f", Descriptors.dup),
+        SyscallRow(33, "dup2", .desc, "ff:f", Descriptors.dup2, when: .placeholderRangeOrTarget),
+        SyscallRow(292, "dup3", .desc, "ffo:f", Descriptors.dup3, when: .placeholderRangeOrTarget),
+        SyscallRow(72, "fcntl", .desc, "fcg", Locks.fcntl, when: .commands(Locks.commands)),
         // Working directory.
         // Closing a descriptor releases the process's POSIX locks on its file.
-        SyscallRow(3, "close", .descriptor, Locks.close, when: .placeholderRange),
-        SyscallRow(80, "chdir", .cwd, Cwd.chdir),
-        SyscallRow(81, "fchdir", .cwd, Cwd.fchdir),
-        SyscallRow(79, "getcwd", .cwd, Cwd.getcwd),
+        SyscallRow(3, "close", .desc, "f", Locks.close, when: .placeholderRange),
+        SyscallRow(80, "chdir", .file, "p", Cwd.chdir),
+        SyscallRow(81, "fchdir", .desc, "f", Cwd.fchdir),
+        SyscallRow(79, "getcwd", .file, "xz", Cwd.getcwd),
+        // Programs: the policy decides on the path; a program at home runs as a copy.
+        SyscallRow(59, "execve", [.file, .process], "pxx", Exec.execve),
+        SyscallRow(322, "execveat", [.file, .process], "Dpxxa", Exec.execveat),
         // Credentials: run natively, re-read before the next forwarded call.
-        SyscallRow(105, "setuid", .identity, Identity.changed),
-        SyscallRow(106, "setgid", .identity, Identity.changed),
-        SyscallRow(113, "setreuid", .identity, Identity.changed),
-        SyscallRow(114, "setregid", .identity, Identity.changed),
-        SyscallRow(116, "setgroups", .identity, Identity.changed),
-        SyscallRow(117, "setresuid", .identity, Identity.changed),
-        SyscallRow(119, "setresgid", .identity, Identity.changed),
-        SyscallRow(122, "setfsuid", .identity, Identity.changed),
-        SyscallRow(123, "setfsgid", .identity, Identity.changed),
+        SyscallRow(105, "setuid", .creds, "i", Identity.changed),
+        SyscallRow(106, "setgid", .creds, "i", Identity.changed),
+        SyscallRow(113, "setreuid", .creds, "ii", Identity.changed),
+        SyscallRow(114, "setregid", .creds, "ii", Identity.changed),
+        SyscallRow(116, "setgroups", .creds, "ix", Identity.changed),
+        SyscallRow(117, "setresuid", .creds, "iii", Identity.changed),
+        SyscallRow(119, "setresgid", .creds, "iii", Identity.changed),
+        SyscallRow(122, "setfsuid", .creds, "i", Identity.changed),
+        SyscallRow(123, "setfsgid", .creds, "i", Identity.changed),
         // The umask applied to files created at home: kept per process.
-        SyscallRow(95, "umask", .identity, Identity.umask),
+        SyscallRow(95, "umask", [], "m:o", Identity.umask),
         // Metadata, links, special files.
-        SyscallRow(90, "chmod", .path, Metadata.chmod),
-        SyscallRow(268, "fchmodat", .path, Metadata.fchmodat),
-        SyscallRow(452, "fchmodat2", .path, Metadata.fchmodat2),
-        SyscallRow(91, "fchmod", .descriptor, Metadata.fchmod),
-        SyscallRow(92, "chown", .path, Metadata.chown),
-        SyscallRow(94, "lchown", .path, Metadata.lchown),
-        SyscallRow(260, "fchownat", .path, Metadata.fchownat),
-        SyscallRow(93, "fchown", .descriptor, Metadata.fchown),
-        SyscallRow(132, "utime", .path, Metadata.utime),
-        SyscallRow(235, "utimes", .path, Metadata.utimes),
-        SyscallRow(261, "futimesat", .path, Metadata.futimesat),
-        SyscallRow(280, "utimensat", .path, Metadata.utimensat),
-        SyscallRow(86, "link", .path, Metadata.link),
-        SyscallRow(265, "linkat", .path, Metadata.linkat),
-        SyscallRow(88, "symlink", .path, Metadata.symlink),
-        SyscallRow(266, "symlinkat", .path, Metadata.symlinkat),
-        SyscallRow(133, "mknod", .path, Metadata.mknod),
-        SyscallRow(259, "mknodat", .path, Metadata.mknodat),
-        SyscallRow(137, "statfs", .path, Metadata.statfs),
-        SyscallRow(138, "fstatfs", .descriptor, Metadata.fstatfs),
+        SyscallRow(90, "chmod", .file, "pm", Metadata.chmod),
+        SyscallRow(268, "fchmodat", [.file, .desc], "Dpm", Metadata.fchmodat),
+        SyscallRow(452, "fchmodat2", [.file, .desc], "Dpma", Metadata.fchmodat2),
+        SyscallRow(91, "fchmod", .desc, "fm", Metadata.fchmod),
+        SyscallRow(92, "chown", .file, "pii", Metadata.chown),
+        SyscallRow(94, "lchown", .file, "pii", Metadata.lchown),
+        SyscallRow(260, "fchownat", [.file, .desc], "Dpiia", Metadata.fchownat),
+        SyscallRow(93, "fchown", .desc, "fii", Metadata.fchown),
+        SyscallRow(132, "utime", .file, "px", Metadata.utime),
+        SyscallRow(235, "utimes", .file, "px", Metadata.utimes),
+        SyscallRow(261, "futimesat", [.file, .desc], "Dpx", Metadata.futimesat),
+        SyscallRow(280, "utimensat", [.file, .desc], "Dpxa", Metadata.utimensat),
+        SyscallRow(86, "link", .file, "pp", Metadata.link),
+        SyscallRow(265, "linkat", [.file, .desc], "DpDpa", Metadata.linkat),
+        SyscallRow(88, "symlink", .file, "pp", Metadata.symlink),
+        SyscallRow(266, "symlinkat", [.file, .desc], "pDp", Metadata.symlinkat),
+        SyscallRow(133, "mknod", .file, "pmX", Metadata.mknod),
+        SyscallRow(259, "mknodat", [.file, .desc], "DpmX", Metadata.mknodat),
+        SyscallRow(137, "statfs", [.file, .statfs, .anyStatfs], "px", Metadata.statfs),
+        SyscallRow(138, "fstatfs", [.desc, .fstatfs, .anyStatfs], "fx", Metadata.fstatfs),
         // Extended attributes.
-        SyscallRow(191, "getxattr", .path, Xattr.getxattr),
-        SyscallRow(192, "lgetxattr", .path, Xattr.lgetxattr),
-        SyscallRow(193, "fgetxattr", .descriptor, Xattr.fgetxattr),
-        SyscallRow(188, "setxattr", .path, Xattr.setxattr),
-        SyscallRow(189, "lsetxattr", .path, Xattr.lsetxattr),
-        SyscallRow(190, "fsetxattr", .descriptor, Xattr.fsetxattr),
-        SyscallRow(194, "listxattr", .path, Xattr.listxattr),
-        SyscallRow(195, "llistxattr", .path, Xattr.llistxattr),
-        SyscallRow(196, "flistxattr", .descriptor, Xattr.flistxattr),
-        SyscallRow(197, "removexattr", .path, Xattr.removexattr),
-        SyscallRow(198, "lremovexattr", .path, Xattr.lremovexattr),
-        SyscallRow(199, "fremovexattr", .descriptor, Xattr.fremovexattr),
+        SyscallRow(191, "getxattr", .file, "psxz:b", Xattr.getxattr),
+        SyscallRow(192, "lgetxattr", .file, "psxz:b", Xattr.lgetxattr),
+        SyscallRow(193, "fgetxattr", .desc, "fsxz:b", Xattr.fgetxattr),
+        SyscallRow(188, "setxattr", .file, "psxzX", Xattr.setxattr),
+        SyscallRow(189, "lsetxattr", .file, "psxzX", Xattr.lsetxattr),
+        SyscallRow(190, "fsetxattr", .desc, "fsxzX", Xattr.fsetxattr),
+        SyscallRow(194, "listxattr", .file, "pxz:b", Xattr.listxattr),
+        SyscallRow(195, "llistxattr", .file, "pxz:b", Xattr.llistxattr),
+        SyscallRow(196, "flistxattr", .desc, "fxz:b", Xattr.flistxattr),
+        SyscallRow(197, "removexattr", .file, "ps", Xattr.removexattr),
+        SyscallRow(198, "lremovexattr", .file, "ps", Xattr.lremovexattr),
+        SyscallRow(199, "fremovexattr", .desc, "fs", Xattr.fremovexattr),
         // Locks, space, copies, memory maps.
-        SyscallRow(73, "flock", .descriptor, Locks.flock),
-        SyscallRow(285, "fallocate", .descriptor, ReadWrite.fallocate),
-        SyscallRow(326, "copy_file_range", .descriptor, Copy.copyFileRange),
-        SyscallRow(40, "sendfile", .descriptor, Copy.sendfile),
-        SyscallRow(275, "splice", .descriptor, Copy.splice),
-        SyscallRow(327, "preadv2", .descriptor, ReadWrite.preadv2, when: .placeholderRange),
-        SyscallRow(328, "pwritev2", .descriptor, ReadWrite.pwritev2, when: .placeholderRange),
-        SyscallRow(9, "mmap", .descriptor, Memory.mmap, when: .mappedPlaceholder),
+        SyscallRow(73, "flock", .desc, "fk", Locks.flock),
+        SyscallRow(285, "fallocate", .desc, "fXll", ReadWrite.fallocate),
+        SyscallRow(326, "copy_file_range", .desc, "fxfxzX:b", Copy.copyFileRange),
+        SyscallRow(40, "sendfile", [.desc, .network], "ffxz:b", Copy.sendfile),
+        SyscallRow(275, "splice", .desc, "fxfxzX:b", Copy.splice),
+        SyscallRow(327, "preadv2", .desc, "fxilX:b", ReadWrite.preadv2, when: .placeholderRange),
+        SyscallRow(328, "pwritev2", .desc, "fxilX:b", ReadWrite.pwritev2, when: .placeholderRange),
+        SyscallRow(9, "mmap", [.desc, .memory], "xzPMfl:x", Memory.mmap, when: .mappedPlaceholder),
         // Descriptors passed over Unix sockets.
-        SyscallRow(47, "recvmsg", .descriptor, Messages.recvmsg),
-        SyscallRow(299, "recvmmsg", .descriptor, Descriptors.mayReceivePlaceholder),
-        SyscallRow(438, "pidfd_getfd", .descriptor, Descriptors.mayReceivePlaceholder),
+        SyscallRow(47, "recvmsg", .network, "fxX:b", Messages.recvmsg),
+        SyscallRow(299, "recvmmsg", .network, "fxiXx", Descriptors.mayReceivePlaceholder),
+        SyscallRow(438, "pidfd_getfd", .desc, "ffX:f", Descriptors.mayReceivePlaceholder),
         // Sockets at home (Sys+Socket.swift); on any number, as a socket's dup may land low.
-        SyscallRow(41, "socket", .descriptor, Sockets.socket),
-        SyscallRow(42, "connect", .descriptor, Sockets.connect),
-        SyscallRow(55, "getsockopt", .descriptor, Sockets.getsockopt),
-        SyscallRow(54, "setsockopt", .descriptor, Sockets.setsockopt),
-        SyscallRow(51, "getsockname", .descriptor, Sockets.getsockname),
-        SyscallRow(52, "getpeername", .descriptor, Sockets.getpeername),
-        SyscallRow(49, "bind", .descriptor, Sockets.bind),
-        SyscallRow(50, "listen", .descriptor, Sockets.listen),
-        SyscallRow(43, "accept", .descriptor, Sockets.accept),
-        SyscallRow(288, "accept4", .descriptor, Sockets.accept4),
+        SyscallRow(41, "socket", [.desc, .network], "iXi:f", Sockets.socket),
+        SyscallRow(42, "connect", .network, "fxi", Sockets.connect),
+        SyscallRow(55, "getsockopt", .network, "fiixx", Sockets.getsockopt),
+        SyscallRow(54, "setsockopt", .network, "fiixi", Sockets.setsockopt),
+        SyscallRow(51, "getsockname", .network, "fxx", Sockets.getsockname),
+        SyscallRow(52, "getpeername", .network, "fxx", Sockets.getpeername),
+        SyscallRow(49, "bind", .network, "fxi", Sockets.bind),
+        SyscallRow(50, "listen", .network, "fi", Sockets.listen),
+        SyscallRow(43, "accept", [.desc, .network], "fxx:f", Sockets.accept),
+        SyscallRow(288, "accept4", [.desc, .network], "fxxX:f", Sockets.accept4),
         // A datagram socket's placeholder lives in the watched range (Sys+Datagram.swift).
-        SyscallRow(44, "sendto", .descriptor, Datagrams.sendto, when: .placeholderRange),
-        SyscallRow(45, "recvfrom", .descriptor, Datagrams.recvfrom, when: .placeholderRange),
-        SyscallRow(46, "sendmsg", .descriptor, Datagrams.sendmsg, when: .placeholderRange),
-        SyscallRow(307, "sendmmsg", .descriptor, Datagrams.sendmmsg, when: .placeholderRange),
+        SyscallRow(44, "sendto", .network, "fxzXxi:b", Datagrams.sendto, when: .placeholderRange),
+        SyscallRow(45, "recvfrom", .network, "fxzXxx:b", Datagrams.recvfrom, when: .placeholderRange),
+        SyscallRow(46, "sendmsg", .network, "fxX:b", Datagrams.sendmsg, when: .placeholderRange),
+        SyscallRow(307, "sendmmsg", .network, "fxiX", Datagrams.sendmmsg, when: .placeholderRange),
         // Refused on forwarded names, with the errno a program already handles.
-        SyscallRow(254, "inotify_add_watch", .path, Unsupported.path(1)),
-        SyscallRow(303, "name_to_handle_at", .path, Unsupported.path(1, dirfd: 0)),
+        SyscallRow(254, "inotify_add_watch", [.file, .desc], "fpX", Unsupported.path(1)),
+        SyscallRow(303, "name_to_handle_at", [.file, .desc], "Dpxxa", Unsupported.path(1, dirfd: 0)),
         // io_uring runs file operations the filter never sees: not offered at all.
-        SyscallRow(425, "io_uring_setup", .descriptor, Unsupported.always(.noFunction)),
+        SyscallRow(425, "io_uring_setup", .desc, "ix:f", Unsupported.always(.noFunction)),
     ])
 
     init(rows: [SyscallRow]) {

@@ -27,16 +27,21 @@ final class Worker: @unchecked Sendable {
     let normalized = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * Int(PATH_MAX) + 2, alignment: 8)
     /// Length of the last path routed into `normalized`.
     var normalizedLength = 0
+    /// The last routed path's rule is `copy` (its route is `.forward`).
+    var routedCopy = false
     /// iovec arrays, stat conversions, second paths.
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024 * 16 + Int(PATH_MAX), alignment: 16)
     /// This worker is the one receiving notifications (holds the
     /// supervisor's receiver token).
     private var receiving = false
+    /// With `--trace` or `--stats`: this worker's line buffer and counters.
+    let observation: Observation?
 
     init(supervisor: Supervisor, slot: HomeLink.Slot, localSlot: HomeLink.Slot) {
         self.supervisor = supervisor
         self.slot = slot
         self.localSlot = localSlot
+        observation = supervisor.observer.map { Observation($0) }
     }
 
     deinit {
@@ -52,6 +57,7 @@ final class Worker: @unchecked Sendable {
             if receiving { receiving = false; sup.receiver.signal() }
             sup.link.returnSlot(slot)
             sup.localLink.returnSlot(localSlot)
+            observation?.leave(sup.observer)
             sup.workerCount.wrappingSubtract(1, ordering: .relaxed)
         }
         while true {
@@ -78,7 +84,8 @@ final class Worker: @unchecked Sendable {
                     return   // listener gone
                 }
             }
-            handle()
+            // One branch when neither --trace nor --stats is on.
+            if let observer = sup.observer { observe(observer) } else { handle() }
         }
     }
 
@@ -118,18 +125,17 @@ final class Worker: @unchecked Sendable {
         return nil
     }
 
-    private func handle() {
+    /// Handles the received notification and answers it; returns the
+    /// value the tracee got (nil when the kernel ran the call).
+    @discardableResult
+    func handle() -> Int64? {
         let sup = supervisor
-        // Counted until the call's statistics are in: the answer may let the
-        // program exit before this worker has counted it.
-        sup.callsInFlight.wrappingAdd(1, ordering: .relaxed)
-        defer { sup.callsInFlight.wrappingSubtract(1, ordering: .releasing) }
         let call = Call(notification, worker: self)
         let id = call.id
         guard let row = sup.table.row(for: call.nr) else {
             // Not in the table: cannot happen with a filter built from it.
             answer(id) { () throws(Errno) in try sup.listener.continueSyscall(id: id) }
-            return
+            return nil
         }
         var reply: Reply = .continueSyscall
         var failure: Failure? = nil
@@ -149,25 +155,25 @@ final class Worker: @unchecked Sendable {
             break
         }
         if let error = failure {
-            sup.stats.count(row: row.index, forwarded: true)
             switch error {
             case .errno(let e):
                 answer(id) { () throws(Errno) in try sup.listener.respond(id: id, value: 0, error: -e.rawValue) }
+                return Int64(-e.rawValue)
             case .transport:
                 // Files whose home is gone fail with EIO (sockets will say ENOTCONN).
                 answer(id) { () throws(Errno) in try sup.listener.respond(id: id, value: 0, error: -EIO) }
+                return Int64(-EIO)
             }
-            return
         }
         switch reply {
         case .continueSyscall:
-            sup.stats.count(row: row.index, forwarded: false)
             answer(id) { () throws(Errno) in try sup.listener.continueSyscall(id: id) }
+            return nil
         case .value(let v):
-            sup.stats.count(row: row.index, forwarded: true)
             answer(id) { () throws(Errno) in try sup.listener.respond(id: id, value: v, error: 0) }
-        case .answered:
-            sup.stats.count(row: row.index, forwarded: true)
+            return v
+        case .answered(let v):
+            return v
         }
     }
 

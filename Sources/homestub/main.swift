@@ -22,7 +22,10 @@ struct Homestub: ParsableCommand {
             Connections authenticate in the listener; each session then gets its own deputy process holding \
             that session's files, offsets and working directories. Exit status: 0 after SIGTERM or SIGINT, \
             78 unusable key file, 1 other start-up errors.
-            """)
+            Logging goes to stderr: sessions at info when listening; with --stdio only warnings and errors \
+            (under ssh, stderr is the user's terminal) unless --log-level says otherwise.
+            """ + homestubExamples,
+        version: TetherVersion.description)
 
     @Option(help: "Address to listen on (HOST:PORT).")
     var listen = "127.0.0.1:7455"
@@ -67,6 +70,12 @@ struct Homestub: ParsableCommand {
     @Option(help: "Seconds without an answer from a target (a request or a keepalive probe) before its session ends.")
     var idleTimeout = 30
 
+    @Option(help: "Log this level and above (trace, debug, info, notice, warning, error, critical); default info when listening, warning with --stdio.")
+    var logLevel: Logger.Level?
+
+    @Option(help: "text, or json: one object per line with time, level, label, message and metadata (for log shippers).")
+    var logFormat = LogFormat.text
+
     func validate() throws {
         guard handshakeTimeout > 0, handshakeTimeout <= 3600 else { throw ValidationError("--handshake-timeout takes 0 < SECONDS <= 3600") }
         guard maxHandshakes >= 1 else { throw ValidationError("--max-handshakes must be at least 1") }
@@ -76,7 +85,7 @@ struct Homestub: ParsableCommand {
     }
 
     func run() throws {
-        let log = Logger(label: "homestub")
+        let log = homeLogger(label: "homestub", level: logLevel ?? (stdio ? .warning : .info), format: logFormat)
         var st = stat()
         guard stat(root, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
             printError("homestub: export root \(root) is not a directory\n")
@@ -127,6 +136,7 @@ struct Homestub: ParsableCommand {
         listener.user = account?.name
         listener.limits = SessionLimits(maxOpen: maxOpen, maxInflight: maxInflight)
         listener.idleTimeout = idleTimeout
+        listener.logFormat = logFormat
         do { try listener.run() } catch {
             printError("homestub: cannot serve on \(endpoint): \(error)\n")
             throw ExitCode(1)

@@ -3,6 +3,7 @@ import Glibc
 import HomeNode
 import Logging
 import Policy
+import PolicyFile
 import Supervisor
 import SysKit
 
@@ -39,10 +40,19 @@ struct WrapAndRun: ParsableCommand {
             Exit status: the program's (128+N if killed by signal N); 127 program not found; 126 cannot \
             execute it; 69 home unreachable; 77 home refused the key; 78 unusable key file; 76 protocol \
             mismatch; 125 other wrap-and-run errors.
-            """)
+            """ + wrapAndRunExamples,
+        version: TetherVersion.description)
 
-    @Option(help: "The home node: HOST:PORT of a homestub, or 'spawn' for a private home on this machine.")
+    @Option(help: "The home node: HOST:PORT of a homestub, ssh://[USER@]HOST[:PORT] (ssh runs homestub --stdio there; TETHER_SSH_COMMAND replaces ssh), or 'spawn' for a private home on this machine.")
     var home = "spawn"
+
+    @Option(help: ArgumentHelp("With --home ssh://: homestub's path on the home node, when it is not on the remote PATH.",
+                               valueName: "PATH"))
+    var remoteHomestub = "homestub"
+
+    @Option(help: ArgumentHelp("Start the program in DIR (at home if DIR is forwarded) instead of the current directory.",
+                               valueName: "DIR"))
+    var cwd: String?
 
     @Option(help: ArgumentHelp("A command whose stdin/stdout reaches a home node, e.g. 'ssh node homestub --stdio'.",
                                valueName: "COMMAND"))
@@ -53,6 +63,15 @@ struct WrapAndRun: ParsableCommand {
 
     @Option(help: "Export root of the private home (--home spawn only).")
     var root = "/"
+
+    @Option(help: ArgumentHelp("Binding rules (TOML, [[rule]] tables) on top of the defaults; --print-policy shows the form.",
+                               valueName: "FILE"))
+    var policy: String?
+
+    @Option(name: .customLong("cache-max"),
+            help: ArgumentHelp("Most bytes the cache of copy files keeps (K, M, G suffixes; least recently used go first).",
+                               valueName: "SIZE"))
+    var cacheMax: String?
 
     @Option(name: .customLong("forward"), help: "Forward paths under this prefix (overrides by longest prefix).")
     var forwardPrefixes: [String] = []
@@ -72,8 +91,22 @@ struct WrapAndRun: ParsableCommand {
           help: "Wait for home to run each write before it returns (no write-behind; errors at the write itself).")
     var syncWrites = false
 
-    @Flag(help: "Print per-syscall counts (forwarded / local) on exit.")
+    @Flag(help: "Print per-syscall counts (forwarded / local), errors, bytes and latency percentiles on exit.")
     var stats = false
+
+    @Option(name: .customLong("stats-json"), help: ArgumentHelp("Write the --stats table as JSON to FILE on exit.",
+                                                                valueName: "FILE"))
+    var statsJSON: String?
+
+    @Option(help: ArgumentHelp("Trace intercepted calls, one line each, as strace -f -tt -T does (with where each ran); "
+                               + "--trace alone traces all, --trace=LIST those of strace classes (%file, %desc, "
+                               + "%network, %process, %creds, %memory, %stat, ...) or syscalls named in LIST.",
+                               valueName: "LIST"))
+    var trace: String?
+
+    @Option(name: .customLong("trace-file"), help: ArgumentHelp("Write the trace to FILE, not standard error (implies --trace).",
+                                                                valueName: "FILE"))
+    var traceFile: String?
 
     @Flag(name: .customLong("local-net"), help: "Keep every socket on this machine (by default Internet sockets are made and connected at home). With CIDR[:PORTS] after it: only those destinations.")
     var localNet = false
@@ -84,24 +117,22 @@ struct WrapAndRun: ParsableCommand {
     @Option(name: .customLong("forward-net"), help: ArgumentHelp("Reach these destinations from home (longest match against --local-net CIDR rules).", valueName: "CIDR[:PORTS]"))
     var forwardNets: [String] = []
 
-    @Flag(help: "Print the binding policy and exit.")
+    @Flag(help: "Print the effective binding policy as a policy file (defaults included) and exit.")
     var printPolicy = false
 
     @Option(help: "Say which rule decides this path, and exit.")
     var explain: [String] = []
 
-    @Argument(parsing: .captureForPassthrough, help: "-- PROGRAM [ARGS...]")
+    @Argument(parsing: .captureForPassthrough, help: "[--] PROGRAM [ARGS...]")
     var command: [String] = []
 
     mutating func run() throws {
-        for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
-            fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
-        }
-        let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes, networkAtHome: !localNet)
+        try builtInOption()
+        let routing = Launch.routingPolicy(file: policy, forward: forwardPrefixes, local: localPrefixes, networkAtHome: !localNet)
         let network = Launch.networkPolicy(allLocal: localNet, forward: forwardNets, local: localNets)
         if printPolicy {
-            print(policy)
-            print(network)
+            print(PolicyFile.render(routing), terminator: "")
+            for line in network.description.split(separator: "\n") { print("# network: " + line) }
             return
         }
         if !explain.isEmpty {
@@ -110,16 +141,45 @@ struct WrapAndRun: ParsableCommand {
                     print("\(path): \(binding.rawValue) by \(why)")
                     continue
                 }
-                let rule = policy.explain(path)
-                print("\(path): \(rule.binding.rawValue) by rule \(rule.prefix) (\(rule.origin))")
+                let rule = routing.explain(path)
+                print("\(path): \(rule.strategyText) by rule \(rule.prefix) (\(rule.origin))"
+                      + (rule.reason.map { ": " + $0 } ?? ""))
             }
             return
         }
         if command.first == "--" { command.removeFirst() }
-        Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, forwardPrefixes: forwardPrefixes,
+        Launch(home: home, homeCommand: homeCommand, keyFile: keyFile, root: root, policyFile: policy,
+               cacheMax: cacheMax, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
-               attributeCache: !noCache, writeBehind: !syncWrites, localNetwork: localNet, forwardNets: forwardNets,
-               localNets: localNets, command: command).run()
+               attributeCache: !noCache, writeBehind: !syncWrites, remoteHomestub: remoteHomestub, cwd: cwd,
+               localNetwork: localNet, forwardNets: forwardNets, localNets: localNets, command: command)
+            .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).run()
+    }
+
+    /// The passthrough argument takes everything from the first word it
+    /// does not know, so `--help`, `-h`, `--version` and
+    /// `--generate-completion-script` arrive here as the command: answered
+    /// here. Any other option there is unknown (a program after `--` is not).
+    private func builtInOption() throws {
+        guard let first = command.first, first.hasPrefix("-"), first != "--" else { return }
+        switch first {
+        case "--help", "-h", "-help": throw CleanExit.helpRequest(Self.self)
+        case "--version": throw CleanExit.message(TetherVersion.description)
+        case "--generate-completion-script":
+            let name = command.count > 1 ? command[1] : nil
+            guard let shell = name.flatMap(CompletionShell.init(rawValue:)) ?? (name == nil ? CompletionShell.autodetected() : nil) else {
+                throw ValidationError("--generate-completion-script takes bash, zsh or fish")
+            }
+            throw CleanExit.message(Self.completionScript(for: shell))
+        default:
+            if first.hasPrefix("--generate-completion-script=") {
+                guard let shell = CompletionShell(rawValue: String(first.dropFirst("--generate-completion-script=".count))) else {
+                    throw ValidationError("--generate-completion-script takes bash, zsh or fish")
+                }
+                throw CleanExit.message(Self.completionScript(for: shell))
+            }
+            throw ValidationError("unknown option \(first) (a program whose name starts with '-' goes after --)")
+        }
     }
 }
 
@@ -131,6 +191,10 @@ struct Launch {
     var homeCommand: String?
     var keyFile: String?
     var root = "/"
+    /// --policy FILE.
+    var policyFile: String?
+    /// --cache-max SIZE.
+    var cacheMax: String?
     var forwardPrefixes: [String] = []
     var localPrefixes: [String] = []
     var pollMicroseconds = 50
@@ -139,58 +203,44 @@ struct Launch {
     var attributeCache = true
     /// Off with --sync-writes.
     var writeBehind = true
+    var remoteHomestub = "homestub"
+    var cwd: String?
     /// On with a bare --local-net.
     var localNetwork = false
     /// --forward-net and --local-net CIDR[:PORTS] rules.
     var forwardNets: [String] = []
     var localNets: [String] = []
     var command: [String] = []
+    /// The --trace list ("all" for --trace alone), --trace-file, --stats-json.
+    var trace: String?
+    var traceFile: String?
+    var statsJSON: String?
 
-    /// The network rules, or a usage error naming the one that is no CIDR[:PORTS].
-    static func networkPolicy(allLocal: Bool, forward: [String], local: [String]) -> NetworkPolicy {
-        var rules: [NetRule] = []
-        for (list, binding, origin) in [(forward, Binding.forward, "--forward-net"), (local, .local, "--local-net")] {
-            for text in list {
-                guard let r = NetRule(text, binding: binding, origin: origin) else {
-                    fail(Status.usage, "\(origin) takes CIDR[:PORTS] (10.0.0.0/8, 192.0.2.1:443, [fd00::]/8:8000-8100), not \(text)")
-                }
-                rules.append(r)
-            }
-        }
-        return NetworkPolicy(defaultBinding: allLocal ? .local : .forward, rules: rules)
-    }
-
-    /// `--local-net CIDR` becomes `--local-net-rule CIDR` (a bare
-    /// `--local-net`, before another option or "--", is the flag), so both
-    /// parsers see one meaning per name.
-    static func separateNetRules(_ args: [String]) -> [String] {
-        var out: [String] = []
-        var i = 0
-        while i < args.count {
-            if args[i] == "--" { return out + args[i...] }
-            if args[i] == "--local-net", i + 1 < args.count, !args[i + 1].hasPrefix("-") {
-                // The program comes after "--": a word here is a rule (checked with the others).
-                out += ["--local-net-rule", args[i + 1]]
-                i += 2
-                continue
-            }
-            out.append(args[i])
-            i += 1
-        }
-        return out
+    /// This launch with the --trace, --trace-file and --stats-json settings.
+    func observing(trace: String?, traceFile: String?, statsJSON: String?) -> Launch {
+        var l = self
+        (l.trace, l.traceFile, l.statsJSON) = (trace, traceFile, statsJSON)
+        return l
     }
 
     func run() -> Never {
-        for p in forwardPrefixes + localPrefixes where !p.hasPrefix("/") {
-            fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
-        }
-        let policy = RoutingPolicy(forward: forwardPrefixes, local: localPrefixes, networkAtHome: !localNetwork)
-        guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] -- PROGRAM [ARGS...])") }
+        let policy = Self.routingPolicy(file: policyFile, forward: forwardPrefixes, local: localPrefixes,
+                                        networkAtHome: !localNetwork)
+        guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] [--] PROGRAM [ARGS...])") }
 
         let environment = Spawn.environment
-        let program = resolveProgram(name, environment: environment)
+        let program: String
+        var arguments = command
+        if Self.isAtHome(name, environment: environment, policy: policy) {
+            // A program at home: a local shell looks it up and runs it,
+            // through the supervisor, which runs home programs (Exec).
+            program = "/bin/sh"
+            arguments = ["sh", "-c", "exec \"$0\" \"$@\""] + command
+        } else {
+            program = resolveProgram(name, environment: environment)
+        }
         let address = homeAddress()
-        let options = SupervisorOptions(program: program, arguments: command, environment: environment,
+        let options = SupervisorOptions(program: program, arguments: arguments, environment: environment,
                                         home: address, policy: policy, stats: stats, pollMicroseconds: pollMicroseconds,
                                         localDeputy: { fd in
                                             var log = Logger(label: "wrap-and-run local")
@@ -204,22 +254,32 @@ struct Launch {
         launchOptions.network = Self.networkPolicy(allLocal: localNetwork, forward: forwardNets, local: localNets)
         // Sockets are made at home unless every destination is local.
         launchOptions.localNetwork = localNetwork && forwardNets.isEmpty
+        if let cacheMax {
+            guard let bytes = Self.size(cacheMax) else { fail(Status.usage, "--cache-max takes a size such as 500M, not \(cacheMax)") }
+            launchOptions.cacheMaxBytes = bytes
+        }
+        launchOptions.workingDirectory = cwd
+        launchOptions.statsJSON = statsJSON
+        launchOptions.traceFile = traceFile
+        if trace != nil || traceFile != nil {
+            do { launchOptions.trace = try TraceSelection(parsing: trace ?? "all") } catch { fail(Status.usage, error.description) }
+        }
         let supervisor: Supervisor
         do { supervisor = try Supervisor.launch(launchOptions) } catch {
             switch error {
             case .home(.unreachable): fail(Status.unreachable, error.description)
             case .home(.refused): fail(Status.refused, error.description)
             case .home(.protocolError): fail(Status.protocolError, error.description)
-            case .workingDirectory: fail(Status.usage, error.description)
+            case .workingDirectory, .output: fail(Status.usage, error.description)
             case .spawn: fail(Status.cannotExecute, error.description)
             }
         }
         Glibc.exit(supervisor.wait())
     }
 
-    /// The common command lines, `[OPTION VALUE | FLAG]... -- PROGRAM
+    /// The common command lines, `[OPTION VALUE | FLAG]... [--] PROGRAM
     /// [ARGS...]` with the options of a run (no help, --explain or
-    /// --print-policy, no `--option=value`), parsed by hand: ArgumentParser
+    /// --print-policy, no `--option=value` but `--trace=LIST`), parsed by hand: ArgumentParser
     /// finds its options by reflection, which in a binary this size costs
     /// milliseconds of start-up. Nil for anything else, which ArgumentParser
     /// then parses (and reports on).
@@ -232,6 +292,17 @@ struct Launch {
             if a == "--" {
                 l.command = Array(args[(i + 1)...])
                 return l.command.isEmpty ? nil : l
+            }
+            // The program (without `--`): every option before it was taken with its value.
+            if !a.hasPrefix("-") {
+                l.command = Array(args[i...])
+                return l
+            }
+            if a == "--trace" || a.hasPrefix("--trace=") {
+                guard l.trace == nil else { return nil }
+                l.trace = a == "--trace" ? "all" : String(a.dropFirst("--trace=".count))
+                i += 1
+                continue
             }
             if a == "--stats" || a == "--no-cache" || a == "--sync-writes" || a == "--local-net" {
                 guard seen.insert(a).inserted else { return nil }
@@ -259,6 +330,12 @@ struct Launch {
                 case "--home-command": l.homeCommand = v
                 case "--key-file": l.keyFile = v
                 case "--root": l.root = v
+                case "--policy": l.policyFile = v
+                case "--cache-max": l.cacheMax = v
+                case "--cwd": l.cwd = v
+                case "--remote-homestub": l.remoteHomestub = v
+                case "--trace-file": l.traceFile = v
+                case "--stats-json": l.statsJSON = v
                 case "--poll-us":
                     guard let n = Int(v) else { return nil }
                     l.pollMicroseconds = n
@@ -268,6 +345,13 @@ struct Launch {
             i += 2
         }
         return nil
+    }
+
+    /// The arguments with a bare `--trace` before the program written
+    /// `--trace=all`: ArgumentParser has no option whose value may be left out.
+    static func bareTrace(_ args: ArraySlice<String>) -> [String] {
+        let end = args.firstIndex(of: "--") ?? args.endIndex
+        return args[..<end].map { $0 == "--trace" ? "--trace=all" : $0 } + args[end...]
     }
 
     /// PATH search as execvp does it; checks the ELF class and machine.
@@ -285,7 +369,11 @@ struct Launch {
             guard stat(candidate, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
             guard access(candidate, X_OK) == 0 else { sawNoPermission = true; continue }
             checkBinary(candidate)
-            return candidate
+            // Absolute: the program may start in another directory (--cwd).
+            if candidate.hasPrefix("/") { return candidate }
+            guard let here = getcwd(nil, 0) else { return candidate }
+            defer { free(here) }
+            return String(cString: here) + "/" + candidate
         }
         if sawNoPermission { fail(Status.cannotExecute, "\(name): permission denied") }
         fail(Status.notFound, "\(name): command not found")
@@ -315,9 +403,18 @@ struct Launch {
     }
 
     private func homeAddress() -> HomeAddress {
-        if let homeCommand {
-            guard let keyFile else { return .command(homeCommand, key: nil) }
-            do { return .command(homeCommand, key: try KeyFile.load(keyFile)) } catch {
+        var command = homeCommand
+        if command == nil, let ssh = SSHHome.parse(home) {
+            switch ssh {
+            case .success(let target):
+                command = target.command(sshCommand: getenv("TETHER_SSH_COMMAND").map { String(cString: $0) },
+                                         remoteHomestub: remoteHomestub)
+            case .failure(let error): fail(Status.usage, "--home \(error.message)")
+            }
+        }
+        if let command {
+            guard let keyFile else { return .command(command, key: nil) }
+            do { return .command(command, key: try KeyFile.load(keyFile)) } catch {
                 fail(Status.config, error.description)
             }
         }
@@ -331,7 +428,9 @@ struct Launch {
                 _ = serveSession(input: fd, output: fd, root: root, keyFile: nil, pollMicroseconds: poll, log: log)
             }
         }
-        guard let endpoint = Endpoint(parsing: home) else { fail(Status.usage, "--home takes HOST:PORT or spawn, not \(home)") }
+        guard let endpoint = Endpoint(parsing: home) else {
+            fail(Status.usage, "--home takes HOST:PORT, ssh://[USER@]HOST[:PORT] or spawn, not \(home)")
+        }
         guard let keyFile else { fail(Status.usage, "--home \(home) needs --key-file FILE (the key homestub was started with)") }
         do { return .tcp(endpoint, key: try KeyFile.load(keyFile)) } catch {
             fail(Status.config, error.description)
@@ -342,7 +441,7 @@ struct Launch {
 let arguments = Launch.separateNetRules(Array(CommandLine.arguments.dropFirst()))
 if let launch = Launch.fastParse(arguments[...]) { launch.run() }
 do {
-    var command = try WrapAndRun.parseAsRoot(arguments)
+    var command = try WrapAndRun.parseAsRoot(Launch.bareTrace(arguments[...]))
     try command.run()
 } catch {
     let code = WrapAndRun.exitCode(for: error)

@@ -82,7 +82,7 @@ import Testing
                      "/home/u/scratchy", "/proc/self/fd/3"] {
             let bytes = Array(path.utf8)
             let rule = p.rules.first { r in bytes.withUnsafeBytes { r.matches($0) } }!
-            #expect(bytes.withUnsafeBytes { p.decide($0) } == rule.binding, "\(path)")
+            #expect(bytes.withUnsafeBytes { p.decide($0) } == rule.verdict, "\(path)")
             #expect(bytes.withUnsafeBytes { p.rule(for: $0).prefix } == rule.prefix, "\(path)")
         }
     }

@@ -100,6 +100,10 @@ extension Bench {
                 }
             }
             line(s)
+            if let cold = num(startup, "home_cold_median_ms"), let cached = num(startup, "home_cached_median_ms") {
+                line(String(format: "startup of a program at home (a copy of /bin/true in a forwarded directory, --home spawn): "
+                            + "first run (fetched) %.2f ms, next run (from the copy cache) %.2f ms", cold, cached))
+            }
         }
         let cpuReport = cpuLines()
         if !cpuReport.isEmpty {

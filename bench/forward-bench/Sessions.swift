@@ -63,10 +63,37 @@ extension Bench {
                 }
             }
         }
+        runHomeProgram(runs: runs, into: &times)
         for (name, t) in times {
             let s = t.sorted()
             startup[name + "_median_ms"] = s[s.count / 2]
         }
         startup["runs"] = runs
+    }
+
+    /// A program that lives at home (issue 11): a copy of /bin/true in the
+    /// forwarded work directory, run by `wrap-and-run --home spawn` with an
+    /// empty copy cache ("home_cold": fetched) and again ("home_cached").
+    private func runHomeProgram(runs: Int, into times: inout [String: [Double]]) {
+        let program = workDir + "/true", cache = localDir + "/copy-cache"
+        guard (try? FileManager.default.copyItem(atPath: "/bin/true", toPath: program)) != nil else {
+            failures.append(Failure(what: "startup home program", command: ["cp", "/bin/true", program], status: -1, stderr: ""))
+            return
+        }
+        setenv("XDG_CACHE_HOME", cache, 1)
+        defer { unsetenv("XDG_CACHE_HOME") }
+        for _ in 0..<runs {
+            try? FileManager.default.removeItem(atPath: cache)
+            for name in ["home_cold", "home_cached"] {
+                let argv = wrap("unix") + [program]
+                guard let c = try? Child.start(argv, stdout: nil, stderr: scratch + "/startup.err") else { continue }
+                let (status, wall) = c.wait()
+                if status != 0 {
+                    failures.append(Failure(what: "startup \(name)", command: argv, status: status, stderr: c.errors))
+                    continue
+                }
+                times[name, default: []].append(Double(wall) / 1e6)
+            }
+        }
     }
 }
