@@ -110,8 +110,7 @@ struct WrapAndRun: ParsableCommand {
 
     @Flag(name: .customLong("local-net"), help: "Keep every socket on this machine (by default Internet sockets are made and connected at home). With CIDR[:PORTS] after it: only those destinations.")
     var localNet = false
-
-    @Option(name: .customLong("local-net-rule"), help: .hidden)
+    @Option(name: .customLong("local-net-rule"), help: .hidden)  // --local-net CIDR, renamed by separateNetRules
     var localNets: [String] = []
 
     @Option(name: .customLong("forward-net"), help: ArgumentHelp("Reach these destinations from home (longest match against --local-net CIDR rules).", valueName: "CIDR[:PORTS]"))
@@ -205,9 +204,8 @@ struct Launch {
     var writeBehind = true
     var remoteHomestub = "homestub"
     var cwd: String?
-    /// On with a bare --local-net.
+    /// A bare --local-net; the --forward-net and --local-net CIDR[:PORTS] rules.
     var localNetwork = false
-    /// --forward-net and --local-net CIDR[:PORTS] rules.
     var forwardNets: [String] = []
     var localNets: [String] = []
     var command: [String] = []
