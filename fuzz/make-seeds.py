@@ -35,6 +35,9 @@ OPS = [
     ("setxattr", 50, 4), ("listxattr", 51, 3), ("removexattr", 52, 2), ("copyFileRange", 53, 6),
     ("credentials", 54, 4), ("posixLock", 55, 3), ("lockOwnerClose", 56, 2), ("lockOwnerExit", 57, 1),
     ("statxWatched", 58, 4), ("invalidate", 59, 0),
+    ("socket", 60, 3), ("connect", 61, 1), ("shutdown", 62, 2), ("getsockopt", 63, 4), ("setsockopt", 64, 3),
+    ("sockname", 65, 3), ("bind", 66, 1), ("listen", 67, 2), ("accept", 68, 2), ("poll", 69, 2),
+    ("sendto", 70, 3), ("recvfrom", 71, 3),
 ]
 NUMBER = {name: number for name, number, _ in OPS}
 SCALARS = {name: count for name, _, count in OPS}
@@ -109,6 +112,18 @@ REQUESTS = {
     "lockOwnerExit": ([4242], b""),
     "statxWatched": ([ROOT, 0x100, 0xFFF, 0], b"/dir/file\0"),
     "invalidate": ([], b""),
+    "socket": ([2, 1, 0], b""),
+    "connect": ([3], struct.pack("<HH4s8x", 2, 0x5000, bytes([127, 0, 0, 1]))),
+    "shutdown": ([3, 1], b""),
+    "getsockopt": ([3, 1, 4, 4], b""),
+    "setsockopt": ([3, 6, 1], struct.pack("<i", 1)),
+    "sockname": ([3, 1, 128], b""),
+    "bind": ([3], struct.pack("<HH4s8x", 2, 0x5000, bytes([0, 0, 0, 0]))),
+    "listen": ([3, 128], b""),
+    "accept": ([3, 0], b""),
+    "poll": ([3, 1], b""),
+    "sendto": ([3, 0, 16], struct.pack("<HH4s8x", 2, 0x3500, bytes([127, 0, 0, 1])) + b"query"),
+    "recvfrom": ([3, 0, 512], b""),
 }
 
 # One plausible reply per file op.
@@ -120,6 +135,10 @@ REPLIES = {
     "echo": (0, b"y" * 64), "statfs": (0, b"\1" * 120), "lock": (0, FLOCK), "posixLock": (0, FLOCK),
     "getxattr": (3, b"abc"), "listxattr": (9, b"user.tag\0"), "lseek": (4096, b""),
     "statxWatched": (1, bytes(range(256))), "invalidate": (0, b"/d/f\0/d\0"),
+    "socket": (3, b""), "getsockopt": (4, struct.pack("<i", 111)),
+    "sockname": (16, struct.pack("<HH4s8x", 2, 0x5000, bytes([127, 0, 0, 1]))),
+    "accept": (4, struct.pack("<HH4s8x", 2, 0x9c40, bytes([127, 0, 0, 1]))), "poll": (1, b""),
+    "sendto": (5, b""), "recvfrom": (5, b"reply" + struct.pack("<HH4s8x", 2, 0x3500, bytes([127, 0, 0, 1]))),
 }
 
 

@@ -120,6 +120,8 @@ private func prepareSession(root: String, allowDevices: Bool, log: Logger) -> De
         return nil
     }
     _ = raiseDescriptorLimit()
+    // A write to a socket whose peer is gone is EPIPE for the program, never the deputy's death.
+    signal(SIGPIPE, SIG_IGN)
     return deputy
 }
 

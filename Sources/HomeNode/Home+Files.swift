@@ -16,6 +16,11 @@ enum HomeFiles {
 
     /// Implements close(2) of a handle: it closes once no call uses it.
     static func close(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        // A socket's calls blocked in recv or accept would keep it open
+        // until the peer spoke: shutdown ends them now.
+        if c.session.handles.kind(c.r.scalar(0)) == .stream, let fd = CInt(exactly: c.r.scalar(0)) {
+            _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        }
         try c.session.handles.close(c.r.scalar(0))
         return (0, 0)
     }

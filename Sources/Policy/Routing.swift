@@ -99,6 +99,10 @@ public struct Rule: Sendable, CustomStringConvertible {
 
 /// The binding rules for paths, decided by longest prefix.
 public struct RoutingPolicy: Sendable, CustomStringConvertible {
+    /// The name service's files: read where the network is, so names
+    /// resolve as they would there (at home unless `--local-net`).
+    public static let nameService = ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/gai.conf"]
+
     /// Rules, most specific first; one per prefix (the last given wins).
     public private(set) var rules: [Rule]
 
@@ -124,9 +128,18 @@ public struct RoutingPolicy: Sendable, CustomStringConvertible {
     /// The default policy (`DefaultPolicy.rules`), then the rules of a
     /// policy file, then the `forward` and `local` prefixes of the command
     /// line; longest prefix decides, and of rules with the same prefix the
-    /// last one given.
-    public init(rules fileRules: [Rule] = [], forward: [String] = [], local: [String] = []) {
-        var given = DefaultPolicy.rules + fileRules
+    /// last one given. With `networkAtHome`, the `nameService` files are
+    /// forwarded by default too, unless a `local` prefix covers them.
+    public init(rules fileRules: [Rule] = [], forward: [String] = [], local: [String] = [], networkAtHome: Bool = false) {
+        var given = DefaultPolicy.rules
+        if networkAtHome {
+            let kept = local.map { Rule(prefix: Self.clean($0), binding: .local, origin: "--local") }
+            for file in Self.nameService where !kept.contains(where: { r in Array(file.utf8).withUnsafeBytes { r.matches($0) } }) {
+                given.append(Rule(prefix: file, binding: .forward, origin: "network at home",
+                                  reason: "the network is at home: names resolve as they would there"))
+            }
+        }
+        given += fileRules
         given += forward.map { Rule(prefix: Self.clean($0), binding: .forward, origin: "--forward") }
         given += local.map { Rule(prefix: Self.clean($0), binding: .local, origin: "--local") }
         // One rule per prefix: the last one given.

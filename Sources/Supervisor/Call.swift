@@ -115,8 +115,9 @@ struct Call: ~Copyable {
         }
         defer { Glibc.close(copy) }
         guard let info = try? FD.inode(copy) else { throw .errno(.badFileDescriptor) }
-        guard info.isSocket else { return nil }
-        return sup.watchers.lookup(inode: info.ino)
+        guard info.isSocket, let p = sup.watchers.lookup(inode: info.ino) else { return nil }
+        // A socket at home is a real socket to the tracee's own calls (see `Sockets`).
+        return p.socket == nil ? p : nil
     }
 
     /// Sends a request to home and returns its reply; a negative result is

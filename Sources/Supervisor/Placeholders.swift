@@ -26,6 +26,9 @@ final class Placeholder: Sendable {
     let owner: Placeholder?
     /// Set for stream views: their data moves through the socket.
     let stream: StreamPump?
+    /// Set for a socket at home (see `SocketState`), which also decides
+    /// when its handle is closed.
+    let socket: SocketState?
     /// On an owner: its stream views. The lock also serializes the pump
     /// with calls that depend on the file's offset.
     let views = Mutex<[StreamView]>([])
@@ -42,7 +45,8 @@ final class Placeholder: Sendable {
     /// `readOnly`: opened for reading only (not O_PATH), so its reads may be
     /// kept in, or served from, the small-read cache.
     init(handle: Int64, inode: UInt64, supervisorEnd: CInt, link: HomeLink, accessMode: Int32, path: [UInt8]? = nil,
-         readOnly: Bool = false, owner: Placeholder? = nil, stream: StreamPump? = nil) {
+         readOnly: Bool = false, owner: Placeholder? = nil, stream: StreamPump? = nil, socket: SocketState? = nil) {
+        self.socket = socket
         self.path = path
         self.handle = handle
         self.inode = inode
@@ -57,8 +61,12 @@ final class Placeholder: Sendable {
     }
 
     deinit {
+        if let socket {
+            socket.placeholderGone()
+        } else if owner == nil {
+            link.release(handle: handle)
+        }
         Glibc.close(supervisorEnd)
-        if owner == nil { link.release(handle: handle) }
     }
 }
 

@@ -37,6 +37,13 @@ public struct SupervisorOptions: Sendable {
     /// Acknowledge writes to regular files at home before home has run
     /// them (`WriteBehind`); off with `--sync-writes`.
     public var writeBehind = true
+    /// Keep every socket on the target (`--local-net` without
+    /// `--forward-net` rules); by default Internet sockets are made and
+    /// connected at home (`Sockets`).
+    public var localNetwork = false
+    /// Which destinations stay on the target: a home socket whose connect,
+    /// bind or first send names one becomes a local socket (`Sockets.goLocal`).
+    public var network = NetworkPolicy()
     /// Most bytes the cache of `copy` files keeps (0: no bound; `--cache-max`).
     public var cacheMaxBytes: Int64 = 0
     /// Where the program starts (`--cwd`); nil: where wrap-and-run runs

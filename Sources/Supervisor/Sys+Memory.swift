@@ -74,7 +74,7 @@ enum Memory {
     }
 
     /// The tracee descriptor's FD_CLOEXEC, from /proc/TID/fdinfo.
-    private static func isCloseOnExec(_ c: borrowing Call, _ fd: Int32) throws(Failure) -> Bool {
+    static func isCloseOnExec(_ c: borrowing Call, _ fd: Int32) throws(Failure) -> Bool {
         guard let info = try? FD.readSmallFile("/proc/\(c.tid)/fdinfo/\(fd)") else { return false }
         for line in String(decoding: info, as: UTF8.self).split(separator: "\n") where line.hasPrefix("flags:") {
             let digits = line.dropFirst(6).trimmingPrefix { $0 == " " || $0 == "\t" }

@@ -15,6 +15,7 @@ enum Messages {
 
     /// Implements recvmsg(2).
     static func recvmsg(_ c: borrowing Call) throws(Failure) -> Reply {
+        if let r = try Datagrams.recvmsg(c) { return r }
         // It may wait for a message to peek at.
         c.worker.handOffReceiving()
         let t = try c.thread()

@@ -10,7 +10,7 @@ import Wire
 enum ReadWrite {
     /// Implements read(2).
     static func read(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return try Datagrams.read(c) ?? .continueSyscall }
         let count = try c.transfer(buffer: 1, size: 2)
         if let n = try c.cachedRead(p, count: count) { return .value(n) }
         return .value(Int64(try c.withExactOffset(p) { () throws(Failure) in
@@ -20,7 +20,7 @@ enum ReadWrite {
 
     /// Implements write(2).
     static func write(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return try Datagrams.write(c) ?? .continueSyscall }
         return .value(Int64(try c.withExactOffset(p, movesOffset: true) { () throws(Failure) in
             try send(c, p, from: c.address(1), count: try c.transfer(buffer: 1, size: 2), at: nil)
         }))

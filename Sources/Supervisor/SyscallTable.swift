@@ -203,6 +203,22 @@ struct SyscallTable: Sendable {
         SyscallRow(47, "recvmsg", .network, "fxX:b", Messages.recvmsg),
         SyscallRow(299, "recvmmsg", .network, "fxiXx", Descriptors.mayReceivePlaceholder),
         SyscallRow(438, "pidfd_getfd", .desc, "ffX:f", Descriptors.mayReceivePlaceholder),
+        // Sockets at home (Sys+Socket.swift); on any number, as a socket's dup may land low.
+        SyscallRow(41, "socket", [.desc, .network], "iXi:f", Sockets.socket),
+        SyscallRow(42, "connect", .network, "fxi", Sockets.connect),
+        SyscallRow(55, "getsockopt", .network, "fiixx", Sockets.getsockopt),
+        SyscallRow(54, "setsockopt", .network, "fiixi", Sockets.setsockopt),
+        SyscallRow(51, "getsockname", .network, "fxx", Sockets.getsockname),
+        SyscallRow(52, "getpeername", .network, "fxx", Sockets.getpeername),
+        SyscallRow(49, "bind", .network, "fxi", Sockets.bind),
+        SyscallRow(50, "listen", .network, "fi", Sockets.listen),
+        SyscallRow(43, "accept", [.desc, .network], "fxx:f", Sockets.accept),
+        SyscallRow(288, "accept4", [.desc, .network], "fxxX:f", Sockets.accept4),
+        // A datagram socket's placeholder lives in the watched range (Sys+Datagram.swift).
+        SyscallRow(44, "sendto", .network, "fxzXxi:b", Datagrams.sendto, when: .placeholderRange),
+        SyscallRow(45, "recvfrom", .network, "fxzXxx:b", Datagrams.recvfrom, when: .placeholderRange),
+        SyscallRow(46, "sendmsg", .network, "fxX:b", Datagrams.sendmsg, when: .placeholderRange),
+        SyscallRow(307, "sendmmsg", .network, "fxiX", Datagrams.sendmmsg, when: .placeholderRange),
         // Refused on forwarded names, with the errno a program already handles.
         SyscallRow(254, "inotify_add_watch", [.file, .desc], "fpX", Unsupported.path(1)),
         SyscallRow(303, "name_to_handle_at", [.file, .desc], "Dpxxa", Unsupported.path(1, dirfd: 0)),

@@ -178,6 +178,50 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// (no payload); result 2: drop the listed paths and everything beneath them.
     case invalidate = 59
 
+    // MARK: Sockets at home
+
+    /// Analogous to socket(2): scalars [domain, type, protocol] (type without SOCK_NONBLOCK and
+    /// SOCK_CLOEXEC: the home socket is blocking and close-on-exec). Only AF_INET and AF_INET6
+    /// (EAFNOSUPPORT otherwise). Response: result = the new handle; no payload.
+    case socket = 60
+    /// Analogous to connect(2), blocking at home until the outcome (cancellable): scalars
+    /// [handle]; payload: the sockaddr (2 ... ``Wire/maxSockaddr`` bytes). Response: result 0.
+    case connect = 61
+    /// Analogous to shutdown(2): scalars [handle, how]. Response: result 0.
+    case shutdown = 62
+    /// Analogous to getsockopt(2): scalars [handle, level, name, size] (size at most
+    /// ``Wire/maxSockopt``). Response: result = the option's length;
+    /// payload: its bytes.
+    case getsockopt = 63
+    /// Analogous to setsockopt(2): scalars [handle, level, name]; payload: the value (at most
+    /// ``Wire/maxSockopt`` bytes). Response: result 0.
+    case setsockopt = 64
+    /// Analogous to getsockname(2) (peer 0) or getpeername(2) (peer 1): scalars [handle, peer,
+    /// size]. Response: result = the address's full length; payload: its first min(length,
+    /// size) bytes.
+    case sockname = 65
+    /// Analogous to bind(2): scalars [handle]; payload: the sockaddr (2 ... ``Wire/maxSockaddr``
+    /// bytes). Response: result 0.
+    case bind = 66
+    /// Analogous to listen(2): scalars [handle, backlog]. Response: result 0.
+    case listen = 67
+    /// Analogous to accept4(2) with SOCK_CLOEXEC: scalars [handle, nonBlocking 0|1] (1: EAGAIN
+    /// at once when no connection is pending; 0: waits, cancellable). Response: result = the
+    /// new connection's handle; payload: the peer's address (at most ``Wire/maxSockaddr`` bytes).
+    case accept = 68
+    /// Analogous to poll(2) on one handle: scalars [handle, events]; waits (cancellable) until
+    /// one of `events` is ready. Response: result = the revents.
+    case poll = 69
+    /// Analogous to sendto(2) on a datagram socket: scalars [handle, flags, addressLength];
+    /// payload: the destination address (addressLength bytes, 0: none) then the datagram.
+    /// Response: result = bytes sent.
+    case sendto = 70
+    /// Analogous to recvfrom(2) on a datagram socket: scalars [handle, flags, size] (flags
+    /// without MSG_TRUNC; waits, cancellable, unless MSG_DONTWAIT). Response: result = the
+    /// datagram's bytes received (at most size); payload: those bytes, then the sender's
+    /// address (at most ``Wire/maxSockaddr`` bytes).
+    case recvfrom = 71
+
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
     public var requestScalarCount: Int {
@@ -231,6 +275,18 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .lockOwnerExit: return 1
         case .statxWatched: return 4
         case .invalidate: return 0
+        case .socket: return 3
+        case .connect: return 1
+        case .shutdown: return 2
+        case .getsockopt: return 4
+        case .setsockopt: return 3
+        case .sockname: return 3
+        case .bind: return 1
+        case .listen: return 2
+        case .accept: return 2
+        case .poll: return 2
+        case .sendto: return 3
+        case .recvfrom: return 3
         }
     }
 

@@ -57,6 +57,21 @@ public enum ReplyContract {
         case .write, .pwrite:
             if result > Int64(requestPayload) { return "wrote \(result) of \(requestPayload) bytes" }
             return empty()
+        case .getsockopt:
+            return count(upTo: min(s[3], Int64(Wire.maxSockopt)))
+        case .sockname:
+            // The result is the address's full length; the payload is what fits.
+            if result > Int64(Wire.maxSockaddr) { return "an address of \(result) bytes" }
+            return payloadCount == Int(min(result, max(s[2], 0))) ? nil : "address of \(result) bytes with \(payloadCount) bytes of payload"
+        case .recvfrom:
+            if result > max(s[2], 0) { return "result \(result) exceeds the \(s[2]) bytes asked for" }
+            let address = payloadCount - Int(result)
+            return address >= 0 && address <= Wire.maxSockaddr ? nil : "\(result) bytes with \(payloadCount) bytes of payload"
+        case .sendto:
+            if result > Int64(requestPayload) { return "sent \(result) of \(requestPayload) bytes" }
+            return empty()
+        case .accept:
+            return payloadCount <= Wire.maxSockaddr ? nil : "a peer address of \(payloadCount) bytes"
         case .copyFileRange:
             if result > max(s[4], 0) { return "copied \(result) of \(s[4]) bytes" }
             return empty()

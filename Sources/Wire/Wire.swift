@@ -31,6 +31,10 @@ public enum Wire {
     public static let nonceSize = 32
     /// Size of the `struct statx` payload returned by `fstat` and `statx`.
     public static let statxSize = 256
+    /// Largest socket address a socket op carries: `struct sockaddr_storage`.
+    public static let maxSockaddr = 128
+    /// Largest socket option value a socket op carries.
+    public static let maxSockopt = 1024
     /// The id of frames the home pushes unasked (``Op/invalidate``), and of the
     /// client's fire-and-forget requests (a release, credentials, a cancel), to
     /// which the home sends no reply.

@@ -35,6 +35,11 @@ let wrapAndRunExamples = """
           The binding rules as a policy file; which rule decides each path.
       wrap-and-run --policy policy.toml --cache-max 2G -- ./tool
           Rules from the file (copy, deny, ...); copies cached up to 2 GiB.
+      wrap-and-run --local-net 10.0.0.0/8 --forward-net 10.1.0.0/16 -- curl http://10.2.0.1/
+          Sockets are made at home, except to 10.0.0.0/8 outside 10.1.0.0/16
+          (a bare --local-net keeps every socket here).
+      wrap-and-run --local-net 10.0.0.0/8 --explain 10.9.9.9:443
+          Which rule decides an address.
       wrap-and-run --generate-completion-script bash > wrap-and-run.bash
           Shell completions (bash, zsh or fish); make install installs them.
       wrap-and-run --version

@@ -7,7 +7,7 @@ import PolicyFile
 extension Launch {
     /// The defaults, the policy file's rules and the command line's
     /// prefixes; exits 125 on a bad file or prefix, before anything runs.
-    static func routingPolicy(file: String?, forward: [String], local: [String]) -> RoutingPolicy {
+    static func routingPolicy(file: String?, forward: [String], local: [String], networkAtHome: Bool = false) -> RoutingPolicy {
         for p in forward + local where !p.hasPrefix("/") {
             fail(Status.usage, "--forward/--local take absolute prefixes, not \(p)")
         }
@@ -15,7 +15,7 @@ extension Launch {
         if let file {
             do { rules = try PolicyFile.load(path: file) } catch { fail(Status.usage, "policy: \(error)") }
         }
-        return RoutingPolicy(rules: rules, forward: forward, local: local)
+        return RoutingPolicy(rules: rules, forward: forward, local: local, networkAtHome: networkAtHome)
     }
 
     /// Whether the program `name` is to be found at home: the policy

@@ -108,6 +108,14 @@ struct WrapAndRun: ParsableCommand {
                                                                 valueName: "FILE"))
     var traceFile: String?
 
+    @Flag(name: .customLong("local-net"), help: "Keep every socket on this machine (by default Internet sockets are made and connected at home). With CIDR[:PORTS] after it: only those destinations.")
+    var localNet = false
+    @Option(name: .customLong("local-net-rule"), help: .hidden)  // --local-net CIDR, renamed by separateNetRules
+    var localNets: [String] = []
+
+    @Option(name: .customLong("forward-net"), help: ArgumentHelp("Reach these destinations from home (longest match against --local-net CIDR rules).", valueName: "CIDR[:PORTS]"))
+    var forwardNets: [String] = []
+
     @Flag(help: "Print the effective binding policy as a policy file (defaults included) and exit.")
     var printPolicy = false
 
@@ -119,13 +127,19 @@ struct WrapAndRun: ParsableCommand {
 
     mutating func run() throws {
         try builtInOption()
-        let routing = Launch.routingPolicy(file: policy, forward: forwardPrefixes, local: localPrefixes)
+        let routing = Launch.routingPolicy(file: policy, forward: forwardPrefixes, local: localPrefixes, networkAtHome: !localNet)
+        let network = Launch.networkPolicy(allLocal: localNet, forward: forwardNets, local: localNets)
         if printPolicy {
             print(PolicyFile.render(routing), terminator: "")
+            for line in network.description.split(separator: "\n") { print("# network: " + line) }
             return
         }
         if !explain.isEmpty {
             for path in explain {
+                if let (binding, why) = network.explain(path) {
+                    print("\(path): \(binding.rawValue) by \(why)")
+                    continue
+                }
                 let rule = routing.explain(path)
                 print("\(path): \(rule.strategyText) by rule \(rule.prefix) (\(rule.origin))"
                       + (rule.reason.map { ": " + $0 } ?? ""))
@@ -137,7 +151,7 @@ struct WrapAndRun: ParsableCommand {
                cacheMax: cacheMax, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
                attributeCache: !noCache, writeBehind: !syncWrites, remoteHomestub: remoteHomestub, cwd: cwd,
-               command: command)
+               localNetwork: localNet, forwardNets: forwardNets, localNets: localNets, command: command)
             .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).run()
     }
 
@@ -190,6 +204,10 @@ struct Launch {
     var writeBehind = true
     var remoteHomestub = "homestub"
     var cwd: String?
+    /// A bare --local-net; the --forward-net and --local-net CIDR[:PORTS] rules.
+    var localNetwork = false
+    var forwardNets: [String] = []
+    var localNets: [String] = []
     var command: [String] = []
     /// The --trace list ("all" for --trace alone), --trace-file, --stats-json.
     var trace: String?
@@ -204,7 +222,8 @@ struct Launch {
     }
 
     func run() -> Never {
-        let policy = Self.routingPolicy(file: policyFile, forward: forwardPrefixes, local: localPrefixes)
+        let policy = Self.routingPolicy(file: policyFile, forward: forwardPrefixes, local: localPrefixes,
+                                        networkAtHome: !localNetwork)
         guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] [--] PROGRAM [ARGS...])") }
 
         let environment = Spawn.environment
@@ -230,6 +249,9 @@ struct Launch {
         var launchOptions = options
         launchOptions.attributeCache = attributeCache
         launchOptions.writeBehind = writeBehind
+        launchOptions.network = Self.networkPolicy(allLocal: localNetwork, forward: forwardNets, local: localNets)
+        // Sockets are made at home unless every destination is local.
+        launchOptions.localNetwork = localNetwork && forwardNets.isEmpty
         if let cacheMax {
             guard let bytes = Self.size(cacheMax) else { fail(Status.usage, "--cache-max takes a size such as 500M, not \(cacheMax)") }
             launchOptions.cacheMaxBytes = bytes
@@ -280,11 +302,12 @@ struct Launch {
                 i += 1
                 continue
             }
-            if a == "--stats" || a == "--no-cache" || a == "--sync-writes" {
+            if a == "--stats" || a == "--no-cache" || a == "--sync-writes" || a == "--local-net" {
                 guard seen.insert(a).inserted else { return nil }
                 switch a {
                 case "--stats": l.stats = true
                 case "--no-cache": l.attributeCache = false
+                case "--local-net": l.localNetwork = true
                 default: l.writeBehind = false
                 }
                 i += 1
@@ -296,6 +319,8 @@ struct Launch {
             switch a {
             case "--forward": l.forwardPrefixes.append(v)
             case "--local": l.localPrefixes.append(v)
+            case "--forward-net": l.forwardNets.append(v)
+            case "--local-net-rule": l.localNets.append(v)
             default:
                 guard seen.insert(a).inserted else { return nil }
                 switch a {
@@ -411,9 +436,10 @@ struct Launch {
     }
 }
 
-if let launch = Launch.fastParse(CommandLine.arguments.dropFirst()) { launch.run() }
+let arguments = Launch.separateNetRules(Array(CommandLine.arguments.dropFirst()))
+if let launch = Launch.fastParse(arguments[...]) { launch.run() }
 do {
-    var command = try WrapAndRun.parseAsRoot(Launch.bareTrace(CommandLine.arguments.dropFirst()))
+    var command = try WrapAndRun.parseAsRoot(Launch.bareTrace(arguments[...]))
     try command.run()
 } catch {
     let code = WrapAndRun.exitCode(for: error)

@@ -209,6 +209,8 @@ struct RoundTripTests {
             .fallocate: 4, .fcntl: 3, .lock: 2, .flock: 2, .getxattr: 3, .setxattr: 4, .listxattr: 3,
             .removexattr: 2, .copyFileRange: 6, .credentials: 4,
             .posixLock: 3, .lockOwnerClose: 2, .lockOwnerExit: 1, .statxWatched: 4, .invalidate: 0,
+            .socket: 3, .connect: 1, .shutdown: 2, .getsockopt: 4, .setsockopt: 3, .sockname: 3,
+            .bind: 1, .listen: 2, .accept: 2, .poll: 2, .sendto: 3, .recvfrom: 3,
         ]
         #expect(Op.allCases.count == expected.count)
         for op in Op.allCases {

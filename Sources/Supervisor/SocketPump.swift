@@ -1,0 +1,260 @@
+import CShim
+import Glibc
+import Synchronization
+import SysKit
+import Wire
+
+/// A socket at home, as its placeholder knows it: the pair end the
+/// supervisor keeps, where its connect stands, and who closes the home
+/// handle.
+///
+/// Until the connect succeeds, the tracee's end is kept unwritable: before
+/// it is installed, the supervisor fills its send buffer from that end
+/// (`filler` bytes, queued at our end), so `poll`/`select`/`epoll` on it
+/// show no `POLLOUT`, exactly as a connecting TCP socket. Once home has
+/// connected, the filler is read away and the tracee sees the socket
+/// become writable; then two pump threads move the data (`SocketPump`).
+final class SocketState: Sendable {
+    /// Where the socket's connect stands.
+    enum Phase: Int {
+        case fresh = 0, connecting, connected, failed, listening
+    }
+
+    let handle: Int64
+    let link: HomeLink
+    /// Our end of the pair (the placeholder's; it owns and closes it).
+    let end: CInt
+    /// Bytes the tracee's end queued at ours to stay unwritable.
+    let filler: Int
+    /// A datagram socket: its data goes through the supervisor (`Datagrams`).
+    let datagram: Bool
+    /// socket(2)'s domain, type (without flags) and protocol, to make a
+    /// local one in its place (`Sockets.goLocal`).
+    let kind: (domain: Int32, type: Int32, proto: Int32)
+    let phase = Atomic<Int>(Phase.fresh.rawValue)
+    /// What a failed non-blocking connect left for `SO_ERROR` (read once).
+    let pendingError = Atomic<Int32>(0)
+    /// The errno of a failed connect, for a later connect on the socket.
+    let failure = Atomic<Int32>(0)
+    private let life = Mutex<Life>(Life())
+    /// A listening socket's readiness byte was taken by an accept (or the
+    /// placeholder is gone): the listen pump looks at home again.
+    let tokenTaken = CountingSemaphore(value: 0)
+
+    /// Who still needs the home handle: it is closed once the placeholder
+    /// is gone (the tracee's last descriptor closed) and the pump has sent
+    /// home everything the tracee wrote.
+    private struct Life {
+        var pumping = false
+        var gone = false
+        var writerDone = false
+        var released = false
+    }
+
+    init(handle: Int64, link: HomeLink, end: CInt, filler: Int, datagram: Bool = false,
+         kind: (domain: Int32, type: Int32, proto: Int32) = (0, 0, 0)) {
+        self.datagram = datagram
+        self.kind = kind
+        self.handle = handle
+        self.link = link
+        self.end = end
+        self.filler = filler
+    }
+
+    var current: Phase { Phase(rawValue: phase.load(ordering: .acquiring)) ?? .fresh }
+
+    /// Moves fresh → connecting; false if the socket was not fresh.
+    func beginConnect() -> Bool {
+        phase.compareExchange(expected: Phase.fresh.rawValue, desired: Phase.connecting.rawValue,
+                              ordering: .acquiringAndReleasing).exchanged
+    }
+
+    /// The connect failed with `error`: the tracee's end becomes writable
+    /// and readable at end of file (a refused socket polls ready), and
+    /// `SO_ERROR` says why once.
+    func connectFailed(_ error: Int32, pending: Bool) {
+        failure.store(error, ordering: .releasing)
+        if pending { pendingError.store(error, ordering: .releasing) }
+        phase.store(Phase.failed.rawValue, ordering: .releasing)
+        dropFiller()
+        // Reads see end of file; our end keeps its read side, so the
+        // watcher does not take this for the tracee's last close.
+        Glibc.shutdown(end, Int32(SHUT_WR))
+    }
+
+    /// Reads the filler away, so the tracee's end becomes writable.
+    func dropFiller() {
+        var buf = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        var left = filler
+        withUnsafeMutableBytes(of: &buf) { b in
+            while left > 0 {
+                let n = recv(end, b.baseAddress, min(left, b.count), Int32(MSG_DONTWAIT))
+                if n <= 0 { if n < 0 && Glibc.errno == EINTR { continue } else { return } }
+                left -= n
+            }
+        }
+    }
+
+    /// The pump took over the handle's data.
+    func startPumping() {
+        life.withLock { $0.pumping = true }
+    }
+
+    /// The placeholder is gone (the tracee closed its last descriptor of it).
+    func placeholderGone() {
+        let release = life.withLock { l -> Bool in
+            l.gone = true
+            return takeRelease(&l, when: !l.pumping || l.writerDone)
+        }
+        if release { link.release(handle: handle) }
+        tokenTaken.signal()
+    }
+
+    /// The tracee has closed its last descriptor of the socket.
+    var isGone: Bool { life.withLock { $0.gone } }
+
+    /// The pump sent home all the tracee wrote (and the half-close).
+    func writerFinished() {
+        let release = life.withLock { l -> Bool in
+            l.writerDone = true
+            return takeRelease(&l, when: l.gone)
+        }
+        if release { link.release(handle: handle) }
+    }
+
+    private func takeRelease(_ l: inout Life, when ready: Bool) -> Bool {
+        guard ready, !l.released else { return false }
+        l.released = true
+        return true
+    }
+}
+
+/// The two threads that move a connected home socket's data: `up` sends
+/// home what the tracee writes to its end (then the half-close at its end
+/// of file), `down` reads from home and writes into the pair, blocking
+/// while the tracee's receive buffer is full (back-pressure both ways:
+/// the home socket's own buffers fill while we wait). Each has its own
+/// link slot, so a read blocked at home never delays a write.
+enum SocketPump {
+    /// Most bytes one home read asks for.
+    static let readSize = 256 * 1024
+
+    /// Starts pumping `s`; with `connect` (the address already in the
+    /// down slot's `connect` payload, `connectLength` bytes), first connects
+    /// at home and answers the outcome on the socket (a non-blocking
+    /// connect). False if no thread or slot could be had.
+    static func start(_ s: SocketState, connect slot: HomeLink.Slot? = nil, connectLength: Int = 0) -> Bool {
+        guard let down = slot ?? s.link.takeSlot() else { return false }
+        guard let up = s.link.takeSlot() else {
+            s.link.returnSlot(down)
+            return false
+        }
+        let fd = dup(s.end)
+        guard fd >= 0 else {
+            s.link.returnSlot(down)
+            s.link.returnSlot(up)
+            return false
+        }
+        let ends = PumpEnds(fd: fd, link: s.link)
+        let connecting = slot != nil
+        s.startPumping()
+        let ok = ThreadRunner(name: "socket-down") {
+            if connecting {
+                let r = try? s.link.call(down, .connect, Scalars(s.handle), payloadLength: connectLength)
+                guard let r, r.result == 0 else {
+                    s.connectFailed(Int32(truncatingIfNeeded: -(r?.result ?? -Int64(ENOTCONN))), pending: true)
+                    s.writerFinished()
+                    ends.done(down)
+                    ends.done(up)
+                    return
+                }
+                s.connected()
+                startUp(s, ends, up)
+            }
+            pumpDown(s, fd, down)
+            ends.done(down)
+        }.tryStart() != nil
+        if !ok {
+            s.link.returnSlot(down)
+            s.link.returnSlot(up)
+            Glibc.close(fd)
+            s.writerFinished()
+            return false
+        }
+        if !connecting { startUp(s, ends, up) }
+        return true
+    }
+
+    private static func startUp(_ s: SocketState, _ ends: PumpEnds, _ up: HomeLink.Slot) {
+        let ok = ThreadRunner(name: "socket-up") {
+            pumpUp(s, ends.fd, up)
+            ends.done(up)
+        }.tryStart() != nil
+        if !ok {
+            // No thread: nothing the tracee writes can go home.
+            Glibc.shutdown(ends.fd, Int32(SHUT_RD))
+            s.writerFinished()
+            ends.done(up)
+        }
+    }
+
+    /// Home → tracee, until home's end of file or the tracee's end is gone.
+    private static func pumpDown(_ s: SocketState, _ fd: CInt, _ slot: HomeLink.Slot) {
+        while true {
+            guard let r = try? s.link.call(slot, .read, Scalars(s.handle, Int64(readSize))), r.result > 0 else { break }
+            guard (try? FD.writeFully(fd, r.payload.baseAddress!, r.payload.count)) != nil else { break }
+        }
+        // The tracee reads end of file (EPOLLRDHUP).
+        Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// Tracee → home, until the tracee's end of file (shutdown or close);
+    /// then the half-close goes home.
+    private static func pumpUp(_ s: SocketState, _ fd: CInt, _ slot: HomeLink.Slot) {
+        let buf = slot.payload(for: .write)
+        reading: while true {
+            let n = recv(fd, buf.baseAddress, min(buf.count, Wire.maxPayload), 0)
+            if n < 0 && Glibc.errno == EINTR { continue }
+            if n <= 0 { break }
+            var left = n
+            while left > 0 {
+                guard let r = try? s.link.call(slot, .write, Scalars(s.handle), payloadLength: left), r.result > 0 else {
+                    // Home refuses the data (reset): the tracee's writes fail from now on.
+                    Glibc.shutdown(fd, Int32(SHUT_RD))
+                    break reading
+                }
+                let written = Int(r.result)
+                left -= written
+                if left > 0 { memmove(buf.baseAddress!, buf.baseAddress! + written, left) }
+            }
+        }
+        _ = try? s.link.call(slot, .shutdown, Scalars(s.handle, Int64(SHUT_WR)))
+        s.writerFinished()
+    }
+}
+
+extension SocketState {
+    /// Home connected: drop the filler, so the tracee sees the socket writable.
+    func connected() {
+        dropFiller()
+        phase.store(Phase.connected.rawValue, ordering: .releasing)
+    }
+}
+
+/// The pump's copy of our end of the pair, closed when both threads have
+/// ended, each giving its slot back.
+final class PumpEnds: Sendable {
+    let fd: CInt
+    let link: HomeLink
+    private let running = Atomic<Int>(2)
+
+    init(fd: CInt, link: HomeLink) {
+        self.fd = fd
+        self.link = link
+    }
+
+    func done(_ slot: HomeLink.Slot) {
+        link.returnSlot(slot)
+        if running.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { Glibc.close(fd) }
+    }
+}

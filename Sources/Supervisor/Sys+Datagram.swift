@@ -1,0 +1,185 @@
+import CShim
+import Glibc
+import SysKit
+import Wire
+
+/// Datagram sockets at home. Message boundaries and addresses cannot go
+/// through a stream pair, so a UDP socket's placeholder lives in the
+/// placeholder range, where the filter sends its `sendto`, `recvfrom`,
+/// `sendmsg` and `recvmsg` to the supervisor: each datagram is one request
+/// (`sendto`/`recvfrom` ops) with its address. Readiness comes from the same
+/// pump as a listening socket's: a byte on the tracee's end while home has
+/// a datagram waiting, taken by each receive (`SocketListen`).
+enum Datagrams {
+    /// Most bytes of one datagram (the payload also carries an address).
+    static let maxDatagram = Wire.maxPayload - Wire.maxSockaddr
+
+    /// Implements sendto(2).
+    static func sendto(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
+        let payload = c.worker.slot.payload(for: .sendto)
+        let alen = c.address(4) == 0 ? 0 : try Sockets.addressLength(c.raw(5))
+        if alen > 0 {
+            try Sockets.readAddress(c, alen, at: c.address(4), into: payload)
+            if c.sup.options.network.decide(sockaddr: UnsafeRawBufferPointer(rebasing: payload[0..<alen])) == .local {
+                return try Sockets.goLocal(c, s, nonBlocking: nonBlocking)
+            }
+        }
+        let count = try c.transfer(buffer: 1, size: 2)
+        guard count <= maxDatagram else { throw .errno(Errno(rawValue: EMSGSIZE)) }
+        try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: payload.baseAddress! + alen, count: count) }
+        let flags = c.int(3) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
+        let r = try c.home(.sendto, Scalars(p.handle, Int64(flags), Int64(alen)), payloadLength: alen + count)
+        return .value(r.result)
+    }
+
+    /// Implements recvfrom(2).
+    static func recvfrom(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
+        let size = min(try c.transfer(buffer: 1, size: 2), maxDatagram)
+        let addressAt = c.address(4), lengthAt = c.address(5)
+        let room = addressAt == 0 ? 0 : try Sockets.readLength(c, at: lengthAt)
+        let flags = c.int(3)
+        let r = try receive(c, p, s, flags: flags, nonBlocking: nonBlocking, size: size)
+        let n = Int(r.result)
+        try local { () throws(Errno) in
+            if n > 0 { try c.memory.write(c.address(1), from: r.payload.baseAddress!, count: n) }
+            if addressAt != 0 {
+                var full = Int32(r.payload.count - n)
+                let copy = min(Int(room), Int(full))
+                if copy > 0 { try c.memory.write(addressAt, from: r.payload.baseAddress! + n, count: copy) }
+                try c.memory.write(lengthAt, from: &full, count: 4)
+            }
+        }
+        return .value(r.result)
+    }
+
+    /// Implements sendmsg(2) on a datagram socket at home (ancillary data is
+    /// not carried: EOPNOTSUPP).
+    static func sendmsg(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
+        return .value(try sendOne(c, p, header: c.address(1), flags: c.int(2) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)))
+    }
+
+    /// Implements sendmmsg(2) on a datagram socket at home: the messages one
+    /// by one, each `msg_len` set; an error after the first ends the call
+    /// with the count sent, as the kernel does.
+    static func sendmmsg(_ c: borrowing Call) throws(Failure) -> Reply {
+        guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
+        let count = min(Int(UInt32(truncatingIfNeeded: c.raw(2))), 1024)
+        let flags = c.int(3) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
+        var sent = 0
+        while sent < count {
+            let header = c.address(1) + UInt64(64 * sent)
+            do {
+                var n = UInt32(truncatingIfNeeded: try sendOne(c, p, header: header, flags: flags))
+                try local { () throws(Errno) in try c.memory.write(header + 56, from: &n, count: 4) }   // msg_len
+            } catch {
+                if sent > 0 { break }
+                throw error
+            }
+            sent += 1
+        }
+        return .value(Int64(sent))
+    }
+
+    /// Sends the message whose `struct msghdr` is at `header` as one datagram.
+    private static func sendOne(_ c: borrowing Call, _ p: Placeholder, header: UInt64, flags: Int32) throws(Failure) -> Int64 {
+        var m = msghdr()
+        try local { () throws(Errno) in try c.memory.readExactly(header, into: &m, count: MemoryLayout<msghdr>.size) }
+        guard m.msg_controllen == 0 else { throw .errno(Errno(rawValue: EOPNOTSUPP)) }
+        let payload = c.worker.slot.payload(for: .sendto)
+        let name = UInt64(UInt(bitPattern: m.msg_name))
+        let alen = name == 0 ? 0 : try Sockets.addressLength(UInt64(m.msg_namelen))
+        if alen > 0 { try Sockets.readAddress(c, alen, at: name, into: payload) }
+        var total = 0
+        try eachVector(c, m) { (base, length) throws(Failure) in
+            guard total + length <= maxDatagram else { throw .errno(Errno(rawValue: EMSGSIZE)) }
+            try local { () throws(Errno) in try c.memory.readExactly(base, into: payload.baseAddress! + alen + total, count: length) }
+            total += length
+        }
+        return try c.home(.sendto, Scalars(p.handle, Int64(flags), Int64(alen)), payloadLength: alen + total).result
+    }
+
+    /// read(2) on a datagram socket at home (recv without flags); nil for
+    /// any other descriptor. Only numbers in the placeholder range are
+    /// looked at: a datagram placeholder is never placed lower.
+    static func read(_ c: borrowing Call) throws(Failure) -> Reply? {
+        guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)),
+              s.datagram else { return nil }
+        let size = min(try c.transfer(buffer: 1, size: 2), maxDatagram)
+        let r = try receive(c, p, s, flags: 0, nonBlocking: nonBlocking, size: size)
+        if r.result > 0 {
+            try local { () throws(Errno) in try c.memory.write(c.address(1), from: r.payload.baseAddress!, count: Int(r.result)) }
+        }
+        return .value(r.result)
+    }
+
+    /// write(2) on a datagram socket at home (a send to its peer); nil for
+    /// any other descriptor.
+    static func write(_ c: borrowing Call) throws(Failure) -> Reply? {
+        guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)),
+              s.datagram else { return nil }
+        let count = try c.transfer(buffer: 1, size: 2)
+        guard count <= maxDatagram else { throw .errno(Errno(rawValue: EMSGSIZE)) }
+        let payload = c.worker.slot.payload(for: .sendto)
+        try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: payload.baseAddress!, count: count) }
+        let flags = nonBlocking ? Int32(MSG_DONTWAIT) : 0
+        return .value(try c.home(.sendto, Scalars(p.handle, Int64(flags), 0), payloadLength: count).result)
+    }
+
+    /// recvmsg(2) on a datagram socket at home; nil for any other descriptor.
+    static func recvmsg(_ c: borrowing Call) throws(Failure) -> Reply? {
+        guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return nil }
+        var m = msghdr()
+        try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: &m, count: MemoryLayout<msghdr>.size) }
+        var size = 0
+        try eachVector(c, m) { (_, length) throws(Failure) in size = min(size + length, maxDatagram) }
+        let r = try receive(c, p, s, flags: c.int(2), nonBlocking: nonBlocking, size: size)
+        var left = Int(r.result), at = 0
+        try eachVector(c, m) { (base, length) throws(Failure) in
+            let n = min(left, length)
+            if n > 0 { try local { () throws(Errno) in try c.memory.write(base, from: r.payload.baseAddress! + at, count: n) } }
+            left -= n
+            at += n
+        }
+        let n = Int(r.result), alen = r.payload.count - n
+        let name = UInt64(UInt(bitPattern: m.msg_name))
+        var full = UInt32(alen), none = 0, flags: Int32 = 0
+        try local { () throws(Errno) in
+            if name != 0 {
+                let copy = min(Int(m.msg_namelen), alen)
+                if copy > 0 { try c.memory.write(name, from: r.payload.baseAddress! + n, count: copy) }
+                try c.memory.write(c.address(1) + 8, from: &full, count: 4)          // msg_namelen
+            }
+            try c.memory.write(c.address(1) + 40, from: &none, count: 8)             // msg_controllen
+            try c.memory.write(c.address(1) + 48, from: &flags, count: 4)            // msg_flags
+        }
+        return .value(r.result)
+    }
+
+    /// One datagram from home (waiting unless non-blocking; a signal
+    /// interrupts), taking the readiness byte unless it only peeked.
+    private static func receive(_ c: borrowing Call, _ p: Placeholder, _ s: SocketState, flags: Int32, nonBlocking: Bool,
+                                size: Int) throws(Failure) -> ResponseView {
+        let wire = (flags & ~Int32(MSG_TRUNC)) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
+        let r = try c.home(.recvfrom, Scalars(p.handle, Int64(wire), Int64(size)))
+        if flags & Int32(MSG_PEEK) == 0 { SocketListen.takeToken(c, s) }
+        return r
+    }
+
+    /// Calls `body` with each (base, length) of the message's iovecs (at
+    /// most UIO_MAXIOV: EMSGSIZE beyond, as the kernel).
+    private static func eachVector(_ c: borrowing Call, _ m: msghdr,
+                                   _ body: (UInt64, Int) throws(Failure) -> Void) throws(Failure) {
+        let count = Int(m.msg_iovlen)
+        guard count <= 1024 else { throw .errno(Errno(rawValue: EMSGSIZE)) }
+        let vectors = UInt64(UInt(bitPattern: m.msg_iov))
+        for i in 0..<count {
+            var v = (UInt64(0), UInt64(0))
+            try local { () throws(Errno) in try c.memory.readExactly(vectors + UInt64(16 * i), into: &v, count: 16) }
+            guard v.1 <= UInt64(Int.max) else { throw .errno(.invalidArgument) }
+            if v.1 > 0 { try body(v.0, Int(min(v.1, UInt64(maxDatagram)))) }
+        }
+    }
+}
