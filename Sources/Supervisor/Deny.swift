@@ -81,7 +81,10 @@ extension Call {
     /// Throws the errno of the deny rule deciding the absolute `path`, if one does.
     private func refuseIfDenied(_ path: UnsafeRawBufferPointer) throws(Failure) {
         let verdict = sup.policy.decide(path)
-        if verdict.binding == .deny { throw .errno(Errno(rawValue: verdict.errno)) }
+        if verdict.binding == .deny {
+            worker.decided = .denied
+            throw .errno(Errno(rawValue: verdict.errno))
+        }
     }
 
     /// The path the supervisor's descriptor `fd` names (readlink of its

@@ -62,12 +62,13 @@ extension Worker {
             line = l
         }
         let homeRequests = slot.sequence, localRequests = localSlot.sequence
+        decided = nil
         let start = monotonicNanoseconds()
         let result = handle()
         let elapsed = monotonicNanoseconds() &- start
         guard let row else { return }
-        let venue: Venue = slot.sequence != homeRequests ? .home
-            : result == nil || localSlot.sequence != localRequests ? .local : .supervisor
+        let venue: Venue = decided ?? (slot.sequence != homeRequests ? .home
+            : result == nil || localSlot.sequence != localRequests ? .local : .supervisor)
         if let stats = observation?.stats, let book = observer.book {
             stats.record(row: row.index, rows: book.rows, venue: venue, result: result,
                          bytes: book.countsBytes[row.index], nanoseconds: elapsed)

@@ -103,6 +103,7 @@ extension Call {
             worker.normalizedLength = n
             let verdict = sup.policy.decide(UnsafeRawBufferPointer(rebasing: norm[0..<n]))
             worker.routedCopy = verdict.binding == .copy
+            if verdict.binding == .deny { worker.decided = .denied }
             return verdict
         }
         let root = UnsafeRawBufferPointer(start: nil, count: 0)

@@ -2,8 +2,7 @@ import Glibc
 import Histogram
 import Synchronization
 
-/// Where an intercepted call ran, for `--trace` and `--stats`; the policy's
-/// copies and refusals will be cases of their own.
+/// Where an intercepted call ran, for `--trace` and `--stats`.
 enum Venue: Int, CaseIterable, Sendable {
     /// A request went home while the call was handled.
     case home
@@ -14,12 +13,19 @@ enum Venue: Int, CaseIterable, Sendable {
     /// attribute or listing cache, from data read ahead, or with
     /// descriptor work done for the tracee.
     case supervisor
+    /// Answered from the local copy cache (a `copy` rule: an open served
+    /// from it, a program at home run from it), fetched first if need be.
+    case copy
+    /// Refused by a `deny` rule, with its errno.
+    case denied
 
     var name: StaticString {
         switch self {
         case .home: return "home"
         case .local: return "local"
         case .supervisor: return "supervisor"
+        case .copy: return "copy"
+        case .denied: return "denied"
         }
     }
 }

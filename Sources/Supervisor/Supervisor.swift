@@ -91,6 +91,8 @@ public final class Supervisor: Sendable {
     let valueCache: ValueCache
     /// Whether the note on set-id programs from home was printed.
     let setIdNoted = Atomic<Bool>(false)
+    /// An exec refused for a name too short to replace, said once.
+    let shortNameNoted = Atomic<Bool>(false)
     let link: HomeLink
     /// The local deputy (emulated calls on the target's own files).
     let localLink: HomeLink

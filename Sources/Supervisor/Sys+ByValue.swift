@@ -26,6 +26,7 @@ enum ByValue {
         let fd = try local { () throws(Errno) in
             try c.sup.listener.installAndRespond(id: c.id, source: source, closeOnExec: flags & O_CLOEXEC != 0)
         }
+        c.worker.decided = .copy
         return .answered(Int64(fd))
     }
 

@@ -13,9 +13,11 @@ import Wire
 /// memory with "/dev/fd/N", which the kernel then executes. The descriptor
 /// is close-on-exec for an ELF program; a `#!` script keeps it open, since
 /// its interpreter opens the script by that name. A name shorter than
-/// "/dev/fd/N" cannot hold it: that call runs the target's file of that
-/// name, as before. Set-id bits at home are not honoured (the tracee runs
-/// under no_new_privs): said once on stderr.
+/// "/dev/fd/N" (`./a.out`) cannot hold it: the call fails with EACCES and
+/// the reason is said once on stderr (running the target's file of that
+/// name instead would run another program than the one asked for). Set-id
+/// bits at home are not honoured (the tracee runs under no_new_privs):
+/// said once on stderr.
 enum Exec {
     /// Implements execve(2).
     static func execve(_ c: borrowing Call) throws(Failure) -> Reply {
@@ -35,8 +37,8 @@ enum Exec {
         let original = try local { () throws(Errno) in
             try c.memory.readCString(c.address(pathArg), into: UnsafeMutableRawBufferPointer(rebasing: c.worker.scratch[0..<Int(PATH_MAX)]))
         }
-        // Too short a name to hold "/dev/fd/N": the kernel runs the target's file.
-        guard original >= 9 else { return .continueSyscall }
+        // Too short a name to hold "/dev/fd/N" (see above).
+        guard original >= 9 else { throw c.sup.nameTooShort(for: c.worker.normalized, c.worker.normalizedLength) }
         guard let (program, mode) = try ByValue.object(c, to: to, pathLength: len) else {
             // A directory or device at home: what the kernel says of it.
             throw .errno(.permissionDenied)
@@ -54,8 +56,20 @@ enum Exec {
             Glibc.close(source)
             source = variant
         }
+        // "/dev/fd/" is 8 bytes: the number must fit in what the name has
+        // left. A free number with few enough digits, when the lowest free
+        // one might not.
+        var at: Int32?
+        if original < 11 {
+            let largest: Int32 = original == 9 ? 9 : 99
+            let tid = c.tid
+            guard let free = (Int32(3)...largest).first(where: { !PidFD.isOpen(tid: tid, $0) }) else {
+                throw c.sup.nameTooShort(for: c.worker.normalized, c.worker.normalizedLength)
+            }
+            at = free
+        }
         let fd = try local { () throws(Errno) in
-            try c.sup.listener.install(id: c.id, source: source, closeOnExec: check == .ok, at: nil)
+            try c.sup.listener.install(id: c.id, source: source, closeOnExec: check == .ok, at: at)
         }
         var name: (UInt64, UInt64, UInt64) = (0, 0, 0)
         let n = withUnsafeMutableBytes(of: &name) { b -> Int in
@@ -64,12 +78,12 @@ enum Exec {
             b[text.count] = 0
             return text.count
         }
-        // A nine-byte name and a descriptor above 9: as above (the
-        // descriptor is closed by the exec, or stays in a script's interpreter).
-        guard n <= original else { return .continueSyscall }
+        // (A lowest free number above 999 with a name of 11 bytes or more.)
+        guard n <= original else { throw c.sup.nameTooShort(for: c.worker.normalized, c.worker.normalizedLength) }
         try withUnsafeBytes(of: &name) { (b) throws(Failure) in
             try overwrite(c, at: c.address(pathArg), with: UnsafeRawBufferPointer(rebasing: b[0...n]))
         }
+        c.worker.decided = .copy
         return .continueSyscall
     }
 
@@ -97,7 +111,9 @@ enum Exec {
         let verdict = interpreter.withUnsafeBytes { c.sup.policy.decide($0) }
         switch verdict.binding {
         case .local: return nil
-        case .deny: throw .errno(Errno(rawValue: verdict.errno))
+        case .deny:
+            c.worker.decided = .denied
+            throw .errno(Errno(rawValue: verdict.errno))
         case .forward, .copy: break
         }
         // Routed as an absolute name from the root, as routePath leaves one.
@@ -155,6 +171,18 @@ extension ProgramCheck: Equatable {
 extension Supervisor {
     /// Says once per session that a program run from home has set-id bits
     /// that do not apply.
+    /// The failure of an exec whose name cannot hold "/dev/fd/N": EACCES,
+    /// and (once) why on stderr, with the way round it.
+    func nameTooShort(for normalized: UnsafeMutableRawBufferPointer, _ length: Int) -> Failure {
+        if !shortNameNoted.exchange(true, ordering: .relaxed) {
+            let path = String(decoding: normalized[0..<length], as: UTF8.self)
+            printError("wrap-and-run: cannot run \(path) from home: the name the program passed to execve is shorter "
+                       + "than /dev/fd/N, which must replace it in the program's memory; run it by its full name "
+                       + "(\(path)) instead\n")
+        }
+        return .errno(.permissionDenied)
+    }
+
     func noteSetIdOnce(_ path: String) {
         guard !setIdNoted.exchange(true, ordering: .relaxed) else { return }
         printError("wrap-and-run: note: \(path) is set-user-ID or set-group-ID at home; "

@@ -29,6 +29,10 @@ final class Worker: @unchecked Sendable {
     var normalizedLength = 0
     /// The last routed path's rule is `copy` (its route is `.forward`).
     var routedCopy = false
+    /// Where the policy made the call run, when that says more than the
+    /// requests sent (`copy`, `denied`): for `--trace` and `--stats`,
+    /// which clear it before each call.
+    var decided: Venue?
     /// iovec arrays, stat conversions, second paths.
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024 * 16 + Int(PATH_MAX), alignment: 16)
     /// This worker is the one receiving notifications (holds the

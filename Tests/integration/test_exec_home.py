@@ -61,6 +61,21 @@ def test_the_home_file_runs_even_where_the_target_has_one_of_that_name(home_bin)
     assert r.stdout == "HOME-BUILT x\n", describe(r)
 
 
+def test_short_names_run_the_home_file_or_are_refused_with_a_reason(home_bin):
+    """The name execve gets is replaced by /dev/fd/N in the program's
+    memory: a 9-byte name holds it with a one-digit N; a shorter one
+    (./hello, 7 bytes) cannot, and must not run the target's file of that
+    name instead."""
+    tv = home_bin
+    tv.decoy("bin/hello", "#!/bin/sh\necho TARGET DECOY\n", mode=0o755)
+    shutil.copy(tv.homedata / "bin/hello", tv.homedata / "bin/hello-9")
+    r = run(tv, [SH, "-c", f"cd {tv.p('bin')} && ./hello-9 nine; ./hello short; echo status $?"])
+    assert r.stdout == "HOME-BUILT nine\nstatus 126\n", describe(r)
+    assert "TARGET DECOY" not in r.stdout
+    assert r.stderr.count("cannot run") == 1 and "./hello" not in r.stderr.split("cannot run")[0], describe(r)
+    assert f"cannot run {tv.p('bin/hello')} from home" in r.stderr and "full name" in r.stderr, describe(r)
+
+
 def test_a_script_at_home_runs_with_its_argument(home_bin):
     tv = home_bin
     r = ok(run(tv, [SH, "-c", f"{tv.p('bin/greet.sh')} arg1"]))

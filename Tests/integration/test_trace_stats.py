@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
 ''' % {"opens": OPENS, "misses": MISSES}
 
 # `strace -f -tt` then where the call ran and its latency.
-LINE = re.compile(r"^(\d+)  (\d\d):(\d\d):(\d\d)\.(\d{6}) (\w+)\((.*)\) = (.+) <(home|local|supervisor) (\d+)us>$")
+LINE = re.compile(r"^(\d+)  (\d\d):(\d\d):(\d\d)\.(\d{6}) (\w+)\((.*)\) = (.+) <(home|local|supervisor|copy|denied) (\d+)us>$")
 
 
 def build(tv):
@@ -239,3 +239,26 @@ def test_stats_json_alone_prints_nothing(tv):
 def test_stats_json_to_a_path_that_cannot_be_written_stops_the_run(tv):
     r = tv.run(["/bin/true"], extra_wrap_args=["--stats-json", "/proc/nonexistent/x.json"])
     assert r.returncode == 125 and "cannot open the statistics file" in r.stderr, describe(r)
+
+
+def test_copy_and_deny_rules_show_as_copy_and_denied(tv):
+    """An open under a copy rule is served from the copy cache (`copy`);
+    one under a deny rule gets the rule's errno (`denied`)."""
+    tv.both("lib/c.txt", "copied at home\n", "decoy\n")
+    tv.both("secret/s.txt", "secret\n", "decoy\n")
+    policy = tv.local / "rules.toml"
+    policy.write_text(f'[[rule]]\nprefix = "{tv.p("lib")}"\nstrategy = "copy"\n'
+                      f'[[rule]]\nprefix = "{tv.p("secret")}"\nstrategy = "deny"\nerrno = "EPERM"\n')
+    script = ("import os, sys\n"
+              "print(open(sys.argv[1]).read(), end='')\n"
+              "try: open(sys.argv[2])\n"
+              "except PermissionError as e: print('refused', e.errno)\n")
+    r = ok(tv.run([PY, "-c", script, tv.p("lib/c.txt"), tv.p("secret/s.txt")],
+                  extra_wrap_args=["--policy", str(policy), "--trace=openat", "--stats"]))
+    assert r.stdout == "copied at home\nrefused 1\n", describe(r)
+    lines = [m.groups() for m in map(LINE.match, r.stderr.splitlines()) if m]
+    copy = [l for l in lines if tv.p("lib/c.txt") in l[6]]
+    denied = [l for l in lines if tv.p("secret/s.txt") in l[6]]
+    assert len(copy) == 1 and copy[0][8] == "copy" and re.fullmatch(r"\d+", copy[0][7]), describe(r)
+    assert len(denied) == 1 and denied[0][8] == "denied" and denied[0][7].startswith("-1 EPERM"), describe(r)
+    assert re.search(r"^ *openat +copy +1 ", r.stderr, re.M) and re.search(r"^ *openat +denied +1 +1 ", r.stderr, re.M), describe(r)
