@@ -95,10 +95,16 @@ public final class SeccompFilter: @unchecked Sendable {
             case .always:
                 r.when = CSHIM_WHEN_ALWAYS.rawValue
             case .descriptorRange(let base):
-                // The hot data calls: tested first.
+                // The data calls: tested first, read and write first of
+                // all (every program's own descriptors pay for the chain
+                // ahead of them), then their positioned forms.
                 r.when = CSHIM_WHEN_FD_RANGE.rawValue
                 r.fd_base = UInt32(base)
-                r.priority = 255
+                switch rule.nr {
+                case 0, 1: r.priority = 255  // read, write (x86_64)
+                case 17, 18: r.priority = 254  // pread64, pwrite64
+                default: r.priority = 250
+                }
             case .descriptorOrTargetRange(let base):
                 r.when = CSHIM_WHEN_FD_OR_TARGET_RANGE.rawValue
                 r.fd_base = UInt32(base)
