@@ -11,9 +11,10 @@
 //   stat:  N stat() calls, each of a file not stat'ed before (DIR/statdir/f-NNNNN,
 //          as bench-workload's stat): every one has to go to the stub;
 //   write: N 4 KiB appends (the stub's file is DIR/floor-append.PID, O_APPEND);
-//   behind: N 4 KiB appends answered as soon as their request is sent, the
-//          stub's replies read as they come, at most 16 in flight (what
-//          Tether's write-behind does; the floor for its unwaited writes);
+//   behind: N 4 KiB appends answered as soon as their request is sent, at
+//          most 16 in flight; the 17th waits for its reply and reads all
+//          earlier ones on the way (what Tether's write-behind does: the
+//          floor for its unwaited writes);
 //   seq:   SIZE bytes of FILE in sequential 1 MiB preads (MB/s).
 // --poll-us 50 (the default) is the polled floor every ratio is quoted
 // against: each wait (for a notification, for the stub's reply, the stub's
@@ -239,37 +240,32 @@ static size_t reply_payload(int64_t op, int64_t r) {
     return op == OP_PREAD ? (size_t)r : op == OP_STAT ? STATX_BYTES : 0;
 }
 
-// Unanswered write-behind requests: the stub's replies (8 bytes each, in
-// order) still to be read, and the part of one read so far.
+// Write-behind, as Tether does it: up to MAX_BEHIND writes are answered as
+// soon as their request is sent, with no read at all; the next one waits
+// (polled) for its own reply, reading every earlier one on the way, many
+// per read. `behind` counts the replies not yet read (8 bytes each, in
+// order).
 static int behind;
-static char behind_replies[MAX_BEHIND * 8];
-static size_t behind_got;
 
-// Reads write-behind replies, many per read: waiting (polled) while more
-// than `most` are unanswered, else once without waiting when half the cap
-// is reached (so a steady stream of writes pays a read per 8 of them).
-static void drain_behind(int home, int most) {
+// Reads every unread write-behind reply.
+static void drain_behind(int home) {
+    char replies[(MAX_BEHIND + 1) * 8];
+    size_t got = 0;
     while (behind > 0) {
-        int must = behind > most;
-        if (!must && behind < MAX_BEHIND / 2) return;
-        if (must) bench_spin_readable(home);
-        ssize_t k = recv(home, behind_replies + behind_got, (size_t)behind * 8 - behind_got, must ? 0 : MSG_DONTWAIT);
-        if (k < 0 && (errno == EINTR || (!must && (errno == EAGAIN || errno == EWOULDBLOCK)))) {
-            if (must) continue;
-            return;
-        }
+        bench_spin_readable(home);
+        ssize_t k = read(home, replies + got, (size_t)behind * 8 - got);
+        if (k < 0 && errno == EINTR) continue;
         if (k <= 0) bench_die("stub reply");
-        behind_got += (size_t)k;
-        size_t whole = behind_got / 8;
+        got += (size_t)k;
+        size_t whole = got / 8;
         for (size_t i = 0; i < whole; i++) {
             int64_t r;
-            memcpy(&r, behind_replies + i * 8, 8);
+            memcpy(&r, replies + i * 8, 8);
             if (r < 0) { errno = (int)-r; bench_die("write behind"); }
         }
         behind -= (int)whole;
-        memmove(behind_replies, behind_replies + whole * 8, behind_got % 8);
-        behind_got %= 8;
-        if (!must) return;
+        memmove(replies, replies + whole * 8, got % 8);
+        got %= 8;
     }
 }
 
@@ -291,7 +287,7 @@ static void send_request(int home, struct request *rq, const void *payload, size
 
 // Sends the request (and its payload), waits for the stub's reply in `reply`.
 static int64_t ask(int home, struct request *rq, const void *payload, size_t plen, char *reply) {
-    while (behind > 0) drain_behind(home, 0);
+    drain_behind(home);
     send_request(home, rq, payload, plen);
     size_t got = 0;
     int64_t r = 0;
@@ -341,7 +337,7 @@ static int run(int tcp) {
         const __u64 *a = req.data.args;
         int done = req.data.nr == SYS_pread64 && (int64_t)a[3] == SENTINEL_OFFSET;
         if (done) {
-            while (behind > 0) drain_behind(home, 0); // every write has run before the stub is told to end
+            drain_behind(home); // every write has run before the stub is told to end
             resp.error = -EBADF;
         } else if (req.data.nr == SYS_pread64) {
             struct request rq = {.op = OP_PREAD, .offset = (int64_t)a[3], .len = (int64_t)a[2]};
@@ -359,9 +355,8 @@ static int run(int tcp) {
             if (process_vm_readv(req.pid, &local, 1, &remote, 1, 0) != (ssize_t)len) bench_die("process_vm_readv");
             struct request rq = {.op = OP_WRITE, .len = (int64_t)len};
             if ((int)a[0] == BEHIND_FD) {
-                drain_behind(home, MAX_BEHIND - 1);
                 send_request(home, &rq, payload, len);
-                behind++;
+                if (++behind > MAX_BEHIND) drain_behind(home);
                 resp.val = (int64_t)len;
             } else {
                 int64_t r = ask(home, &rq, payload, len, reply);
