@@ -316,6 +316,20 @@ def test_large_transfers_both_ways(net):
     assert r.stdout.split("\n")[:2] == ["True", f"{size} {want}"], describe(r)
 
 
+def parent_of(net, child: str) -> subprocess.Popen:
+    """A traced python3 that starts `child` (python3 source, which prints
+    its pid first), prints that pid, then on a line of stdin prints the
+    child's exit status: a process to kill under a session that goes on."""
+    return subprocess.Popen(net.wrap(py(f"""
+        import subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", {child!r}], stdout=subprocess.PIPE)
+        print(child.stdout.readline().decode().strip(), flush=True)
+        sys.stdin.readline()
+        print(child.wait(), flush=True)
+    """)), cwd=str(net.base), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=dict(MIN_ENV), start_new_session=True)
+
+
 def test_killed_tracee_mid_transfer_closes_the_home_socket(net):
     """A process of the session killed while home floods it: the session
     goes on, and its home socket is closed (the server's sends fail)."""
@@ -328,14 +342,7 @@ def test_killed_tracee_mid_transfer_closes_the_home_socket(net):
         while True:
             s.recv(1)
     """)
-    p = subprocess.Popen(net.wrap(py(f"""
-        import subprocess, sys
-        child = subprocess.Popen([sys.executable, "-c", {child!r}], stdout=subprocess.PIPE)
-        print(child.stdout.readline().decode().strip(), flush=True)
-        sys.stdin.readline()
-        print(child.wait(), flush=True)
-    """)), cwd=str(net.base), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=dict(MIN_ENV), start_new_session=True)
+    p = parent_of(net, child)
     try:
         pid = int(p.stdout.readline())
         os.kill(pid, signal.SIGKILL)
@@ -594,14 +601,7 @@ def test_a_killed_listener_frees_its_home_port(net):
         print(os.getpid(), flush=True)
         srv.accept()
     """)
-    p = subprocess.Popen(net.wrap(py(f"""
-        import subprocess, sys
-        child = subprocess.Popen([sys.executable, "-c", {child!r}], stdout=subprocess.PIPE)
-        print(child.stdout.readline().decode().strip(), flush=True)
-        sys.stdin.readline()
-        print(child.wait(), flush=True)
-    """)), cwd=str(net.base), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=dict(MIN_ENV), start_new_session=True)
+    p = parent_of(net, child)
     try:
         pid = int(p.stdout.readline())
         bind = [PY, "-c", f"import socket; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(1); print('bound')"]
