@@ -330,6 +330,15 @@ def parent_of(net, child: str) -> subprocess.Popen:
         env=dict(MIN_ENV), start_new_session=True)
 
 
+def child_was_killed(p: subprocess.Popen):
+    """Lets a `parent_of` process end: it must report its child killed by
+    SIGKILL and exit cleanly (the session went on)."""
+    p.stdin.write(b"\n")
+    p.stdin.flush()
+    assert p.stdout.readline().strip() == b"-9"
+    assert p.wait(timeout=20) == 0
+
+
 def test_killed_tracee_mid_transfer_closes_the_home_socket(net):
     """A process of the session killed while home floods it: the session
     goes on, and its home socket is closed (the server's sends fail)."""
@@ -349,10 +358,7 @@ def test_killed_tracee_mid_transfer_closes_the_home_socket(net):
         ready, _, _ = select.select([server.stdout], [], [], 20)
         assert ready, "the home socket stayed open after its process was killed"
         assert server.stdout.readline().strip() == b"flood-closed"
-        p.stdin.write(b"\n")
-        p.stdin.flush()
-        assert p.stdout.readline().strip() == b"-9"
-        assert p.wait(timeout=20) == 0
+        child_was_killed(p)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
@@ -613,10 +619,7 @@ def test_a_killed_listener_frees_its_home_port(net):
             assert time.monotonic() < deadline, describe(r)
             time.sleep(0.1)
         assert r.stdout == "bound\n"
-        p.stdin.write(b"\n")
-        p.stdin.flush()
-        assert p.stdout.readline().strip() == b"-9"
-        assert p.wait(timeout=20) == 0
+        child_was_killed(p)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
