@@ -86,6 +86,11 @@ func replyBound(_ op: Op, _ s: Scalars) -> Int {
     case .lock, .posixLock: return 32
     case .chdir, .getcwd: return 4096
     case .echo: return Int(max(s[0], 0))
+    case .getsockopt: return Int(min(max(s[3], 0), Int64(Wire.maxSockopt)))
+    case .sockname: return Int(min(max(s[2], 0), Int64(Wire.maxSockaddr)))
+    case .accept: return Wire.maxSockaddr
+    // The datagram, then the sender's address.
+    case .recvfrom: return Int(max(s[2], 0)) + Wire.maxSockaddr
     default: return 0
     }
 }
@@ -120,6 +125,13 @@ func fuzzContract(_ input: inout FuzzInput) {
         invariant(result <= Int64(requestPayload), "wrote more than was sent")
     case .copyFileRange:
         invariant(result <= max(s[4], 0), "copied more than was asked")
+    case .sendto:
+        invariant(result <= Int64(requestPayload), "sent more than was given")
+    case .recvfrom:
+        invariant(result <= max(s[2], 0) && payloadCount >= Int(result), "recvfrom: result \(result), \(payloadCount) bytes")
+    case .sockname:
+        invariant(result <= Int64(Wire.maxSockaddr) && payloadCount == Int(min(result, max(s[2], 0))),
+                  "sockname: result \(result), \(payloadCount) bytes")
     default:
         break
     }
