@@ -35,6 +35,14 @@ static int add_rule(scmp_filter_ctx ctx, const cshim_filter_rule *r)
             rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1,
                                   SCMP_A1_32(SCMP_CMP_EQ, (uint32_t)r->values[v]));
         break;
+    case CSHIM_WHEN_ARG1_TYPE_IN:
+        if (r->nvalues == 0 || r->nvalues > CSHIM_FILTER_MAX_VALUES)
+            return -EINVAL;
+        rc = 0;
+        for (uint32_t v = 0; v < r->nvalues && rc >= 0; v++)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1,
+                                  SCMP_A1_32(SCMP_CMP_MASKED_EQ, 0xff00, ((uint32_t)r->values[v] & 0xff) << 8));
+        break;
     case CSHIM_WHEN_MMAP_FD_RANGE:
         rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 2, SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, 0),
                               SCMP_A4_32(SCMP_CMP_LE, 2));

@@ -102,6 +102,9 @@ typedef enum cshim_filter_when {
     /// is >= `fd_base`: every descriptor made at a watched number goes
     /// through the supervisor, so none can land where it places one.
     CSHIM_WHEN_FD_OR_TARGET_RANGE = 4,
+    /// Only if bits 8-15 of the int in arg1 (an ioctl request's type) are
+    /// one of `values[0..<nvalues]`.
+    CSHIM_WHEN_ARG1_TYPE_IN = 5,
 } cshim_filter_when;
 
 #define CSHIM_FILTER_MAX_VALUES 12

@@ -6,12 +6,23 @@ import Wire
 /// Opening, naming and the working directory, at home. Paths resolve
 /// beneath the export root (`ExportRoot`).
 enum HomeFiles {
-    /// Implements openat2(2): scalars [dir, flags, mode, resolve].
+    /// Implements openat2(2): scalars [dir, flags, mode, resolve]. A
+    /// terminal never becomes the deputy's controlling terminal; a
+    /// character device is made blocking (the client's pump reads it; the
+    /// tracee keeps O_NONBLOCK on its placeholder) and says so in the reply.
     static func openat(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
-        let fd = try c.open(dir: try c.dir(c.r.scalar(0)), try c.path(), flags: c.int(1),
+        let flags = c.int(1)
+        let fd = try c.open(dir: try c.dir(c.r.scalar(0)), try c.path(), flags: flags | O_NOCTTY,
                             mode: UInt32(truncatingIfNeeded: c.r.scalar(2)), resolve: UInt64(bitPattern: c.r.scalar(3)))
+        var st = stat()
+        let device = flags & CSHIM_O_PATH == 0 && fstat(fd, &st) == 0 && st.st_mode & S_IFMT == S_IFCHR
+        if device && flags & O_NONBLOCK != 0 {
+            _ = cshim_fcntl_int(fd, F_SETFL, Int(flags & ~O_NONBLOCK & ~O_ACCMODE))
+        }
         try c.session.handles.insert(fd, kind: Handles.kind(of: fd))
-        return (Int64(fd), 0)
+        if !device { return (Int64(fd), 0) }
+        c.out.storeBytes(of: Wire.openedDevice, toByteOffset: 0, as: UInt8.self)
+        return (Int64(fd), 1)
     }
 
     /// Implements close(2) of a handle: it closes once no call uses it.

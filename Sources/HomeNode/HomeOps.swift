@@ -107,6 +107,8 @@ enum HomeOps {
         HomeOpRow(.poll, .streamHandle(0), HomeSocket.poll),
         HomeOpRow(.sendto, .streamHandle(0), HomeSocket.sendto),
         HomeOpRow(.recvfrom, .streamHandle(0), HomeSocket.recvfrom),
+        // Terminals and devices (Home+Ioctl.swift): a drain waits for the line.
+        HomeOpRow(.ioctl, .streamHandle(0), HomeIoctl.ioctl),
         // The session itself (Home+Session.swift).
         HomeOpRow(.cancel, .inline, HomeSessionOps.cancel),
         HomeOpRow(.echo, .inline, HomeSessionOps.echo),

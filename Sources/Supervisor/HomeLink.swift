@@ -303,6 +303,13 @@ public final class HomeLink: Sendable {
         }
     }
 
+    /// Asks home to interrupt the call in flight on `slot`, if any, as a
+    /// signal would (its own reply says how it ended).
+    func cancelCall(on slot: Slot) {
+        let id = slot.pending.load(ordering: .acquiring)
+        if id != 0 { sendDetached(.cancel, Scalars(Int64(bitPattern: id))) }
+    }
+
     /// The reply in `slot`, once it has been checked against its request
     /// (`ReplyContract`): a reply that breaks it ends the session.
     private func view(_ slot: Slot, _ op: Op, _ scalars: Scalars, _ payloadLength: Int) throws(TransportError) -> ResponseView {

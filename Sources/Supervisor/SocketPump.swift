@@ -31,6 +31,9 @@ final class SocketState: Sendable {
     /// socket(2)'s domain, type (without flags) and protocol, to make a
     /// local one in its place (`Sockets.goLocal`).
     let kind: (domain: Int32, type: Int32, proto: Int32)
+    /// Set for a character device at home (a terminal): its data is pumped
+    /// as a connected stream's, by `DevicePump`.
+    let device: DeviceLine?
     let phase = Atomic<Int>(Phase.fresh.rawValue)
     /// What a failed non-blocking connect left for `SO_ERROR` (read once).
     let pendingError = Atomic<Int32>(0)
@@ -52,7 +55,8 @@ final class SocketState: Sendable {
     }
 
     init(handle: Int64, link: HomeLink, end: CInt, filler: Int, datagram: Bool = false,
-         kind: (domain: Int32, type: Int32, proto: Int32) = (0, 0, 0)) {
+         kind: (domain: Int32, type: Int32, proto: Int32) = (0, 0, 0), device: DeviceLine? = nil) {
+        self.device = device
         self.datagram = datagram
         self.kind = kind
         self.handle = handle

@@ -83,6 +83,9 @@ enum File {
             }
             return .answered(Int64(fd))
         }
+        if r.payload.count == 1 && r.payload[0] == Wire.openedDevice {
+            return try Devices.open(c, handle: r.result, flags: flags)
+        }
         // The name it was opened by, for names relative to it later: the
         // routed absolute form, or the object's own when reopened through
         // /proc/self/fd.

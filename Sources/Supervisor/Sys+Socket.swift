@@ -237,7 +237,8 @@ extension Watchers {
     /// `SocketState`), or at once if `connected` (an accepted connection);
     /// our end is watched for the tracee's last close.
     func makeSocketPlaceholder(handle: Int64, nonBlocking: Bool, connected: Bool = false, datagram: Bool = false,
-                               kind: (domain: Int32, type: Int32, proto: Int32) = (0, 0, 0)) throws(Errno) -> (CInt, SocketState) {
+                               kind: (domain: Int32, type: Int32, proto: Int32) = (0, 0, 0),
+                               device: DeviceLine? = nil) throws(Errno) -> (CInt, SocketState) {
         let (traceeEnd, ours) = try FD.socketPair()
         var placed = false
         do {
@@ -250,7 +251,8 @@ extension Watchers {
                 filler += n
             }
             if !nonBlocking { try FD.setBlocking(traceeEnd) }
-            let state = SocketState(handle: handle, link: link, end: ours, filler: filler, datagram: datagram, kind: kind)
+            let state = SocketState(handle: handle, link: link, end: ours, filler: filler, datagram: datagram, kind: kind,
+                                    device: device)
             if connected { state.phase.store(SocketState.Phase.connected.rawValue, ordering: .relaxed) }
             let p = Placeholder(handle: handle, inode: ino, supervisorEnd: ours, link: link, accessMode: O_RDWR, socket: state)
             placed = true

@@ -51,6 +51,8 @@ enum Interception: Sendable {
     /// dup2/dup3: as `placeholderRange`, or onto a number in the
     /// placeholder range, which the supervisor then makes itself.
     case placeholderRangeOrTarget
+    /// ioctl requests (arg1) of these types (`_IOC_TYPE`, bits 8–15).
+    case requestTypes([UInt8])
 }
 
 /// One row of the table: the syscall, its strace classes, how `--trace`
@@ -219,6 +221,8 @@ struct SyscallTable: Sendable {
         SyscallRow(45, "recvfrom", .network, "fxzXxx:b", Datagrams.recvfrom, when: .placeholderRange),
         SyscallRow(46, "sendmsg", .network, "fxX:b", Datagrams.sendmsg, when: .placeholderRange),
         SyscallRow(307, "sendmmsg", .network, "fxiX", Datagrams.sendmmsg, when: .placeholderRange),
+        // Terminals and devices at home (Sys+Ioctl.swift): terminal- and socket-type requests.
+        SyscallRow(16, "ioctl", .desc, "fXx", Devices.ioctl, when: .requestTypes(Devices.interceptedTypes)),
         // Refused on forwarded names, with the errno a program already handles.
         SyscallRow(254, "inotify_add_watch", [.file, .desc], "fpX", Unsupported.path(1)),
         SyscallRow(303, "name_to_handle_at", [.file, .desc], "Dpxxa", Unsupported.path(1, dirfd: 0)),
@@ -254,6 +258,7 @@ struct SyscallTable: Sendable {
             case .commands(let c): return (row.nr, .arg1In(c))
             case .mappedPlaceholder: return (row.nr, .mappedDescriptorRange(base: placeholderBase))
             case .placeholderRangeOrTarget: return (row.nr, .descriptorOrTargetRange(base: placeholderBase))
+            case .requestTypes(let t): return (row.nr, .arg1TypeIn(t))
             }
         }
     }

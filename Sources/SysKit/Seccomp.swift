@@ -66,6 +66,9 @@ public enum NotifyWhen: Sendable {
     case mappedDescriptorRange(base: Int32)
     /// As `descriptorRange`, or when arg1 (a target descriptor) is at least `base`.
     case descriptorOrTargetRange(base: Int32)
+    /// Only when arg1 is an ioctl request of one of these types (bits
+    /// 8–15 of its low 32 bits; at most 12).
+    case arg1TypeIn([UInt8])
 }
 
 extension SeccompListener {
@@ -111,6 +114,13 @@ public final class SeccompFilter: @unchecked Sendable {
             case .mappedDescriptorRange(let base):
                 r.when = CSHIM_WHEN_MMAP_FD_RANGE.rawValue
                 r.fd_base = UInt32(base)
+            case .arg1TypeIn(let types):
+                precondition(!types.isEmpty && types.count <= Int(CSHIM_FILTER_MAX_VALUES), "arg1TypeIn takes 1 to 12 types")
+                r.when = CSHIM_WHEN_ARG1_TYPE_IN.rawValue
+                r.nvalues = UInt32(types.count)
+                withUnsafeMutableBytes(of: &r.values) { b in
+                    for (i, v) in types.enumerated() { b.storeBytes(of: Int32(v), toByteOffset: i * 4, as: Int32.self) }
+                }
             case .arg1In(let values):
                 precondition(!values.isEmpty && values.count <= Int(CSHIM_FILTER_MAX_VALUES), "arg1In takes 1 to 12 values")
                 r.when = CSHIM_WHEN_ARG1_IN.rawValue

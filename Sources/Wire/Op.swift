@@ -30,7 +30,9 @@ public enum Op: UInt16, Sendable, CaseIterable {
     // MARK: File operations
 
     /// Analogous to openat(2): scalars [dir, flags, mode, resolve]; payload: path + NUL.
-    /// Response: result = the new handle; no payload.
+    /// Response: result = the new handle; no payload, or for a character device (a terminal,
+    /// a serial line; opened blocking and without becoming a controlling terminal) one byte,
+    /// ``Wire/openedDevice``.
     case openat = 16
     /// Analogous to close(2): scalars [handle]; no payload. Response: result 0.
     case close = 17
@@ -222,6 +224,15 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// address (at most ``Wire/maxSockaddr`` bytes).
     case recvfrom = 71
 
+    // MARK: Terminals and devices at home
+
+    /// Analogous to ioctl(2) on a handle: scalars [handle, request, value]. Only the requests
+    /// of ``IoctlLayout`` (ENOTTY for any other, never executed): `value` is the argument of
+    /// a request that takes an int by value; the payload is the struct a request reads
+    /// (exactly its size). Response: result = ioctl's result; payload: the struct a request
+    /// writes (exactly its size), none on error.
+    case ioctl = 80
+
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
     public var requestScalarCount: Int {
@@ -287,6 +298,7 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .poll: return 2
         case .sendto: return 3
         case .recvfrom: return 3
+        case .ioctl: return 3
         }
     }
 

@@ -72,6 +72,10 @@ public enum ReplyContract {
             return empty()
         case .accept:
             return payloadCount <= Wire.maxSockaddr ? nil : "a peer address of \(payloadCount) bytes"
+        case .openat:
+            return payloadCount == 0 || payloadCount == 1 ? nil : "an open reply with \(payloadCount) bytes"
+        case .ioctl:
+            return exactly(IoctlLayout.of(s[1])?.output ?? 0)
         case .copyFileRange:
             if result > max(s[4], 0) { return "copied \(result) of \(s[4]) bytes" }
             return empty()

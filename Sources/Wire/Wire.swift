@@ -35,6 +35,8 @@ public enum Wire {
     public static let maxSockaddr = 128
     /// Largest socket option value a socket op carries.
     public static let maxSockopt = 1024
+    /// The byte an ``Op/openat`` reply carries when it opened a character device.
+    public static let openedDevice: UInt8 = 1
     /// The id of frames the home pushes unasked (``Op/invalidate``), and of the
     /// client's fire-and-forget requests (a release, credentials, a cancel), to
     /// which the home sends no reply.

@@ -91,6 +91,10 @@ func replyBound(_ op: Op, _ s: Scalars) -> Int {
     case .accept: return Wire.maxSockaddr
     // The datagram, then the sender's address.
     case .recvfrom: return Int(max(s[2], 0)) + Wire.maxSockaddr
+    // A character device's marker byte.
+    case .openat: return 1
+    // The largest struct an ioctl writes: the kernel's struct termios.
+    case .ioctl: return 36
     default: return 0
     }
 }
@@ -129,6 +133,11 @@ func fuzzContract(_ input: inout FuzzInput) {
         invariant(result <= Int64(requestPayload), "sent more than was given")
     case .recvfrom:
         invariant(result <= max(s[2], 0) && payloadCount >= Int(result), "recvfrom: result \(result), \(payloadCount) bytes")
+    case .ioctl:
+        // Exactly the struct of a request the table knows, nothing for any other.
+        let known: [Int64: Int] = [0x5401: 36, 0x540F: 4, 0x5429: 4, 0x5411: 4, 0x5413: 8, 0x541B: 4]
+        invariant(payloadCount == known[Int64(UInt32(truncatingIfNeeded: s[1]))] ?? 0,
+                  "ioctl \(s[1]): \(payloadCount) bytes accepted")
     case .sockname:
         invariant(result <= Int64(Wire.maxSockaddr) && payloadCount == Int(min(result, max(s[2], 0))),
                   "sockname: result \(result), \(payloadCount) bytes")
