@@ -12,7 +12,8 @@ enum HomeFiles {
     /// tracee keeps O_NONBLOCK on its placeholder) and says so in the reply.
     static func openat(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let flags = c.int(1)
-        let fd = try c.open(dir: try c.dir(c.r.scalar(0)), try c.path(), flags: flags | O_NOCTTY,
+        // (openat2 refuses O_NOCTTY beside O_PATH.)
+        let fd = try c.open(dir: try c.dir(c.r.scalar(0)), try c.path(), flags: flags & CSHIM_O_PATH != 0 ? flags : flags | O_NOCTTY,
                             mode: UInt32(truncatingIfNeeded: c.r.scalar(2)), resolve: UInt64(bitPattern: c.r.scalar(3)))
         var st = stat()
         let device = flags & CSHIM_O_PATH == 0 && fstat(fd, &st) == 0 && st.st_mode & S_IFMT == S_IFCHR

@@ -34,3 +34,36 @@ enum HomeIoctl {
         return (Int64(result), layout.output)
     }
 }
+
+/// The session's terminal (`wrap-and-run --stdio home`).
+enum HomeTerminal {
+    /// Implements the `terminal` op: a new open of homestub's standard
+    /// error, if that is a terminal (ENOTTY otherwise), so the tracee's
+    /// flags on it are its own.
+    static func open(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        guard isatty(2) == 1 else { throw Errno(rawValue: ENOTTY) }
+        let fd = try sys { cshim_openat(AT_FDCWD, "/proc/self/fd/2", O_RDWR | O_NOCTTY | O_CLOEXEC, 0) }
+        guard isatty(fd) == 1 else {
+            Glibc.close(fd)
+            throw Errno(rawValue: ENOTTY)
+        }
+        try c.session.handles.insert(fd, kind: .stream)
+        return (Int64(fd), 0)
+    }
+
+    /// Implements `windowSize`: scalars [handle, rows, cols]; returns the
+    /// terminal's window size once it is not rows × cols (looked at every
+    /// 100 ms; a cancel ends the wait with EINTR).
+    static func windowSize(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        let fd = try c.handle(c.r.scalar(0))
+        var size = winsize()
+        while true {
+            if c.cancelled.load(ordering: .acquiring) { throw Errno.interrupted }
+            try sys { cshim_ioctl_ptr(fd, UInt(IoctlLayout.TIOCGWINSZ), &size) }
+            if Int64(size.ws_row) != c.r.scalar(1) || Int64(size.ws_col) != c.r.scalar(2) { break }
+            usleep(100_000)
+        }
+        withUnsafeBytes(of: &size) { c.out.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: IoctlLayout.winsizeSize) }
+        return (0, IoctlLayout.winsizeSize)
+    }
+}

@@ -109,6 +109,8 @@ enum HomeOps {
         HomeOpRow(.recvfrom, .streamHandle(0), HomeSocket.recvfrom),
         // Terminals and devices (Home+Ioctl.swift): a drain waits for the line.
         HomeOpRow(.ioctl, .streamHandle(0), HomeIoctl.ioctl),
+        HomeOpRow(.terminal, .inline, HomeTerminal.open),
+        HomeOpRow(.windowSize, .streamHandle(0), HomeTerminal.windowSize),
         // The session itself (Home+Session.swift).
         HomeOpRow(.cancel, .inline, HomeSessionOps.cancel),
         HomeOpRow(.echo, .inline, HomeSessionOps.echo),

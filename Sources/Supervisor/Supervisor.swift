@@ -49,6 +49,9 @@ public struct SupervisorOptions: Sendable {
     /// Where the program starts (`--cwd`); nil: where wrap-and-run runs
     /// (see `startDirectory`).
     public var workingDirectory: String?
+    /// `--stdio home`: the program's standard input, output and error are
+    /// the home's terminal (`HomeStdio`).
+    public var stdioAtHome = false
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
                 policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50,
@@ -189,15 +192,19 @@ public final class Supervisor: Sendable {
             throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
         }
         let pid: pid_t, listener: SeccompListener, keeper: Keeper
+        let terminal = options.stdioAtHome ? try HomeStdio.open(link: link, watchers: watchers) : nil
         do {
-            (pid, listener, keeper) = try Spawn.traced(path: options.program, argv: options.arguments, env: options.environment,
-                                               filter: filter, nofileSoft: nofile)
+            (pid, listener, keeper) = try HomeStdio.inheriting(terminal?.end) { () throws(SpawnFailure) in
+                try Spawn.traced(path: options.program, argv: options.arguments, env: options.environment,
+                                 filter: filter, nofileSoft: nofile)
+            }
         } catch {
             let step = ["", "setting no_new_privs", "installing the seccomp filter", "passing the listener", "execve", "fork"]
             let what = Int(error.stage) < step.count && error.stage > 0 ? step[Int(error.stage)] : "spawning"
             throw .spawn("\(options.program): \(what) failed: \(String(cString: strerror(error.errno.rawValue)))")
         }
         tracees.addRoot(pid: pid, cwd: cwd)
+        if let terminal { HomeStdio.relayWindowSize(terminal.state, to: pid) }
         listener.preferSynchronousWakeUp()
 
         let sup = Supervisor(options: options, link: link, localLink: localLink, watchers: watchers, tracees: tracees, listener: listener,

@@ -232,6 +232,15 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// (exactly its size). Response: result = ioctl's result; payload: the struct a request
     /// writes (exactly its size), none on error.
     case ioctl = 80
+    /// Opens the session's terminal at home (`wrap-and-run --stdio home`): homestub's standard
+    /// error when it is a terminal, e.g. the terminal a `--stdio` home's command runs on. No
+    /// scalars. Response: result = the new handle (a character device); ENOTTY if the home
+    /// has no terminal.
+    case terminal = 81
+    /// Waits (cancellable) until the window size of terminal handle differs from rows × cols:
+    /// scalars [handle, rows, cols]; the home looks every 100 ms. Response: result 0; payload:
+    /// the new 8-byte `struct winsize`.
+    case windowSize = 82
 
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
@@ -299,6 +308,8 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .sendto: return 3
         case .recvfrom: return 3
         case .ioctl: return 3
+        case .terminal: return 0
+        case .windowSize: return 3
         }
     }
 

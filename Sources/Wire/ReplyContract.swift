@@ -76,6 +76,8 @@ public enum ReplyContract {
             return payloadCount == 0 || payloadCount == 1 ? nil : "an open reply with \(payloadCount) bytes"
         case .ioctl:
             return exactly(IoctlLayout.of(s[1])?.output ?? 0)
+        case .windowSize:
+            return exactly(IoctlLayout.winsizeSize)
         case .copyFileRange:
             if result > max(s[4], 0) { return "copied \(result) of \(s[4]) bytes" }
             return empty()

@@ -58,6 +58,9 @@ struct WrapAndRun: ParsableCommand {
                                valueName: "COMMAND"))
     var homeCommand: String?
 
+    @Option(help: ArgumentHelp("local: the program's stdin, stdout and stderr are wrap-and-run's; home: the home's terminal (homestub's stderr: with --home-command, the terminal that command runs on; with --home spawn, this one; ssh:// homes have none, ssh -T), with SIGWINCH relayed.", valueName: "local|home"))
+    var stdio = "local"
+
     @Option(help: "File holding the pre-shared key (required with HOST:PORT).")
     var keyFile: String?
 
@@ -151,7 +154,7 @@ struct WrapAndRun: ParsableCommand {
                cacheMax: cacheMax, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
                attributeCache: !noCache, writeBehind: !syncWrites, remoteHomestub: remoteHomestub, cwd: cwd,
-               localNetwork: localNet, forwardNets: forwardNets, localNets: localNets, command: command)
+               localNetwork: localNet, forwardNets: forwardNets, localNets: localNets, stdio: stdio, command: command)
             .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).run()
     }
 
@@ -208,6 +211,8 @@ struct Launch {
     var localNetwork = false
     var forwardNets: [String] = []
     var localNets: [String] = []
+    /// --stdio local|home.
+    var stdio = "local"
     var command: [String] = []
     /// The --trace list ("all" for --trace alone), --trace-file, --stats-json.
     var trace: String?
@@ -257,6 +262,7 @@ struct Launch {
             launchOptions.cacheMaxBytes = bytes
         }
         launchOptions.workingDirectory = cwd
+        launchOptions.stdioAtHome = stdioAtHome
         launchOptions.statsJSON = statsJSON
         launchOptions.traceFile = traceFile
         if trace != nil || traceFile != nil {
@@ -331,6 +337,7 @@ struct Launch {
                 case "--policy": l.policyFile = v
                 case "--cache-max": l.cacheMax = v
                 case "--cwd": l.cwd = v
+                case "--stdio": l.stdio = v
                 case "--remote-homestub": l.remoteHomestub = v
                 case "--trace-file": l.traceFile = v
                 case "--stats-json": l.statsJSON = v
@@ -375,29 +382,6 @@ struct Launch {
         }
         if sawNoPermission { fail(Status.cannotExecute, "\(name): permission denied") }
         fail(Status.notFound, "\(name): command not found")
-    }
-
-    private func checkBinary(_ path: String) {
-        let check: ProgramCheck
-        do { check = try ProgramCheck.check(path: path) } catch {
-            fail(Status.cannotExecute, "\(path): cannot read: \(String(cString: strerror(error.rawValue)))")
-        }
-        switch check {
-        case .ok, .script: return
-        case .wrongClass: fail(Status.cannotExecute, "\(path): 32-bit ELF executables are not supported (x86_64 64-bit only)")
-        case .wrongMachine(let m): fail(Status.cannotExecute, "\(path): ELF for machine \(machineName(m)), not x86_64")
-        case .notELF: fail(Status.cannotExecute, "\(path): not an ELF executable or #! script")
-        }
-    }
-
-    private func machineName(_ m: Int32) -> String {
-        switch m {
-        case 3: return "i386 (EM_386)"
-        case 40: return "ARM (EM_ARM)"
-        case 183: return "aarch64 (EM_AARCH64)"
-        case 243: return "RISC-V (EM_RISCV)"
-        default: return "EM \(m)"
-        }
     }
 
     private func homeAddress() -> HomeAddress {

@@ -5,8 +5,12 @@ through `--forward /dev/pts` reads and writes the home pty (the bytes show
 on its master, held by a helper in the home's namespace), and its ioctls
 (termios, window size, FIONREAD) act on it; stty run in the home's
 namespace sees what the tracee set."""
+import fcntl
+import os
 import shlex
+import struct
 import subprocess
+import termios
 import textwrap
 
 import pytest
@@ -197,3 +201,66 @@ def test_a_write_reaches_home_before_a_later_tcsetsf(tv, home_pty):
     assert proc.returncode == 0, err
     assert got == bytes(range(256)) * 1024
     assert "echo" in home_pty.stty().split()
+
+
+STDIO_PROGRAM = r'''
+import fcntl, os, signal, struct, sys, termios, time
+def size():
+    return struct.unpack("HHHH", fcntl.ioctl(1, termios.TIOCGWINSZ, bytes(8)))[:2]
+got = []
+signal.signal(signal.SIGWINCH, lambda *a: got.append(size()))
+print("tty", os.isatty(0), os.isatty(1), os.isatty(2), *size(), flush=True)
+print("read", sys.stdin.readline().strip(), flush=True)
+deadline = time.time() + 20
+while not got and time.time() < deadline:
+    time.sleep(0.05)
+print("winch", *(got[-1] if got else ("none",)), flush=True)
+'''
+
+
+def read_until(fd, text, timeout=30):
+    """Reads the pty master `fd` until `text` shows (the terminal's \\r\\n as \\n)."""
+    import select
+    import time
+    got, deadline = b"", time.monotonic() + timeout
+    while text.encode() not in got.replace(b"\r\n", b"\n"):
+        left = deadline - time.monotonic()
+        r, _, _ = select.select([fd], [], [], max(left, 0))
+        assert r, f"no {text!r} from the home terminal; got {got!r}"
+        got += os.read(fd, 4096)
+    return got.replace(b"\r\n", b"\n").decode()
+
+
+def test_stdio_home_is_the_home_commands_terminal_with_sigwinch(bins):
+    # The home's terminal: a pty made here, the home command's stderr.
+    homestub, wrap = bins
+    master, slave = os.openpty()
+    try:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 77, 0, 0))
+        argv = [str(wrap), "--home-command", f"exec {homestub} --stdio 2>{os.ttyname(slave)}",
+                "--stdio", "home", "--", PY, "-c", STDIO_PROGRAM]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=dict(MIN_ENV), start_new_session=True)
+        try:
+            assert "tty True True True 33 77\n" in read_until(master, "tty True True True 33 77\n")
+            os.write(master, b"hello\n")
+            assert "read hello\n" in read_until(master, "read hello\n")
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+            assert "winch 40 100\n" in read_until(master, "winch ")
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, err
+        assert out == b""   # the program wrote to the home's terminal, not to wrap-and-run's stdout
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_stdio_home_without_a_home_terminal_says_so(bins):
+    homestub, wrap = bins
+    r = subprocess.run([str(wrap), "--home-command", f"exec {homestub} --stdio 2>/dev/null", "--stdio", "home",
+                        "--", "/bin/true"], capture_output=True, text=True, timeout=30, env=dict(MIN_ENV))
+    assert r.returncode != 0 and "--stdio home: the home has no terminal" in r.stderr, describe(r)
+    r = subprocess.run([str(wrap), "--stdio", "elsewhere", "--", "/bin/true"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "--stdio takes local or home" in r.stderr, describe(r)

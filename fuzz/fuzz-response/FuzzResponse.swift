@@ -95,6 +95,7 @@ func replyBound(_ op: Op, _ s: Scalars) -> Int {
     case .openat: return 1
     // The largest struct an ioctl writes: the kernel's struct termios.
     case .ioctl: return 36
+    case .windowSize: return 8
     default: return 0
     }
 }
@@ -138,6 +139,8 @@ func fuzzContract(_ input: inout FuzzInput) {
         let known: [Int64: Int] = [0x5401: 36, 0x540F: 4, 0x5429: 4, 0x5411: 4, 0x5413: 8, 0x541B: 4]
         invariant(payloadCount == known[Int64(UInt32(truncatingIfNeeded: s[1]))] ?? 0,
                   "ioctl \(s[1]): \(payloadCount) bytes accepted")
+    case .windowSize:
+        invariant(payloadCount == 8, "windowSize: \(payloadCount) bytes accepted")
     case .sockname:
         invariant(result <= Int64(Wire.maxSockaddr) && payloadCount == Int(min(result, max(s[2], 0))),
                   "sockname: result \(result), \(payloadCount) bytes")
