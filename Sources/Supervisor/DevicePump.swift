@@ -23,19 +23,31 @@ final class DeviceLine: Sendable {
     /// the pump may move more. Under `sending`.
     func afterWrites<T>(_ c: borrowing Call, _ s: SocketState, _ body: () throws(Failure) -> T) throws(Failure) -> T {
         try sending.withLock { (_: inout Void) throws(Failure) -> T in
-            let buf = c.worker.slot.payload(for: .write)
-            while true {
-                let n = recv(s.end, buf.baseAddress, min(buf.count, Wire.maxPayload), Int32(MSG_DONTWAIT))
-                if n <= 0 { break }
-                var done = 0
-                while done < n {
-                    if done > 0 { memmove(buf.baseAddress!, buf.baseAddress! + done, n - done) }
-                    let r = try c.home(.write, Scalars(s.handle), payloadLength: n - done)
-                    guard r.result > 0 else { throw .errno(.ioError) }
-                    done += Int(r.result)
-                }
-            }
+            guard sendPending(s, c.worker.slot) else { throw .errno(.ioError) }
             return try body()
+        }
+    }
+
+    /// Sends home what the tracee wrote and the pump has not moved yet
+    /// (the program has exited: nothing reads its end any more).
+    func flush(_ s: SocketState, _ slot: HomeLink.Slot) {
+        sending.withLock { _ in _ = sendPending(s, slot) }
+    }
+
+    /// Under `sending`: the pair's unread bytes, home; false if home refused them.
+    private func sendPending(_ s: SocketState, _ slot: HomeLink.Slot) -> Bool {
+        let buf = slot.payload(for: .write)
+        while true {
+            let n = recv(s.end, buf.baseAddress, min(buf.count, Wire.maxPayload), Int32(MSG_DONTWAIT))
+            if n <= 0 { return true }
+            var done = 0
+            while done < n {
+                if done > 0 { memmove(buf.baseAddress!, buf.baseAddress! + done, n - done) }
+                guard let r = try? s.link.call(slot, .write, Scalars(s.handle), payloadLength: n - done), r.result > 0 else {
+                    return false
+                }
+                done += Int(r.result)
+            }
         }
     }
 }

@@ -146,11 +146,12 @@ final class Watchers: Sendable {
         }
     }
 
-    /// Sends home what the tracee wrote through stream views and the pump
-    /// has not moved yet (when the program has exited), using `slot`.
+    /// Sends home what the tracee wrote through stream views and to devices
+    /// and the pumps have not moved yet (when the program has exited), using `slot`.
     func flushStreams(slot: HomeLink.Slot) {
         let all = placeholders.withLock { Array($0.values) }
         for p in all {
+            if let s = p.socket, let line = s.device { line.flush(s, slot) }
             guard let stream = p.stream, let owner = p.owner else { continue }
             owner.views.withLock { _ in _ = stream.drainWrites(p, slot) }
         }

@@ -57,17 +57,15 @@ enum Devices {
         default: break
         }
         guard let layout = IoctlLayout.of(Int64(request)) else { throw .errno(Errno(rawValue: ENOTTY)) }
-        let payload = c.worker.slot.payload(for: .ioctl)
         var argument: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)
         if layout.input > 0 {
             try local { () throws(Errno) in try c.memory.readExactly(c.address(2), into: &argument, count: layout.input) }
         }
         let value = layout.byValue ? Int64(Int32(truncatingIfNeeded: c.raw(2))) : 0
-        let r = try line.afterWrites(c, s) { () throws(Failure) -> ResponseView in
-            // Copied in only now: the drain above used the slot's buffer.
-            withUnsafeBytes(of: &argument) { payload.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: layout.input) }
-            return try c.home(.ioctl, Scalars(p.handle, Int64(request), value), payloadLength: layout.input)
-        }
+        let scalars = Scalars(p.handle, Int64(request), value)
+        // TCXONC goes at once: it may restart output that a pump's write waits on.
+        let r = request == IoctlLayout.TCXONC ? try ask(c, scalars, layout, &argument)
+            : try line.afterWrites(c, s) { () throws(Failure) in try ask(c, scalars, layout, &argument) }
         if request == IoctlLayout.FIONREAD {
             // What the pump has brought over and the tracee not read yet counts too.
             var home = r.payload.loadUnaligned(as: Int32.self), queued: Int32 = 0
@@ -78,6 +76,15 @@ enum Devices {
         }
         if flushesInput(request, c.raw(2)) { discardQueued(copy) }
         return .value(r.result)
+    }
+
+    /// Sends the ioctl home, its argument copied into the slot's payload
+    /// only now (a drain before it uses the same buffer).
+    private static func ask(_ c: borrowing Call, _ scalars: Scalars, _ layout: IoctlLayout,
+                            _ argument: inout (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)) throws(Failure) -> ResponseView {
+        let payload = c.worker.slot.payload(for: .ioctl)
+        withUnsafeBytes(of: &argument) { payload.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: layout.input) }
+        return try c.home(.ioctl, scalars, payloadLength: layout.input)
     }
 
     /// TCSETSF, and TCFLSH of the input queue: the input already pumped

@@ -264,3 +264,11 @@ def test_stdio_home_without_a_home_terminal_says_so(bins):
     assert r.returncode != 0 and "--stdio home: the home has no terminal" in r.stderr, describe(r)
     r = subprocess.run([str(wrap), "--stdio", "elsewhere", "--", "/bin/true"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "--stdio takes local or home" in r.stderr, describe(r)
+
+
+def test_what_a_program_wrote_just_before_it_exited_reaches_home(tv, home_pty):
+    # Written, then exit at once: the bytes are at home when wrap-and-run
+    # has ended (it sends home what the pump had not moved yet), read only then.
+    out = run_tracee(tv, home_pty, "os.write(fd, bytes(range(256)) * 12)\nos._exit(0)\n")
+    assert out == [""]
+    assert bytes.fromhex(home_pty("read", 3072)) == bytes(range(256)) * 12
