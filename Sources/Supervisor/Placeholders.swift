@@ -103,6 +103,9 @@ final class Watchers: Sendable {
     let link: HomeLink
     /// The home slot the stream pump uses (only on the watcher thread).
     let pumpSlot: HomeLink.Slot
+    /// Set (for good) once a device at home has had a placeholder: until
+    /// then an ioctl cannot concern one (`Devices.ioctl`).
+    let hadDevices = Atomic<Bool>(false)
 
     /// epoll data tag for a thread's pidfd (the rest is the tid).
     static let threadTag: UInt64 = 1 << 63

@@ -41,7 +41,7 @@ enum Devices {
     /// pointer); any other is ENOTTY. Anything else runs natively.
     static func ioctl(_ c: borrowing Call) throws(Failure) -> Reply {
         let fd = c.fd(0)
-        guard fd >= 0 else { return .continueSyscall }
+        guard fd >= 0, c.sup.watchers.hadDevices.load(ordering: .acquiring) else { return .continueSyscall }
         let t = try c.thread()
         let copy: CInt
         do { copy = try PidFD.getFD(t.pidfd, fd) } catch {

@@ -256,6 +256,7 @@ extension Watchers {
             if connected { state.phase.store(SocketState.Phase.connected.rawValue, ordering: .relaxed) }
             let p = Placeholder(handle: handle, inode: ino, supervisorEnd: ours, link: link, accessMode: O_RDWR, socket: state)
             placed = true
+            if device != nil { hadDevices.store(true, ordering: .releasing) }
             placeholders.withLock { $0[ino] = p }
             // Only the hang-up of the last close: a half-close is the pump's.
             try sys { cshim_epoll_add(epoll, ours, CSHIM_EPOLLHUP, ino) }
