@@ -112,7 +112,7 @@ extension Call {
             let b = try Self.binding(decide(base: root))
             // The thread is looked up only for a name of a descriptor.
             if b == .local, let named = MagicLink.descriptor(UnsafeRawBufferPointer(rebasing: norm[0..<worker.normalizedLength])),
-               try isCaller(named.pid), let p = try placeholder(fd: named.fd) {
+               try isCaller(named.pid), let p = try devicePlaceholder(fd: named.fd, unless: placeholder(fd: named.fd)) {
                 // /proc/self/fd/N (or /dev/fd/N, /dev/stdin …) of a forwarded
                 // descriptor names that file: the object itself, at home.
                 buf[0] = 0
@@ -121,7 +121,7 @@ extension Call {
             return (b == .forward ? .forward(dir: Wire.rootDir, keep: nil) : .local, len + 1)
         }
         if dirfd != AT_FDCWD {
-            guard let p = try placeholder(fd: dirfd) else {
+            guard let p = try devicePlaceholder(fd: dirfd, unless: placeholder(fd: dirfd)) else {
                 // A local directory: the name stays beneath it unless a ".."
                 // climbs out, maybe into a forwarded tree (then it goes home
                 // by its absolute form, as from a local working directory).

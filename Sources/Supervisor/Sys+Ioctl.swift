@@ -102,3 +102,26 @@ enum Devices {
         }
     }
 }
+
+extension Call {
+    /// `known` (a placeholder already found) if it is not nil, else the
+    /// placeholder of a device at home behind the tracee's `fd` (any
+    /// number), or nil: for the calls that describe the object (fstat, and
+    /// names relative to it such as /proc/self/fd/N), which `placeholder`
+    /// leaves to the pumped end as it does a socket's. Nothing to look up
+    /// until the session has had a device.
+    func devicePlaceholder(fd: Int32, unless known: Placeholder?) throws(Failure) -> Placeholder? {
+        if let known { return known }
+        guard fd >= 0, sup.watchers.hadDevices.load(ordering: .acquiring) else { return nil }
+        let t = try thread()
+        let copy: CInt
+        do { copy = try PidFD.getFD(t.pidfd, fd) } catch {
+            if error == .badFileDescriptor { return nil }
+            throw .errno(.badFileDescriptor)
+        }
+        defer { Glibc.close(copy) }
+        guard let info = try? FD.inode(copy), info.isSocket, let p = sup.watchers.lookup(inode: info.ino),
+              p.socket?.device != nil else { return nil }
+        return p
+    }
+}

@@ -7,7 +7,7 @@ import Wire
 enum Stat {
     /// Implements fstat(2).
     static func fstat(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        guard let p = try c.devicePlaceholder(fd: c.fd(0), unless: c.placeholder(fd: c.fd(0))) else { return .continueSyscall }
         let r = try c.home(.fstat, Scalars(p.handle))
         try writeStat(c, r.payload, to: c.address(1))
         return .value(0)

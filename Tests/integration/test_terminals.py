@@ -116,6 +116,14 @@ def test_isatty_and_termios_round_trip_change_the_home_pty(tv, home_pty):
         print(bool(b[3] & termios.ECHO), bool(b[3] & termios.ICANON), b[6][termios.VINTR] == b"\\x07")
     ''')
     assert out[:3] == ["True", "False False", "True True True"]
+    # The object itself: fstat, ttyname (/proc/self/fd/N) are the home pty's.
+    out = run_tracee(tv, home_pty, '''
+        import stat
+        st = os.fstat(fd)
+        print(stat.S_ISCHR(st.st_mode), os.ttyname(fd), os.major(st.st_rdev), os.minor(st.st_rdev))
+    ''')
+    home = tv.in_home_ns([PY, "-c", f"import os; st = os.stat({home_pty.slave!r}); print(os.major(st.st_rdev), os.minor(st.st_rdev))"])
+    assert out[0] == f"True {home_pty.slave} {home.stdout.strip()}", describe(home)
     home = home_pty.stty().split()
     assert "echo" in home and "icanon" in home and "^G;" in home
 
@@ -209,7 +217,7 @@ def size():
     return struct.unpack("HHHH", fcntl.ioctl(1, termios.TIOCGWINSZ, bytes(8)))[:2]
 got = []
 signal.signal(signal.SIGWINCH, lambda *a: got.append(size()))
-print("tty", os.isatty(0), os.isatty(1), os.isatty(2), *size(), flush=True)
+print("tty", os.isatty(0), os.isatty(1), os.isatty(2), *size(), os.ttyname(0), flush=True)
 print("read", sys.stdin.readline().strip(), flush=True)
 deadline = time.time() + 20
 while not got and time.time() < deadline:
@@ -242,7 +250,8 @@ def test_stdio_home_is_the_home_commands_terminal_with_sigwinch(bins):
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=dict(MIN_ENV), start_new_session=True)
         try:
-            assert "tty True True True 33 77\n" in read_until(master, "tty True True True 33 77\n")
+            line = f"tty True True True 33 77 {os.ttyname(slave)}\n"
+            assert line in read_until(master, line)
             os.write(master, b"hello\n")
             assert "read hello\n" in read_until(master, "read hello\n")
             fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
