@@ -11,8 +11,10 @@ import Wire
 /// before it, so a TCSETS after a write applies after those bytes, as on
 /// a local terminal.
 final class DeviceLine: Sendable {
-    /// Held while bytes taken from the pair are on their way home.
-    let sending = Mutex<Void>(())
+    /// Held while bytes taken from the pair are on their way home; holds
+    /// the pump's copy of our end of the pair (-1 once both pump threads
+    /// have ended), which outlives the placeholder.
+    let sending = Mutex<CInt>(-1)
     /// The `down` thread has ended (its read at home answered).
     let downEnded = Atomic<Bool>(false)
     /// Pump threads still running; the last gives both slots back.
@@ -22,23 +24,27 @@ final class DeviceLine: Sendable {
     /// its end and the pump has not taken yet, then runs `body`, before
     /// the pump may move more. Under `sending`.
     func afterWrites<T>(_ c: borrowing Call, _ s: SocketState, _ body: () throws(Failure) -> T) throws(Failure) -> T {
-        try sending.withLock { (_: inout Void) throws(Failure) -> T in
-            guard sendPending(s, c.worker.slot) else { throw .errno(.ioError) }
+        try sending.withLock { (_: inout CInt) throws(Failure) -> T in
+            guard sendPending(s.end, s, c.worker.slot) else { throw .errno(.ioError) }
             return try body()
         }
     }
 
     /// Sends home what the tracee wrote and the pump has not moved yet
-    /// (the program has exited: nothing reads its end any more).
+    /// (the program has exited: its placeholder may be gone already, and
+    /// wrap-and-run is about to end).
     func flush(_ s: SocketState, _ slot: HomeLink.Slot) {
-        sending.withLock { _ in _ = sendPending(s, slot) }
+        sending.withLock { fd in
+            if fd >= 0 { _ = sendPending(fd, s, slot) }
+        }
     }
 
-    /// Under `sending`: the pair's unread bytes, home; false if home refused them.
-    private func sendPending(_ s: SocketState, _ slot: HomeLink.Slot) -> Bool {
+    /// Under `sending`: the unread bytes of our end `fd`, home; false if
+    /// home refused them.
+    private func sendPending(_ fd: CInt, _ s: SocketState, _ slot: HomeLink.Slot) -> Bool {
         let buf = slot.payload(for: .write)
         while true {
-            let n = recv(s.end, buf.baseAddress, min(buf.count, Wire.maxPayload), Int32(MSG_DONTWAIT))
+            let n = recv(fd, buf.baseAddress, min(buf.count, Wire.maxPayload), Int32(MSG_DONTWAIT))
             if n <= 0 { return true }
             var done = 0
             while done < n {
@@ -59,8 +65,9 @@ final class DeviceLine: Sendable {
 /// of file and interrupts `down`'s read at home (a terminal's read waits
 /// for input that may never come). Both slots go back when both end.
 enum DevicePump {
-    /// Starts pumping `s` (its `device` set); false if no thread or slot could be had.
-    static func start(_ s: SocketState) -> Bool {
+    /// Starts pumping `s` (its `device` set), listed in `watchers.devices`
+    /// while it runs; false if no thread or slot could be had.
+    static func start(_ s: SocketState, watchers: Watchers) -> Bool {
         guard let line = s.device, let down = s.link.takeSlot() else { return false }
         guard let up = s.link.takeSlot() else {
             s.link.returnSlot(down)
@@ -72,11 +79,18 @@ enum DevicePump {
             s.link.returnSlot(up)
             return false
         }
+        line.sending.withLock { $0 = fd }
+        let key = ObjectIdentifier(s)
+        watchers.devices.withLock { $0[key] = s }
         let finish: @Sendable () -> Void = {
             if line.running.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
                 s.link.returnSlot(down)
                 s.link.returnSlot(up)
-                Glibc.close(fd)
+                line.sending.withLock { fd in
+                    Glibc.close(fd)
+                    fd = -1
+                }
+                _ = watchers.devices.withLock { $0.removeValue(forKey: key) }
             }
         }
         s.startPumping()
@@ -86,9 +100,8 @@ enum DevicePump {
             finish()
         }
         guard downThread.tryStart() != nil else {
-            s.link.returnSlot(down)
-            s.link.returnSlot(up)
-            Glibc.close(fd)
+            line.running.store(1, ordering: .relaxed)
+            finish()
             s.writerFinished()
             return false
         }

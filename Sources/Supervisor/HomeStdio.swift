@@ -30,7 +30,7 @@ enum HomeStdio {
         do throws(Errno) {
             let (end, state) = try watchers.makeSocketPlaceholder(handle: r.result, nonBlocking: false, connected: true,
                                                                   device: DeviceLine())
-            guard DevicePump.start(state) else { throw Errno(rawValue: ENOBUFS) }
+            guard DevicePump.start(state, watchers: watchers) else { throw Errno(rawValue: ENOBUFS) }
             return Terminal(end: end, state: state)
         } catch {
             throw .spawn("--stdio home: \(String(cString: strerror(error.rawValue)))")

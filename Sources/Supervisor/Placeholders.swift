@@ -106,6 +106,8 @@ final class Watchers: Sendable {
     /// Set (for good) once a device at home has had a placeholder: until
     /// then an ioctl cannot concern one (`Devices.ioctl`).
     let hadDevices = Atomic<Bool>(false)
+    /// Devices at home whose pumps run (`DevicePump`), for the last flush.
+    let devices = Mutex<[ObjectIdentifier: SocketState]>([:])
 
     /// epoll data tag for a thread's pidfd (the rest is the tid).
     static let threadTag: UInt64 = 1 << 63
@@ -152,9 +154,9 @@ final class Watchers: Sendable {
     /// Sends home what the tracee wrote through stream views and to devices
     /// and the pumps have not moved yet (when the program has exited), using `slot`.
     func flushStreams(slot: HomeLink.Slot) {
+        for s in devices.withLock({ Array($0.values) }) { s.device?.flush(s, slot) }
         let all = placeholders.withLock { Array($0.values) }
         for p in all {
-            if let s = p.socket, let line = s.device { line.flush(s, slot) }
             guard let stream = p.stream, let owner = p.owner else { continue }
             owner.views.withLock { _ in _ = stream.drainWrites(p, slot) }
         }

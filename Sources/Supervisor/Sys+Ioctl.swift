@@ -27,7 +27,7 @@ enum Devices {
             throw .errno(error)
         }
         defer { Glibc.close(end) }
-        guard DevicePump.start(state) else { throw .errno(Errno(rawValue: ENOBUFS)) }
+        guard DevicePump.start(state, watchers: c.sup.watchers) else { throw .errno(Errno(rawValue: ENOBUFS)) }
         let fd = try local { () throws(Errno) in
             try c.sup.listener.installAndRespond(id: c.id, source: end, closeOnExec: flags & O_CLOEXEC != 0)
         }
