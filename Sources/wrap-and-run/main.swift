@@ -233,6 +233,7 @@ struct Launch {
         let environment = Spawn.environment
         if attach != nil {
             guard command.isEmpty else { fail(Status.usage, "--attach takes no program (usage: wrap-and-run [OPTIONS] --attach PID)") }
+            if cwd != nil { fail(Status.usage, "--cwd does not apply to --attach (the process stays where it is)") }
             supervise(program: "", arguments: [], environment: environment, policy: policy)
         }
         guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] [--] PROGRAM [ARGS...])") }

@@ -248,12 +248,15 @@ def test_attach_nonexistent_pid(tv):
     assert "no such process" in r.stderr
 
 
-def test_attach_refuses_init_and_a_program(tv):
+def test_attach_refuses_init_a_program_and_cwd(tv):
     r = subprocess.run(attach_argv(tv, 1), capture_output=True, text=True, timeout=30, env=dict(MIN_ENV))
     assert r.returncode == 125 and "init" in r.stderr, r.stderr
     r = subprocess.run(attach_argv(tv, os.getpid()) + ["--", "true"], capture_output=True, text=True, timeout=30,
                        env=dict(MIN_ENV))
     assert r.returncode == 125 and "--attach takes no program" in r.stderr, r.stderr
+    r = subprocess.run(attach_argv(tv, os.getpid()) + ["--cwd", "/"], capture_output=True, text=True, timeout=30,
+                       env=dict(MIN_ENV))
+    assert r.returncode == 125 and "--cwd does not apply to --attach" in r.stderr, r.stderr
 
 
 def test_attach_to_another_users_process_leaves_it_untouched(tv):
