@@ -315,3 +315,36 @@ def test_attached_process_dies_with_wrap_and_run(tv):
         assert t.proc.wait(timeout=10) == -signal.SIGKILL
     finally:
         t.kill()
+
+
+def test_attach_keeps_held_descriptors_local(tv):
+    # One descriptor opened before the attach at a low number, one moved to
+    # the first number of the placeholder range (the upper half of its
+    # descriptor limit): both stay the target's file, new opens go home,
+    # and the new placeholder does not take the held number.
+    script = r"""
+import os, resource, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+base = max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
+low = os.open(path, os.O_RDONLY)
+high = os.dup2(os.open(path, os.O_RDONLY), base)
+print("pid", os.getpid(), flush=True)
+while not os.path.exists(stop):
+    fd = os.open(path, os.O_RDONLY)
+    new = os.read(fd, 100).decode().strip()
+    print("fds", os.pread(low, 100, 0).decode().strip(), os.pread(high, 100, 0).decode().strip(), new,
+          "taken" if fd == base else "free", flush=True)
+    os.close(fd)
+    time.sleep(0.2)
+sys.exit(7)
+"""
+    t, pid, stop = start_loop(tv, script)
+    try:
+        t.wait_for(lambda l: l == f"fds {DECOY} {DECOY} {DECOY} free")
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l.endswith(HOME + " free"))
+        assert t.wait_for(lambda l: True) == f"fds {DECOY} {DECOY} {HOME} free"
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
