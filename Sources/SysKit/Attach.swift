@@ -22,7 +22,7 @@ public struct AttachFailure: Error, CustomStringConvertible {
             if tracer > 0 { return "--attach \(pid): it is already traced by process \(tracer) (\(what))" }
             return "--attach \(pid): ptrace refused (\(what)): another user's process, or kernel.yama.ptrace_scope forbids it"
         case (0, _): return "--attach \(pid): cannot seize its threads: \(what)"
-        case (Int32(CSHIM_ATTACH_STOP), _): return "--attach \(pid): no thread of it could be stopped (it is stopped or exiting): \(what)"
+        case (Int32(CSHIM_ATTACH_STOP), _): return "--attach \(pid): no thread of it could be stopped to take it over (it is stopped: SIGCONT it first; or exiting): \(what)"
         case (Int32(CSHIM_ATTACH_INJECT), _): return "--attach \(pid): cannot run calls in it: \(what)"
         case (Int32(CSHIM_ATTACH_NO_NEW_PRIVS), _): return "--attach \(pid): prctl(PR_SET_NO_NEW_PRIVS) failed in it: \(what)"
         case (Int32(CSHIM_ATTACH_SECCOMP), EBUSY):

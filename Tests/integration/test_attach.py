@@ -87,6 +87,15 @@ def status_of(pid) -> dict:
     return out
 
 
+def wait_attached(pid, w):
+    """Until the filter is in place and the tracee's own listener number is closed."""
+    deadline = time.monotonic() + 20
+    while status_of(pid)["Seccomp"] != "2" or any(
+            os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:seccomp notify" for fd in os.listdir(f"/proc/{pid}/fd")):
+        assert time.monotonic() < deadline and w.poll() is None, w.stderr.read().decode() if w.poll() is not None else "slow"
+        time.sleep(0.05)
+
+
 def start_loop(tv, script=LOOP, stdin=subprocess.DEVNULL):
     tv.both("data.txt", HOME + "\n", DECOY + "\n")
     stop = tv.local / "stop"
@@ -223,12 +232,7 @@ sys.exit(7)
     t, pid, stop = start_loop(tv, script, stdin=subprocess.PIPE)
     try:
         w = attach(tv, pid)
-        deadline = time.monotonic() + 20
-        # Attached once the filter is in place and the listener's copy in the tracee is closed.
-        while status_of(pid)["Seccomp"] != "2" or any(
-                os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:seccomp notify" for fd in os.listdir(f"/proc/{pid}/fd")):
-            assert time.monotonic() < deadline and w.poll() is None, w.stderr.read().decode() if w.poll() is not None else "slow"
-            time.sleep(0.05)
+        wait_attached(pid, w)
         time.sleep(0.3)
         t.proc.stdin.write(b"hello\n")
         t.proc.stdin.flush()
@@ -348,3 +352,26 @@ sys.exit(7)
         assert code == 7, err
     finally:
         t.kill()
+
+
+def test_attach_to_a_stopped_process_leaves_it_stopped(tv):
+    p = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        os.kill(p.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while status_of(p.pid)["State"][0] != "T":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        r = subprocess.run(attach_argv(tv, p.pid), capture_output=True, text=True, timeout=30, env=dict(MIN_ENV))
+        assert r.returncode == 125 and "SIGCONT it first" in r.stderr, r.stderr
+        st = status_of(p.pid)
+        assert (st["State"][0], st["TracerPid"], st["Seccomp"]) == ("T", "0", "0")
+        os.kill(p.pid, signal.SIGCONT)
+        w = attach(tv, p.pid)
+        wait_attached(p.pid, w)
+        os.kill(p.pid, signal.SIGTERM)
+        w.communicate(timeout=20)
+        assert w.returncode == 128 + signal.SIGTERM
+    finally:
+        p.kill()
+        p.wait()
