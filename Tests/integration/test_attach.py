@@ -375,3 +375,26 @@ def test_attach_to_a_stopped_process_leaves_it_stopped(tv):
     finally:
         p.kill()
         p.wait()
+
+
+def test_attached_process_stops_and_continues(tv):
+    t, pid, stop = start_loop(tv)
+    try:
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l == HOME)
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while status_of(pid)["State"][0] not in "Tt":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)
+        while not t.lines.empty():   # what it printed before the stop
+            t.lines.get()
+        time.sleep(0.6)
+        assert t.lines.empty() and status_of(pid)["State"][0] in "Tt" and w.poll() is None
+        os.kill(pid, signal.SIGCONT)
+        t.wait_for(lambda l: l == HOME)
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
