@@ -124,7 +124,7 @@ def test_attach_forwards_new_opens_and_keeps_exit_status(tv):
         w = attach(tv, pid)
         t.wait_for(lambda l: l == HOME)
         st = status_of(pid)
-        assert st["Seccomp"] == "2" and st["TracerPid"] != "0"
+        assert (st["Seccomp"], st["NoNewPrivs"]) == ("2", "0") and st["TracerPid"] != "0"
         # Every read from here on is the home's.
         for _ in range(3):
             assert t.wait_for(lambda l: True) == HOME
@@ -198,11 +198,15 @@ def test_attach_signal_reaches_handler(tv):
     script = r"""
 import os, signal, sys, time
 path, stop = sys.argv[1], sys.argv[2]
-signal.signal(signal.SIGUSR1, lambda *_: print("usr1", flush=True))
+got = []
+signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
 print("pid", os.getpid(), flush=True)
 while not os.path.exists(stop):
     with open(path) as f:
         print(f.read().strip(), flush=True)
+    if got:
+        print("usr1", flush=True)
+        got.clear()
     time.sleep(0.2)
 sys.exit(7)
 """
@@ -394,6 +398,25 @@ def test_attached_process_stops_and_continues(tv):
         assert t.lines.empty() and status_of(pid)["State"][0] in "Tt" and w.poll() is None
         os.kill(pid, signal.SIGCONT)
         t.wait_for(lambda l: l == HOME)
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
+
+
+def test_attach_to_an_unprivileged_process_sets_no_new_privs(tv):
+    # Without CAP_SYS_ADMIN the kernel wants no_new_privs before the filter:
+    # it is set then (and only then: the root tracees above keep theirs 0).
+    tv.both("data.txt", HOME + "\n", DECOY + "\n")
+    stop = tv.local / "stop"
+    t = Tracee(NOBODY_SETPRIV + py(LOOP, tv.p("data.txt"), str(stop)))
+    try:
+        pid = int(t.wait_for(lambda l: l.startswith("pid ")).split()[1])
+        t.wait_for(lambda l: l == DECOY)
+        assert status_of(pid)["NoNewPrivs"] == "0"
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l == HOME)
+        assert status_of(pid)["NoNewPrivs"] == "1"
         code, err = finish(t, w, stop)
         assert code == 7, err
     finally:
