@@ -370,7 +370,7 @@ static int stop_one(struct cshim_attach *a)
             ptrace(PTRACE_SETSIGMASK, a->stopped, sizeof all, &all) != 0)
             return -1;
         a->masked = 1;
-        return find_syscall(a);
+        return 0;
     }
     return -1;
 }
@@ -381,6 +381,8 @@ int cshim_attach_install(cshim_attach *a, const cshim_filter *filter, int *stage
     if (stop_one(a) != 0)
         return -1;
     *stage = CSHIM_ATTACH_INJECT;
+    if (find_syscall(a) != 0)
+        return -1;
     size_t bytes = sizeof(struct sock_fprog) + (size_t)filter->len * sizeof(struct sock_filter);
     size_t size = (bytes + 4095) & ~(size_t)4095;
     long page;
@@ -411,15 +413,13 @@ int cshim_attach_install(cshim_attach *a, const cshim_filter *filter, int *stage
         }
     }
     long unmapped;
+    if (rc >= 0)
+        *stage = CSHIM_ATTACH_GETFD;  // the filter is in place: a failure no longer detaches
     if (inject(a, SYS_munmap, (unsigned long)page, size, 0, 0, 0, 0, &unmapped) != 0)
         return -1;
-    if (rc < 0) {
-        errno = (int)-rc;
-        return -1;
-    }
+    if (rc < 0)
+        return errno = (int)-rc, -1;
     a->tracee_listener = (int)rc;
-    // From here on the filter is in place: a failure no longer detaches.
-    *stage = CSHIM_ATTACH_GETFD;
     int pidfd = (int)syscall(SYS_pidfd_open, a->pid, 0);
     if (pidfd < 0)
         return -1;

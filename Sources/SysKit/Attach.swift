@@ -2,15 +2,14 @@ import CShim
 import Glibc
 import Synchronization
 
-/// Why a running process could not be taken over; `installed` says whether
-/// its filter was already in place (then it was killed: nothing could
-/// serve its calls), else it runs on as before.
+/// Why a running process could not be taken over. At stage
+/// CSHIM_ATTACH_GETFD its filter was already in place, and it was killed
+/// (nothing could serve its calls); otherwise it runs on as before.
 public struct AttachFailure: Error, CustomStringConvertible {
     public let pid: pid_t
     public let errno: Errno
     /// A CSHIM_ATTACH_* step, 0 for PTRACE_SEIZE.
     public let stage: Int32
-    public var installed: Bool { stage == Int32(CSHIM_ATTACH_GETFD) }
 
     /// One line saying what failed and, where the cause is known, why.
     public var description: String {
@@ -23,6 +22,8 @@ public struct AttachFailure: Error, CustomStringConvertible {
             return "--attach \(pid): ptrace refused (\(what)): another user's process, or kernel.yama.ptrace_scope forbids it"
         case (0, _): return "--attach \(pid): cannot seize its threads: \(what)"
         case (Int32(CSHIM_ATTACH_STOP), _): return "--attach \(pid): no thread of it could be stopped to take it over (it is stopped: SIGCONT it first; or exiting): \(what)"
+        case (Int32(CSHIM_ATTACH_INJECT), ENOEXEC):
+            return "--attach \(pid): no syscall instruction to run calls with (no vdso, and not stopped in a call)"
         case (Int32(CSHIM_ATTACH_INJECT), _): return "--attach \(pid): cannot run calls in it: \(what)"
         case (Int32(CSHIM_ATTACH_NO_NEW_PRIVS), _): return "--attach \(pid): prctl(PR_SET_NO_NEW_PRIVS) failed in it: \(what)"
         case (Int32(CSHIM_ATTACH_SECCOMP), EBUSY):
@@ -31,7 +32,7 @@ public struct AttachFailure: Error, CustomStringConvertible {
         case (Int32(CSHIM_ATTACH_SECCOMP), EINVAL):
             return "--attach \(pid): this kernel cannot give a listener to every thread (SECCOMP_FILTER_FLAG_TSYNC_ESRCH, Linux 5.7): \(what)"
         case (Int32(CSHIM_ATTACH_SECCOMP), _): return "--attach \(pid): installing the seccomp filter failed: \(what)"
-        default: return "--attach \(pid): copying its seccomp listener failed: \(what); the process was killed"
+        default: return "--attach \(pid): taking over failed after its filter was installed: \(what); the process was killed (nothing could serve its calls)"
         }
     }
 }
