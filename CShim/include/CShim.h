@@ -400,6 +400,9 @@ ssize_t cshim_splice(int in, int64_t *in_off, int out, size_t len, int nonblocki
 /// pages: they must not change until the data has been read at the far end).
 ssize_t cshim_vmsplice(int pipe_write, const void *buf, size_t len);
 
+// ---- taking over a running process: cshim_attach.h ---------------------------
+#include "cshim_attach.h"
+
 #ifdef __cplusplus
 }
 #endif

@@ -73,13 +73,15 @@ public enum LaunchError: Error, CustomStringConvertible {
     case home(HomeConnectError)
     case workingDirectory(String)
     case spawn(String)
+    /// `--attach` failed (the process runs on as before, unless it says so).
+    case attach(String)
     /// The trace or statistics file cannot be opened.
     case output(String)
 
     public var description: String {
         switch self {
         case .home(let e): return e.description
-        case .workingDirectory(let s), .spawn(let s), .output(let s): return s
+        case .workingDirectory(let s), .spawn(let s), .attach(let s), .output(let s): return s
         }
     }
 }
@@ -105,8 +107,9 @@ public final class Supervisor: Sendable {
     let observer: Observer?
     let listener: SeccompListener
     let child: pid_t
-    /// The program's keeper: the program's process tree ends with this process.
-    let keeper: Keeper
+    /// How the program's end is learnt: its keeper (the program's process
+    /// tree ends with this process), or the tracer of an attached process.
+    let end: ProgramEnd
     let options: SupervisorOptions
     /// Placeholders live at this descriptor number and above (and on 0–2).
     let placeholderBase: Int32
@@ -129,7 +132,7 @@ public final class Supervisor: Sendable {
     static let maxIdleWorkers = 4
 
     private init(options: SupervisorOptions, link: HomeLink, localLink: HomeLink, watchers: Watchers, tracees: Tracees,
-                 listener: SeccompListener, child: pid_t, keeper: Keeper, placeholderBase: Int32, descriptorLimit: Int32,
+                 listener: SeccompListener, child: pid_t, end: ProgramEnd, placeholderBase: Int32, descriptorLimit: Int32,
                  observer: Observer?) {
         self.options = options
         self.localLink = localLink
@@ -142,57 +145,23 @@ public final class Supervisor: Sendable {
         self.tracees = tracees
         self.listener = listener
         self.child = child
-        self.keeper = keeper
+        self.end = end
         self.observer = observer
     }
 
     /// Connects to home, starts the program under the filter, and starts the
     /// supervisor threads. The program runs once this returns.
     public static func launch(_ options: SupervisorOptions) throws(LaunchError) -> Supervisor {
-        // Signals for the program are the program's: the supervisor ignores
-        // the terminal's and relays termination requests (see relaySignals).
-        signal(SIGINT, SIG_IGN)
-        signal(SIGQUIT, SIG_IGN)
-        signal(SIGPIPE, SIG_IGN)
-        var relayed = sigset_t()
-        sigemptyset(&relayed)
-        for s in [SIGTERM, SIGHUP] { sigaddset(&relayed, s) }
-        pthread_sigmask(SIG_BLOCK, &relayed, nil)
-
-        let observer = try makeObserver(options)
-        let stream: HomeConnection.Stream
-        do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
-        let home = options.home.description
-        let link = HomeLink(fd: stream.fd, keys: stream.keys, calls: maxWorkers, pollMicroseconds: options.pollMicroseconds,
-                            cacheSlots: stream.watches && options.attributeCache ? AttrCache.defaultSlots : 0,
-                            writeBehind: options.writeBehind) { why in
-            let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
-            printError(text)
-        }
-        let localStream: HomeConnection.Stream
-        do { localStream = try HomeConnection.open(.spawn(root: "/", serve: options.localDeputy)) } catch {
-            throw .spawn("cannot start the local deputy: \(error)")
-        }
-        let localLink = HomeLink(fd: localStream.fd, keys: nil, calls: maxWorkers, pollMicroseconds: 0) { why in
-            printError("wrap-and-run: the local deputy failed: \(why)")
-        }
-        let watchers: Watchers
-        do { watchers = try Watchers(link: link, pumpSlot: link.slots[HomeLink.pumpSlot]) } catch {
-            throw .spawn("epoll: \(error)")
-        }
-        let tracees = Tracees(watchers: watchers)
-        let cwd = try startDirectory(link: link, options: options)
+        let parts = try Parts(options)
+        let cwd = try startDirectory(link: parts.link, options: options)
 
         // The tracee keeps its own descriptor limit; placeholders take the upper half of it.
         let nofile = raiseDescriptorLimit()
         let limit = Int32(clamping: nofile > 0 ? nofile : 1024)
         let base = max(16, limit / 2)
-        let filter: SeccompFilter
-        do throws(Errno) { filter = try SeccompFilter(rules: SyscallTable.x86_64.filterRules(placeholderBase: base)) } catch {
-            throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
-        }
+        let filter = try makeFilter(placeholderBase: base)
         let pid: pid_t, listener: SeccompListener, keeper: Keeper
-        let terminal = options.stdioAtHome ? try HomeStdio.open(link: link, watchers: watchers) : nil
+        let terminal = options.stdioAtHome ? try HomeStdio.open(link: parts.link, watchers: parts.watchers) : nil
         do {
             (pid, listener, keeper) = try HomeStdio.inheriting(terminal?.end) { () throws(SpawnFailure) in
                 try Spawn.traced(path: options.program, argv: options.arguments, env: options.environment,
@@ -203,19 +172,84 @@ public final class Supervisor: Sendable {
             let what = Int(error.stage) < step.count && error.stage > 0 ? step[Int(error.stage)] : "spawning"
             throw .spawn("\(options.program): \(what) failed: \(String(cString: strerror(error.errno.rawValue)))")
         }
-        tracees.addRoot(pid: pid, cwd: cwd)
+        parts.tracees.addRoot(pid: pid, cwd: cwd)
         if let terminal { HomeStdio.relayWindowSize(terminal.state, to: pid) }
-        listener.preferSynchronousWakeUp()
+        return try start(parts, listener: listener, child: pid, end: .keeper(keeper), placeholderBase: base, descriptorLimit: limit)
+    }
 
-        let sup = Supervisor(options: options, link: link, localLink: localLink, watchers: watchers, tracees: tracees, listener: listener,
-                             child: pid, keeper: keeper, placeholderBase: base, descriptorLimit: limit, observer: observer)
+    /// What a supervisor needs before its program runs: the home and local
+    /// deputy links, the watchers and the tracee records, the observer;
+    /// signals set up as the program's (see `start`).
+    struct Parts {
+        let options: SupervisorOptions
+        let observer: Observer?
+        let link: HomeLink
+        let localLink: HomeLink
+        let watchers: Watchers
+        let tracees: Tracees
+        /// SIGTERM and SIGHUP, blocked here and relayed to the program.
+        let relayed: sigset_t
+
+        init(_ options: SupervisorOptions) throws(LaunchError) {
+            self.options = options
+            // Signals for the program are the program's: the supervisor ignores
+            // the terminal's and relays termination requests (see `start`).
+            signal(SIGINT, SIG_IGN)
+            signal(SIGQUIT, SIG_IGN)
+            signal(SIGPIPE, SIG_IGN)
+            var relayed = sigset_t()
+            sigemptyset(&relayed)
+            for s in [SIGTERM, SIGHUP] { sigaddset(&relayed, s) }
+            pthread_sigmask(SIG_BLOCK, &relayed, nil)
+            self.relayed = relayed
+
+            observer = try makeObserver(options)
+            let stream: HomeConnection.Stream
+            do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
+            let home = options.home.description
+            link = HomeLink(fd: stream.fd, keys: stream.keys, calls: maxWorkers, pollMicroseconds: options.pollMicroseconds,
+                            cacheSlots: stream.watches && options.attributeCache ? AttrCache.defaultSlots : 0,
+                            writeBehind: options.writeBehind) { why in
+                let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"
+                printError(text)
+            }
+            let localStream: HomeConnection.Stream
+            do { localStream = try HomeConnection.open(.spawn(root: "/", serve: options.localDeputy)) } catch {
+                throw .spawn("cannot start the local deputy: \(error)")
+            }
+            localLink = HomeLink(fd: localStream.fd, keys: nil, calls: maxWorkers, pollMicroseconds: 0) { why in
+                printError("wrap-and-run: the local deputy failed: \(why)")
+            }
+            do { watchers = try Watchers(link: link, pumpSlot: link.slots[HomeLink.pumpSlot]) } catch {
+                throw .spawn("epoll: \(error)")
+            }
+            tracees = Tracees(watchers: watchers)
+        }
+    }
+
+    /// The filter of the syscall table, with placeholders from `placeholderBase`.
+    static func makeFilter(placeholderBase base: Int32) throws(LaunchError) -> SeccompFilter {
+        do throws(Errno) { return try SeccompFilter(rules: SyscallTable.x86_64.filterRules(placeholderBase: base)) } catch {
+            throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
+        }
+    }
+
+    /// Starts the supervisor threads on `listener`, whose program `child`
+    /// runs (or is about to) under the filter.
+    static func start(_ parts: Parts, listener: SeccompListener, child pid: pid_t, end: ProgramEnd, placeholderBase base: Int32,
+                      descriptorLimit limit: Int32) throws(LaunchError) -> Supervisor {
+        listener.preferSynchronousWakeUp()
+        let watchers = parts.watchers, tracees = parts.tracees
+        let sup = Supervisor(options: parts.options, link: parts.link, localLink: parts.localLink, watchers: watchers,
+                             tracees: tracees, listener: listener, child: pid, end: end, placeholderBase: base,
+                             descriptorLimit: limit, observer: parts.observer)
         ThreadRunner(name: "watchers") { [watchers, tracees] in
             watchers.run { tid in tracees.threadExited(tid) }
         }.start()
-        for _ in 0..<max(1, options.workers) where !sup.addWorker() {
+        for _ in 0..<max(1, parts.options.workers) where !sup.addWorker() {
             throw .spawn("cannot start a supervisor thread")
         }
-        ThreadRunner(name: "signals") { [relayed] in
+        ThreadRunner(name: "signals") { [relayed = parts.relayed] in
             var set = relayed
             while true {
                 var sig: Int32 = 0
@@ -230,14 +264,19 @@ public final class Supervisor: Sendable {
     /// their calls once wrap-and-run is gone.
     public func wait() -> Int32 {
         let status: Int32
-        if let code = keeper.programExit() {
-            status = code
-        } else {
-            printError("wrap-and-run: the program's keeper process died; ending the program\n")
-            kill(child, SIGKILL)
-            status = 128 + SIGKILL
+        switch end {
+        case .keeper(let keeper):
+            if let code = keeper.programExit() {
+                status = code
+            } else {
+                printError("wrap-and-run: the program's keeper process died; ending the program\n")
+                kill(child, SIGKILL)
+                status = 128 + SIGKILL
+            }
+            keeper.release()
+        case .attached(let process):
+            status = process.exitCode()
         }
-        keeper.release()
         watchers.flushStreams(slot: link.slots[HomeLink.controlSlot])
         link.settle(link.slots[HomeLink.controlSlot])
         if let observer {

@@ -3,6 +3,31 @@ import SysKit
 
 /// Checks on the program and its standard streams before it starts.
 extension Launch {
+    /// PATH search as execvp does it; checks the ELF class and machine.
+    func resolveProgram(_ name: String, environment: [String]) -> String {
+        var candidates: [String]
+        if name.contains("/") {
+            candidates = [name]
+        } else {
+            let path = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? "/usr/local/bin:/usr/bin:/bin"
+            candidates = path.split(separator: ":", omittingEmptySubsequences: false).map { ($0.isEmpty ? "." : String($0)) + "/" + name }
+        }
+        var sawNoPermission = false
+        for candidate in candidates {
+            var st = stat()
+            guard stat(candidate, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
+            guard access(candidate, X_OK) == 0 else { sawNoPermission = true; continue }
+            checkBinary(candidate)
+            // Absolute: the program may start in another directory (--cwd).
+            if candidate.hasPrefix("/") { return candidate }
+            guard let here = getcwd(nil, 0) else { return candidate }
+            defer { free(here) }
+            return String(cString: here) + "/" + candidate
+        }
+        if sawNoPermission { fail(Status.cannotExecute, "\(name): permission denied") }
+        fail(Status.notFound, "\(name): command not found")
+    }
+
     func checkBinary(_ path: String) {
         let check: ProgramCheck
         do { check = try ProgramCheck.check(path: path) } catch {

@@ -125,6 +125,10 @@ struct WrapAndRun: ParsableCommand {
     @Option(help: "Say which rule decides this path, and exit.")
     var explain: [String] = []
 
+    @Option(help: ArgumentHelp("Take over the running process PID (all its threads) instead of starting a program: its new opens follow the policy from then on.",
+                               valueName: "PID"))
+    var attach: Int32?
+
     @Argument(parsing: .captureForPassthrough, help: "[--] PROGRAM [ARGS...]")
     var command: [String] = []
 
@@ -154,7 +158,8 @@ struct WrapAndRun: ParsableCommand {
                cacheMax: cacheMax, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
                attributeCache: !noCache, writeBehind: !syncWrites, remoteHomestub: remoteHomestub, cwd: cwd,
-               localNetwork: localNet, forwardNets: forwardNets, localNets: localNets, stdio: stdio, command: command)
+               localNetwork: localNet, forwardNets: forwardNets, localNets: localNets, stdio: stdio, command: command,
+               attach: attach)
             .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).run()
     }
 
@@ -214,6 +219,8 @@ struct Launch {
     /// --stdio local|home.
     var stdio = "local"
     var command: [String] = []
+    /// --attach PID: take over that process rather than run `command`.
+    var attach: Int32?
     /// The --trace list ("all" for --trace alone), --trace-file, --stats-json.
     var trace: String?
     var traceFile: String?
@@ -229,9 +236,14 @@ struct Launch {
     func run() -> Never {
         let policy = Self.routingPolicy(file: policyFile, forward: forwardPrefixes, local: localPrefixes,
                                         networkAtHome: !localNetwork)
-        guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] [--] PROGRAM [ARGS...])") }
-
         let environment = Spawn.environment
+        if attach != nil {
+            guard command.isEmpty else { fail(Status.usage, "--attach takes no program (usage: wrap-and-run [OPTIONS] --attach PID)") }
+            if cwd != nil { fail(Status.usage, "--cwd does not apply to --attach (the process stays where it is)") }
+            if stdio == "home" { fail(Status.usage, "--stdio home does not apply to --attach (the process keeps the descriptors it has)") }
+            supervise(program: "", arguments: [], environment: environment, policy: policy)
+        }
+        guard let name = command.first else { fail(Status.usage, "no program given (usage: wrap-and-run [OPTIONS] [--] PROGRAM [ARGS...])") }
         let program: String
         var arguments = command
         if Self.isAtHome(name, environment: environment, policy: policy) {
@@ -242,6 +254,11 @@ struct Launch {
         } else {
             program = resolveProgram(name, environment: environment)
         }
+        supervise(program: program, arguments: arguments, environment: environment, policy: policy)
+    }
+
+    /// Runs `program` (or takes over the --attach process) under the supervisor; exits with its status.
+    private func supervise(program: String, arguments: [String], environment: [String], policy: RoutingPolicy) -> Never {
         let address = homeAddress()
         let options = SupervisorOptions(program: program, arguments: arguments, environment: environment,
                                         home: address, policy: policy, stats: stats, pollMicroseconds: pollMicroseconds,
@@ -269,12 +286,16 @@ struct Launch {
             do { launchOptions.trace = try TraceSelection(parsing: trace ?? "all") } catch { fail(Status.usage, error.description) }
         }
         let supervisor: Supervisor
-        do { supervisor = try Supervisor.launch(launchOptions) } catch {
+        do {
+            if let attach { supervisor = try Supervisor.attach(launchOptions, pid: attach) } else {
+                supervisor = try Supervisor.launch(launchOptions)
+            }
+        } catch {
             switch error {
             case .home(.unreachable): fail(Status.unreachable, error.description)
             case .home(.refused): fail(Status.refused, error.description)
             case .home(.protocolError): fail(Status.protocolError, error.description)
-            case .workingDirectory, .output: fail(Status.usage, error.description)
+            case .workingDirectory, .output, .attach: fail(Status.usage, error.description)
             case .spawn: fail(Status.cannotExecute, error.description)
             }
         }
@@ -282,7 +303,7 @@ struct Launch {
     }
 
     /// The common command lines, `[OPTION VALUE | FLAG]... [--] PROGRAM
-    /// [ARGS...]` with the options of a run (no help, --explain or
+    /// [ARGS...]` (or `[OPTION VALUE | FLAG]... --attach PID`) with the options of a run (no help, --explain or
     /// --print-policy, no `--option=value` but `--trace=LIST`), parsed by hand: ArgumentParser
     /// finds its options by reflection, which in a binary this size costs
     /// milliseconds of start-up. Nil for anything else, which ArgumentParser
@@ -341,6 +362,9 @@ struct Launch {
                 case "--remote-homestub": l.remoteHomestub = v
                 case "--trace-file": l.traceFile = v
                 case "--stats-json": l.statsJSON = v
+                case "--attach":
+                    guard let pid = Int32(v) else { return nil }
+                    l.attach = pid
                 case "--poll-us":
                     guard let n = Int(v) else { return nil }
                     l.pollMicroseconds = n
@@ -349,7 +373,7 @@ struct Launch {
             }
             i += 2
         }
-        return nil
+        return l.attach != nil ? l : nil
     }
 
     /// The arguments with a bare `--trace` before the program written
@@ -357,31 +381,6 @@ struct Launch {
     static func bareTrace(_ args: ArraySlice<String>) -> [String] {
         let end = args.firstIndex(of: "--") ?? args.endIndex
         return args[..<end].map { $0 == "--trace" ? "--trace=all" : $0 } + args[end...]
-    }
-
-    /// PATH search as execvp does it; checks the ELF class and machine.
-    private func resolveProgram(_ name: String, environment: [String]) -> String {
-        var candidates: [String]
-        if name.contains("/") {
-            candidates = [name]
-        } else {
-            let path = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? "/usr/local/bin:/usr/bin:/bin"
-            candidates = path.split(separator: ":", omittingEmptySubsequences: false).map { ($0.isEmpty ? "." : String($0)) + "/" + name }
-        }
-        var sawNoPermission = false
-        for candidate in candidates {
-            var st = stat()
-            guard stat(candidate, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
-            guard access(candidate, X_OK) == 0 else { sawNoPermission = true; continue }
-            checkBinary(candidate)
-            // Absolute: the program may start in another directory (--cwd).
-            if candidate.hasPrefix("/") { return candidate }
-            guard let here = getcwd(nil, 0) else { return candidate }
-            defer { free(here) }
-            return String(cString: here) + "/" + candidate
-        }
-        if sawNoPermission { fail(Status.cannotExecute, "\(name): permission denied") }
-        fail(Status.notFound, "\(name): command not found")
     }
 
     private func homeAddress() -> HomeAddress {

@@ -1,0 +1,432 @@
+"""wrap-and-run --attach PID: taking over a running process.
+
+Each tracee is a plain python3 started by the test (not under wrap-and-run)
+that reads a path every 200 ms and prints what it read: the target's decoy
+before the attach, the home's file after it (only home has that content).
+It exits 7 once a stop file exists (under BASE/local, the same file here
+and at home), so its exit status is known and must reach wrap-and-run.
+"""
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+
+from conftest import MIN_ENV, NOBODY_SETPRIV, WRAP, py
+
+HOME = "HOME-CONTENT"
+DECOY = "TARGET-DECOY"
+
+LOOP = r"""
+import os, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+print("pid", os.getpid(), flush=True)
+while True:
+    with open(path) as f:
+        print(f.read().strip(), flush=True)
+    if os.path.exists(stop):
+        sys.exit(7)
+    time.sleep(0.2)
+"""
+
+
+class Tracee:
+    """A python3 program started here, its stdout lines collected."""
+
+    def __init__(self, argv, stdin=subprocess.DEVNULL):
+        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=dict(MIN_ENV),
+                                     start_new_session=True)
+        self.lines = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.decode(errors="replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for(self, pred, timeout=20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line matching within {timeout} s; lines so far: {self.seen[-20:]}"
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            assert line is not None, f"the tracee ended ({self.proc.poll()}); lines: {self.seen[-20:]}"
+            self.seen.append(line)
+            if pred(line):
+                return line
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def attach_argv(tv, pid, user=None):
+    if user is None:
+        return [str(WRAP), "--home", tv.home.addr, "--key-file", str(tv.home.key), "--attach", str(pid)]
+    _, wrap = tv.binaries_for(user)
+    return NOBODY_SETPRIV + [str(wrap), "--home", "spawn", "--attach", str(pid)]
+
+
+def attach(tv, pid, user=None):
+    return subprocess.Popen(attach_argv(tv, pid, user), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(MIN_ENV), start_new_session=True)
+
+
+def status_of(pid) -> dict:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def wait_attached(pid, w):
+    """Until the filter is in place and the tracee's own listener number is closed."""
+    deadline = time.monotonic() + 20
+    while status_of(pid)["Seccomp"] != "2" or any(
+            os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:seccomp notify" for fd in os.listdir(f"/proc/{pid}/fd")):
+        assert time.monotonic() < deadline and w.poll() is None, w.stderr.read().decode() if w.poll() is not None else "slow"
+        time.sleep(0.05)
+
+
+def start_loop(tv, script=LOOP, stdin=subprocess.DEVNULL):
+    tv.both("data.txt", HOME + "\n", DECOY + "\n")
+    stop = tv.local / "stop"
+    t = Tracee(py(script, tv.p("data.txt"), str(stop)), stdin=stdin)
+    pid = int(t.wait_for(lambda l: l.startswith("pid ")).split()[1])
+    return t, pid, stop
+
+
+def finish(t, w, stop):
+    """Lets the tracee end (exit 7) and returns wrap-and-run's status and stderr."""
+    stop.write_text("")
+    try:
+        out, err = w.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        w.kill()
+        t.kill()
+        raise AssertionError(f"wrap-and-run --attach did not end; tracee lines: {t.seen[-10:]}")
+    assert t.proc.wait(timeout=10) == 7
+    return w.returncode, err.decode(errors="replace")
+
+
+def test_attach_forwards_new_opens_and_keeps_exit_status(tv):
+    t, pid, stop = start_loop(tv)
+    try:
+        t.wait_for(lambda l: l == DECOY)
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l == HOME)
+        st = status_of(pid)
+        assert (st["Seccomp"], st["NoNewPrivs"]) == ("2", "0") and st["TracerPid"] != "0"
+        # Every read from here on is the home's.
+        for _ in range(3):
+            assert t.wait_for(lambda l: True) == HOME
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+        assert "wrap-and-run" not in err, err
+    finally:
+        t.kill()
+
+
+def test_attach_threads_before_and_after_forward(tv):
+    script = r"""
+import os, sys, threading, time
+path, stop = sys.argv[1], sys.argv[2]
+def read(tag):
+    with open(path) as f:
+        print(tag, f.read().strip(), flush=True)
+def old():
+    while True:
+        read("old")
+        time.sleep(0.2)
+threading.Thread(target=old, daemon=True).start()
+print("pid", os.getpid(), flush=True)
+while not os.path.exists(stop):
+    t = threading.Thread(target=read, args=("new",))
+    t.start()
+    t.join()
+    time.sleep(0.2)
+sys.exit(7)
+"""
+    t, pid, stop = start_loop(tv, script)
+    try:
+        t.wait_for(lambda l: l == "new " + DECOY)
+        t.wait_for(lambda l: l == "old " + DECOY)
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l == "old " + HOME)
+        t.wait_for(lambda l: l == "new " + HOME)
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
+
+
+def test_attach_child_forked_after_forwards(tv):
+    script = r"""
+import os, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+print("pid", os.getpid(), flush=True)
+while not os.path.exists(stop):
+    child = os.fork()
+    if child == 0:
+        with open(path) as f:
+            print("child", f.read().strip(), flush=True)
+        os._exit(0)
+    os.waitpid(child, 0)
+    time.sleep(0.2)
+sys.exit(7)
+"""
+    t, pid, stop = start_loop(tv, script)
+    try:
+        t.wait_for(lambda l: l == "child " + DECOY)
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l == "child " + HOME)
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
+
+
+def test_attach_signal_reaches_handler(tv):
+    script = r"""
+import os, signal, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+got = []
+signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+# SA_RESTART: a notified call the signal catches before the supervisor has
+# received it fails with EINTR otherwise (the kernel's seccomp wait), with
+# or without --attach, and python does not retry close(2).
+signal.siginterrupt(signal.SIGUSR1, False)
+print("pid", os.getpid(), flush=True)
+while not os.path.exists(stop):
+    with open(path) as f:
+        print(f.read().strip(), flush=True)
+    if got:
+        print("usr1", flush=True)
+        got.clear()
+    time.sleep(0.2)
+sys.exit(7)
+"""
+    t, pid, stop = start_loop(tv, script)
+    try:
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l == HOME)
+        os.kill(pid, signal.SIGUSR1)
+        t.wait_for(lambda l: l == "usr1")
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
+
+
+def test_attach_to_a_read_blocked_on_a_pipe(tv):
+    script = r"""
+import os, sys
+path = sys.argv[1]
+print("pid", os.getpid(), flush=True)
+data = os.read(0, 100)
+print("got", data.decode().strip(), flush=True)
+with open(path) as f:
+    print(f.read().strip(), flush=True)
+sys.exit(7)
+"""
+    t, pid, stop = start_loop(tv, script, stdin=subprocess.PIPE)
+    try:
+        w = attach(tv, pid)
+        wait_attached(pid, w)
+        time.sleep(0.3)
+        t.proc.stdin.write(b"hello\n")
+        t.proc.stdin.flush()
+        assert t.wait_for(lambda l: l.startswith("got")) == "got hello"
+        assert t.wait_for(lambda l: True) == HOME
+        _, err = w.communicate(timeout=20)
+        assert w.returncode == 7, err
+    finally:
+        t.kill()
+
+
+def test_attach_nonexistent_pid(tv):
+    p = subprocess.Popen(["true"])
+    p.wait()
+    r = subprocess.run(attach_argv(tv, p.pid), capture_output=True, text=True, timeout=30, env=dict(MIN_ENV))
+    assert r.returncode == 125, r.stderr
+    assert "no such process" in r.stderr
+
+
+def test_attach_refuses_init_a_program_and_cwd(tv):
+    r = subprocess.run(attach_argv(tv, 1), capture_output=True, text=True, timeout=30, env=dict(MIN_ENV))
+    assert r.returncode == 125 and "init" in r.stderr, r.stderr
+    r = subprocess.run(attach_argv(tv, os.getpid()) + ["--", "true"], capture_output=True, text=True, timeout=30,
+                       env=dict(MIN_ENV))
+    assert r.returncode == 125 and "--attach takes no program" in r.stderr, r.stderr
+    r = subprocess.run(attach_argv(tv, os.getpid()) + ["--cwd", "/"], capture_output=True, text=True, timeout=30,
+                       env=dict(MIN_ENV))
+    assert r.returncode == 125 and "--cwd does not apply to --attach" in r.stderr, r.stderr
+
+
+def test_attach_to_another_users_process_leaves_it_untouched(tv):
+    t, pid, stop = start_loop(tv)
+    try:
+        t.wait_for(lambda l: l == DECOY)
+        r = subprocess.run(attach_argv(tv, pid, user="nobody"), capture_output=True, text=True, timeout=30,
+                           env=dict(MIN_ENV))
+        assert r.returncode == 125, r.stderr
+        assert "ptrace refused" in r.stderr and "Operation not permitted" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        st = status_of(pid)
+        assert (st["TracerPid"], st["Seccomp"], st["NoNewPrivs"]) == ("0", "0", "0")
+        t.wait_for(lambda l: l == DECOY)
+        # Still attachable, as if nothing had happened.
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l == HOME)
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
+
+
+def test_attach_to_a_process_under_wrap_and_run_is_busy(tv):
+    tv.both("data.txt", HOME + "\n", DECOY + "\n")
+    stop = tv.local / "stop"
+    first = subprocess.Popen(tv.wrap_argv(py(LOOP, tv.p("data.txt"), str(stop))), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(MIN_ENV),
+                             start_new_session=True)
+    try:
+        pid = int(first.stdout.readline().split()[1])
+        assert first.stdout.readline().decode().strip() == HOME
+        r = subprocess.run(attach_argv(tv, pid), capture_output=True, text=True, timeout=30, env=dict(MIN_ENV))
+        assert r.returncode == 125, r.stderr
+        assert "already has a seccomp listener" in r.stderr, r.stderr
+        assert status_of(pid)["TracerPid"] == "0"
+        # Its own supervisor still serves it.
+        for _ in range(3):
+            assert first.stdout.readline().decode().strip() == HOME
+        stop.write_text("")
+        first.wait(timeout=20)
+        assert first.returncode == 7, first.stderr.read()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+
+
+def test_attached_process_dies_with_wrap_and_run(tv):
+    t, pid, _ = start_loop(tv)
+    try:
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l == HOME)
+        w.kill()
+        w.wait(timeout=10)
+        assert t.proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        t.kill()
+
+
+def test_attach_keeps_held_descriptors_local(tv):
+    # One descriptor opened before the attach at a low number, one moved to
+    # the first number of the placeholder range (the upper half of its
+    # descriptor limit): both stay the target's file, new opens go home,
+    # and the new placeholder does not take the held number.
+    script = r"""
+import os, resource, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+base = max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
+low = os.open(path, os.O_RDONLY)
+high = os.dup2(os.open(path, os.O_RDONLY), base)
+print("pid", os.getpid(), flush=True)
+while not os.path.exists(stop):
+    fd = os.open(path, os.O_RDONLY)
+    new = os.read(fd, 100).decode().strip()
+    print("fds", os.pread(low, 100, 0).decode().strip(), os.pread(high, 100, 0).decode().strip(), new,
+          "taken" if fd == base else "free", flush=True)
+    os.close(fd)
+    time.sleep(0.2)
+sys.exit(7)
+"""
+    t, pid, stop = start_loop(tv, script)
+    try:
+        t.wait_for(lambda l: l == f"fds {DECOY} {DECOY} {DECOY} free")
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l.endswith(HOME + " free"))
+        assert t.wait_for(lambda l: True) == f"fds {DECOY} {DECOY} {HOME} free"
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
+
+
+def test_attach_to_a_stopped_process_leaves_it_stopped(tv):
+    p = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        os.kill(p.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while status_of(p.pid)["State"][0] != "T":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        r = subprocess.run(attach_argv(tv, p.pid), capture_output=True, text=True, timeout=30, env=dict(MIN_ENV))
+        assert r.returncode == 125 and "SIGCONT it first" in r.stderr, r.stderr
+        # The detach wakes it to re-enter its stop: R for a moment (continued, it would sleep: S).
+        deadline = time.monotonic() + 5
+        while status_of(p.pid)["State"][0] == "R" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        st = status_of(p.pid)
+        assert (st["State"][0], st["TracerPid"], st["Seccomp"]) == ("T", "0", "0")
+        os.kill(p.pid, signal.SIGCONT)
+        w = attach(tv, p.pid)
+        wait_attached(p.pid, w)
+        os.kill(p.pid, signal.SIGTERM)
+        w.communicate(timeout=20)
+        assert w.returncode == 128 + signal.SIGTERM
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_attached_process_stops_and_continues(tv):
+    t, pid, stop = start_loop(tv)
+    try:
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l == HOME)
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while status_of(pid)["State"][0] not in "Tt":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)
+        while not t.lines.empty():   # what it printed before the stop
+            t.lines.get()
+        time.sleep(0.6)
+        assert t.lines.empty() and status_of(pid)["State"][0] in "Tt" and w.poll() is None
+        os.kill(pid, signal.SIGCONT)
+        t.wait_for(lambda l: l == HOME)
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
+
+
+def test_attach_to_an_unprivileged_process_sets_no_new_privs(tv):
+    # Without CAP_SYS_ADMIN the kernel wants no_new_privs before the filter:
+    # it is set then (and only then: the root tracees above keep theirs 0).
+    tv.both("data.txt", HOME + "\n", DECOY + "\n")
+    stop = tv.local / "stop"
+    t = Tracee(NOBODY_SETPRIV + py(LOOP, tv.p("data.txt"), str(stop)))
+    try:
+        pid = int(t.wait_for(lambda l: l.startswith("pid ")).split()[1])
+        t.wait_for(lambda l: l == DECOY)
+        assert status_of(pid)["NoNewPrivs"] == "0"
+        w = attach(tv, pid)
+        t.wait_for(lambda l: l == HOME)
+        assert status_of(pid)["NoNewPrivs"] == "1"
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
