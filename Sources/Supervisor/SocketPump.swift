@@ -40,6 +40,13 @@ final class SocketState: Sendable {
     /// A listening socket's readiness byte was taken by an accept (or the
     /// placeholder is gone): the listen pump looks at home again.
     let tokenTaken = CountingSemaphore(value: 0)
+    /// The up pump's turn: held while it moves a chunk home, and by a
+    /// `sendfile` at home, which must follow what the tracee wrote before.
+    let upTurn = CountingSemaphore(value: 1)
+    /// The options set at home, for a local socket in its place.
+    let options = Mutex<SavedOptions>(SavedOptions())
+    /// A bound Unix socket's path, as the tracee gave it (`UnixSockets`; empty: none).
+    let unixName = Mutex<[UInt8]>([])
 
     /// Who still needs the home handle: it is closed once the placeholder
     /// is gone (the tracee's last descriptor closed) and the pump has sent
@@ -213,20 +220,34 @@ enum SocketPump {
     private static func pumpUp(_ s: SocketState, _ fd: CInt, _ slot: HomeLink.Slot) {
         let buf = slot.payload(for: .write)
         reading: while true {
-            let n = recv(fd, buf.baseAddress, min(buf.count, Wire.maxPayload), 0)
-            if n < 0 && Glibc.errno == EINTR { continue }
-            if n <= 0 { break }
+            // Takes the bytes only in its turn (see `upTurn`); waits outside it.
+            s.upTurn.wait()
+            let n = recv(fd, buf.baseAddress, min(buf.count, Wire.maxPayload), Int32(MSG_DONTWAIT))
+            if n < 0 {
+                let e = Glibc.errno
+                s.upTurn.signal()
+                guard e == EAGAIN || e == EINTR else { break }
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                _ = poll(&p, 1, -1)
+                continue
+            }
+            if n == 0 {
+                s.upTurn.signal()
+                break
+            }
             var left = n
             while left > 0 {
                 guard let r = try? s.link.call(slot, .write, Scalars(s.handle), payloadLength: left), r.result > 0 else {
                     // Home refuses the data (reset): the tracee's writes fail from now on.
                     Glibc.shutdown(fd, Int32(SHUT_RD))
+                    s.upTurn.signal()
                     break reading
                 }
                 let written = Int(r.result)
                 left -= written
                 if left > 0 { memmove(buf.baseAddress!, buf.baseAddress! + written, left) }
             }
+            s.upTurn.signal()
         }
         _ = try? s.link.call(slot, .shutdown, Scalars(s.handle, Int64(SHUT_WR)))
         s.writerFinished()
