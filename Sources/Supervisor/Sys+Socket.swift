@@ -97,8 +97,18 @@ enum Sockets {
             throw error
         }
         s.connected()
+        enlargeTraceeEnd(c)
         guard SocketPump.start(s) else { throw .errno(Errno(rawValue: ENOBUFS)) }
         return .value(0)
+    }
+
+    /// A connected socket's end in the tracee (argument 0) gets the pair's
+    /// full send buffer (see `Watchers.enlarge`); a non-blocking connect's
+    /// keeps the default.
+    static func enlargeTraceeEnd(_ c: borrowing Call) {
+        guard let t = try? c.thread(), let copy = try? PidFD.getFD(t.pidfd, c.fd(0)) else { return }
+        Watchers.enlarge(copy)
+        Glibc.close(copy)
     }
 
     /// Implements getsockopt(2). `SO_ERROR` of a connect still under way is
@@ -256,6 +266,11 @@ extension Watchers {
         let (traceeEnd, ours) = try FD.socketPair()
         var placed = false
         do {
+            // A Unix stream's sender is bounded by its own send buffer: ours
+            // is enlarged now, the tracee's once connected (until then it
+            // stays full: a larger one would take longer to fill and drain).
+            if !datagram { Self.enlarge(ours) }
+            if connected { Self.enlarge(traceeEnd) }
             let (ino, _) = try FD.inode(traceeEnd)
             try FD.setNonBlocking(traceeEnd)
             var filler = 0
@@ -278,6 +293,15 @@ extension Watchers {
             if !placed { Glibc.close(ours) }
             throw error
         }
+    }
+
+    /// The pair's send buffers, each way.
+    static let pairBuffer: CInt = 1 << 20
+
+    /// Sets `fd`'s send buffer to `pairBuffer` (past wmem_max when allowed).
+    static func enlarge(_ fd: CInt) {
+        var size = pairBuffer
+        if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, 4) != 0 { _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, 4) }
     }
 
     /// What fills a new socket's send buffer (read by every socket(2), never written).

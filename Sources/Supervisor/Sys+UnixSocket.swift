@@ -152,6 +152,7 @@ enum UnixSockets {
         }
         guard connect else { return .value(0) }
         s.connected()
+        Sockets.enlargeTraceeEnd(c)
         guard SocketPump.start(s) else { throw .errno(Errno(rawValue: ENOBUFS)) }
         return .value(0)
     }
