@@ -225,7 +225,15 @@ enum SocketPump {
         reading: while true {
             // Takes the bytes only in its turn (see `upTurn`); waits outside it.
             s.upTurn.wait()
-            let n = recv(fd, buf.baseAddress, min(buf.count, Wire.maxPayload), Int32(MSG_DONTWAIT))
+            let n = receive(fd, buf)
+            if n == -2 {
+                // Ancillary data (SCM_RIGHTS …) cannot reach home: rather
+                // than drop it silently, the connection is reset both ways.
+                s.upTurn.signal()
+                Glibc.shutdown(fd, Int32(SHUT_RDWR))
+                _ = try? s.link.call(slot, .shutdown, Scalars(s.handle, Int64(SHUT_RDWR)))
+                break
+            }
             if n < 0 {
                 let e = Glibc.errno
                 s.upTurn.signal()
@@ -254,6 +262,43 @@ enum SocketPump {
         }
         _ = try? s.link.call(slot, .shutdown, Scalars(s.handle, Int64(SHUT_WR)))
         s.writerFinished()
+    }
+}
+
+extension SocketPump {
+    /// One recvmsg from the pair into `buf`, without waiting: its byte
+    /// count, -1 with errno set, or -2 if the message carried ancillary
+    /// data (its descriptors are closed).
+    private static func receive(_ fd: CInt, _ buf: UnsafeMutableRawBufferPointer) -> Int {
+        var control = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        var iov = iovec(iov_base: buf.baseAddress, iov_len: min(buf.count, Wire.maxPayload))
+        return withUnsafeMutableBytes(of: &control) { cb in
+            withUnsafeMutablePointer(to: &iov) { ip in
+                var m = msghdr()
+                m.msg_iov = ip
+                m.msg_iovlen = 1
+                m.msg_control = cb.baseAddress
+                m.msg_controllen = cb.count
+                let n = recvmsg(fd, &m, Int32(MSG_DONTWAIT) | Messages.MSG_CMSG_CLOEXEC)
+                guard n >= 0, m.msg_controllen > 0 || m.msg_flags & Int32(MSG_CTRUNC) != 0 else { return n }
+                closeDescriptors(UnsafeRawBufferPointer(rebasing: cb[0..<min(m.msg_controllen, cb.count)]))
+                return -2
+            }
+        }
+    }
+
+    /// Closes the descriptors of the SCM_RIGHTS messages in `control`.
+    private static func closeDescriptors(_ control: UnsafeRawBufferPointer) {
+        var offset = 0
+        while offset + 16 <= control.count {
+            let length = Int(control.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            guard length >= 16, offset + length <= control.count else { return }
+            if control.loadUnaligned(fromByteOffset: offset + 8, as: Int32.self) == SOL_SOCKET,
+               control.loadUnaligned(fromByteOffset: offset + 12, as: Int32.self) == Messages.SCM_RIGHTS {
+                for k in 0..<((length - 16) / 4) { Glibc.close(control.loadUnaligned(fromByteOffset: offset + 16 + 4 * k, as: CInt.self)) }
+            }
+            offset += (length + 7) & ~7
+        }
     }
 }
 

@@ -55,7 +55,8 @@ enum Datagrams {
     }
 
     /// Implements sendmsg(2) on a datagram socket at home (ancillary data is
-    /// not carried: EOPNOTSUPP).
+    /// not carried: EOPNOTSUPP). A pumped stream's runs natively (see
+    /// `SocketPump.pumpUp` for its ancillary data).
     static func sendmsg(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
         let m = try message(c, at: c.address(1))

@@ -193,3 +193,35 @@ def test_bad_unix_addresses_get_the_kernels_errno(unet):
     assert r.stdout.split("\n")[:9] == [
         "target 111 -1 EINVAL", "target 200 -1 EINVAL", "target 1 -1 EINVAL", "target -1 -1 EINVAL",
         "home 111 -1 EINVAL", "home 200 -1 EINVAL", "home 1 -1 EINVAL", "home -1 -1 EINVAL", "STILL FINE"], describe(r)
+
+
+def test_ancillary_data_on_a_socket_at_home_is_not_dropped_silently(unet):
+    """SCM_RIGHTS cannot reach home: on UDP at home sendmsg is EOPNOTSUPP;
+    on a pumped Unix stream (its sendmsg runs natively on the pair) the
+    connection is reset both ways, so the program and its peer see it."""
+    path = unet.srv / "app.sock"
+    unet.unix_server(str(path))
+    port, _ = unet.server("udpecho")
+    r = unet.run(py(f"""
+        import array, errno, socket
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0]))]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.connect(("127.0.0.1", {port}))
+        try:
+            u.sendmsg([b"fd"], rights)
+        except OSError as e:
+            print("EOPNOTSUPP" if e.errno == errno.EOPNOTSUPP else errno.errorcode[e.errno])
+        print(u.sendmsg([b"plain"]), u.recv(100).decode())
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect({str(path)!r})
+        print(s.sendmsg([b"plain"]), s.recv(100).decode())
+        s.sendmsg([b"fd"], rights)
+        print(repr(s.recv(100)))
+        try:
+            for _ in range(3):
+                s.send(b"more")
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+    """))
+    assert r.returncode == 0 and r.stdout == "EOPNOTSUPP\n5 PLAIN\n5 PLAIN\nb''\nEPIPE\n", describe(r)
