@@ -8,13 +8,13 @@ import Wire
 /// thread of their own; the client pumps its data with the plain `read`
 /// and `write` ops.
 enum HomeSocket {
-    /// Implements socket(2): scalars [domain, type, protocol]. Internet
-    /// families only: Unix, netlink and packet sockets stay on the target.
+    /// Implements socket(2): scalars [domain, type, protocol]. Internet and
+    /// Unix families only: netlink and packet sockets stay on the target.
     /// (Whether a handle is a datagram socket the client knows: its data
     /// goes through `sendto`/`recvfrom`, a stream's through `read`/`write`.)
     static func socket(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let domain = c.int(0), type = c.int(1), proto = c.int(2)
-        guard domain == AF_INET || domain == AF_INET6 else { throw Errno(rawValue: EAFNOSUPPORT) }
+        guard domain == AF_INET || domain == AF_INET6 || domain == AF_UNIX else { throw Errno(rawValue: EAFNOSUPPORT) }
         // The client keeps non-blocking and close-on-exec on its placeholder.
         let flags = Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
         guard type & flags == 0 else { throw Errno.invalidArgument }
@@ -29,9 +29,13 @@ enum HomeSocket {
     static func connect(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let fd = try c.handle(c.r.scalar(0))
         let address = try socketAddress(c.r.payload)
-        if Glibc.connect(fd, address.baseAddress!.assumingMemoryBound(to: Glibc.sockaddr.self), socklen_t(address.count)) == 0 {
-            return (0, 0)
-        }
+        try connect(c, fd, address.baseAddress!.assumingMemoryBound(to: Glibc.sockaddr.self), socklen_t(address.count))
+        return (0, 0)
+    }
+
+    /// Connects `fd` to `address` and waits for the outcome (see `connect`).
+    static func connect(_ c: HomeCall, _ fd: CInt, _ address: UnsafePointer<Glibc.sockaddr>, _ length: socklen_t) throws(Errno) {
+        if Glibc.connect(fd, address, length) == 0 { return }
         var e = Glibc.errno
         while e == EINTR || e == EINPROGRESS || e == EALREADY {
             if c.cancelled.load(ordering: .acquiring) { throw Errno.interrupted }
@@ -43,7 +47,7 @@ enum HomeSocket {
             var error: Int32 = 0
             var length = socklen_t(4)
             try sys { Glibc.getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) }
-            if error == 0 { return (0, 0) }
+            if error == 0 { return }
             e = error
         }
         throw Errno(rawValue: e)

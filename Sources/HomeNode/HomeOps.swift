@@ -107,6 +107,9 @@ enum HomeOps {
         HomeOpRow(.poll, .streamHandle(0), HomeSocket.poll),
         HomeOpRow(.sendto, .streamHandle(0), HomeSocket.sendto),
         HomeOpRow(.recvfrom, .streamHandle(0), HomeSocket.recvfrom),
+        HomeOpRow(.bindPath, .inline, HomeUnixSocket.bindPath),
+        HomeOpRow(.connectPath, .streamHandle(0), HomeUnixSocket.connectPath),
+        HomeOpRow(.sendfile, .streamHandle(0), HomeUnixSocket.sendfile),
         // Terminals and devices (Home+Ioctl.swift): a drain waits for the line.
         HomeOpRow(.ioctl, .streamHandle(0), HomeIoctl.ioctl),
         HomeOpRow(.terminal, .inline, HomeTerminal.open),

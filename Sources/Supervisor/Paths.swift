@@ -71,6 +71,14 @@ extension Call {
             try memory.readCString(address(arg), into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<cap]))
         }
         if len == 0 && !allowEmpty { throw .errno(.noSuchFileOrDirectory) }
+        return try routeName(in: buf, length: len, dirfd: dirfd)
+    }
+
+    /// Routes a name already in `buf` (`len` bytes, NUL after them) as
+    /// `routePath` routes one read from the tracee: a Unix socket's path,
+    /// copied out of its `sockaddr_un`.
+    func routeName(in buf: UnsafeMutableRawBufferPointer, length len: Int, dirfd: Int32) throws(Failure) -> (PathRoute, Int) {
+        let cap = min(buf.count, Int(PATH_MAX))
         let routed = try route(buf, length: len, cap: cap, dirfd: dirfd)
         switch routed.0 {
         case .local, .emulated:

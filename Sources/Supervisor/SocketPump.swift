@@ -43,6 +43,13 @@ final class SocketState: Sendable {
     /// A listening socket's readiness byte was taken by an accept (or the
     /// placeholder is gone): the listen pump looks at home again.
     let tokenTaken = CountingSemaphore(value: 0)
+    /// The up pump's turn: held while it moves a chunk home, and by a
+    /// `sendfile` at home, which must follow what the tracee wrote before.
+    let upTurn = CountingSemaphore(value: 1)
+    /// The options set at home, for a local socket in its place.
+    let options = Mutex<SavedOptions>(SavedOptions())
+    /// A bound Unix socket's path, as the tracee gave it (`UnixSockets`; empty: none).
+    let unixName = Mutex<[UInt8]>([])
 
     /// Who still needs the home handle: it is closed once the placeholder
     /// is gone (the tracee's last descriptor closed) and the pump has sent
@@ -88,16 +95,19 @@ final class SocketState: Sendable {
 
     /// Reads the filler away, so the tracee's end becomes writable.
     func dropFiller() {
-        var buf = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         var left = filler
-        withUnsafeMutableBytes(of: &buf) { b in
-            while left > 0 {
-                let n = recv(end, b.baseAddress, min(left, b.count), Int32(MSG_DONTWAIT))
-                if n <= 0 { if n < 0 && Glibc.errno == EINTR { continue } else { return } }
-                left -= n
-            }
+        let b = Self.fillerSink
+        while left > 0 {
+            let n = recv(end, b.baseAddress, min(left, b.count), Int32(MSG_DONTWAIT))
+            if n <= 0 { if n < 0 && Glibc.errno == EINTR { continue } else { return } }
+            left -= n
         }
     }
+
+    /// Where the filler is read to (64 KiB a call: 64 bytes a call cost
+    /// 2 ms a connect). Written by any thread, never read: its contents
+    /// are garbage by design.
+    nonisolated(unsafe) static let fillerSink = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
 
     /// The pump took over the handle's data.
     func startPumping() {
@@ -217,23 +227,82 @@ enum SocketPump {
     private static func pumpUp(_ s: SocketState, _ fd: CInt, _ slot: HomeLink.Slot) {
         let buf = slot.payload(for: .write)
         reading: while true {
-            let n = recv(fd, buf.baseAddress, min(buf.count, Wire.maxPayload), 0)
-            if n < 0 && Glibc.errno == EINTR { continue }
-            if n <= 0 { break }
+            // Takes the bytes only in its turn (see `upTurn`); waits outside it.
+            s.upTurn.wait()
+            let n = receive(fd, buf)
+            if n == -2 {
+                // Ancillary data (SCM_RIGHTS …) cannot reach home: rather
+                // than drop it silently, the connection is reset both ways.
+                s.upTurn.signal()
+                Glibc.shutdown(fd, Int32(SHUT_RDWR))
+                _ = try? s.link.call(slot, .shutdown, Scalars(s.handle, Int64(SHUT_RDWR)))
+                break
+            }
+            if n < 0 {
+                let e = Glibc.errno
+                s.upTurn.signal()
+                guard e == EAGAIN || e == EINTR else { break }
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                _ = poll(&p, 1, -1)
+                continue
+            }
+            if n == 0 {
+                s.upTurn.signal()
+                break
+            }
             var left = n
             while left > 0 {
                 guard let r = try? s.link.call(slot, .write, Scalars(s.handle), payloadLength: left), r.result > 0 else {
                     // Home refuses the data (reset): the tracee's writes fail from now on.
                     Glibc.shutdown(fd, Int32(SHUT_RD))
+                    s.upTurn.signal()
                     break reading
                 }
                 let written = Int(r.result)
                 left -= written
                 if left > 0 { memmove(buf.baseAddress!, buf.baseAddress! + written, left) }
             }
+            s.upTurn.signal()
         }
         _ = try? s.link.call(slot, .shutdown, Scalars(s.handle, Int64(SHUT_WR)))
         s.writerFinished()
+    }
+}
+
+extension SocketPump {
+    /// One recvmsg from the pair into `buf`, without waiting: its byte
+    /// count, -1 with errno set, or -2 if the message carried ancillary
+    /// data (its descriptors are closed).
+    private static func receive(_ fd: CInt, _ buf: UnsafeMutableRawBufferPointer) -> Int {
+        var control = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        var iov = iovec(iov_base: buf.baseAddress, iov_len: min(buf.count, Wire.maxPayload))
+        return withUnsafeMutableBytes(of: &control) { cb in
+            withUnsafeMutablePointer(to: &iov) { ip in
+                var m = msghdr()
+                m.msg_iov = ip
+                m.msg_iovlen = 1
+                m.msg_control = cb.baseAddress
+                m.msg_controllen = cb.count
+                let n = recvmsg(fd, &m, Int32(MSG_DONTWAIT) | Messages.MSG_CMSG_CLOEXEC)
+                guard n >= 0, m.msg_controllen > 0 || m.msg_flags & Int32(MSG_CTRUNC) != 0 else { return n }
+                closeDescriptors(UnsafeRawBufferPointer(rebasing: cb[0..<min(m.msg_controllen, cb.count)]))
+                return -2
+            }
+        }
+    }
+
+    /// Closes the descriptors of the SCM_RIGHTS messages in `control`.
+    private static func closeDescriptors(_ control: UnsafeRawBufferPointer) {
+        var offset = 0
+        while offset + 16 <= control.count {
+            let length = Int(control.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            guard length >= 16, offset + length <= control.count else { return }
+            if control.loadUnaligned(fromByteOffset: offset + 8, as: Int32.self) == SOL_SOCKET,
+               control.loadUnaligned(fromByteOffset: offset + 12, as: Int32.self) == Messages.SCM_RIGHTS {
+                for k in 0..<((length - 16) / 4) { Glibc.close(control.loadUnaligned(fromByteOffset: offset + 16 + 4 * k, as: CInt.self)) }
+            }
+            offset += (length + 7) & ~7
+        }
     }
 }
 

@@ -128,6 +128,10 @@ public final class Supervisor: Sendable {
     /// at home never keeps another from being received. Beyond this,
     /// notifications wait in the kernel's queue.
     static let maxWorkers = 1024
+    /// Link slots for the pumps of sockets at home besides the workers'
+    /// (two per connected stream, one per listening or datagram socket): a
+    /// slot's buffers are touched only as far as its messages reach.
+    static let maxPumpSlots = 2048
     /// Idle workers kept (besides the receiving one); one more idle worker exits.
     static let maxIdleWorkers = 4
 
@@ -207,7 +211,7 @@ public final class Supervisor: Sendable {
             let stream: HomeConnection.Stream
             do { stream = try HomeConnection.open(options.home) } catch { throw .home(error) }
             let home = options.home.description
-            link = HomeLink(fd: stream.fd, keys: stream.keys, calls: maxWorkers, pollMicroseconds: options.pollMicroseconds,
+            link = HomeLink(fd: stream.fd, keys: stream.keys, calls: maxWorkers + maxPumpSlots, pollMicroseconds: options.pollMicroseconds,
                             cacheSlots: stream.watches && options.attributeCache ? AttrCache.defaultSlots : 0,
                             writeBehind: options.writeBehind) { why in
                 let text = "wrap-and-run: lost connection to home node \(home): \(why); forwarded calls now fail with EIO\n"

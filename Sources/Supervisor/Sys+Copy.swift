@@ -32,6 +32,12 @@ enum Copy {
         let target = try side(c, fd: c.fd(0)), source = try side(c, fd: c.fd(1))
         if case .local = source, case .local = target { return .continueSyscall }
         let inOffset = try readOffset(c, c.address(2))
+        if case .remote(let file) = source, let (_, s, _) = try Sockets.socket(c, fd: c.fd(0)), !s.datagram,
+           s.current == .connected {
+            let n = try sendfileAtHome(c, file: file, socket: s, at: inOffset, length: c.size(3))
+            try writeOffset(c, c.address(2), inOffset, plus: n)
+            return .value(Int64(n))
+        }
         let n = try bounce(c, from: source, fd: c.fd(1), at: inOffset, to: target, fd: c.fd(0), at: nil, length: c.size(3))
         try writeOffset(c, c.address(2), inOffset, plus: n)
         return .value(Int64(n))
@@ -43,6 +49,25 @@ enum Copy {
         if try c.placeholder(fd: c.fd(0)) != nil { throw .errno(.invalidArgument) }
         if try c.placeholder(fd: c.fd(2)) != nil { throw .errno(.invalidArgument) }
         return .continueSyscall
+    }
+
+    /// sendfile(2) from a forwarded file to a connected socket at home:
+    /// home sends the bytes itself (one `sendfile` op; nothing crosses the
+    /// wire). What the tracee wrote to the socket before must reach home
+    /// first: the up pump's queue is let drain, and its turn held meanwhile.
+    private static func sendfileAtHome(_ c: borrowing Call, file: Placeholder, socket s: SocketState,
+                                       at offset: Int64?, length: Int) throws(Failure) -> Int {
+        while true {
+            s.upTurn.wait()
+            var queued: CInt = 0
+            if cshim_ioctl_ptr(s.end, UInt(FIONREAD), &queued) != 0 || queued == 0 { break }
+            s.upTurn.signal()
+            guard c.sup.listener.isValid(id: c.id) else { throw .errno(.interrupted) }
+            usleep(200)
+        }
+        defer { s.upTurn.signal() }
+        let r = try c.home(.sendfile, Scalars(s.handle, file.handle, offset ?? -1, Int64(min(length, Int(Int32.max)))))
+        return Int(r.result)
     }
 
     // MARK: shared

@@ -55,10 +55,13 @@ enum Datagrams {
     }
 
     /// Implements sendmsg(2) on a datagram socket at home (ancillary data is
-    /// not carried: EOPNOTSUPP).
+    /// not carried: EOPNOTSUPP). A pumped stream's runs natively (see
+    /// `SocketPump.pumpUp` for its ancillary data).
     static func sendmsg(_ c: borrowing Call) throws(Failure) -> Reply {
         guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
-        return .value(try sendOne(c, p, header: c.address(1), flags: c.int(2) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)))
+        let m = try message(c, at: c.address(1))
+        if try namesLocal(c, m) { return try Sockets.goLocal(c, s, nonBlocking: nonBlocking) }
+        return .value(try sendOne(c, p, m, flags: c.int(2) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)))
     }
 
     /// Implements sendmmsg(2) on a datagram socket at home: the messages one
@@ -68,11 +71,13 @@ enum Datagrams {
         guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
         let count = min(Int(UInt32(truncatingIfNeeded: c.raw(2))), 1024)
         let flags = c.int(3) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
+        // The first message's destination decides for the call, as sendto's does.
+        if count > 0, try namesLocal(c, try message(c, at: c.address(1))) { return try Sockets.goLocal(c, s, nonBlocking: nonBlocking) }
         var sent = 0
         while sent < count {
             let header = c.address(1) + UInt64(64 * sent)
             do {
-                var n = UInt32(truncatingIfNeeded: try sendOne(c, p, header: header, flags: flags))
+                var n = UInt32(truncatingIfNeeded: try sendOne(c, p, try message(c, at: header), flags: flags))
                 try local { () throws(Errno) in try c.memory.write(header + 56, from: &n, count: 4) }   // msg_len
             } catch {
                 if sent > 0 { break }
@@ -83,10 +88,25 @@ enum Datagrams {
         return .value(Int64(sent))
     }
 
-    /// Sends the message whose `struct msghdr` is at `header` as one datagram.
-    private static func sendOne(_ c: borrowing Call, _ p: Placeholder, header: UInt64, flags: Int32) throws(Failure) -> Int64 {
+    /// The `struct msghdr` at `header` in the tracee.
+    private static func message(_ c: borrowing Call, at header: UInt64) throws(Failure) -> msghdr {
         var m = msghdr()
         try local { () throws(Errno) in try c.memory.readExactly(header, into: &m, count: MemoryLayout<msghdr>.size) }
+        return m
+    }
+
+    /// Whether message `m` names a destination the network rules keep local.
+    private static func namesLocal(_ c: borrowing Call, _ m: msghdr) throws(Failure) -> Bool {
+        let name = UInt64(UInt(bitPattern: m.msg_name))
+        guard name != 0 else { return false }
+        let alen = try Sockets.addressLength(UInt64(m.msg_namelen))
+        let address = UnsafeMutableRawBufferPointer(rebasing: c.worker.scratch[0..<alen])
+        try Sockets.readAddress(c, alen, at: name, into: address)
+        return c.sup.options.network.decide(sockaddr: UnsafeRawBufferPointer(address)) == .local
+    }
+
+    /// Sends message `m` as one datagram.
+    private static func sendOne(_ c: borrowing Call, _ p: Placeholder, _ m: msghdr, flags: Int32) throws(Failure) -> Int64 {
         guard m.msg_controllen == 0 else { throw .errno(Errno(rawValue: EOPNOTSUPP)) }
         let payload = c.worker.slot.payload(for: .sendto)
         let name = UInt64(UInt(bitPattern: m.msg_name))
@@ -128,14 +148,78 @@ enum Datagrams {
         return .value(try c.home(.sendto, Scalars(p.handle, Int64(flags), 0), payloadLength: count).result)
     }
 
+    /// readv(2) on a datagram socket at home (one datagram scattered over
+    /// the vectors); nil for any other descriptor.
+    static func readv(_ c: borrowing Call) throws(Failure) -> Reply? {
+        guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)),
+              s.datagram else { return nil }
+        let m = try vectors(c)
+        return .value(try receiveOne(c, p, s, m, flags: 0, nonBlocking: nonBlocking).result)
+    }
+
+    /// writev(2) on a datagram socket at home (the vectors as one datagram
+    /// to its peer); nil for any other descriptor.
+    static func writev(_ c: borrowing Call) throws(Failure) -> Reply? {
+        guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)),
+              s.datagram else { return nil }
+        let m = try vectors(c)
+        return .value(try sendOne(c, p, m, flags: nonBlocking ? Int32(MSG_DONTWAIT) : 0))
+    }
+
+    /// readv/writev's vectors (arguments 1 and 2) as a message without a
+    /// name: EINVAL for a count below 0 or above UIO_MAXIOV, as the kernel.
+    private static func vectors(_ c: borrowing Call) throws(Failure) -> msghdr {
+        let count = c.int(2)
+        guard count >= 0, count <= 1024 else { throw .errno(.invalidArgument) }
+        var m = msghdr()
+        m.msg_iov = UnsafeMutablePointer(bitPattern: UInt(c.address(1)))
+        m.msg_iovlen = Int(count)
+        return m
+    }
+
     /// recvmsg(2) on a datagram socket at home; nil for any other descriptor.
     static func recvmsg(_ c: borrowing Call) throws(Failure) -> Reply? {
         guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return nil }
         var m = msghdr()
         try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: &m, count: MemoryLayout<msghdr>.size) }
+        let r = try receiveOne(c, p, s, m, flags: c.int(2), nonBlocking: nonBlocking, header: c.address(1))
+        return .value(r.result)
+    }
+
+    /// recvmmsg(2) on a datagram socket at home: the first message waits as
+    /// recvmsg does (unless non-blocking), the rest are taken while home has
+    /// one waiting (MSG_DONTWAIT), each `msg_len` set; MSG_WAITFORONE is
+    /// what this always does. The timeout is not applied.
+    static func recvmmsg(_ c: borrowing Call) throws(Failure) -> Reply? {
+        guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return nil }
+        let count = min(Int(UInt32(truncatingIfNeeded: c.raw(2))), 1024)
+        let flags = c.int(3) & ~Int32(0x10000)   // MSG_WAITFORONE
+        var got = 0
+        while got < count {
+            let header = c.address(1) + UInt64(64 * got)
+            do {
+                var m = msghdr()
+                try local { () throws(Errno) in try c.memory.readExactly(header, into: &m, count: MemoryLayout<msghdr>.size) }
+                let r = try receiveOne(c, p, s, m, flags: flags | (got > 0 ? Int32(MSG_DONTWAIT) : 0), nonBlocking: nonBlocking,
+                                       header: header)
+                var n = UInt32(truncatingIfNeeded: r.result)
+                try local { () throws(Errno) in try c.memory.write(header + 56, from: &n, count: 4) }   // msg_len
+            } catch {
+                if got > 0 { break }
+                throw error
+            }
+            got += 1
+        }
+        return .value(Int64(got))
+    }
+
+    /// Receives one datagram into message `m`'s vectors; with `header` (its
+    /// address in the tracee), also writes its name, length and flags back.
+    private static func receiveOne(_ c: borrowing Call, _ p: Placeholder, _ s: SocketState, _ m: msghdr, flags: Int32,
+                                   nonBlocking: Bool, header: UInt64 = 0) throws(Failure) -> ResponseView {
         var size = 0
         try eachVector(c, m) { (_, length) throws(Failure) in size = min(size + length, maxDatagram) }
-        let r = try receive(c, p, s, flags: c.int(2), nonBlocking: nonBlocking, size: size)
+        let r = try receive(c, p, s, flags: flags, nonBlocking: nonBlocking, size: size)
         var left = Int(r.result), at = 0
         try eachVector(c, m) { (base, length) throws(Failure) in
             let n = min(left, length)
@@ -143,19 +227,20 @@ enum Datagrams {
             left -= n
             at += n
         }
+        guard header != 0 else { return r }
         let n = Int(r.result), alen = r.payload.count - n
         let name = UInt64(UInt(bitPattern: m.msg_name))
-        var full = UInt32(alen), none = 0, flags: Int32 = 0
+        var full = UInt32(alen), none = 0, outFlags: Int32 = 0
         try local { () throws(Errno) in
             if name != 0 {
                 let copy = min(Int(m.msg_namelen), alen)
                 if copy > 0 { try c.memory.write(name, from: r.payload.baseAddress! + n, count: copy) }
-                try c.memory.write(c.address(1) + 8, from: &full, count: 4)          // msg_namelen
+                try c.memory.write(header + 8, from: &full, count: 4)          // msg_namelen
             }
-            try c.memory.write(c.address(1) + 40, from: &none, count: 8)             // msg_controllen
-            try c.memory.write(c.address(1) + 48, from: &flags, count: 4)            // msg_flags
+            try c.memory.write(header + 40, from: &none, count: 8)             // msg_controllen
+            try c.memory.write(header + 48, from: &outFlags, count: 4)         // msg_flags
         }
-        return .value(r.result)
+        return r
     }
 
     /// One datagram from home (waiting unless non-blocking; a signal

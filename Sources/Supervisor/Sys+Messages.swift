@@ -34,6 +34,13 @@ enum Messages {
         return .value(Int64(try receive(c, sock, flags: flags)))
     }
 
+    /// Implements recvmmsg(2): a datagram socket's at home, or the kernel's
+    /// (which may receive placeholders at low numbers).
+    static func recvmmsg(_ c: borrowing Call) throws(Failure) -> Reply {
+        if let r = try Datagrams.recvmmsg(c) { return r }
+        return try Descriptors.mayReceivePlaceholder(c)
+    }
+
     /// Peeks at the head message's descriptors (waiting for one to arrive,
     /// in short polls that notice a signal, unless the call would not block).
     private static func headCarriesPlaceholder(_ c: borrowing Call, _ sock: CInt, wait: Bool) throws(Failure) -> Bool {

@@ -44,13 +44,13 @@ enum ReadWrite {
 
     /// Implements readv(2).
     static func readv(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return try Datagrams.readv(c) ?? .continueSyscall }
         return .value(try c.withExactOffset(p) { () throws(Failure) in try vectored(c, p, reading: true, at: nil) })
     }
 
     /// Implements writev(2).
     static func writev(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let p = try c.placeholder(fd: c.fd(0)) else { return .continueSyscall }
+        guard let p = try c.placeholder(fd: c.fd(0)) else { return try Datagrams.writev(c) ?? .continueSyscall }
         return .value(try c.withExactOffset(p, movesOffset: true) { () throws(Failure) in
             try vectored(c, p, reading: false, at: nil)
         })

@@ -47,7 +47,8 @@ enum Sockets {
     /// the socket turns writable when home has connected, or writable and at
     /// end of file with `SO_ERROR` set when it failed.
     static func connect(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let (p, s, nonBlocking) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
+        guard let (p, s, nonBlocking) = try socket(c, fd: c.fd(0)) else { return try UnixSockets.moveHome(c, connect: true) }
+        if s.kind.domain == AF_UNIX { return try UnixSockets.atHome(c, s, nonBlocking: nonBlocking, connect: true) }
         let length = try addressLength(c.raw(2))
         if s.current == .fresh || s.datagram {
             let address = c.worker.slot.payload(for: .connect)
@@ -96,8 +97,18 @@ enum Sockets {
             throw error
         }
         s.connected()
+        enlargeTraceeEnd(c)
         guard SocketPump.start(s) else { throw .errno(Errno(rawValue: ENOBUFS)) }
         return .value(0)
+    }
+
+    /// A connected socket's end in the tracee (argument 0) gets the pair's
+    /// full send buffer (see `Watchers.enlarge`); a non-blocking connect's
+    /// keeps the default.
+    static func enlargeTraceeEnd(_ c: borrowing Call) {
+        guard let t = try? c.thread(), let copy = try? PidFD.getFD(t.pidfd, c.fd(0)) else { return }
+        Watchers.enlarge(copy)
+        Glibc.close(copy)
     }
 
     /// Implements getsockopt(2). `SO_ERROR` of a connect still under way is
@@ -131,7 +142,7 @@ enum Sockets {
     /// low-water mark govern the tracee's own reads and writes: they are set
     /// on its end; every other option is set at home.
     static func setsockopt(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let (p, _, _) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
+        guard let (p, s, _) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
         let level = c.int(1), name = c.int(2)
         if level == SOL_SOCKET && governsTraceeEnd(name) { return .continueSyscall }
         let length = c.int(4)
@@ -139,7 +150,11 @@ enum Sockets {
         guard Int(length) <= Wire.maxSockopt else { throw .errno(.invalidArgument) }
         let payload = c.worker.slot.payload(for: .setsockopt)
         try local { () throws(Errno) in try c.memory.readExactly(c.address(3), into: payload.baseAddress!, count: Int(length)) }
+        var value = (UInt64(0), UInt64(0))
+        let kept = Int(length) <= MemoryLayout.size(ofValue: value)
+        if kept { withUnsafeMutableBytes(of: &value) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: payload[0..<Int(length)])) } }
         _ = try c.home(.setsockopt, Scalars(p.handle, Int64(level), Int64(name)), payloadLength: Int(length))
+        if kept { s.options.withLock { $0.keep(level: level, name: name, value: value, length: Int(length)) } }
         return .value(0)
     }
 
@@ -150,8 +165,17 @@ enum Sockets {
     static func getpeername(_ c: borrowing Call) throws(Failure) -> Reply { try name(c, peer: true) }
 
     private static func name(_ c: borrowing Call, peer: Bool) throws(Failure) -> Reply {
-        guard let (p, _, _) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
+        guard let (p, s, _) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
         let room = try readLength(c, at: c.address(2))
+        if !peer, let kept = s.boundName {
+            var full = Int32(kept.count)
+            let n = min(Int(room), kept.count)
+            try local { () throws(Errno) in
+                if n > 0 { try c.memory.write(c.address(1), from: kept, count: n) }
+                try c.memory.write(c.address(2), from: &full, count: 4)
+            }
+            return .value(0)
+        }
         let r = try c.home(.sockname, Scalars(p.handle, peer ? 1 : 0, Int64(room)))
         var full = Int32(r.result)
         try local { () throws(Errno) in
@@ -165,14 +189,15 @@ enum Sockets {
 
     /// Puts a new local socket of `s`'s kind at the tracee's descriptor
     /// (argument 0) in place of the home one, and lets the call run on it
-    /// natively: its destination is local by a `--local-net` rule. Options
-    /// already set at home do not follow; copies of the descriptor made
-    /// before keep the home socket.
+    /// natively: its destination is local by a `--local-net` rule. The
+    /// options set at home follow (`SavedOptions`); copies of the
+    /// descriptor made before keep the home socket.
     static func goLocal(_ c: borrowing Call, _ s: SocketState, nonBlocking: Bool) throws(Failure) -> Reply {
         guard s.kind.domain != 0 else { throw .errno(Errno(rawValue: EISCONN)) }
         let flags = Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
         let fresh = try local { () throws(Errno) in try sys { Glibc.socket(s.kind.domain, s.kind.type | flags, s.kind.proto) } }
         defer { Glibc.close(fresh) }
+        s.options.withLock { $0.replay(on: fresh) }
         let closeOnExec = try Memory.isCloseOnExec(c, c.fd(0))
         _ = try local { () throws(Errno) in
             try c.sup.listener.install(id: c.id, source: fresh, closeOnExec: closeOnExec, at: c.fd(0))
@@ -242,6 +267,11 @@ extension Watchers {
         let (traceeEnd, ours) = try FD.socketPair()
         var placed = false
         do {
+            // A Unix stream's sender is bounded by its own send buffer: ours
+            // is enlarged now, the tracee's once connected (until then it
+            // stays full: a larger one would take longer to fill and drain).
+            if !datagram { Self.enlarge(ours) }
+            if connected { Self.enlarge(traceeEnd) }
             let (ino, _) = try FD.inode(traceeEnd)
             try FD.setNonBlocking(traceeEnd)
             var filler = 0
@@ -268,10 +298,51 @@ extension Watchers {
         }
     }
 
+    /// The pair's send buffers, each way.
+    static let pairBuffer: CInt = 1 << 20
+
+    /// Sets `fd`'s send buffer to `pairBuffer` (past wmem_max when allowed).
+    static func enlarge(_ fd: CInt) {
+        var size = pairBuffer
+        if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, 4) != 0 { _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, 4) }
+    }
+
     /// What fills a new socket's send buffer (read by every socket(2), never written).
     nonisolated(unsafe) static let zeros: UnsafeRawBufferPointer = {
         let b = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
         b.initializeMemory(as: UInt8.self, repeating: 0)
         return UnsafeRawBufferPointer(b)
     }()
+}
+
+/// The options a tracee set on a socket at home, for the local socket that
+/// may take its place (`Sockets.goLocal`): up to eight, of at most 16 bytes
+/// each (flags, sizes, `SO_LINGER`, `IP_TTL` …); a later set of the same
+/// option replaces its value. Kept inline: setting one allocates nothing.
+struct SavedOptions: Sendable {
+    struct Entry: Sendable {
+        var level: Int32 = 0, name: Int32 = 0, length = 0
+        var value = (UInt64(0), UInt64(0))
+    }
+
+    private var entries = InlineArray<8, Entry>(repeating: Entry())
+    private var count = 0
+
+    /// Keeps one option (a ninth distinct one is not kept).
+    mutating func keep(level: Int32, name: Int32, value: (UInt64, UInt64), length: Int) {
+        var i = 0
+        while i < count && !(entries[i].level == level && entries[i].name == name) { i += 1 }
+        guard i < entries.count else { return }
+        entries[i] = Entry(level: level, name: name, length: length, value: value)
+        if i == count { count += 1 }
+    }
+
+    /// Sets every kept option on `fd`, in the order first set (one the
+    /// local kernel refuses is left unset, as home's answer already went).
+    func replay(on fd: CInt) {
+        for i in 0..<count {
+            var v = entries[i].value
+            _ = Glibc.setsockopt(fd, entries[i].level, entries[i].name, &v, socklen_t(entries[i].length))
+        }
+    }
 }

@@ -11,7 +11,8 @@ import Wire
 extension Sockets {
     /// Implements bind(2).
     static func bind(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let (p, s, nonBlocking) = try socket(c, fd: c.fd(0)) else { return .continueSyscall }
+        guard let (p, s, nonBlocking) = try socket(c, fd: c.fd(0)) else { return try UnixSockets.moveHome(c, connect: false) }
+        if s.kind.domain == AF_UNIX { return try UnixSockets.atHome(c, s, nonBlocking: nonBlocking, connect: false) }
         let length = try addressLength(c.raw(2))
         let address = c.worker.slot.payload(for: .bind)
         try readAddress(c, length, at: c.address(1), into: address)
@@ -77,6 +78,8 @@ extension Sockets {
             throw .errno(error)
         }
         defer { Glibc.close(end) }
+        // An accepted Unix connection is named as its listener.
+        if let name = s.boundName { state.unixName.withLock { $0 = name } }
         guard SocketPump.start(state) else { throw .errno(Errno(rawValue: ENOBUFS)) }
         let fd = try local { () throws(Errno) in
             try c.sup.listener.installAndRespond(id: c.id, source: end, closeOnExec: flags & closeOnExec != 0)

@@ -203,7 +203,7 @@ struct SyscallTable: Sendable {
         SyscallRow(9, "mmap", [.desc, .memory], "xzPMfl:x", Memory.mmap, when: .mappedPlaceholder),
         // Descriptors passed over Unix sockets.
         SyscallRow(47, "recvmsg", .network, "fxX:b", Messages.recvmsg),
-        SyscallRow(299, "recvmmsg", .network, "fxiXx", Descriptors.mayReceivePlaceholder),
+        SyscallRow(299, "recvmmsg", .network, "fxiXx", Messages.recvmmsg),
         SyscallRow(438, "pidfd_getfd", .desc, "ffX:f", Descriptors.mayReceivePlaceholder),
         // Sockets at home (Sys+Socket.swift); on any number, as a socket's dup may land low.
         SyscallRow(41, "socket", [.desc, .network], "iXi:f", Sockets.socket),

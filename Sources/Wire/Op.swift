@@ -183,8 +183,8 @@ public enum Op: UInt16, Sendable, CaseIterable {
     // MARK: Sockets at home
 
     /// Analogous to socket(2): scalars [domain, type, protocol] (type without SOCK_NONBLOCK and
-    /// SOCK_CLOEXEC: the home socket is blocking and close-on-exec). Only AF_INET and AF_INET6
-    /// (EAFNOSUPPORT otherwise). Response: result = the new handle; no payload.
+    /// SOCK_CLOEXEC: the home socket is blocking and close-on-exec). Only AF_INET, AF_INET6
+    /// and AF_UNIX (EAFNOSUPPORT otherwise). Response: result = the new handle; no payload.
     case socket = 60
     /// Analogous to connect(2), blocking at home until the outcome (cancellable): scalars
     /// [handle]; payload: the sockaddr (2 ... ``Wire/maxSockaddr`` bytes). Response: result 0.
@@ -223,6 +223,18 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// datagram's bytes received (at most size); payload: those bytes, then the sender's
     /// address (at most ``Wire/maxSockaddr`` bytes).
     case recvfrom = 71
+    /// Analogous to bind(2) of an AF_UNIX socket to a path at home: scalars [handle, dir] (a
+    /// directory handle or ``Wire/rootDir``); payload: the path (NUL-terminated), resolved as
+    /// `mkdirat` resolves its name. Response: result 0.
+    case bindPath = 72
+    /// Analogous to connect(2) of an AF_UNIX socket to a path at home, waiting (cancellable)
+    /// for the outcome: scalars [handle, dir]; payload: the path, as for ``bindPath``.
+    /// Response: result 0.
+    case connectPath = 73
+    /// Analogous to sendfile(2) from a file handle to a socket handle, both at home (the
+    /// bytes never cross the wire): scalars [socket, file, offset (-1: from and advancing
+    /// the file's position), count]. Response: result = bytes sent (at most count).
+    case sendfile = 74
 
     // MARK: Terminals and devices at home
 
@@ -307,6 +319,9 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .poll: return 2
         case .sendto: return 3
         case .recvfrom: return 3
+        case .bindPath: return 2
+        case .connectPath: return 2
+        case .sendfile: return 4
         case .ioctl: return 3
         case .terminal: return 0
         case .windowSize: return 3

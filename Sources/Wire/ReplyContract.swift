@@ -81,6 +81,9 @@ public enum ReplyContract {
         case .copyFileRange:
             if result > max(s[4], 0) { return "copied \(result) of \(s[4]) bytes" }
             return empty()
+        case .sendfile:
+            if result > max(s[3], 0) { return "sent \(result) of \(s[3]) bytes" }
+            return empty()
         default:
             return empty()
         }

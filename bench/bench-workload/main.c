@@ -21,6 +21,7 @@
 //     read-small-copy (the same of DIR/copy/small.txt, which forward-bench's
 //     policy makes a copy: served from the local copy cache)
 //     seqread seqwrite
+//     sock-server tcp-rr tcp-stream tcp-epoll (--port P: see sockets.c)
 //     pread-threads (T threads each doing n random preads of DIR/data.bin, all
 //     samples pooled, while B more threads are blocked reading DIR/fifo: the
 //     concurrency section)
@@ -30,6 +31,7 @@
 #include <errno.h>
 
 #include "BenchSupport.h"
+#include "Sockets.h"
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -51,7 +53,7 @@ static long long size = 256LL * M1;
 static uint64_t rng = 0x9E3779B97F4A7C15ULL;
 static char path[4096];
 static double mb_s = -1;
-static long threads = 1, blocked = 0;
+static long threads = 1, blocked = 0, port = 0;
 
 static inline uint64_t next_rand(void) { // xorshift64
     rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
@@ -219,6 +221,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) rng = strtoull(v, NULL, 0) | 1;
         else if (!strcmp(a, "--threads")) threads = atol(v) < 1 ? 1 : atol(v);
         else if (!strcmp(a, "--blocked")) blocked = atol(v) < 0 ? 0 : atol(v);
+        else if (!strcmp(a, "--port")) port = atol(v);
         else { fprintf(stderr, "bench-workload: unknown option %s\n", a); return 2; }
     }
     if (n < 1) n = 1;
@@ -321,6 +324,14 @@ int main(int argc, char **argv) {
         if (total != 8192) { fprintf(stderr, "bench-workload: read %ld bytes of small.txt, expected 8192\n", total); return 1; }
     } else if (!strcmp(op, "pread-threads")) {
         op_pread_threads();
+    } else if (!strcmp(op, "sock-server")) {
+        sock_server((int)port);
+    } else if (!strcmp(op, "tcp-rr")) {
+        op_tcp_rr((int)port, n, warmup, samples);
+    } else if (!strcmp(op, "tcp-stream")) {
+        mb_s = op_tcp_stream((int)port, size, &n, samples);
+    } else if (!strcmp(op, "tcp-epoll")) {
+        op_tcp_epoll((int)port, n, samples);
     } else if (!strcmp(op, "seqread")) {
         op_seq(0);
     } else if (!strcmp(op, "seqwrite")) {

@@ -30,6 +30,8 @@ extension Bench {
             return j["floor"] as? String == floor.name   // the better of polled and blocking
         case .notify:
             return j["floor"] as? String == "notify" && j["variant"] as? String == "polled"
+        case .rtt:
+            return j["floor"] as? String == floor.name && j["mode"] as? String == "polled"
         }
     }
 
@@ -45,6 +47,8 @@ extension Bench {
             runs = ["50", "0"].map { [bin + "/bench-floor-transport", "--what", "bulk", "--size", String(seqSize), "--poll-us", $0] }
         case .notify:
             runs = [[bin + "/bench-floor-notify", "-n", n, "--variant", "polled"]]
+        case .rtt:
+            runs = [[bin + "/bench-floor-transport", "--what", "rtt", "-n", n, "--poll-us", "50"]]
         }
         for argv in runs {
             for line in run(argv, what: "floor for \(op.name)") ?? [] {
@@ -87,6 +91,7 @@ extension Bench {
         switch floor {
         case .forwarder: return num(floors[floor.name + "/" + config + "/polled"], "median_ns")
         case .notify: return num(floors["notify/polled"], "median_ns")
+        case .rtt: return num(floors[floor.name + "/" + config + "/polled"], "median_ns")
         case .bulk:
             return [num(floors[floor.name + "/" + config + "/polled"], "mb_s"),
                     num(floors[floor.name + "/" + config + "/blocking"], "mb_s")].compactMap { $0 }.max()

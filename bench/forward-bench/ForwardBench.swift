@@ -75,6 +75,9 @@ enum Floor {
     /// The polled bare notification round trip answered CONTINUE
     /// (bench-floor-notify --variant polled): calls that end up local.
     case notify
+    /// The raw transport's polled 64 B -> 4 KiB round trip
+    /// (bench-floor-transport --what rtt): what one forwarded exchange costs at least.
+    case rtt
 
     /// The floor's name in the programs' JSON lines.
     var name: String {
@@ -82,6 +85,7 @@ enum Floor {
         case .forwarder(let op): return "forwarder-" + op
         case .bulk(let dir): return "transport-bulk-" + dir
         case .notify: return "notify-polled"
+        case .rtt: return "transport-rtt"
         }
     }
 }
@@ -128,6 +132,10 @@ let ops: [Op] = [
     Op(name: "read-small-copy", label: "open+read 8K+close, copy", n: 10_000, quickN: 2_000, copyPolicy: true),
     Op(name: "seqread", label: "seq read 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: .bulk("read")),
     Op(name: "seqwrite", label: "seq write 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: .bulk("write")),
+    // Sockets at home, to a native server on 127.0.0.1 (sockets.c); (b) runs them with --local-net.
+    Op(name: "tcp-rr", label: "TCP connect+64 B req+resp", n: 2_000, quickN: 300, floor: .rtt),
+    Op(name: "tcp-stream", label: "TCP stream 1 MiB writes", n: 1, quickN: 1, sequential: true, floor: .bulk("write")),
+    Op(name: "tcp-epoll", label: "1000 TCP conns at once, epoll", n: 1_000, quickN: 1_000),
 ]
 
 @main
@@ -198,6 +206,9 @@ final class Bench {
     let scratch: String
     var port = 0
     var homestub: Child?
+    /// The socket rows' server (`bench-workload sock-server`) and its port.
+    var sockServer: Child?
+    var sockPort = 0
     let rounds: Int
     let seqSize: Int
     var figures: [String: Figure] = [:] // "op/config"
@@ -239,7 +250,7 @@ final class Bench {
     }
 
     func cleanUp() {
-        if let h = homestub {
+        for h in [homestub, sockServer].compactMap({ $0 }) {
             kill(h.pid, SIGTERM)
             _ = h.wait()
         }
@@ -286,11 +297,16 @@ final class Bench {
         // The bench's home serves the whole file system, as root when run as root (CI).
         homestub = try Child.start([bin + "/homestub", "--listen", "127.0.0.1:\(port)", "--key-file", keyFile, "--allow-root"],
                                    stdout: scratch + "/homestub.log", stderr: scratch + "/homestub.log")
+        sockPort = freePort()
+        sockServer = try Child.start([bin + "/bench-workload", "sock-server", "--port", String(sockPort)],
+                                     stdout: scratch + "/sock-server.log", stderr: scratch + "/sock-server.log")
         sync() // no writeback of the set-up files during the runs
         let deadline = nowNs() + 10_000_000_000
-        while !canConnect(port: port) {
-            guard nowNs() < deadline else { throw SpawnError(description: "homestub did not listen on 127.0.0.1:\(port)") }
-            usleep(20_000)
+        for (p, what) in [(port, "homestub"), (sockPort, "bench-workload sock-server")] {
+            while !canConnect(port: p) {
+                guard nowNs() < deadline else { throw SpawnError(description: "\(what) did not listen on 127.0.0.1:\(p)") }
+                usleep(20_000)
+            }
         }
     }
 
@@ -309,7 +325,7 @@ final class Bench {
         let policy = copyPolicy && config != "local" ? ["--policy", copyPolicyFile] : []
         switch config {
         case "native": return []
-        case "local": return [w, "--home", "spawn", "--local", workDir, "--local", localDir, "--"]
+        case "local": return [w, "--home", "spawn", "--local", workDir, "--local", localDir, "--local-net", "--"]
         case "unix": return [w, "--home", "spawn"] + policy + ["--"]
         default: return [w, "--home", "127.0.0.1:\(port)", "--key-file", keyFile] + policy + ["--"]
         }
@@ -321,7 +337,7 @@ final class Bench {
 
     func workload(_ op: Op, extra: [String] = []) -> [String] {
         [bin + "/bench-workload", op.name, "-n", String(o.quick ? op.quickN : op.n), "--dir", workDir,
-         "--local-dir", localDir] + (op.sequential ? ["--size", String(seqSize)] : []) + extra
+         "--local-dir", localDir, "--port", String(sockPort)] + (op.sequential ? ["--size", String(seqSize)] : []) + extra
     }
 
     /// Runs a command; its JSON lines, or nil after recording a failure.

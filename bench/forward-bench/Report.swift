@@ -112,6 +112,7 @@ extension Bench {
         }
         let targets = checkTargets(chosen)
         for (group, heading) in [("9", "targets (issue 9), from this run; ratios against the polled floors:"),
+                                 ("10", "sockets at home (issue 10), from this run:"),
                                  ("earlier", "targets kept from issues 3, 7 and 8:")] {
             let these = targets.filter { $0["group"] as? String == group }
             guard !these.isEmpty else { continue }

@@ -129,6 +129,10 @@ extension Bench {
             }
         }
 
+        socketTargets(byName, add: { group = "10"; add($0, $1, $2, $3) }, info: { target, measured in
+            t.append(["group": "10", "target": target, "measured": measured])
+        })
+
         group = "earlier"
         if let op = byName["getppid"] { add("never-intercepted getppid (b)/(a) ≤ 1.02×", localRatio(op), { $0 <= 1.02 }, x) }
         for name in ["pread-local", "write-local", "pipe-write-read"] {
@@ -139,5 +143,39 @@ extension Bench {
         }
         sealingTargets(add)
         return t
+    }
+}
+
+extension Bench {
+    /// The socket rows (issue 10): TCP request/response against native and
+    /// the raw transport round trip, stream throughput against the raw
+    /// bulk rate, and the 1000-connection epoll run.
+    func socketTargets(_ byName: [String: Op], add: (String, Double?, (Double) -> Bool, (Double) -> String) -> Void,
+                       info: (String, String) -> Void) {
+        if let op = byName["tcp-rr"], let native = figures["tcp-rr/native"]?.medianNs {
+            for c in ["unix", "tcp"] {
+                guard let f = figures["tcp-rr/" + c]?.medianNs else { continue }
+                info("forwarded TCP connect+request+response over \(c)",
+                     String(format: "%@ µs: %.2f× native (%@ µs), %.2f× the raw transport round trip (%@ µs)", us(f), f / native,
+                            us(native), f / (floorValue(op, config: c) ?? .nan), us(floorValue(op, config: c) ?? 0)))
+            }
+        }
+        if let op = byName["tcp-stream"] {
+            for c in ["unix", "tcp"] {
+                add("forwarded TCP stream over \(c) ≥ 50% of the raw bulk rate", floorRatio(op, config: c), { $0 >= 0.50 }, { v in
+                    String(format: "%.0f%% (%.0f of %.0f MB/s; native %.0f)", v * 100, self.figures[op.name + "/" + c]?.mbS ?? 0,
+                           self.floorValue(op, config: c) ?? 0, self.figures[op.name + "/native"]?.mbS ?? 0) })
+            }
+        }
+        if byName["tcp-epoll"] != nil {
+            for c in ["unix", "tcp"] {
+                let f = figures["tcp-epoll/" + c]
+                let failed = failures.contains { $0.what == "tcp-epoll [\(c)]" }
+                add("1000 concurrent forwarded TCP connections under epoll over \(c): no error, p99 reported",
+                    f.map { $0.p99Ns } ?? (failed ? -1 : nil), { _ in f != nil && !failed }, { v in
+                        f == nil ? "failed (see FAILURES)" : String(format: "p99 %@ µs, median %@ µs (native p99 %@ µs)", self.us(v),
+                                                                   self.us(f!.medianNs), self.us(self.figures["tcp-epoll/native"]?.p99Ns ?? 0)) })
+            }
+        }
     }
 }

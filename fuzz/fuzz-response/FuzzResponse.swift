@@ -130,6 +130,8 @@ func fuzzContract(_ input: inout FuzzInput) {
         invariant(result <= Int64(requestPayload), "wrote more than was sent")
     case .copyFileRange:
         invariant(result <= max(s[4], 0), "copied more than was asked")
+    case .sendfile:
+        invariant(result <= max(s[3], 0), "sendfile: sent more than was asked")
     case .sendto:
         invariant(result <= Int64(requestPayload), "sent more than was given")
     case .recvfrom:

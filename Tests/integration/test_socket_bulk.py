@@ -1,0 +1,144 @@
+"""Sockets at home, beyond connect and accept: sendfile from a forwarded
+file to a forwarded socket at home, datagram sockets' vectored and
+multi-message calls, destinations of sendmsg/sendmmsg under the network
+rules, options that follow a socket moved to the target, half-close."""
+import hashlib
+import json
+import os
+import subprocess
+
+from conftest import HOMESTUB, MIN_ENV, PY, WRAP, describe, free_port, run_bounded
+from test_sockets import py
+from test_unix_sockets import unet  # noqa: F401 (fixture)
+
+SIZE = 8 << 20
+
+
+def home_file(unet, name: str, size: int) -> str:
+    """A file of `size` pattern bytes only the home has; its sha256."""
+    path = unet.srv / name
+    r = unet.in_home([PY, "-c", "import sys; b = bytes(range(256)) * 4096; f = open(sys.argv[1], 'wb');"
+                      " [f.write(b) for _ in range(int(sys.argv[2]) // len(b))]", str(path), str(size)])
+    assert r.returncode == 0, describe(r)
+    return hashlib.sha256((bytes(range(256)) * 4096) * (size // (256 * 4096))).hexdigest()
+
+
+def test_sendfile_of_a_home_file_to_a_home_socket_runs_at_home(unet):
+    digest = home_file(unet, "big.bin", SIZE)
+    port, _ = unet.server("hash")
+    prefix = b"header\n"
+    want = hashlib.sha256(prefix + (bytes(range(256)) * 4096) * (SIZE // (256 * 4096))).hexdigest()
+    stats, home_trace = unet.base / "stats.json", unet.base / "home.strace"
+    code = f"""
+        import socket
+        s = socket.create_connection(("127.0.0.1", {port}))
+        s.sendall({prefix!r})   # written before: must reach home first
+        with open({str(unet.srv / 'big.bin')!r}, "rb") as f:
+            print(s.sendfile(f))
+        s.shutdown(socket.SHUT_WR)
+        print(s.recv(200).decode())
+    """
+    home = f"nsenter -t {unet.pid} -n -m -- strace -f -qq -c -o {home_trace} {HOMESTUB} --stdio"
+    r = run_bounded([WRAP, "--home-command", home, "--stats-json", str(stats), "--", *py(code)], cwd=str(unet.base),
+                    timeout=120)
+    assert r.returncode == 0, describe(r)
+    assert r.stdout == f"{SIZE}\n{len(prefix) + SIZE} {want}\n", describe(r)
+    assert digest != want
+    # One sendfile call went home, whole ...
+    rows = [row for row in json.loads(stats.read_text())["syscalls"] if row["syscall"] == "sendfile"]
+    assert [(row["where"], row["bytes"]) for row in rows] == [("home", SIZE)], rows
+    # ... and home sent the file itself: no read of it in chunks (a read
+    # through the wire would be 8 or more preads or splices of 1 MiB; the
+    # home's own start-up makes two small preads).
+    calls = {line.split()[-1]: int(line.split()[3]) for line in home_trace.read_text().splitlines()
+             if len(line.split()) >= 5 and line.split()[3].isdigit()}
+    assert calls.get("sendfile", 0) >= 1 and calls.get("pread64", 0) + calls.get("splice", 0) <= 2, calls
+
+
+def test_datagram_vectored_and_multi_message_calls_at_home(unet):
+    port, _ = unet.server("udpecho")
+    r = unet.run(py(f"""
+        import ctypes, os, socket, time
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(5)
+        u.connect(("127.0.0.1", {port}))
+        print(os.writev(u.fileno(), [b"ab", b"cd"]))
+        u.setblocking(True)   # readv waits for the echo
+        a, b = bytearray(3), bytearray(10)
+        print(os.readv(u.fileno(), [a, b]), bytes(a), bytes(b[:1]))
+
+        class iovec(ctypes.Structure):
+            _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+        class msghdr(ctypes.Structure):
+            _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
+                        ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                        ("flags", ctypes.c_int)]
+        class mmsghdr(ctypes.Structure):
+            _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint32)]
+        libc = ctypes.CDLL(None, use_errno=True)
+        for word in (b"one", b"three", b"seven"):
+            u.send(word)
+        time.sleep(0.5)
+        bufs = [ctypes.create_string_buffer(16) for _ in range(4)]
+        iovs = [iovec(ctypes.cast(b, ctypes.c_void_p), 16) for b in bufs]
+        msgs = (mmsghdr * 4)()
+        for i in range(4):
+            msgs[i].hdr.iov = ctypes.pointer(iovs[i])
+            msgs[i].hdr.iovlen = 1
+        n = libc.recvmmsg(u.fileno(), msgs, 4, 0, None)
+        print(n, [bufs[i].raw[:msgs[i].len] for i in range(max(n, 0))])
+        print(libc.readv(u.fileno(), None, -1), ctypes.get_errno() == 22)
+    """))
+    assert r.returncode == 0, describe(r)
+    assert r.stdout == "4\n4 b'ABC' b'D'\n3 [b'ONE', b'THREE', b'SEVEN']\n-1 True\n", describe(r)
+
+
+def test_sendmsg_destination_by_the_network_rules_and_options_follow_a_socket_moved_local(unet):
+    home_port, _ = unet.server("udpecho")
+    local_port = free_port()
+    target = subprocess.Popen([PY, str(unet.base / "server.py"), "udpecho", str(local_port)], stdout=subprocess.PIPE,
+                              env=dict(MIN_ENV), start_new_session=True)
+    unet.servers.append(target)
+    assert target.stdout.readline().strip() == b"ready"
+    tcp_port = free_port()
+    tcp = subprocess.Popen([PY, str(unet.base / "server.py"), "echo", str(tcp_port)], stdout=subprocess.PIPE,
+                           env=dict(MIN_ENV), start_new_session=True)
+    unet.servers.append(tcp)
+    assert tcp.stdout.readline().strip() == b"ready"
+    r = unet.run(py(f"""
+        import socket
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(5)
+        u.sendmsg([b"to home"], [], 0, ("127.0.0.1", {home_port}))
+        print(u.recv(100).decode())
+        v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        v.settimeout(5)
+        v.sendmsg([b"to target"], [], 0, ("127.0.0.1", {local_port}))
+        print(v.recv(100).decode())
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.connect(("127.0.0.1", {tcp_port}))
+        print(s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
+              s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0)
+    """), extra=["--local-net", f"127.0.0.1:{local_port}", "--local-net", f"127.0.0.1:{tcp_port}"])
+    assert r.returncode == 0 and r.stdout == "TO HOME\nTO TARGET\nTrue True\n", describe(r)
+
+
+def test_a_half_closed_stream_still_reads_the_rest(unet):
+    """shutdown(SHUT_WR), then every byte the home server sends after it."""
+    port, _ = unet.server("echo")
+    r = unet.run(py(f"""
+        import socket
+        s = socket.create_connection(("127.0.0.1", {port}))
+        s.sendall(b"x" * 200000)
+        s.shutdown(socket.SHUT_WR)
+        n = 0
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            n += len(d)
+        print(n)
+    """))
+    assert r.returncode == 0 and r.stdout == "200000\n", describe(r)
