@@ -68,17 +68,7 @@ enum DevicePump {
     /// Starts pumping `s` (its `device` set), listed in `watchers.devices`
     /// while it runs; false if no thread or slot could be had.
     static func start(_ s: SocketState, watchers: Watchers) -> Bool {
-        guard let line = s.device, let down = s.link.takeSlot() else { return false }
-        guard let up = s.link.takeSlot() else {
-            s.link.returnSlot(down)
-            return false
-        }
-        let fd = dup(s.end)
-        guard fd >= 0 else {
-            s.link.returnSlot(down)
-            s.link.returnSlot(up)
-            return false
-        }
+        guard let line = s.device, let (down, up, fd) = s.pumpResources(down: nil) else { return false }
         line.sending.withLock { $0 = fd }
         let key = ObjectIdentifier(s)
         watchers.devices.withLock { $0[key] = s }

@@ -158,17 +158,7 @@ enum SocketPump {
     /// at home and answers the outcome on the socket (a non-blocking
     /// connect). False if no thread or slot could be had.
     static func start(_ s: SocketState, connect slot: HomeLink.Slot? = nil, connectLength: Int = 0) -> Bool {
-        guard let down = slot ?? s.link.takeSlot() else { return false }
-        guard let up = s.link.takeSlot() else {
-            s.link.returnSlot(down)
-            return false
-        }
-        let fd = dup(s.end)
-        guard fd >= 0 else {
-            s.link.returnSlot(down)
-            s.link.returnSlot(up)
-            return false
-        }
+        guard let (down, up, fd) = s.pumpResources(down: slot) else { return false }
         let ends = PumpEnds(fd: fd, link: s.link)
         let connecting = slot != nil
         s.startPumping()
@@ -307,6 +297,24 @@ extension SocketPump {
 }
 
 extension SocketState {
+    /// What a pump of this socket runs with: a slot for each direction
+    /// (`down` when the caller already holds one) and its own copy of our
+    /// end of the pair; nil, with nothing kept, when one cannot be had.
+    func pumpResources(down given: HomeLink.Slot?) -> (down: HomeLink.Slot, up: HomeLink.Slot, fd: CInt)? {
+        guard let down = given ?? link.takeSlot() else { return nil }
+        guard let up = link.takeSlot() else {
+            link.returnSlot(down)
+            return nil
+        }
+        let fd = dup(end)
+        guard fd >= 0 else {
+            link.returnSlot(down)
+            link.returnSlot(up)
+            return nil
+        }
+        return (down, up, fd)
+    }
+
     /// Home connected: drop the filler, so the tracee sees the socket writable.
     func connected() {
         dropFiller()
