@@ -120,6 +120,9 @@ typedef struct cshim_filter_rule {
 /// ABI (x32, i386 via int 0x80) is answered with ENOSYS so nothing bypasses
 /// the table. Returns 0, or a negative errno.
 int cshim_filter_build(const cshim_filter_rule *rules, size_t count, cshim_filter *out);
+/// cshim_filter_build with SECCOMP_RET_TRACE instead of USER_NOTIF (`trace`
+/// non-zero): the ptrace engine's filter (cshim_ptrace.c).
+int cshim_filter_build_action(const cshim_filter_rule *rules, size_t count, int trace, cshim_filter *out);
 void cshim_filter_free(cshim_filter *f);
 
 // ---- spawn -----------------------------------------------------------------
@@ -131,6 +134,7 @@ typedef struct cshim_spawn_request {
     char *const *envp;
     const cshim_filter *filter;    // installed with SECCOMP_FILTER_FLAG_NEW_LISTENER
     int64_t nofile_soft;           // RLIMIT_NOFILE soft limit to restore (-1: leave)
+    int ptrace_mode;               // non-zero: see cshim_ptrace_start (no listener)
 } cshim_spawn_request;
 
 /// Spawns the tracee: fork; in the child, only async-signal-safe calls:
@@ -396,6 +400,54 @@ ssize_t cshim_splice(int in, int64_t *in_off, int out, size_t len, int nonblocki
 /// vmsplice(2) of `len` bytes at `buf` into a pipe (the pipe refers to the
 /// pages: they must not change until the data has been read at the far end).
 ssize_t cshim_vmsplice(int pipe_write, const void *buf, size_t len);
+
+// ---- the ptrace engine (cshim_ptrace.c) ---------------------------------------
+
+/// Mirror of x86_64 struct user_regs_struct (27 registers).
+typedef struct cshim_ptrace_regs {
+    uint64_t r[27];
+} cshim_ptrace_regs;
+
+/// One seccomp stop (PTRACE_EVENT_SECCOMP) for the supervisor, or an exit.
+typedef struct cshim_ptrace_stop {
+    int32_t tid;
+    int32_t nr;          // -1: `tid` exited (no stop: forget its calls)
+    uint64_t args[6];
+    cshim_ptrace_regs regs;   // as at the stop, restored when it is answered
+} cshim_ptrace_stop;
+
+/// From the thread that will trace: PTRACE_SEIZE `pid` (spawned with
+/// ptrace_mode, waiting on `sock` before its filter) with every option,
+/// let it go on, and resume its stops until its execve has happened (0;
+/// it is left running) or it reported a failed step (1, *stage and *err
+/// set) or -1 with errno. Closes `sock`.
+int cshim_ptrace_start(pid_t pid, int sock, int *stage, int *err);
+/// The next seccomp stop or exit among this thread's tracees, handling
+/// every other stop itself: 1 with *out filled, 0 when none is ready,
+/// -1 with errno (ECHILD: no tracee left).
+int cshim_ptrace_next(cshim_ptrace_stop *out);
+/// Answers a stop with `value` (0) or lets the syscall run (`native`);
+/// `at_exit` says injections left it at a syscall-exit-stop; `signal`, a
+/// signal taken during injection, is sent again. -1 with errno (ESRCH: gone).
+int cshim_ptrace_finish(const cshim_ptrace_stop *stop, int at_exit, int native, int64_t value, int signal);
+/// Runs syscall `nr` with `args` in the stopped thread and returns its
+/// result (negative errno as the tracee would see it), or INT64_MIN with
+/// errno when the thread is gone. Sets *at_exit; a signal that arrived is
+/// stored in *signal for cshim_ptrace_finish.
+int64_t cshim_ptrace_inject(const cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
+                            uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3);
+/// The tracer's descriptors: *ready an EFD_SEMAPHORE eventfd, *answer a
+/// non-blocking eventfd, *child a non-blocking signalfd for SIGCHLD. 0 or -1.
+int cshim_ptrace_descriptors(int *ready, int *answer, int *child);
+/// Reads everything pending on the non-blocking descriptor `fd`.
+void cshim_drain(int fd);
+/// Installs the supervisor's `source` in the stopped thread, at `target`
+/// (dup3 semantics) or at the lowest free number (-1), by injecting a
+/// socketpair, a recvmsg of `source` sent by SCM_RIGHTS, dup3 and close;
+/// the tracee's registers and borrowed stack come back as they were.
+/// Returns the number or a negative errno.
+int64_t cshim_ptrace_install(const cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
+                             int cloexec);
 
 #ifdef __cplusplus
 }

@@ -49,6 +49,8 @@ public struct SupervisorOptions: Sendable {
     /// Where the program starts (`--cwd`); nil: where wrap-and-run runs
     /// (see `startDirectory`).
     public var workingDirectory: String?
+    /// Which engine stops the program's syscalls (`--engine`).
+    public var engine: Engine = .auto
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
                 policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50,
@@ -100,7 +102,8 @@ public final class Supervisor: Sendable {
     let tracees: Tracees
     /// With `--trace` or `--stats`, else nil (see `Worker.run`).
     let observer: Observer?
-    let listener: SeccompListener
+    /// The engine (see `Interceptor` for the name).
+    let listener: Interceptor
     let child: pid_t
     /// The program's keeper: the program's process tree ends with this process.
     let keeper: Keeper
@@ -126,7 +129,7 @@ public final class Supervisor: Sendable {
     static let maxIdleWorkers = 4
 
     private init(options: SupervisorOptions, link: HomeLink, localLink: HomeLink, watchers: Watchers, tracees: Tracees,
-                 listener: SeccompListener, child: pid_t, keeper: Keeper, placeholderBase: Int32, descriptorLimit: Int32,
+                 listener: Interceptor, child: pid_t, keeper: Keeper, placeholderBase: Int32, descriptorLimit: Int32,
                  observer: Observer?) {
         self.options = options
         self.localLink = localLink
@@ -155,6 +158,9 @@ public final class Supervisor: Sendable {
         sigemptyset(&relayed)
         for s in [SIGTERM, SIGHUP] { sigaddset(&relayed, s) }
         pthread_sigmask(SIG_BLOCK, &relayed, nil)
+        // Before any thread starts: the ptrace engine's tracer takes SIGCHLD
+        // from a signalfd (see PtraceTracer).
+        PtraceTracer.blockChildSignal()
 
         let observer = try makeObserver(options)
         let stream: HomeConnection.Stream
@@ -184,21 +190,9 @@ public final class Supervisor: Sendable {
         let nofile = raiseDescriptorLimit()
         let limit = Int32(clamping: nofile > 0 ? nofile : 1024)
         let base = max(16, limit / 2)
-        let filter: SeccompFilter
-        do throws(Errno) { filter = try SeccompFilter(rules: SyscallTable.x86_64.filterRules(placeholderBase: base)) } catch {
-            throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
-        }
-        let pid: pid_t, listener: SeccompListener, keeper: Keeper
-        do {
-            (pid, listener, keeper) = try Spawn.traced(path: options.program, argv: options.arguments, env: options.environment,
-                                               filter: filter, nofileSoft: nofile)
-        } catch {
-            let step = ["", "setting no_new_privs", "installing the seccomp filter", "passing the listener", "execve", "fork"]
-            let what = Int(error.stage) < step.count && error.stage > 0 ? step[Int(error.stage)] : "spawning"
-            throw .spawn("\(options.program): \(what) failed: \(String(cString: strerror(error.errno.rawValue)))")
-        }
+        let pid: pid_t, listener: Interceptor, keeper: Keeper
+        (pid, listener, keeper) = try spawn(options, placeholderBase: base, nofile: nofile)
         tracees.addRoot(pid: pid, cwd: cwd)
-        listener.preferSynchronousWakeUp()
 
         let sup = Supervisor(options: options, link: link, localLink: localLink, watchers: watchers, tracees: tracees, listener: listener,
                              child: pid, keeper: keeper, placeholderBase: base, descriptorLimit: limit, observer: observer)

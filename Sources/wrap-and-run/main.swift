@@ -94,6 +94,11 @@ struct WrapAndRun: ParsableCommand {
     @Flag(help: "Print per-syscall counts (forwarded / local), errors, bytes and latency percentiles on exit.")
     var stats = false
 
+    @Option(help: ArgumentHelp("How calls are intercepted: seccomp (user notification), ptrace (works nested, "
+                               + "under another seccomp listener), or auto: seccomp, else ptrace.",
+                               valueName: "seccomp|ptrace|auto"))
+    var engine = "auto"
+
     @Option(name: .customLong("stats-json"), help: ArgumentHelp("Write the --stats table as JSON to FILE on exit.",
                                                                 valueName: "FILE"))
     var statsJSON: String?
@@ -152,7 +157,7 @@ struct WrapAndRun: ParsableCommand {
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
                attributeCache: !noCache, writeBehind: !syncWrites, remoteHomestub: remoteHomestub, cwd: cwd,
                localNetwork: localNet, forwardNets: forwardNets, localNets: localNets, command: command)
-            .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).run()
+            .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).with(engine: engine).run()
     }
 
     /// The passthrough argument takes everything from the first word it
@@ -213,6 +218,15 @@ struct Launch {
     var trace: String?
     var traceFile: String?
     var statsJSON: String?
+    /// --engine seccomp|ptrace|auto.
+    var engine = "auto"
+
+    /// This launch with `--engine`.
+    func with(engine: String) -> Launch {
+        var l = self
+        l.engine = engine
+        return l
+    }
 
     /// This launch with the --trace, --trace-file and --stats-json settings.
     func observing(trace: String?, traceFile: String?, statsJSON: String?) -> Launch {
@@ -257,6 +271,8 @@ struct Launch {
             launchOptions.cacheMaxBytes = bytes
         }
         launchOptions.workingDirectory = cwd
+        guard let engine = Engine(rawValue: engine) else { fail(Status.usage, "--engine takes seccomp, ptrace or auto, not \(engine)") }
+        launchOptions.engine = engine
         launchOptions.statsJSON = statsJSON
         launchOptions.traceFile = traceFile
         if trace != nil || traceFile != nil {
@@ -334,6 +350,7 @@ struct Launch {
                 case "--remote-homestub": l.remoteHomestub = v
                 case "--trace-file": l.traceFile = v
                 case "--stats-json": l.statsJSON = v
+                case "--engine": l.engine = v
                 case "--poll-us":
                     guard let n = Int(v) else { return nil }
                     l.pollMicroseconds = n
