@@ -178,14 +178,14 @@ public final class PtraceTracer: @unchecked Sendable {
             if let i = s.install {
                 s.result = cshim_ptrace_install(&s.stop, &s.atExit, &s.signal, i.source, i.target, i.closeOnExec ? 1 : 0)
                 s.install = nil
-                if !i.respond || s.result < 0 {
-                    s.done.signal()
-                    continue
+                if i.respond && s.result >= 0 {
+                    // Answered: the worker, once woken, frees the record (so
+                    // the wake-up cannot go to the record's next user).
+                    _ = cshim_ptrace_finish(&s.stop, s.atExit, 0, s.result, s.signal)
+                    s.id.store(0, ordering: .releasing)
                 }
-                s.value = s.result
-                s.native = false
                 s.done.signal()
-                // The worker does not touch the record again: answer and free it.
+                continue
             }
             _ = cshim_ptrace_finish(&s.stop, s.atExit, s.native ? 1 : 0, s.value, s.signal)
             s.id.store(0, ordering: .releasing)
@@ -238,9 +238,19 @@ public final class PtraceTracer: @unchecked Sendable {
         _ = write(answerFD, &one, 8)
     }
 
+    /// Set in a record's id once its answer is posted: the stop is no
+    /// longer pending, and a second answer finds nothing to answer (as
+    /// under seccomp) rather than queueing the record twice.
+    private static let postedBit: UInt64 = 1 << 63
+
     /// Answers with `value`, or lets the syscall run (`native`).
     public func finish(id: UInt64, native: Bool, value: Int64) throws(Errno) {
-        guard let (index, s) = pending(id) else { throw .noSuchFileOrDirectory }
+        let index = Int32(id & 0x1fff)
+        guard Int(index) < stops.count else { throw .noSuchFileOrDirectory }
+        let s = stops[Int(index)]
+        guard s.id.compareExchange(expected: id, desired: id | Self.postedBit, ordering: .acquiringAndReleasing).exchanged else {
+            throw .noSuchFileOrDirectory
+        }
         s.native = native
         s.value = value
         post(index)
@@ -253,7 +263,9 @@ public final class PtraceTracer: @unchecked Sendable {
         s.install = (source, target, closeOnExec, respond)
         post(index)
         s.done.wait()
-        if s.result < 0 { throw Errno(rawValue: CInt(truncatingIfNeeded: -s.result)) }
-        return CInt(truncatingIfNeeded: s.result)
+        let result = s.result
+        if result < 0 { throw Errno(rawValue: CInt(truncatingIfNeeded: -result)) }
+        if respond { queues.withLock { $0.free.append(index) } }
+        return CInt(truncatingIfNeeded: result)
     }
 }

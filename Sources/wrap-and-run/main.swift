@@ -95,9 +95,10 @@ struct WrapAndRun: ParsableCommand {
     var stats = false
 
     @Option(help: ArgumentHelp("How calls are intercepted: seccomp (user notification), ptrace (works nested, "
-                               + "under another seccomp listener), or auto: seccomp, else ptrace.",
+                               + "under another seccomp listener), or auto: seccomp, else ptrace (default: "
+                               + "$TETHER_ENGINE, else auto).",
                                valueName: "seccomp|ptrace|auto"))
-    var engine = "auto"
+    var engine: String?
 
     @Option(name: .customLong("stats-json"), help: ArgumentHelp("Write the --stats table as JSON to FILE on exit.",
                                                                 valueName: "FILE"))
@@ -218,11 +219,11 @@ struct Launch {
     var trace: String?
     var traceFile: String?
     var statsJSON: String?
-    /// --engine seccomp|ptrace|auto.
-    var engine = "auto"
+    /// --engine seccomp|ptrace|auto (nil: $TETHER_ENGINE, else auto).
+    var engine: String?
 
     /// This launch with `--engine`.
-    func with(engine: String) -> Launch {
+    func with(engine: String?) -> Launch {
         var l = self
         l.engine = engine
         return l
@@ -271,7 +272,8 @@ struct Launch {
             launchOptions.cacheMaxBytes = bytes
         }
         launchOptions.workingDirectory = cwd
-        guard let engine = Engine(rawValue: engine) else { fail(Status.usage, "--engine takes seccomp, ptrace or auto, not \(engine)") }
+        let named = engine ?? getenv("TETHER_ENGINE").map { String(cString: $0) } ?? "auto"
+        guard let engine = Engine(rawValue: named) else { fail(Status.usage, "--engine takes seccomp, ptrace or auto, not \(named)") }
         launchOptions.engine = engine
         launchOptions.statsJSON = statsJSON
         launchOptions.traceFile = traceFile
