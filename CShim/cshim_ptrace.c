@@ -377,7 +377,6 @@ static int send_to_tracee(pid_t tid, int fd, int source)
         return -errno;
     int mine = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
     int e = errno;
-    DBG("DBG getfd %d %d = %d errno %d; source %d flags %d\n", pidfd, fd, mine, e, source, fcntl(source, F_GETFD));
     close(pidfd);
     if (mine < 0)
         return -e;
