@@ -231,9 +231,9 @@ public final class Supervisor: Sendable {
             // Let calls answered just before the exit finish their trace
             // lines and counting (bounded).
             for _ in 0..<1000 where callsInFlight.load(ordering: .acquiring) > 0 { usleep(100) }
-            var summaries: [String] = []
+            var summaries = ["engine: \(listener.engine.rawValue)"]
             if link.attributes.enabled {
-                summaries = [link.attributes.summary, "listing cache: " + link.attributes.listings.summary,
+                summaries += [link.attributes.summary, "listing cache: " + link.attributes.listings.summary,
                              "small-read cache: " + link.attributes.contents.summary]
             }
             if valueCache.used { summaries.append(valueCache.summary) }

@@ -28,10 +28,13 @@ def test_tracer_pid_is_set_under_ptrace_and_zero_under_seccomp(tv):
     assert tracer_pid(tv, "seccomp") == 0
 
 
-def test_ptrace_cat_reads_the_home_file(tv):
+def test_ptrace_cat_reads_the_home_file_and_stats_name_the_engine(tv):
     tv.both("n.txt", "home contents\n")
-    r = ok(tv.run([CAT, tv.p("n.txt")], extra_wrap_args=PTRACE))
+    r = ok(tv.run([CAT, tv.p("n.txt")], extra_wrap_args=PTRACE + ["--stats"]))
     assert r.stdout == "home contents\n", describe(r)
+    assert "  engine: ptrace\n" in r.stderr, describe(r)
+    r = ok(tv.run([CAT, tv.p("n.txt")], extra_wrap_args=["--engine", "seccomp", "--stats"]))
+    assert "  engine: seccomp\n" in r.stderr, describe(r)
 
 
 def test_ptrace_shell_redirections_write_and_read_at_home(tv):
