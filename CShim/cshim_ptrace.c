@@ -113,6 +113,11 @@ void cshim_drain(int fd)
     }
 }
 
+int cshim_ptrace_seize(pid_t tid)
+{
+    return (int)ptrace(PTRACE_SEIZE, tid, 0, options);
+}
+
 int cshim_ptrace_start(pid_t pid, int sock, int *stage, int *err)
 {
     *stage = 0;

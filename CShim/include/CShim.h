@@ -422,6 +422,10 @@ typedef struct cshim_ptrace_stop {
 /// it is left running) or it reported a failed step (1, *stage and *err
 /// set) or -1 with errno. Closes `sock`.
 int cshim_ptrace_start(pid_t pid, int sock, int *stage, int *err);
+/// PTRACE_SEIZE of one running thread with the engine's options (for a
+/// process that is already running: each of its threads, from the thread
+/// that will trace). 0 or -1 with errno.
+int cshim_ptrace_seize(pid_t tid);
 /// The next seccomp stop or exit among this thread's tracees, handling
 /// every other stop itself: 1 with *out filled, 0 when none is ready,
 /// -1 with errno (ECHILD: no tracee left).

@@ -92,26 +92,39 @@ public final class PtraceTracer: @unchecked Sendable {
 
     /// Starts the tracer thread, which seizes `pid` (spawned in ptrace mode,
     /// waiting on `stageSocket`) and runs its loop; returns once the
-    /// program's execve has happened. For a process already running and
-    /// seized some other way, a start from `PTRACE_SEIZE` alone fits here
-    /// too: the loop needs nothing but tracees of its thread.
+    /// program's execve has happened.
     public static func start(pid: pid_t, stageSocket: CInt) throws(StartFailure) -> PtraceTracer {
+        try start { () -> StartFailure? in
+            var stage: Int32 = 0, err: Int32 = 0
+            let rc = cshim_ptrace_start(pid, stageSocket, &stage, &err)
+            if rc == 0 { return nil }
+            return rc > 0 ? StartFailure(errno: Errno(rawValue: err), stage: stage) : StartFailure(errno: lastErrno(), stage: 0)
+        }
+    }
+
+    /// Starts the tracer thread on threads that are already running: it
+    /// seizes each of `tids` (all the threads of a process, for taking one
+    /// over; its filter must use SECCOMP_RET_TRACE for anything to stop)
+    /// and runs its loop. Threads they start later are traced on their own.
+    public static func start(seizing tids: [pid_t]) throws(StartFailure) -> PtraceTracer {
+        try start { () -> StartFailure? in
+            for tid in tids where cshim_ptrace_seize(tid) != 0 { return StartFailure(errno: lastErrno(), stage: 0) }
+            return nil
+        }
+    }
+
+    /// Runs `begin` on a new tracer thread (every ptrace request must come
+    /// from the thread that seized), then the loop; returns once `begin` has.
+    private static func start(_ begin: @escaping @Sendable () -> StartFailure?) throws(StartFailure) -> PtraceTracer {
         let tracer: PtraceTracer
         do { tracer = try PtraceTracer() } catch { throw StartFailure(errno: error, stage: 0) }
         let started = CountingSemaphore(value: 0)
         let outcome = Mutex<StartFailure?>(nil)
         ThreadRunner(name: "tracer") {
-            var stage: Int32 = 0, err: Int32 = 0
-            let rc = cshim_ptrace_start(pid, stageSocket, &stage, &err)
-            if rc != 0 {
-                let failure = rc > 0 ? StartFailure(errno: Errno(rawValue: err), stage: stage)
-                    : StartFailure(errno: lastErrno(), stage: 0)
-                outcome.withLock { $0 = failure }
-                started.signal()
-                return
-            }
+            let failure = begin()
+            outcome.withLock { $0 = failure }
             started.signal()
-            tracer.run()
+            if failure == nil { tracer.run() }
         }.start()
         started.wait()
         if let failure = outcome.withLock({ $0 }) { throw failure }
