@@ -94,10 +94,8 @@ struct WrapAndRun: ParsableCommand {
     @Flag(help: "Print per-syscall counts (forwarded / local), errors, bytes and latency percentiles on exit.")
     var stats = false
 
-    @Option(help: ArgumentHelp("How calls are intercepted: seccomp (user notification), ptrace (works nested, "
-                               + "under another seccomp listener), or auto: seccomp, else ptrace (default: "
-                               + "$TETHER_ENGINE, else auto).",
-                               valueName: "seccomp|ptrace|auto"))
+    @Option(help: ArgumentHelp("How calls are stopped: seccomp, ptrace (also under another seccomp listener) or auto, "
+                               + "seccomp else ptrace (default: $TETHER_ENGINE, else auto).", valueName: "seccomp|ptrace|auto"))
     var engine: String?
 
     @Option(name: .customLong("stats-json"), help: ArgumentHelp("Write the --stats table as JSON to FILE on exit.",
@@ -157,8 +155,8 @@ struct WrapAndRun: ParsableCommand {
                cacheMax: cacheMax, forwardPrefixes: forwardPrefixes,
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
                attributeCache: !noCache, writeBehind: !syncWrites, remoteHomestub: remoteHomestub, cwd: cwd,
-               localNetwork: localNet, forwardNets: forwardNets, localNets: localNets, command: command)
-            .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).with(engine: engine).run()
+               localNetwork: localNet, forwardNets: forwardNets, localNets: localNets, command: command, engine: engine)
+            .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).run()
     }
 
     /// The passthrough argument takes everything from the first word it
@@ -219,15 +217,7 @@ struct Launch {
     var trace: String?
     var traceFile: String?
     var statsJSON: String?
-    /// --engine seccomp|ptrace|auto (nil: $TETHER_ENGINE, else auto).
-    var engine: String?
-
-    /// This launch with `--engine`.
-    func with(engine: String?) -> Launch {
-        var l = self
-        l.engine = engine
-        return l
-    }
+    var engine: String?  // --engine seccomp|ptrace|auto (nil: $TETHER_ENGINE, else auto)
 
     /// This launch with the --trace, --trace-file and --stats-json settings.
     func observing(trace: String?, traceFile: String?, statsJSON: String?) -> Launch {
