@@ -174,3 +174,11 @@ def test_sigkill_of_wrap_and_run_leaves_no_tracee(tv, engine):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_engine_option_forms_and_a_bad_value(tv):
+    # `--engine=ptrace` goes through ArgumentParser, `--engine ptrace` through the fast parser.
+    r = ok(tv.run([SH, "-c", "grep TracerPid /proc/self/status"], extra_wrap_args=["--engine=ptrace"]))
+    assert int(r.stdout.split()[1]) != 0, describe(r)
+    r = tv.run([CAT, "/dev/null"], extra_wrap_args=["--engine", "strace"])
+    assert r.returncode == 125 and "--engine takes seccomp, ptrace or auto, not strace" in r.stderr, describe(r)
