@@ -38,8 +38,10 @@ test: test-deps build unit-test integration-test fuzz-quick
 unit-test:
 	$(SWIFT) test
 
+# The whole suite once per engine (README, Engines).
 integration-test: test-deps build
-	TETHER_BIN="$(RELEASE_BIN)" $(PYTHON) -m pytest -v Tests/integration
+	TETHER_ENGINE=seccomp TETHER_BIN="$(RELEASE_BIN)" $(PYTHON) -m pytest -v Tests/integration
+	TETHER_ENGINE=ptrace TETHER_BIN="$(RELEASE_BIN)" $(PYTHON) -m pytest -v Tests/integration
 
 # Forwarding benchmarks (bench/, issues 3 and 9): every op in every configuration
 # with the polled C floors, the load, start-up and CPU sections, and the targets

@@ -12,27 +12,29 @@
 
 // One rule; several libseccomp rules for one syscall are OR-ed. The
 // descriptor and command arguments are C ints: compare their low 32 bits.
-static int add_rule(scmp_filter_ctx ctx, const cshim_filter_rule *r)
+// The action is USER_NOTIF or, for the
+// ptrace engine, TRACE: the same program either way.
+static int add_rule(scmp_filter_ctx ctx, const cshim_filter_rule *r, uint32_t action)
 {
     int rc;
     switch (r->when) {
     case CSHIM_WHEN_ALWAYS:
-        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 0);
+        rc = seccomp_rule_add(ctx, action, r->nr, 0);
         break;
     case CSHIM_WHEN_FD_RANGE:
     case CSHIM_WHEN_FD_OR_TARGET_RANGE:
-        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1, SCMP_A0_32(SCMP_CMP_LE, 2));
+        rc = seccomp_rule_add(ctx, action, r->nr, 1, SCMP_A0_32(SCMP_CMP_LE, 2));
         if (rc >= 0)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1, SCMP_A0_32(SCMP_CMP_GE, r->fd_base));
+            rc = seccomp_rule_add(ctx, action, r->nr, 1, SCMP_A0_32(SCMP_CMP_GE, r->fd_base));
         if (rc >= 0 && r->when == CSHIM_WHEN_FD_OR_TARGET_RANGE)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1, SCMP_A1_32(SCMP_CMP_GE, r->fd_base));
+            rc = seccomp_rule_add(ctx, action, r->nr, 1, SCMP_A1_32(SCMP_CMP_GE, r->fd_base));
         break;
     case CSHIM_WHEN_ARG1_IN:
         if (r->nvalues == 0 || r->nvalues > CSHIM_FILTER_MAX_VALUES)
             return -EINVAL;
         rc = 0;
         for (uint32_t v = 0; v < r->nvalues && rc >= 0; v++)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1,
+            rc = seccomp_rule_add(ctx, action, r->nr, 1,
                                   SCMP_A1_32(SCMP_CMP_EQ, (uint32_t)r->values[v]));
         break;
     case CSHIM_WHEN_ARG1_TYPE_IN:
@@ -44,10 +46,10 @@ static int add_rule(scmp_filter_ctx ctx, const cshim_filter_rule *r)
                                   SCMP_A1_32(SCMP_CMP_MASKED_EQ, 0xff00, ((uint32_t)r->values[v] & 0xff) << 8));
         break;
     case CSHIM_WHEN_MMAP_FD_RANGE:
-        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 2, SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, 0),
+        rc = seccomp_rule_add(ctx, action, r->nr, 2, SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, 0),
                               SCMP_A4_32(SCMP_CMP_LE, 2));
         if (rc >= 0)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 2, SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, 0),
+            rc = seccomp_rule_add(ctx, action, r->nr, 2, SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, 0),
                                   SCMP_A4_32(SCMP_CMP_GE, r->fd_base));
         break;
     default:
@@ -58,6 +60,12 @@ static int add_rule(scmp_filter_ctx ctx, const cshim_filter_rule *r)
 
 int cshim_filter_build(const cshim_filter_rule *rules, size_t count, cshim_filter *out)
 {
+    return cshim_filter_build_action(rules, count, 0, out);
+}
+
+int cshim_filter_build_action(const cshim_filter_rule *rules, size_t count, int trace, cshim_filter *out)
+{
+    uint32_t action = trace ? SCMP_ACT_TRACE(0) : SCMP_ACT_NOTIFY;
     out->filter = NULL;
     out->len = 0;
 
@@ -84,7 +92,7 @@ int cshim_filter_build(const cshim_filter_rule *rules, size_t count, cshim_filte
     for (size_t i = 0; i < count && rc >= 0; i++) {
         if (rules[i].priority > 0)
             (void)seccomp_syscall_priority(ctx, rules[i].nr, rules[i].priority);
-        rc = add_rule(ctx, &rules[i]);
+        rc = add_rule(ctx, &rules[i], action);
     }
     if (rc < 0)
         goto out;

@@ -83,6 +83,10 @@ __attribute__((noreturn)) static void child_main(int sock, const cshim_spawn_req
     if (nofile != NULL)
         (void)setrlimit(RLIMIT_NOFILE, nofile);
 
+    // The ptrace engine: wait until the supervisor has seized us (one byte).
+    char go;
+    if (req->ptrace_mode && read(sock, &go, 1) != 1)
+        _exit(127);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
         child_report(sock, STAGE_NO_NEW_PRIVS, errno);
         _exit(127);
@@ -91,6 +95,17 @@ __attribute__((noreturn)) static void child_main(int sock, const cshim_spawn_req
     // notification, only a fatal signal ends the wait, so no reply the home
     // already produced is thrown away; the supervisor interrupts calls
     // itself (see HomeLink). Older kernels refuse the flag: go without.
+    if (req->ptrace_mode) {
+        // A filter with SECCOMP_RET_TRACE, no listener: the tracer resumes
+        // every stop until the execve (cshim_ptrace_start).
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, prog) != 0) {
+            child_report(sock, STAGE_SECCOMP, errno);
+            _exit(127);
+        }
+        execve(req->path, req->argv, req->envp);
+        child_report(sock, STAGE_EXECVE, errno);
+        _exit(127);
+    }
     int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
                                 SECCOMP_FILTER_FLAG_NEW_LISTENER | CSHIM_SECCOMP_WAIT_KILLABLE_RECV, prog);
     if (listener < 0 && errno == EINVAL)
@@ -309,6 +324,13 @@ pid_t cshim_spawn_traced(const cshim_spawn_request *req, int *listener_out, int 
         pid = -1;
     }
 
+    if (req->ptrace_mode && pid > 0) {
+        // The caller's tracer thread seizes it (cshim_ptrace_start).
+        *listener_out = sv[0];
+        *keeper_out = kv[0];
+        *keeper_pid_out = keeper;
+        return pid;
+    }
     struct spawn_status st;
     ssize_t n = recv_status(sv[0], &st, &listener);
     if (n < 0) {
@@ -371,70 +393,4 @@ fail_nochild:
         *stage_out = stage;
     errno = err;
     return -1;
-}
-
-pid_t cshim_spawn_plain(const char *path, char *const *argv, char *const *envp,
-                        const int *keep_fds, size_t nkeep)
-{
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    int rc, *tmp = NULL;
-    size_t ntmp = 0;
-    pid_t pid = -1;
-
-    if ((rc = posix_spawn_file_actions_init(&fa)) != 0) {
-        errno = rc;
-        return -1;
-    }
-    if ((rc = posix_spawnattr_init(&attr)) != 0) {
-        posix_spawn_file_actions_destroy(&fa);
-        errno = rc;
-        return -1;
-    }
-
-    // Move each kept fd to a close-on-exec duplicate at or above 3+nkeep
-    // first, so a source that already sits in 3..3+nkeep-1 is never
-    // clobbered by an earlier dup2. dup2 in the child clears close-on-exec on
-    // the target; the temporaries themselves vanish at exec.
-    if (nkeep > 0) {
-        tmp = malloc(nkeep * sizeof *tmp);
-        if (tmp == NULL) {
-            rc = ENOMEM;
-            goto out;
-        }
-        for (; ntmp < nkeep; ntmp++) {
-            tmp[ntmp] = fcntl(keep_fds[ntmp], F_DUPFD_CLOEXEC, (int)(3 + nkeep));
-            if (tmp[ntmp] < 0) {
-                rc = errno;
-                goto out;
-            }
-            if ((rc = posix_spawn_file_actions_adddup2(&fa, tmp[ntmp], (int)(3 + ntmp))) != 0)
-                goto out;
-        }
-    }
-
-    // Default dispositions for every signal (the parent ignores SIGPIPE, and
-    // ignored dispositions survive exec) and an empty mask. Not sigfillset:
-    // it leaves out glibc's internal signals 32/33, which posix_spawn then
-    // sets to SIG_IGN in the child, and that survives exec.
-    sigset_t all, none;
-    memset(&all, 0xff, sizeof all);
-    sigemptyset(&none);
-    if ((rc = posix_spawnattr_setsigdefault(&attr, &all)) != 0 ||
-        (rc = posix_spawnattr_setsigmask(&attr, &none)) != 0 ||
-        (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)) != 0)
-        goto out;
-
-    rc = posix_spawn(&pid, path, &fa, &attr, argv, envp);
-    if (rc != 0)
-        pid = -1;
-out:
-    for (size_t i = 0; i < ntmp; i++)
-        close(tmp[i]);
-    free(tmp);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
-    if (pid < 0)
-        errno = rc;
-    return pid;
 }

@@ -123,6 +123,9 @@ typedef struct cshim_filter_rule {
 /// ABI (x32, i386 via int 0x80) is answered with ENOSYS so nothing bypasses
 /// the table. Returns 0, or a negative errno.
 int cshim_filter_build(const cshim_filter_rule *rules, size_t count, cshim_filter *out);
+/// cshim_filter_build with SECCOMP_RET_TRACE instead of USER_NOTIF (`trace`
+/// non-zero): the ptrace engine's filter (cshim_ptrace.c).
+int cshim_filter_build_action(const cshim_filter_rule *rules, size_t count, int trace, cshim_filter *out);
 void cshim_filter_free(cshim_filter *f);
 
 // ---- spawn -----------------------------------------------------------------
@@ -134,6 +137,7 @@ typedef struct cshim_spawn_request {
     char *const *envp;
     const cshim_filter *filter;    // installed with SECCOMP_FILTER_FLAG_NEW_LISTENER
     int64_t nofile_soft;           // RLIMIT_NOFILE soft limit to restore (-1: leave)
+    int ptrace_mode;               // non-zero: see cshim_ptrace_start (no listener)
 } cshim_spawn_request;
 
 /// Spawns the tracee: fork; in the child, only async-signal-safe calls:
@@ -399,6 +403,9 @@ ssize_t cshim_splice(int in, int64_t *in_off, int out, size_t len, int nonblocki
 /// vmsplice(2) of `len` bytes at `buf` into a pipe (the pipe refers to the
 /// pages: they must not change until the data has been read at the far end).
 ssize_t cshim_vmsplice(int pipe_write, const void *buf, size_t len);
+
+// ---- the ptrace engine: cshim_ptrace.h ---------------------------------------
+#include "cshim_ptrace.h"
 
 // ---- taking over a running process: cshim_attach.h ---------------------------
 #include "cshim_attach.h"

@@ -88,9 +88,10 @@ public final class SeccompFilter: @unchecked Sendable {
     // Immutable after init; only its address is handed to the spawn.
     public private(set) var raw = cshim_filter(filter: nil, len: 0)
 
-    /// Each listed syscall goes to the supervisor when its condition holds;
-    /// all others run.
-    public init(rules: [(nr: Int32, when: NotifyWhen)]) throws(Errno) {
+    /// Each listed syscall goes to the supervisor when its condition holds
+    /// (a user notification, or with `trace` a ptrace seccomp stop); all
+    /// others run.
+    public init(rules: [(nr: Int32, when: NotifyWhen)], trace: Bool = false) throws(Errno) {
         let crules: [cshim_filter_rule] = rules.map { rule in
             var r = cshim_filter_rule()
             r.nr = rule.nr
@@ -131,7 +132,7 @@ public final class SeccompFilter: @unchecked Sendable {
             }
             return r
         }
-        let rc = crules.withUnsafeBufferPointer { cshim_filter_build($0.baseAddress, $0.count, &raw) }
+        let rc = crules.withUnsafeBufferPointer { cshim_filter_build_action($0.baseAddress, $0.count, trace ? 1 : 0, &raw) }
         if rc < 0 { throw Errno(rawValue: -rc) }
     }
     /// Every syscall in `notify` goes to the supervisor, always.

@@ -21,6 +21,20 @@ public enum Spawn {
     /// listener and the keeper.
     public static func traced(path: String, argv: [String], env: [String], filter: SeccompFilter,
                               nofileSoft: Int64) throws(SpawnFailure) -> (pid_t, SeccompListener, Keeper) {
+        let (pid, fd, keeper) = try spawn(path: path, argv: argv, env: env, filter: filter, nofileSoft: nofileSoft, ptrace: false)
+        return (pid, SeccompListener(fd: fd), keeper)
+    }
+
+    /// As `traced` for the ptrace engine (`filter` built with `trace`): the
+    /// child waits to be seized before its filter and execve; returns its
+    /// pid, the stage socket for `PtraceTracer.start`, and the keeper.
+    public static func forPtrace(path: String, argv: [String], env: [String], filter: SeccompFilter,
+                                 nofileSoft: Int64) throws(SpawnFailure) -> (pid_t, CInt, Keeper) {
+        try spawn(path: path, argv: argv, env: env, filter: filter, nofileSoft: nofileSoft, ptrace: true)
+    }
+
+    private static func spawn(path: String, argv: [String], env: [String], filter: SeccompFilter,
+                              nofileSoft: Int64, ptrace: Bool) throws(SpawnFailure) -> (pid_t, CInt, Keeper) {
         var listener: CInt = -1
         var stage: CInt = 0
         var keeper: CInt = -1
@@ -29,14 +43,15 @@ public enum Spawn {
             withCStrings(env) { ev in
                 withUnsafePointer(to: filter.raw) { fp in
                     path.withCString { cpath in
-                        var req = cshim_spawn_request(path: cpath, argv: av, envp: ev, filter: fp, nofile_soft: nofileSoft)
+                        var req = cshim_spawn_request(path: cpath, argv: av, envp: ev, filter: fp, nofile_soft: nofileSoft,
+                                                      ptrace_mode: ptrace ? 1 : 0)
                         return cshim_spawn_traced(&req, &listener, &stage, &keeper, &keeperPid)
                     }
                 }
             }
         }
         if pid < 0 { throw SpawnFailure(errno: lastErrno(), stage: stage) }
-        return (pid, SeccompListener(fd: listener), Keeper(socket: keeper, pid: keeperPid))
+        return (pid, listener, Keeper(socket: keeper, pid: keeperPid))
     }
 
     /// posix_spawn of `path` with `keep[i]` as fd 3+i in the child.

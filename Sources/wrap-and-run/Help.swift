@@ -31,6 +31,9 @@ let wrapAndRunExamples = """
           where it ran (home, local, supervisor) and its latency.
       wrap-and-run --trace-file trace.txt --stats-json stats.json -- make
           The whole trace to trace.txt; the --stats table as JSON.
+      wrap-and-run --engine ptrace -- make
+          Intercept with ptrace (auto takes it by itself where seccomp's
+          listener cannot be had, e.g. under another supervisor).
       wrap-and-run --poll-us 0 -- make
           Sleep at once while waiting for home (less CPU, more latency).
       wrap-and-run --print-policy > policy.toml

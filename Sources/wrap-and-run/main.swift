@@ -97,6 +97,10 @@ struct WrapAndRun: ParsableCommand {
     @Flag(help: "Print per-syscall counts (forwarded / local), errors, bytes and latency percentiles on exit.")
     var stats = false
 
+    @Option(help: ArgumentHelp("How calls are stopped: seccomp, ptrace (also under another seccomp listener) or auto, "
+                               + "seccomp else ptrace (default: $TETHER_ENGINE, else auto).", valueName: "seccomp|ptrace|auto"))
+    var engine: String?
+
     @Option(name: .customLong("stats-json"), help: ArgumentHelp("Write the --stats table as JSON to FILE on exit.",
                                                                 valueName: "FILE"))
     var statsJSON: String?
@@ -159,7 +163,7 @@ struct WrapAndRun: ParsableCommand {
                localPrefixes: localPrefixes, pollMicroseconds: pollMicroseconds, stats: stats,
                attributeCache: !noCache, writeBehind: !syncWrites, remoteHomestub: remoteHomestub, cwd: cwd,
                localNetwork: localNet, forwardNets: forwardNets, localNets: localNets, stdio: stdio, command: command,
-               attach: attach)
+               attach: attach, engine: engine)
             .observing(trace: trace, traceFile: traceFile, statsJSON: statsJSON).run()
     }
 
@@ -225,6 +229,7 @@ struct Launch {
     var trace: String?
     var traceFile: String?
     var statsJSON: String?
+    var engine: String?  // --engine seccomp|ptrace|auto (nil: $TETHER_ENGINE, else auto)
 
     /// This launch with the --trace, --trace-file and --stats-json settings.
     func observing(trace: String?, traceFile: String?, statsJSON: String?) -> Launch {
@@ -280,6 +285,9 @@ struct Launch {
         }
         launchOptions.workingDirectory = cwd
         launchOptions.stdioAtHome = stdioAtHome
+        let named = engine ?? getenv("TETHER_ENGINE").map { String(cString: $0) } ?? "auto"
+        guard let engine = Engine(rawValue: named) else { fail(Status.usage, "--engine takes seccomp, ptrace or auto, not \(named)") }
+        launchOptions.engine = engine
         launchOptions.statsJSON = statsJSON
         launchOptions.traceFile = traceFile
         if trace != nil || traceFile != nil {
@@ -365,6 +373,7 @@ struct Launch {
                 case "--attach":
                     guard let pid = Int32(v) else { return nil }
                     l.attach = pid
+                case "--engine": l.engine = v
                 case "--poll-us":
                     guard let n = Int(v) else { return nil }
                     l.pollMicroseconds = n

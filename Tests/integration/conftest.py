@@ -27,6 +27,11 @@ Environment:
     TETHER_SANITIZER      address or thread: the binaries carry that sanitizer
                           (scripts/sanitizer-test.sh); ASAN_OPTIONS and
                           TSAN_OPTIONS are then passed to them
+    TETHER_ENGINE         seccomp, ptrace or auto: the engine every
+                          wrap-and-run of the suite uses (wrap-and-run reads
+                          it as the default of --engine; it is passed in
+                          MIN_ENV); `make integration-test` runs the suite
+                          once per engine
 """
 
 from __future__ import annotations
@@ -68,6 +73,10 @@ MIN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C", "LC_ALL": "C"}
 for _name in ("ASAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS"):
     if _name in os.environ:
         MIN_ENV[_name] = os.environ[_name]
+# The engine under test ("auto" when unset: seccomp on this kernel).
+ENGINE = os.environ.get("TETHER_ENGINE", "auto")
+if "TETHER_ENGINE" in os.environ:
+    MIN_ENV["TETHER_ENGINE"] = ENGINE
 # Which sanitizer the binaries carry ("address", "thread"), or "" for none.
 SANITIZER = os.environ.get("TETHER_SANITIZER", "")
 

@@ -190,6 +190,9 @@ struct ForwardBench: ParsableCommand {
     @Flag(help: "Keep the work directories.")
     var keep = false
 
+    @Option(help: "Engines whose rows run side by side (comma-separated: seccomp, ptrace; default both).")
+    var engines = "seccomp,ptrace"
+
     mutating func run() throws {
         let bench = try Bench(options: self)
         defer { bench.cleanUp() }
@@ -321,13 +324,17 @@ final class Bench {
     /// `copyPolicy`, DIR/copy is a copy tree (the local configuration
     /// keeps it local, as everything else).
     func wrap(_ config: String, copyPolicy: Bool = false) -> [String] {
+        if let base = ptraceBase(config) {
+            let seccomp = wrap(base, copyPolicy: copyPolicy)
+            return [seccomp[0], "--engine", "ptrace"] + seccomp.dropFirst(3)
+        }
         let w = bin + "/wrap-and-run"
         let policy = copyPolicy && config != "local" ? ["--policy", copyPolicyFile] : []
         switch config {
         case "native": return []
-        case "local": return [w, "--home", "spawn", "--local", workDir, "--local", localDir, "--local-net", "--"]
-        case "unix": return [w, "--home", "spawn"] + policy + ["--"]
-        default: return [w, "--home", "127.0.0.1:\(port)", "--key-file", keyFile] + policy + ["--"]
+        case "local": return [w, "--engine", "seccomp", "--home", "spawn", "--local", workDir, "--local", localDir, "--local-net", "--"]
+        case "unix": return [w, "--engine", "seccomp", "--home", "spawn"] + policy + ["--"]
+        default: return [w, "--engine", "seccomp", "--home", "127.0.0.1:\(port)", "--key-file", keyFile] + policy + ["--"]
         }
     }
 
@@ -376,7 +383,7 @@ final class Bench {
             for op in chosen {
                 // Interleave: every configuration of this op and its floor back to back,
                 // rotated per round, so noise on this shared machine hits them alike.
-                let slots = configs + (op.floor == nil ? [] : ["floor"])
+                let slots = runConfigs + (op.floor == nil ? [] : ["floor"])
                 for k in 0..<slots.count {
                     let slot = slots[(k + round) % slots.count]
                     if slot == "floor" {

@@ -62,6 +62,7 @@ extension Bench {
             }
             line(zip(cols, w).enumerated().map { pad($1.0, $1.1, left: $0 == 0) }.joined(separator: " "))
         }
+        engineLines(chosen).forEach { line($0) }
         line()
         line("tails, µs: p99 / p99.9")
         line(pad("operation", 28, left: true) + configs.map { pad("(\($0))", 18) }.joined())
@@ -148,7 +149,7 @@ extension Bench {
             let doc: [String: Any] = [
                 "date": ISO8601DateFormatter().string(from: began), "machine": machine, "quick": o.quick,
                 "rounds": rounds, "seq_bytes": seqSize, "configs": configHelp,
-                "results": chosen.flatMap { op in configs.compactMap { figures[op.name + "/" + $0]?.json } },
+                "results": chosen.flatMap { op in runConfigs.compactMap { figures[op.name + "/" + $0]?.json } },
                 "floors": floors.keys.sorted().compactMap { floors[$0] },
                 "ratios": ratios, "row_floors": rowFloors, "load": load, "concurrency": concurrency,
                 "sealing": sealing, "sealed_forwarded": sealedFigures.mapValues(\.json), "startup": startup, "cpu": cpu,

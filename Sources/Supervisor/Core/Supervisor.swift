@@ -52,6 +52,8 @@ public struct SupervisorOptions: Sendable {
     /// `--stdio home`: the program's standard input, output and error are
     /// the home's terminal (`HomeStdio`).
     public var stdioAtHome = false
+    /// Which engine stops the program's syscalls (`--engine`).
+    public var engine: Engine = .auto
 
     public init(program: String, arguments: [String], environment: [String], home: HomeAddress,
                 policy: RoutingPolicy, stats: Bool, workers: Int = 4, pollMicroseconds: Int = 50,
@@ -105,7 +107,8 @@ public final class Supervisor: Sendable {
     let tracees: Tracees
     /// With `--trace` or `--stats`, else nil (see `Worker.run`).
     let observer: Observer?
-    let listener: SeccompListener
+    /// The engine (see `Interceptor` for the name).
+    let listener: Interceptor
     let child: pid_t
     /// How the program's end is learnt: its keeper (the program's process
     /// tree ends with this process), or the tracer of an attached process.
@@ -136,7 +139,7 @@ public final class Supervisor: Sendable {
     static let maxIdleWorkers = 4
 
     private init(options: SupervisorOptions, link: HomeLink, localLink: HomeLink, watchers: Watchers, tracees: Tracees,
-                 listener: SeccompListener, child: pid_t, end: ProgramEnd, placeholderBase: Int32, descriptorLimit: Int32,
+                 listener: Interceptor, child: pid_t, end: ProgramEnd, placeholderBase: Int32, descriptorLimit: Int32,
                  observer: Observer?) {
         self.options = options
         self.localLink = localLink
@@ -163,18 +166,9 @@ public final class Supervisor: Sendable {
         let nofile = raiseDescriptorLimit()
         let limit = Int32(clamping: nofile > 0 ? nofile : 1024)
         let base = max(16, limit / 2)
-        let filter = try makeFilter(placeholderBase: base)
-        let pid: pid_t, listener: SeccompListener, keeper: Keeper
         let terminal = options.stdioAtHome ? try HomeStdio.open(link: parts.link, watchers: parts.watchers) : nil
-        do {
-            (pid, listener, keeper) = try HomeStdio.inheriting(terminal?.end) { () throws(SpawnFailure) in
-                try Spawn.traced(path: options.program, argv: options.arguments, env: options.environment,
-                                 filter: filter, nofileSoft: nofile)
-            }
-        } catch {
-            let step = ["", "setting no_new_privs", "installing the seccomp filter", "passing the listener", "execve", "fork"]
-            let what = Int(error.stage) < step.count && error.stage > 0 ? step[Int(error.stage)] : "spawning"
-            throw .spawn("\(options.program): \(what) failed: \(String(cString: strerror(error.errno.rawValue)))")
+        let (pid, listener, keeper) = try HomeStdio.inheriting(terminal?.end) { () throws(LaunchError) in
+            try spawn(options, placeholderBase: base, nofile: nofile)
         }
         parts.tracees.addRoot(pid: pid, cwd: cwd)
         if let terminal { HomeStdio.relayWindowSize(terminal.state, to: pid) }
@@ -206,6 +200,9 @@ public final class Supervisor: Sendable {
             for s in [SIGTERM, SIGHUP] { sigaddset(&relayed, s) }
             pthread_sigmask(SIG_BLOCK, &relayed, nil)
             self.relayed = relayed
+            // Before any thread starts: the ptrace engine's tracer takes SIGCHLD
+            // from a signalfd (see PtraceTracer).
+            PtraceTracer.blockChildSignal()
 
             observer = try makeObserver(options)
             let stream: HomeConnection.Stream
@@ -240,9 +237,8 @@ public final class Supervisor: Sendable {
 
     /// Starts the supervisor threads on `listener`, whose program `child`
     /// runs (or is about to) under the filter.
-    static func start(_ parts: Parts, listener: SeccompListener, child pid: pid_t, end: ProgramEnd, placeholderBase base: Int32,
+    static func start(_ parts: Parts, listener: Interceptor, child pid: pid_t, end: ProgramEnd, placeholderBase base: Int32,
                       descriptorLimit limit: Int32) throws(LaunchError) -> Supervisor {
-        listener.preferSynchronousWakeUp()
         let watchers = parts.watchers, tracees = parts.tracees
         let sup = Supervisor(options: parts.options, link: parts.link, localLink: parts.localLink, watchers: watchers,
                              tracees: tracees, listener: listener, child: pid, end: end, placeholderBase: base,
@@ -287,9 +283,9 @@ public final class Supervisor: Sendable {
             // Let calls answered just before the exit finish their trace
             // lines and counting (bounded).
             for _ in 0..<1000 where callsInFlight.load(ordering: .acquiring) > 0 { usleep(100) }
-            var summaries: [String] = []
+            var summaries = ["engine: \(listener.engine.rawValue)"]
             if link.attributes.enabled {
-                summaries = [link.attributes.summary, "listing cache: " + link.attributes.listings.summary,
+                summaries += [link.attributes.summary, "listing cache: " + link.attributes.listings.summary,
                              "small-read cache: " + link.attributes.contents.summary]
             }
             if valueCache.used { summaries.append(valueCache.summary) }

@@ -39,7 +39,7 @@ enum HomeStdio {
 
     /// Runs `spawn` with this process's 0, 1 and 2 set to `end` (so the
     /// program inherits it on all three), then puts them back and closes `end`.
-    static func inheriting<T>(_ end: CInt?, _ spawn: () throws(SpawnFailure) -> T) throws(SpawnFailure) -> T {
+    static func inheriting<T, E: Error>(_ end: CInt?, _ spawn: () throws(E) -> T) throws(E) -> T {
         guard let end else { return try spawn() }
         let saved = (0...2).map { dup($0) }
         for fd in Int32(0)...2 { dup2(end, fd) }

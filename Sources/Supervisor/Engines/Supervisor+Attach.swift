@@ -39,7 +39,8 @@ extension Supervisor {
         do { (process, listener) = try AttachedProcess.takeOver(pid: pid, filter: filter) } catch {
             throw .attach(error.description)
         }
-        return try start(parts, listener: listener, child: pid, end: .attached(process), placeholderBase: base,
+        listener.preferSynchronousWakeUp()
+        return try start(parts, listener: .seccomp(listener), child: pid, end: .attached(process), placeholderBase: base,
                          descriptorLimit: limit)
     }
 

@@ -1,0 +1,56 @@
+// CShim: the ptrace engine (cshim_ptrace.c, cshim_ptrace_install.c).
+// Included at the end of CShim.h (inside its extern "C").
+#ifndef CSHIM_PTRACE_H
+#define CSHIM_PTRACE_H
+
+/// Mirror of x86_64 struct user_regs_struct (27 registers).
+typedef struct cshim_ptrace_regs {
+    uint64_t r[27];
+} cshim_ptrace_regs;
+
+/// One seccomp stop (PTRACE_EVENT_SECCOMP) for the supervisor, or an exit.
+typedef struct cshim_ptrace_stop {
+    int32_t tid;
+    int32_t nr;          // -1: `tid` exited (no stop: forget its calls)
+    uint64_t args[6];
+    cshim_ptrace_regs regs;   // as at the stop, restored when it is answered
+} cshim_ptrace_stop;
+
+/// From the thread that will trace: PTRACE_SEIZE `pid` (spawned with
+/// ptrace_mode, waiting on `sock` before its filter) with every option,
+/// let it go on, and resume its stops until its execve has happened (0;
+/// it is left running) or it reported a failed step (1, *stage and *err
+/// set) or -1 with errno. Closes `sock`.
+int cshim_ptrace_start(pid_t pid, int sock, int *stage, int *err);
+/// PTRACE_SEIZE of one running thread with the engine's options (for a
+/// process that is already running: each of its threads, from the thread
+/// that will trace). 0 or -1 with errno.
+int cshim_ptrace_seize(pid_t tid);
+/// The next seccomp stop or exit among this thread's tracees, handling
+/// every other stop itself: 1 with *out filled, 0 when none is ready,
+/// -1 with errno (ECHILD: no tracee left).
+int cshim_ptrace_next(cshim_ptrace_stop *out);
+/// Answers a stop with `value` (0) or lets the syscall run (`native`);
+/// `at_exit` says injections left it at a syscall-exit-stop; `signal`, a
+/// signal taken during injection, is sent again. -1 with errno (ESRCH: gone).
+int cshim_ptrace_finish(const cshim_ptrace_stop *stop, int at_exit, int native, int64_t value, int signal);
+/// Runs syscall `nr` with `args` in the stopped thread and returns its
+/// result (negative errno as the tracee would see it), or INT64_MIN with
+/// errno when the thread is gone. Sets *at_exit; a signal that arrived is
+/// stored in *signal for cshim_ptrace_finish.
+int64_t cshim_ptrace_inject(const cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
+                            uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3);
+/// The tracer's descriptors: *ready an EFD_SEMAPHORE eventfd, *answer a
+/// non-blocking eventfd, *child a non-blocking signalfd for SIGCHLD. 0 or -1.
+int cshim_ptrace_descriptors(int *ready, int *answer, int *child);
+/// Reads everything pending on the non-blocking descriptor `fd`.
+void cshim_drain(int fd);
+/// Installs the supervisor's `source` in the stopped thread, at `target`
+/// (dup3 semantics) or at the lowest free number (-1), by injecting a
+/// socketpair, a recvmsg of `source` sent by SCM_RIGHTS, dup3 and close;
+/// the tracee's registers and borrowed stack come back as they were.
+/// Returns the number or a negative errno.
+int64_t cshim_ptrace_install(const cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
+                             int cloexec);
+
+#endif
