@@ -42,7 +42,7 @@ static int add_rule(scmp_filter_ctx ctx, const cshim_filter_rule *r, uint32_t ac
             return -EINVAL;
         rc = 0;
         for (uint32_t v = 0; v < r->nvalues && rc >= 0; v++)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, r->nr, 1,
+            rc = seccomp_rule_add(ctx, action, r->nr, 1,
                                   SCMP_A1_32(SCMP_CMP_MASKED_EQ, 0xff00, ((uint32_t)r->values[v] & 0xff) << 8));
         break;
     case CSHIM_WHEN_MMAP_FD_RANGE:
