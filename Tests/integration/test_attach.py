@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 
 from conftest import ENGINE, MIN_ENV, NOBODY_SETPRIV, WRAP, py
 
@@ -117,22 +118,34 @@ def finish(t, w, stop):
     return w.returncode, err.decode(errors="replace")
 
 
-def test_attach_forwards_new_opens_and_keeps_exit_status(tv):
-    t, pid, stop = start_loop(tv)
+@contextmanager
+def attached(tv, script=LOOP, before=(), after=()):
+    """Runs `script`, waits for its `before` lines, attaches, waits for its
+    `after` lines and yields (tracee, pid, wrap-and-run); then lets the
+    tracee end and checks that its status 7 is wrap-and-run's; wrap-and-run
+    says nothing."""
+    t, pid, stop = start_loop(tv, script)
     try:
-        t.wait_for(lambda l: l == DECOY)
+        for line in before:
+            t.wait_for(lambda l, line=line: l == line)
         w = attach(tv, pid)
-        t.wait_for(lambda l: l == HOME)
-        st = status_of(pid)
-        assert (st["Seccomp"], st["NoNewPrivs"]) == ("2", "0") and st["TracerPid"] != "0"
-        # Every read from here on is the home's.
-        for _ in range(3):
-            assert t.wait_for(lambda l: True) == HOME
+        for line in after:
+            t.wait_for(lambda l, line=line: l == line)
+        yield t, pid, w
         code, err = finish(t, w, stop)
         assert code == 7, err
         assert "wrap-and-run" not in err, err
     finally:
         t.kill()
+
+
+def test_attach_forwards_new_opens_and_keeps_exit_status(tv):
+    with attached(tv, before=[DECOY], after=[HOME]) as (t, pid, _):
+        st = status_of(pid)
+        assert (st["Seccomp"], st["NoNewPrivs"]) == ("2", "0") and st["TracerPid"] != "0"
+        # Every read from here on is the home's.
+        for _ in range(3):
+            assert t.wait_for(lambda l: True) == HOME
 
 
 def test_attach_threads_before_and_after_forward(tv):
@@ -155,17 +168,8 @@ while not os.path.exists(stop):
     time.sleep(0.2)
 sys.exit(7)
 """
-    t, pid, stop = start_loop(tv, script)
-    try:
-        t.wait_for(lambda l: l == "new " + DECOY)
-        t.wait_for(lambda l: l == "old " + DECOY)
-        w = attach(tv, pid)
-        t.wait_for(lambda l: l == "old " + HOME)
-        t.wait_for(lambda l: l == "new " + HOME)
-        code, err = finish(t, w, stop)
-        assert code == 7, err
-    finally:
-        t.kill()
+    with attached(tv, script, before=["new " + DECOY, "old " + DECOY], after=["old " + HOME, "new " + HOME]):
+        pass
 
 
 def test_attach_child_forked_after_forwards(tv):
@@ -183,15 +187,8 @@ while not os.path.exists(stop):
     time.sleep(0.2)
 sys.exit(7)
 """
-    t, pid, stop = start_loop(tv, script)
-    try:
-        t.wait_for(lambda l: l == "child " + DECOY)
-        w = attach(tv, pid)
-        t.wait_for(lambda l: l == "child " + HOME)
-        code, err = finish(t, w, stop)
-        assert code == 7, err
-    finally:
-        t.kill()
+    with attached(tv, script, before=["child " + DECOY], after=["child " + HOME]):
+        pass
 
 
 def test_attach_signal_reaches_handler(tv):
@@ -214,16 +211,9 @@ while not os.path.exists(stop):
     time.sleep(0.2)
 sys.exit(7)
 """
-    t, pid, stop = start_loop(tv, script)
-    try:
-        w = attach(tv, pid)
-        t.wait_for(lambda l: l == HOME)
+    with attached(tv, script, after=[HOME]) as (t, pid, _):
         os.kill(pid, signal.SIGUSR1)
         t.wait_for(lambda l: l == "usr1")
-        code, err = finish(t, w, stop)
-        assert code == 7, err
-    finally:
-        t.kill()
 
 
 def test_attach_to_a_read_blocked_on_a_pipe(tv):
