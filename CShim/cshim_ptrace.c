@@ -57,9 +57,22 @@ static struct {
     int32_t nr;
     uint64_t ip;
 } rerun[RERUN_SLOTS];
+// Entries in use. Usually 0 (an entry lives from a native answer after
+// injections to the thread's next stop): then every stop's look-up is
+// this one test, not a walk of the whole table (a miss walks all of it,
+// since freed slots do not end a probe sequence).
+static unsigned rerun_live;
+
+static void rerun_free(int h)
+{
+    rerun[h].tid = 0;
+    rerun_live--;
+}
 
 static int rerun_find(pid_t tid)
 {
+    if (rerun_live == 0)
+        return -1;
     for (unsigned i = 0, h = (unsigned)tid % RERUN_SLOTS; i < RERUN_SLOTS; i++, h = (h + 1) % RERUN_SLOTS)
         if (rerun[h].tid == tid)
             return (int)h;
@@ -74,6 +87,8 @@ static void rerun_add(pid_t tid, int32_t nr, uint64_t ip)
             h = (int)k;
     if (h < 0)
         return;   // full: the call comes to the supervisor again, which lets it run
+    if (rerun[h].tid == 0)
+        rerun_live++;
     rerun[h].tid = tid;
     rerun[h].nr = nr;
     rerun[h].ip = ip;
@@ -83,7 +98,7 @@ static void rerun_drop(pid_t tid)
 {
     int h = rerun_find(tid);
     if (h >= 0)
-        rerun[h].tid = 0;
+        rerun_free(h);
 }
 
 static int is_group_stop_signal(int sig)
@@ -104,8 +119,10 @@ int cshim_ptrace_descriptors(int *ready, int *answer, int *child)
 
 void cshim_drain(int fd)
 {
+    // One read empties an eventfd (8 bytes) or a signalfd holding fewer
+    // signals than fit; a full buffer may have left some.
     char buf[512];
-    while (read(fd, buf, sizeof buf) > 0) {
+    while (read(fd, buf, sizeof buf) == (ssize_t)sizeof buf) {
     }
 }
 
@@ -216,7 +233,7 @@ int cshim_ptrace_next(cshim_ptrace_stop *out)
             }
             int h = rerun_find(tid);
             if (h >= 0) {
-                rerun[h].tid = 0;
+                rerun_free(h);
                 if (rerun[h].nr == (int32_t)info.seccomp.nr && rerun[h].ip == info.instruction_pointer) {
                     (void)ptrace(PTRACE_CONT, tid, 0, 0);
                     continue;

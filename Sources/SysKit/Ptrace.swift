@@ -137,11 +137,15 @@ public final class PtraceTracer: @unchecked Sendable {
         var fds = [pollfd(fd: childFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: answerFD, events: Int16(POLLIN), revents: 0)]
         while true {
-            // Clear the wake-ups first: what comes after them is seen below.
-            cshim_drain(childFD)
-            cshim_drain(answerFD)
+            // Clear the wake-ups first (only those poll saw: a read of an
+            // empty eventfd is a syscall for nothing): what comes after
+            // them is seen below.
+            if fds[0].revents != 0 { cshim_drain(childFD) }
+            if fds[1].revents != 0 { cshim_drain(answerFD) }
             applyAnswers()
             if !takeStops() { break }
+            fds[0].revents = 0
+            fds[1].revents = 0
             _ = poll(&fds, 2, -1)
         }
         // No tracee left: every receive from now on says so.
