@@ -142,3 +142,32 @@ def test_a_half_closed_stream_still_reads_the_rest(unet):
         print(n)
     """))
     assert r.returncode == 0 and r.stdout == "200000\n", describe(r)
+
+
+def test_a_64_mib_stream_reaches_home_whole_in_order_then_half_closed(unet):
+    """The up pump keeps several chunks in flight: the home server (home-only)
+    must still get every byte in order (each 64 KiB block is numbered, so a
+    chunk written out of place changes the hash), and the half-close only
+    after the last of them (an early one would cut the count short)."""
+    port, _ = unet.server("hash")
+    blocks = 1024
+    want = hashlib.sha256(b"".join(i.to_bytes(8, "little") * 8192 for i in range(blocks))).hexdigest()
+    r = unet.run(py(f"""
+        import socket
+        data = memoryview(b"".join(i.to_bytes(8, "little") * 8192 for i in range({blocks})))
+        s = socket.create_connection(("127.0.0.1", {port}))
+        at, step = 0, 1
+        while at < len(data):   # writes of many sizes, so chunks split anywhere
+            step = step * 7 % 3000017 + 1
+            at += s.send(data[at:at + step])
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while True:
+            d = s.recv(200)
+            if not d:
+                break
+            reply += d
+        print(reply.decode())
+    """), timeout=180)
+    assert r.returncode == 0, describe(r)
+    assert r.stdout == f"{blocks * 65536} {want}\n", describe(r)
