@@ -150,16 +150,21 @@ class NetHome:
             p.wait()
 
 
-@pytest.fixture
-def net(tmp_path):
+def serve(home_class, tmp_path):
+    """A home of `home_class` (NetHome or a subclass) for one test, closed after it."""
     require_binaries()
     require_root_and_unshare()
     os.chmod(tmp_path, 0o755)
-    n = NetHome(tmp_path)
+    n = home_class(tmp_path)
     try:
         yield n
     finally:
         n.close()
+
+
+@pytest.fixture
+def net(tmp_path):
+    yield from serve(NetHome, tmp_path)
 
 
 def py(code: str) -> list:

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from conftest import MIN_ENV, PY, describe, require_binaries, require_root_and_unshare, run_bounded
-from test_sockets import NetHome, py
+from conftest import MIN_ENV, PY, describe, run_bounded
+from test_sockets import NetHome, py, serve
 
 # A Unix echo server for the home's namespaces: `unix_server.py ADDRESS`
 # (a leading @ names an abstract address); prints "ready" once listening.
@@ -67,14 +67,7 @@ class UnixHome(NetHome):
 
 @pytest.fixture
 def unet(tmp_path):
-    require_binaries()
-    require_root_and_unshare()
-    os.chmod(tmp_path, 0o755)
-    n = UnixHome(tmp_path)
-    try:
-        yield n
-    finally:
-        n.close()
+    yield from serve(UnixHome, tmp_path)
 
 
 def test_connect_reaches_a_unix_server_only_home_has(unet):
