@@ -229,8 +229,14 @@ public final class Supervisor: Sendable {
     }
 
     /// The filter of the syscall table, with placeholders from `placeholderBase`.
-    static func makeFilter(placeholderBase base: Int32) throws(LaunchError) -> SeccompFilter {
-        do throws(Errno) { return try SeccompFilter(rules: SyscallTable.x86_64.filterRules(placeholderBase: base)) } catch {
+    /// For the ptrace engine (`tracing`) its action is TRACE, and the
+    /// program's own ptrace stops too (refused with EPERM: a thread has one
+    /// tracer).
+    static func makeFilter(placeholderBase base: Int32, tracing: Bool = false) throws(LaunchError) -> SeccompFilter {
+        let rules = SyscallTable.x86_64.filterRules(placeholderBase: base)
+        do throws(Errno) {
+            return tracing ? try SeccompFilter(rules: rules + [(ptraceSyscall, .always)], trace: true) : try SeccompFilter(rules: rules)
+        } catch {
             throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
         }
     }

@@ -13,7 +13,6 @@ extension Supervisor {
     /// runtimes), EINVAL or ENOSYS (a kernel without user notification).
     static func spawn(_ options: SupervisorOptions, placeholderBase base: Int32,
                       nofile: Int64) throws(LaunchError) -> (pid_t, Interceptor, Keeper) {
-        let rules = SyscallTable.x86_64.filterRules(placeholderBase: base)
         if options.engine != .ptrace {
             let filter = try makeFilter(placeholderBase: base)
             do {
@@ -26,10 +25,7 @@ extension Supervisor {
                 if options.engine == .seccomp || !noListener { throw spawnFailure(options, error.stage, error.errno) }
             }
         }
-        let filter: SeccompFilter
-        do throws(Errno) { filter = try SeccompFilter(rules: rules + [(ptraceSyscall, .always)], trace: true) } catch {
-            throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
-        }
+        let filter = try makeFilter(placeholderBase: base, tracing: true)
         let pid: pid_t, stage: CInt, keeper: Keeper
         do {
             (pid, stage, keeper) = try Spawn.forPtrace(path: options.program, argv: options.arguments,
