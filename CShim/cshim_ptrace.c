@@ -29,6 +29,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ptrace.h>
 #include <sys/signalfd.h>
@@ -115,6 +116,27 @@ int cshim_ptrace_descriptors(int *ready, int *answer, int *child)
     *answer = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     *child = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     return *ready >= 0 && *answer >= 0 && *child >= 0 ? 0 : -1;
+}
+
+int cshim_wake_fd(void)
+{
+    return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+int cshim_epoll_of(int a, int b)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return -1;
+    struct epoll_event ev = { .events = EPOLLIN };
+    ev.data.fd = a;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev) == 0) {
+        ev.data.fd = b;
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, b, &ev) == 0)
+            return ep;
+    }
+    close(ep);
+    return -1;
 }
 
 void cshim_drain(int fd)

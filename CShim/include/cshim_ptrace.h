@@ -43,13 +43,22 @@ int64_t cshim_ptrace_inject(const cshim_ptrace_stop *stop, int *at_exit, int *si
 /// The tracer's descriptors: *ready an EFD_SEMAPHORE eventfd, *answer a
 /// non-blocking eventfd, *child a non-blocking signalfd for SIGCHLD. 0 or -1.
 int cshim_ptrace_descriptors(int *ready, int *answer, int *child);
+/// A non-blocking eventfd (a wake-up poll can watch), or -1.
+int cshim_wake_fd(void);
+/// An epoll descriptor readable while `a` or `b` is (level-triggered), or -1.
+int cshim_epoll_of(int a, int b);
 /// Reads everything pending on the non-blocking descriptor `fd`.
 void cshim_drain(int fd);
 /// Installs the supervisor's `source` in the stopped thread, at `target`
 /// (dup3 semantics) or at the lowest free number (-1), by injecting a
-/// socketpair, a recvmsg of `source` sent by SCM_RIGHTS, dup3 and close;
-/// the tracee's registers and borrowed stack come back as they were.
+/// recvmsg of `source` sent by SCM_RIGHTS on the descriptor table's
+/// channel (a socketpair made once, see cshim_ptrace_channel_at), dup3 and
+/// close; the tracee's registers and borrowed stack come back as they were.
 /// Returns the number or a negative errno.
+/// Where the tracee end of each descriptor table's install channel is kept
+/// (the lowest free number from `number`); -1 (the default): no channels,
+/// a socketpair per install.
+void cshim_ptrace_channel_at(int number);
 int64_t cshim_ptrace_install(const cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
                              int cloexec);
 
