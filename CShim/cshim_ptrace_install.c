@@ -127,7 +127,7 @@ static struct channel *find_channel(pid_t tid)
 
 // Makes a channel for `tid`'s descriptor table (the socketpair injected in
 // `s`, the tracee's stack at `at`); NULL if it cannot be had.
-static struct channel *make_channel(const cshim_ptrace_stop *stop, int *at_exit, int *signal, uint64_t at,
+static struct channel *make_channel(cshim_ptrace_stop *stop, int *at_exit, int *signal, uint64_t at,
                                     struct scratch *s)
 {
     int wanted = atomic_load(&channel_number);
@@ -189,10 +189,12 @@ static void take_back(const struct channel *c)
     }
 }
 
-int64_t cshim_ptrace_install(const cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
+int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
                              int cloexec)
 {
     pid_t tid = stop->tid;
+    if (cshim_ptrace_read_regs(stop) != 0)
+        return -ESRCH;
     uint64_t at = REG(&stop->regs, rsp);
     struct scratch saved, s;
     if (tracee_io(tid, at, &saved, sizeof saved, 0) != 0)

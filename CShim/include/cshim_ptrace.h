@@ -14,6 +14,7 @@ typedef struct cshim_ptrace_stop {
     int32_t nr;          // -1: `tid` exited (no stop: forget its calls)
     uint64_t args[6];
     cshim_ptrace_regs regs;   // as at the stop, restored when it is answered
+    int32_t regs_read;        // `regs` is read (on first need: a call run natively never needs it)
 } cshim_ptrace_stop;
 
 /// From the thread that will trace: PTRACE_SEIZE `pid` (spawned with
@@ -27,18 +28,21 @@ int cshim_ptrace_start(pid_t pid, int sock, int *stage, int *err);
 /// that will trace). 0 or -1 with errno.
 int cshim_ptrace_seize(pid_t tid);
 /// The next seccomp stop or exit among this thread's tracees, handling
-/// every other stop itself: 1 with *out filled, 0 when none is ready,
-/// -1 with errno (ECHILD: no tracee left).
-int cshim_ptrace_next(cshim_ptrace_stop *out);
+/// every other stop itself: 1 with *out filled, 0 when none is ready
+/// (never when `wait` asks to wait for one), -1 with errno (ECHILD: no
+/// tracee left).
+int cshim_ptrace_next(cshim_ptrace_stop *out, int wait);
 /// Answers a stop with `value` (0) or lets the syscall run (`native`);
 /// `at_exit` says injections left it at a syscall-exit-stop; `signal`, a
 /// signal taken during injection, is sent again. -1 with errno (ESRCH: gone).
-int cshim_ptrace_finish(const cshim_ptrace_stop *stop, int at_exit, int native, int64_t value, int signal);
+int cshim_ptrace_finish(cshim_ptrace_stop *stop, int at_exit, int native, int64_t value, int signal);
+/// Reads the stopped thread's registers into stop->regs, once. 0 or -1.
+int cshim_ptrace_read_regs(cshim_ptrace_stop *stop);
 /// Runs syscall `nr` with `args` in the stopped thread and returns its
 /// result (negative errno as the tracee would see it), or INT64_MIN with
 /// errno when the thread is gone. Sets *at_exit; a signal that arrived is
 /// stored in *signal for cshim_ptrace_finish.
-int64_t cshim_ptrace_inject(const cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
+int64_t cshim_ptrace_inject(cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
                             uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3);
 /// The tracer's descriptors: *ready an EFD_SEMAPHORE eventfd, *answer a
 /// non-blocking eventfd, *child a non-blocking signalfd for SIGCHLD. 0 or -1.
@@ -59,7 +63,7 @@ void cshim_drain(int fd);
 /// (the lowest free number from `number`); -1 (the default): no channels,
 /// a socketpair per install.
 void cshim_ptrace_channel_at(int number);
-int64_t cshim_ptrace_install(const cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
+int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
                              int cloexec);
 
 #endif

@@ -6,9 +6,10 @@ import Synchronization
 /// every ptrace request (the kernel ties tracees to that thread), and the
 /// hand-over of their seccomp stops to the supervisor's workers.
 ///
-/// The tracer waits in poll on a signalfd for SIGCHLD (a tracee stopped or
-/// ended; SIGCHLD is blocked in every thread of the supervisor) and on an
-/// eventfd the workers write when they have answered. It turns each seccomp
+/// While no stop is with a worker, the tracer waits for its tracees in
+/// wait4 alone. Otherwise it waits in poll on a signalfd for SIGCHLD (a
+/// tracee stopped or ended; SIGCHLD is blocked in every thread of the
+/// supervisor) and on an eventfd the workers write when they have answered. It turns each seccomp
 /// stop into a `Stop` and queues it on `ready`, an EFD_SEMAPHORE eventfd
 /// counting the queued stops: the receiving worker reads one unit and takes
 /// a stop, exactly as it would receive a notification, and a worker waiting
@@ -43,6 +44,8 @@ public final class PtraceTracer: @unchecked Sendable {
         let gone = Atomic<Bool>(false)
         var atExit: Int32 = 0
         var signal: Int32 = 0
+        /// Handed to a worker (counted in `withWorkers` until answered).
+        var queued = false
         /// What the worker asked for.
         var native = false
         var value: Int64 = 0
@@ -90,6 +93,8 @@ public final class PtraceTracer: @unchecked Sendable {
     private var handlingInline = false
     private let inlineNotification = UnsafeMutablePointer<cshim_notif>.allocate(capacity: 1)
     private var tracerThread = pthread_t()
+    /// Stops queued for the workers and not yet answered.
+    private var withWorkers = 0
 
     /// Blocks SIGCHLD in the calling thread (and the threads it starts):
     /// called before the supervisor starts any thread, so the tracer's
@@ -171,6 +176,16 @@ public final class PtraceTracer: @unchecked Sendable {
         var fds = [pollfd(fd: childFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: answerFD, events: Int16(POLLIN), revents: 0)]
         while true {
+            if withWorkers == 0 {
+                // No stop is with a worker, so no answer can come: wait for
+                // the tracees alone, one wait4 per stop (no poll, no
+                // signalfd read, no empty wait4 after it).
+                if !takeStops(waitingForOne: true) { break }
+                continue
+            }
+            fds[0].revents = 0
+            fds[1].revents = 0
+            _ = poll(&fds, 2, -1)
             // Clear the wake-ups first (only those poll saw: a read of an
             // empty eventfd is a syscall for nothing): what comes after
             // them is seen below.
@@ -178,9 +193,6 @@ public final class PtraceTracer: @unchecked Sendable {
             if fds[1].revents != 0 { cshim_drain(answerFD) }
             applyAnswers()
             if !takeStops() { break }
-            fds[0].revents = 0
-            fds[1].revents = 0
-            _ = poll(&fds, 2, -1)
         }
         // No tracee left: every receive from now on says so.
         hungUp.store(true, ordering: .releasing)
@@ -188,12 +200,13 @@ public final class PtraceTracer: @unchecked Sendable {
         _ = write(readyFD, &many, 8)
     }
 
-    /// Queues the stops that are ready; false when no tracee is left.
-    private func takeStops() -> Bool {
+    /// Handles or queues the stops that are ready (with `waitingForOne`:
+    /// waits for one, and takes only that); false when no tracee is left.
+    private func takeStops(waitingForOne: Bool = false) -> Bool {
         while true {
             guard let index = queues.withLock({ $0.free.popLast() }) else { return true }
             let s = stops[Int(index)]
-            let rc = cshim_ptrace_next(&s.stop)
+            let rc = cshim_ptrace_next(&s.stop, waitingForOne ? 1 : 0)
             if rc <= 0 {
                 queues.withLock { $0.free.append(index) }
                 return rc == 0 || Glibc.errno != ECHILD
@@ -201,6 +214,7 @@ public final class PtraceTracer: @unchecked Sendable {
             if s.stop.nr < 0 {
                 forget(tid: s.stop.tid)
                 queues.withLock { $0.free.append(index) }
+                if waitingForOne { return true }
                 continue
             }
             s.atExit = 0
@@ -209,10 +223,14 @@ public final class PtraceTracer: @unchecked Sendable {
             s.gone.store(false, ordering: .relaxed)
             let g = generation.wrappingAdd(1, ordering: .relaxed).newValue
             s.id.store(g << 13 | UInt64(index), ordering: .releasing)
-            if handleInline(s) { continue }
-            queues.withLock { $0.ready.append(index) }
-            var one: UInt64 = 1
-            _ = write(readyFD, &one, 8)
+            if !handleInline(s) {
+                s.queued = true
+                withWorkers += 1
+                queues.withLock { $0.ready.append(index) }
+                var one: UInt64 = 1
+                _ = write(readyFD, &one, 8)
+            }
+            if waitingForOne { return true }
         }
     }
 
@@ -274,14 +292,24 @@ public final class PtraceTracer: @unchecked Sendable {
                 // Answered: the worker, once woken, frees the record (so
                 // the wake-up cannot go to the record's next user).
                 _ = cshim_ptrace_finish(&s.stop, s.atExit, 0, s.result, s.signal)
+                answered(s)
                 s.id.store(0, ordering: .releasing)
             }
             s.done.signal()
             return
         }
         _ = cshim_ptrace_finish(&s.stop, s.atExit, s.native ? 1 : 0, s.value, s.signal)
+        answered(s)
         s.id.store(0, ordering: .releasing)
         queues.withLock { $0.free.append(index) }
+    }
+
+    /// Stop `s` is answered: no longer with a worker.
+    private func answered(_ s: Stop) {
+        if s.queued {
+            s.queued = false
+            withWorkers -= 1
+        }
     }
 
     // MARK: the workers' side
