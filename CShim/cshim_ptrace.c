@@ -29,6 +29,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ptrace.h>
 #include <sys/signalfd.h>
@@ -117,6 +118,27 @@ int cshim_ptrace_descriptors(int *ready, int *answer, int *child)
     return *ready >= 0 && *answer >= 0 && *child >= 0 ? 0 : -1;
 }
 
+int cshim_wake_fd(void)
+{
+    return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+int cshim_epoll_of(int a, int b)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return -1;
+    struct epoll_event ev = { .events = EPOLLIN };
+    ev.data.fd = a;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev) == 0) {
+        ev.data.fd = b;
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, b, &ev) == 0)
+            return ep;
+    }
+    close(ep);
+    return -1;
+}
+
 void cshim_drain(int fd)
 {
     // One read empties an eventfd (8 bytes) or a signalfd holding fewer
@@ -190,7 +212,7 @@ int cshim_ptrace_start(pid_t pid, int sock, int *stage, int *err)
 }
 
 // The tracee's ptrace: refused (a tracee has one tracer), said once.
-static void refuse_ptrace(const cshim_ptrace_stop *stop)
+static void refuse_ptrace(cshim_ptrace_stop *stop)
 {
     static int said;
     if (!said) {
@@ -202,11 +224,11 @@ static void refuse_ptrace(const cshim_ptrace_stop *stop)
     (void)cshim_ptrace_finish(stop, 0, 0, -EPERM, 0);
 }
 
-int cshim_ptrace_next(cshim_ptrace_stop *out)
+int cshim_ptrace_next(cshim_ptrace_stop *out, int wait)
 {
     for (;;) {
         int status;
-        pid_t tid = waitpid(-1, &status, __WALL | __WNOTHREAD | WNOHANG);
+        pid_t tid = waitpid(-1, &status, __WALL | __WNOTHREAD | (wait ? 0 : WNOHANG));
         if (tid == 0)
             return 0;
         if (tid < 0) {
@@ -226,8 +248,7 @@ int cshim_ptrace_next(cshim_ptrace_stop *out)
         if (event == PTRACE_EVENT_SECCOMP) {
             struct ptrace_syscall_info info;
             if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0 ||
-                info.op != PTRACE_SYSCALL_INFO_SECCOMP ||
-                ptrace(PTRACE_GETREGS, tid, 0, out->regs.r) != 0) {
+                info.op != PTRACE_SYSCALL_INFO_SECCOMP) {
                 (void)ptrace(PTRACE_CONT, tid, 0, 0);
                 continue;
             }
@@ -240,6 +261,7 @@ int cshim_ptrace_next(cshim_ptrace_stop *out)
                 }
             }
             out->tid = tid;
+            out->regs_read = 0;
             out->nr = (int32_t)info.seccomp.nr;
             for (int i = 0; i < 6; i++)
                 out->args[i] = info.seccomp.args[i];
@@ -306,9 +328,21 @@ static int run_to_exit(pid_t tid, int *signal)
     }
 }
 
-int64_t cshim_ptrace_inject(const cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
+int cshim_ptrace_read_regs(cshim_ptrace_stop *stop)
+{
+    if (!stop->regs_read) {
+        if (ptrace(PTRACE_GETREGS, stop->tid, 0, stop->regs.r) != 0)
+            return -1;
+        stop->regs_read = 1;
+    }
+    return 0;
+}
+
+int64_t cshim_ptrace_inject(cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
                             uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
 {
+    if (cshim_ptrace_read_regs(stop) != 0)
+        return INT64_MIN;
     cshim_ptrace_regs regs = stop->regs;
     if (*at_exit) {
         REG(&regs, rip) -= 2;   // back onto the syscall instruction
@@ -331,15 +365,17 @@ static int is_restart(int64_t v)
     return v == -512 || v == -513 || v == -514 || v == -516;
 }
 
-int cshim_ptrace_finish(const cshim_ptrace_stop *stop, int at_exit, int native, int64_t value, int signal)
+int cshim_ptrace_finish(cshim_ptrace_stop *stop, int at_exit, int native, int64_t value, int signal)
 {
     pid_t tid = stop->tid;
-    cshim_ptrace_regs regs = stop->regs;
     if (native && !at_exit) {
         if (signal)
             (void)syscall(SYS_tkill, tid, signal);
         return (int)ptrace(PTRACE_CONT, tid, 0, 0);
     }
+    if (cshim_ptrace_read_regs(stop) != 0)
+        return -1;
+    cshim_ptrace_regs regs = stop->regs;
     if (!at_exit && is_restart(value)) {
         // getpid in its place, then the code at the exit stop (see the top).
         REG(&regs, orig_rax) = SYS_getpid;

@@ -4,6 +4,16 @@
 // socketpair, the supervisor's SCM_RIGHTS message on it (sent through a
 // pidfd_getfd copy of the tracee's end), recvmsg, then dup3 or fcntl to
 // the number asked for, and close. Tracer thread only.
+//
+// That socketpair is made once per descriptor table, not per install: a
+// channel's tracee end stays at a number at the top of the placeholder
+// range (close-on-exec), and each install is then one message, recvmsg,
+// dup3 and close (three injected syscalls instead of six). Before use,
+// kcmp(KCMP_FILE) checks that the tracee's number still holds that very
+// socket (a program may close or replace it, an exec drops it); if not,
+// a new channel is made. A fork shares its parent's, as it shares the
+// file: installs are one at a time on the tracer thread, so one message
+// is queued at most, and a failed receive takes it back.
 #include "CShim.h"
 
 #include <errno.h>
@@ -13,6 +23,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <linux/kcmp.h>
+#include <stdatomic.h>
 #include <sys/uio.h>
 #include <sys/user.h>
 #include <unistd.h>
@@ -32,6 +44,21 @@ struct scratch {
     } ctl;
 };
 
+// A channel: the supervisor's end, its copy of the tracee's end (for
+// kcmp and for taking back a message not received) and the tracee's number.
+struct channel {
+    int mine, copy, number;
+};
+enum { CHANNELS = 32 };
+static struct channel channels[CHANNELS];   // most recently used first
+static int channels_used;
+static atomic_int channel_number = -1;
+
+void cshim_ptrace_channel_at(int number)
+{
+    atomic_store(&channel_number, number);
+}
+
 static int tracee_io(pid_t tid, uint64_t at, void *buf, size_t len, int write)
 {
     struct iovec local = {buf, len}, remote = {(void *)(uintptr_t)at, len};
@@ -40,18 +67,11 @@ static int tracee_io(pid_t tid, uint64_t at, void *buf, size_t len, int write)
 }
 
 // Sends `source` with one byte on the tracee's end `fd` of its new socketpair.
-static int send_to_tracee(pid_t tid, int fd, int source)
+static int pidfd_of(pid_t tid);
+
+// Sends `source` with one byte on `mine`; 0 or a negative errno.
+static int send_on(int mine, int source)
 {
-    int pidfd = (int)syscall(SYS_pidfd_open, tid, 0x80 /* PIDFD_THREAD */);
-    if (pidfd < 0)
-        pidfd = (int)syscall(SYS_pidfd_open, tid, 0);
-    if (pidfd < 0)
-        return -errno;
-    int mine = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
-    int e = errno;
-    close(pidfd);
-    if (mine < 0)
-        return -e;
     char byte = 0;
     struct iovec iov = {&byte, 1};
     union {
@@ -65,16 +85,116 @@ static int send_to_tracee(pid_t tid, int fd, int source)
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(cm), &source, sizeof(int));
-    ssize_t n = sendmsg(mine, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    e = errno;
-    close(mine);
-    return n == 1 ? 0 : -e;
+    return sendmsg(mine, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) == 1 ? 0 : -errno;
 }
 
-int64_t cshim_ptrace_install(const cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
+// Sends `source` on the tracee's end `fd` of its new socketpair (through a
+// copy of that end taken with pidfd_getfd).
+static int send_to_tracee(pid_t tid, int fd, int source)
+{
+    int pidfd = pidfd_of(tid);
+    if (pidfd < 0)
+        return -errno;
+    int mine = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    int e = errno;
+    close(pidfd);
+    if (mine < 0)
+        return -e;
+    int r = send_on(mine, source);
+    close(mine);
+    return r;
+}
+
+static int pidfd_of(pid_t tid)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, tid, 0x80 /* PIDFD_THREAD */);
+    return pidfd >= 0 ? pidfd : (int)syscall(SYS_pidfd_open, tid, 0);
+}
+
+// The channel `tid`'s descriptor table still holds, moved to the front.
+static struct channel *find_channel(pid_t tid)
+{
+    for (int i = 0; i < channels_used; i++) {
+        struct channel c = channels[i];
+        if (syscall(SYS_kcmp, getpid(), tid, KCMP_FILE, c.copy, c.number) != 0)
+            continue;
+        memmove(&channels[1], &channels[0], (size_t)i * sizeof c);
+        channels[0] = c;
+        return &channels[0];
+    }
+    return NULL;
+}
+
+// Makes a channel for `tid`'s descriptor table (the socketpair injected in
+// `s`, the tracee's stack at `at`); NULL if it cannot be had.
+static struct channel *make_channel(cshim_ptrace_stop *stop, int *at_exit, int *signal, uint64_t at,
+                                    struct scratch *s)
+{
+    int wanted = atomic_load(&channel_number);
+    pid_t tid = stop->tid;
+    if (wanted < 0 || cshim_ptrace_inject(stop, at_exit, signal, SYS_socketpair, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC,
+                                          0, at + offsetof(struct scratch, sv)) != 0 ||
+        tracee_io(tid, at, s, sizeof *s, 0) != 0)
+        return NULL;
+    struct channel c = {-1, -1, -1};
+    int pidfd = pidfd_of(tid);
+    if (pidfd >= 0) {
+        c.mine = (int)syscall(SYS_pidfd_getfd, pidfd, s->sv[1], 0);
+        c.copy = (int)syscall(SYS_pidfd_getfd, pidfd, s->sv[0], 0);
+        close(pidfd);
+    }
+    if (c.mine >= 0 && c.copy >= 0) {
+        int64_t n = cshim_ptrace_inject(stop, at_exit, signal, SYS_fcntl, (uint64_t)s->sv[0], F_DUPFD_CLOEXEC,
+                                        (uint64_t)wanted, 0);
+        c.number = n >= 0 && n <= INT32_MAX ? (int)n : -1;
+    }
+    (void)cshim_ptrace_inject(stop, at_exit, signal, SYS_close, (uint64_t)s->sv[0], 0, 0, 0);
+    (void)cshim_ptrace_inject(stop, at_exit, signal, SYS_close, (uint64_t)s->sv[1], 0, 0, 0);
+    if (c.number < 0) {
+        if (c.mine >= 0)
+            close(c.mine);
+        if (c.copy >= 0)
+            close(c.copy);
+        return NULL;
+    }
+    if (channels_used == CHANNELS) {
+        channels_used--;
+        close(channels[channels_used].mine);
+        close(channels[channels_used].copy);
+    }
+    memmove(&channels[1], &channels[0], (size_t)channels_used * sizeof c);
+    channels[0] = c;
+    channels_used++;
+    return &channels[0];
+}
+
+// A message the tracee did not receive is taken back (its descriptor closed).
+static void take_back(const struct channel *c)
+{
+    char byte;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {&byte, 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    while (recvmsg(c->copy, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) >= 0) {
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        if (cm && cm->cmsg_type == SCM_RIGHTS) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+            close(fd);
+        }
+        msg.msg_controllen = sizeof ctl.buf;
+    }
+}
+
+int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
                              int cloexec)
 {
     pid_t tid = stop->tid;
+    if (cshim_ptrace_read_regs(stop) != 0)
+        return -ESRCH;
     uint64_t at = REG(&stop->regs, rsp);
     struct scratch saved, s;
     if (tracee_io(tid, at, &saved, sizeof saved, 0) != 0)
@@ -88,10 +208,25 @@ int64_t cshim_ptrace_install(const cshim_ptrace_stop *stop, int *at_exit, int *s
     s.msg.msg_controllen = sizeof s.ctl.buf;
     if (tracee_io(tid, at, &s, sizeof s, 1) != 0)
         return -EFAULT;
-    int64_t result = cshim_ptrace_inject(stop, at_exit, signal, SYS_socketpair, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0,
-                                         at + offsetof(struct scratch, sv));
+    int64_t result;
     int got = -1;
-    if (result == 0 && (result = tracee_io(tid, at, &s, sizeof s, 0) == 0 ? 0 : -EFAULT) == 0) {
+    struct channel *c = find_channel(tid);
+    if (!c)
+        c = make_channel(stop, at_exit, signal, at, &s);
+    if (c) {
+        result = send_on(c->mine, source);
+        if (result == 0)
+            result = cshim_ptrace_inject(stop, at_exit, signal, SYS_recvmsg, (uint64_t)c->number,
+                                         at + offsetof(struct scratch, msg), MSG_CMSG_CLOEXEC, 0);
+        if (result == 1 && tracee_io(tid, at, &s, sizeof s, 0) == 0 && s.ctl.align.cmsg_type == SCM_RIGHTS)
+            memcpy(&got, CMSG_DATA(&s.ctl.align), sizeof(int));
+        else if (result >= 0)
+            result = -EIO;
+        if (got < 0)
+            take_back(c);
+    } else if ((result = cshim_ptrace_inject(stop, at_exit, signal, SYS_socketpair, AF_UNIX,
+                                             SOCK_DGRAM | SOCK_CLOEXEC, 0, at + offsetof(struct scratch, sv))) == 0 &&
+               (result = tracee_io(tid, at, &s, sizeof s, 0) == 0 ? 0 : -EFAULT) == 0) {
         result = send_to_tracee(tid, s.sv[1], source);
         if (result == 0)
             result = cshim_ptrace_inject(stop, at_exit, signal, SYS_recvmsg, (uint64_t)s.sv[0],

@@ -14,6 +14,7 @@ typedef struct cshim_ptrace_stop {
     int32_t nr;          // -1: `tid` exited (no stop: forget its calls)
     uint64_t args[6];
     cshim_ptrace_regs regs;   // as at the stop, restored when it is answered
+    int32_t regs_read;        // `regs` is read (on first need: a call run natively never needs it)
 } cshim_ptrace_stop;
 
 /// From the thread that will trace: PTRACE_SEIZE `pid` (spawned with
@@ -27,30 +28,42 @@ int cshim_ptrace_start(pid_t pid, int sock, int *stage, int *err);
 /// that will trace). 0 or -1 with errno.
 int cshim_ptrace_seize(pid_t tid);
 /// The next seccomp stop or exit among this thread's tracees, handling
-/// every other stop itself: 1 with *out filled, 0 when none is ready,
-/// -1 with errno (ECHILD: no tracee left).
-int cshim_ptrace_next(cshim_ptrace_stop *out);
+/// every other stop itself: 1 with *out filled, 0 when none is ready
+/// (never when `wait` asks to wait for one), -1 with errno (ECHILD: no
+/// tracee left).
+int cshim_ptrace_next(cshim_ptrace_stop *out, int wait);
 /// Answers a stop with `value` (0) or lets the syscall run (`native`);
 /// `at_exit` says injections left it at a syscall-exit-stop; `signal`, a
 /// signal taken during injection, is sent again. -1 with errno (ESRCH: gone).
-int cshim_ptrace_finish(const cshim_ptrace_stop *stop, int at_exit, int native, int64_t value, int signal);
+int cshim_ptrace_finish(cshim_ptrace_stop *stop, int at_exit, int native, int64_t value, int signal);
+/// Reads the stopped thread's registers into stop->regs, once. 0 or -1.
+int cshim_ptrace_read_regs(cshim_ptrace_stop *stop);
 /// Runs syscall `nr` with `args` in the stopped thread and returns its
 /// result (negative errno as the tracee would see it), or INT64_MIN with
 /// errno when the thread is gone. Sets *at_exit; a signal that arrived is
 /// stored in *signal for cshim_ptrace_finish.
-int64_t cshim_ptrace_inject(const cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
+int64_t cshim_ptrace_inject(cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
                             uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3);
 /// The tracer's descriptors: *ready an EFD_SEMAPHORE eventfd, *answer a
 /// non-blocking eventfd, *child a non-blocking signalfd for SIGCHLD. 0 or -1.
 int cshim_ptrace_descriptors(int *ready, int *answer, int *child);
+/// A non-blocking eventfd (a wake-up poll can watch), or -1.
+int cshim_wake_fd(void);
+/// An epoll descriptor readable while `a` or `b` is (level-triggered), or -1.
+int cshim_epoll_of(int a, int b);
 /// Reads everything pending on the non-blocking descriptor `fd`.
 void cshim_drain(int fd);
 /// Installs the supervisor's `source` in the stopped thread, at `target`
 /// (dup3 semantics) or at the lowest free number (-1), by injecting a
-/// socketpair, a recvmsg of `source` sent by SCM_RIGHTS, dup3 and close;
-/// the tracee's registers and borrowed stack come back as they were.
+/// recvmsg of `source` sent by SCM_RIGHTS on the descriptor table's
+/// channel (a socketpair made once, see cshim_ptrace_channel_at), dup3 and
+/// close; the tracee's registers and borrowed stack come back as they were.
 /// Returns the number or a negative errno.
-int64_t cshim_ptrace_install(const cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
+/// Where the tracee end of each descriptor table's install channel is kept
+/// (the lowest free number from `number`); -1 (the default): no channels,
+/// a socketpair per install.
+void cshim_ptrace_channel_at(int number);
+int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
                              int cloexec);
 
 #endif

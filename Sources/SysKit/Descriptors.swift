@@ -137,7 +137,7 @@ public enum ProcPath {
 
 /// CLOCK_MONOTONIC in microseconds.
 @inline(__always)
-func monotonicMicroseconds() -> Int { Int(monotonicNanoseconds() / 1000) }
+public func monotonicMicroseconds() -> Int { Int(monotonicNanoseconds() / 1000) }
 
 /// How long a waiter polls for its next message before it sleeps, learnt
 /// from the gaps it sees. On a VM an idle vCPU halts, and waking it costs
@@ -244,6 +244,15 @@ public struct SpinBudget: Sendable {
         while poll(&p, 1, -1) < 0 && errno == EINTR {}
         woke()
     }
+}
+
+/// Waits up to `timeout` ms (-1: for ever) until `a` or `b` is readable
+/// (or hung up); a negative descriptor is not watched. Which are readable.
+public func pollEither(_ a: CInt, _ b: CInt, timeout: Int32) -> (a: Bool, b: Bool) {
+    var p = (pollfd(fd: a, events: Int16(POLLIN), revents: 0), pollfd(fd: b, events: Int16(POLLIN), revents: 0))
+    let n = withUnsafeMutableBytes(of: &p) { poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, timeout) }
+    if n <= 0 { return (false, false) }
+    return (p.0.revents != 0, p.1.revents != 0)
 }
 
 /// Large frames put on a stream without copying them into it: their pages

@@ -6,15 +6,25 @@ import Synchronization
 /// every ptrace request (the kernel ties tracees to that thread), and the
 /// hand-over of their seccomp stops to the supervisor's workers.
 ///
-/// The tracer waits in poll on a signalfd for SIGCHLD (a tracee stopped or
-/// ended; SIGCHLD is blocked in every thread of the supervisor) and on an
-/// eventfd the workers write when they have answered. It turns each seccomp
+/// While no stop is with a worker, the tracer waits for its tracees in
+/// wait4 alone. Otherwise it waits in poll on a signalfd for SIGCHLD (a
+/// tracee stopped or ended; SIGCHLD is blocked in every thread of the
+/// supervisor) and on an eventfd the workers write when they have answered. It turns each seccomp
 /// stop into a `Stop` and queues it on `ready`, an EFD_SEMAPHORE eventfd
 /// counting the queued stops: the receiving worker reads one unit and takes
 /// a stop, exactly as it would receive a notification, and a worker waiting
 /// for home polls that descriptor to see that another stop is waiting. The
 /// workers handle stops concurrently; nothing waits in line behind a call
 /// blocked at home, and the tracer never waits for a worker.
+///
+/// Once the supervisor gives it a handler (`handleInline`), the tracer runs
+/// the stops of the syscalls it names itself, as a seccomp worker runs a
+/// notification it received: no hand-over to a worker and back, two thread
+/// wake-ups fewer per call. It runs one such handler at a time. Every wait
+/// in it watches `servingFD` and calls `serve`, which does the loop's work
+/// without waiting (answers workers posted, new stops queued for them), so
+/// a handler blocked at home never holds up another tracee thread: the
+/// writer of a FIFO that handler reads is served by a worker meanwhile.
 ///
 /// A stop's id is its record's index plus a generation: `isValid` is false
 /// once it is answered or its thread has exited (the tracer forgets the
@@ -34,6 +44,8 @@ public final class PtraceTracer: @unchecked Sendable {
         let gone = Atomic<Bool>(false)
         var atExit: Int32 = 0
         var signal: Int32 = 0
+        /// Handed to a worker (counted in `withWorkers` until answered).
+        var queued = false
         /// What the worker asked for.
         var native = false
         var value: Int64 = 0
@@ -59,6 +71,30 @@ public final class PtraceTracer: @unchecked Sendable {
     private let childFD: CInt
     private let generation = Atomic<UInt64>(0)
     private let hungUp = Atomic<Bool>(false)
+    /// Readable while the tracer has work (a tracee stopped or ended, a
+    /// worker answered): what a handler the tracer runs watches as it waits.
+    public let servingFD: CInt
+
+    /// The stops the tracer handles itself: `eligible` by syscall number,
+    /// `handle` run on the tracer thread with the stop as a notification
+    /// (it answers through `finish`/`install`, as a worker does).
+    public struct InlineHandler: Sendable {
+        public var eligible: [Bool]
+        public var handle: @Sendable (UnsafeMutablePointer<cshim_notif>) -> Void
+        public init(eligible: [Bool], handle: @escaping @Sendable (UnsafeMutablePointer<cshim_notif>) -> Void) {
+            self.eligible = eligible
+            self.handle = handle
+        }
+    }
+    private let offered = Mutex<InlineHandler?>(nil)
+    // The tracer thread's own: the handler it took from `offered`, whether
+    // it is running one, and the notification it hands it.
+    private var inline: InlineHandler?
+    private var handlingInline = false
+    private let inlineNotification = UnsafeMutablePointer<cshim_notif>.allocate(capacity: 1)
+    private var tracerThread = pthread_t()
+    /// Stops queued for the workers and not yet answered.
+    private var withWorkers = 0
 
     /// Blocks SIGCHLD in the calling thread (and the threads it starts):
     /// called before the supervisor starts any thread, so the tracer's
@@ -81,6 +117,8 @@ public final class PtraceTracer: @unchecked Sendable {
         readyFD = ready
         answerFD = answer
         childFD = child
+        servingFD = cshim_epoll_of(child, answer)
+        if servingFD < 0 { throw lastErrno() }
     }
 
     /// Why the traced program could not be started.
@@ -134,9 +172,20 @@ public final class PtraceTracer: @unchecked Sendable {
     // MARK: the tracer thread
 
     private func run() {
+        tracerThread = pthread_self()
         var fds = [pollfd(fd: childFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: answerFD, events: Int16(POLLIN), revents: 0)]
         while true {
+            if withWorkers == 0 {
+                // No stop is with a worker, so no answer can come: wait for
+                // the tracees alone, one wait4 per stop (no poll, no
+                // signalfd read, no empty wait4 after it).
+                if !takeStops(waitingForOne: true) { break }
+                continue
+            }
+            fds[0].revents = 0
+            fds[1].revents = 0
+            _ = poll(&fds, 2, -1)
             // Clear the wake-ups first (only those poll saw: a read of an
             // empty eventfd is a syscall for nothing): what comes after
             // them is seen below.
@@ -144,9 +193,6 @@ public final class PtraceTracer: @unchecked Sendable {
             if fds[1].revents != 0 { cshim_drain(answerFD) }
             applyAnswers()
             if !takeStops() { break }
-            fds[0].revents = 0
-            fds[1].revents = 0
-            _ = poll(&fds, 2, -1)
         }
         // No tracee left: every receive from now on says so.
         hungUp.store(true, ordering: .releasing)
@@ -154,12 +200,13 @@ public final class PtraceTracer: @unchecked Sendable {
         _ = write(readyFD, &many, 8)
     }
 
-    /// Queues the stops that are ready; false when no tracee is left.
-    private func takeStops() -> Bool {
+    /// Handles or queues the stops that are ready (with `waitingForOne`:
+    /// waits for one, and takes only that); false when no tracee is left.
+    private func takeStops(waitingForOne: Bool = false) -> Bool {
         while true {
             guard let index = queues.withLock({ $0.free.popLast() }) else { return true }
             let s = stops[Int(index)]
-            let rc = cshim_ptrace_next(&s.stop)
+            let rc = cshim_ptrace_next(&s.stop, waitingForOne ? 1 : 0)
             if rc <= 0 {
                 queues.withLock { $0.free.append(index) }
                 return rc == 0 || Glibc.errno != ECHILD
@@ -167,6 +214,7 @@ public final class PtraceTracer: @unchecked Sendable {
             if s.stop.nr < 0 {
                 forget(tid: s.stop.tid)
                 queues.withLock { $0.free.append(index) }
+                if waitingForOne { return true }
                 continue
             }
             s.atExit = 0
@@ -175,11 +223,50 @@ public final class PtraceTracer: @unchecked Sendable {
             s.gone.store(false, ordering: .relaxed)
             let g = generation.wrappingAdd(1, ordering: .relaxed).newValue
             s.id.store(g << 13 | UInt64(index), ordering: .releasing)
-            queues.withLock { $0.ready.append(index) }
-            var one: UInt64 = 1
-            _ = write(readyFD, &one, 8)
+            if !handleInline(s) {
+                s.queued = true
+                withWorkers += 1
+                queues.withLock { $0.ready.append(index) }
+                var one: UInt64 = 1
+                _ = write(readyFD, &one, 8)
+            }
+            if waitingForOne { return true }
         }
     }
+
+    /// Runs stop `s`'s handler here if it is one the tracer handles itself
+    /// and no other runs (see the class comment); true if it did.
+    private func handleInline(_ s: Stop) -> Bool {
+        if handlingInline { return false }
+        if inline == nil { inline = offered.withLock { $0 } }
+        guard let h = inline, Int(s.stop.nr) < h.eligible.count, h.eligible[Int(s.stop.nr)] else { return false }
+        handlingInline = true
+        describe(s, into: inlineNotification)
+        h.handle(inlineNotification)
+        handlingInline = false
+        return true
+    }
+
+    /// Keeps each descriptor table's placeholder channel (see
+    /// `cshim_ptrace_install`) at the lowest free number from `number`.
+    public func keepChannels(at number: CInt) { cshim_ptrace_channel_at(number) }
+
+    /// Has the tracer run the stops `handler` names itself from now on.
+    public func handleInline(_ handler: InlineHandler) {
+        offered.withLock { $0 = handler }
+    }
+
+    /// On the tracer thread, while a handler it runs waits: does the loop's
+    /// work without waiting (called when `servingFD` is readable).
+    public func serve() {
+        cshim_drain(childFD)
+        cshim_drain(answerFD)
+        applyAnswers()
+        _ = takeStops()
+    }
+
+    /// True on the tracer thread, where answers apply at once.
+    private var onTracerThread: Bool { pthread_equal(pthread_self(), tracerThread) != 0 }
 
     /// A thread exited: its stops (it was killed while stopped) are no
     /// longer valid.
@@ -191,22 +278,37 @@ public final class PtraceTracer: @unchecked Sendable {
 
     private func applyAnswers() {
         while let index = queues.withLock({ q -> Int32? in q.answers.isEmpty ? nil : q.answers.removeFirst() }) {
-            let s = stops[Int(index)]
-            if let i = s.install {
-                s.result = cshim_ptrace_install(&s.stop, &s.atExit, &s.signal, i.source, i.target, i.closeOnExec ? 1 : 0)
-                s.install = nil
-                if i.respond && s.result >= 0 {
-                    // Answered: the worker, once woken, frees the record (so
-                    // the wake-up cannot go to the record's next user).
-                    _ = cshim_ptrace_finish(&s.stop, s.atExit, 0, s.result, s.signal)
-                    s.id.store(0, ordering: .releasing)
-                }
-                s.done.signal()
-                continue
+            apply(index)
+        }
+    }
+
+    /// Carries out what stop `index`'s handler asked for.
+    private func apply(_ index: Int32) {
+        let s = stops[Int(index)]
+        if let i = s.install {
+            s.result = cshim_ptrace_install(&s.stop, &s.atExit, &s.signal, i.source, i.target, i.closeOnExec ? 1 : 0)
+            s.install = nil
+            if i.respond && s.result >= 0 {
+                // Answered: the worker, once woken, frees the record (so
+                // the wake-up cannot go to the record's next user).
+                _ = cshim_ptrace_finish(&s.stop, s.atExit, 0, s.result, s.signal)
+                answered(s)
+                s.id.store(0, ordering: .releasing)
             }
-            _ = cshim_ptrace_finish(&s.stop, s.atExit, s.native ? 1 : 0, s.value, s.signal)
-            s.id.store(0, ordering: .releasing)
-            queues.withLock { $0.free.append(index) }
+            s.done.signal()
+            return
+        }
+        _ = cshim_ptrace_finish(&s.stop, s.atExit, s.native ? 1 : 0, s.value, s.signal)
+        answered(s)
+        s.id.store(0, ordering: .releasing)
+        queues.withLock { $0.free.append(index) }
+    }
+
+    /// Stop `s` is answered: no longer with a worker.
+    private func answered(_ s: Stop) {
+        if s.queued {
+            s.queued = false
+            withWorkers -= 1
         }
     }
 
@@ -224,7 +326,11 @@ public final class PtraceTracer: @unchecked Sendable {
             if q.readyHead == q.ready.count { q.ready.removeAll(keepingCapacity: true); q.readyHead = 0 }
             return i
         }) else { throw .noSuchFileOrDirectory }
-        let s = stops[Int(index)]
+        describe(stops[Int(index)], into: n)
+    }
+
+    /// Stop `s` as a seccomp notification (its pid field is the thread).
+    private func describe(_ s: Stop, into n: UnsafeMutablePointer<cshim_notif>) {
         n.pointee.id = s.id.load(ordering: .acquiring)
         n.pointee.pid = UInt32(bitPattern: s.stop.tid)
         n.pointee.data.nr = s.stop.nr
@@ -249,7 +355,9 @@ public final class PtraceTracer: @unchecked Sendable {
         return !s.gone.load(ordering: .acquiring)
     }
 
+    /// Hands stop `index`'s answer to the tracer (applies it, on the tracer).
     private func post(_ index: Int32) {
+        if onTracerThread { apply(index); return }
         queues.withLock { $0.answers.append(index) }
         var one: UInt64 = 1
         _ = write(answerFD, &one, 8)

@@ -182,3 +182,48 @@ def test_engine_option_forms_and_a_bad_value(tv):
     assert int(r.stdout.split()[1]) != 0, describe(r)
     r = tv.run([CAT, "/dev/null"], extra_wrap_args=["--engine", "strace"])
     assert r.returncode == 125 and "--engine takes seccomp, ptrace or auto, not strace" in r.stderr, describe(r)
+
+
+CLOSE_AND_REPLACE = r'''
+import os, resource, sys
+d = sys.argv[1]
+soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+def cat(name):
+    fd = os.open(f"{d}/{name}", os.O_RDONLY)
+    print(os.read(fd, 100).decode(), end="")
+    return fd
+cat("a.txt")
+os.closerange(3, soft)                 # every descriptor above 2, the install channel too
+cat("b.txt")
+r, w = os.pipe()
+for n in range(soft - 8, soft):        # the program's own pipe over the top numbers
+    os.dup2(w, n)
+cat("c.txt")
+os.write(w, b"only mine")
+for n in range(soft - 8, soft):
+    os.close(n)
+os.close(w)
+print(os.read(r, 100).decode())
+'''
+
+
+def test_ptrace_installs_survive_the_program_closing_and_replacing_its_descriptors(tv):
+    # Placeholders come through a channel kept at the top of the range
+    # (README, Engines): closed by the program, or replaced by its own
+    # pipe, it must be noticed (kcmp) and never used; nothing of ours may
+    # reach the program's pipe.
+    for name in ("a", "b", "c"):
+        tv.both(f"{name}.txt", f"home {name}\n")
+    r = ok(tv.run(py(CLOSE_AND_REPLACE, tv.p()), extra_wrap_args=PTRACE))
+    assert r.stdout == "home a\nhome b\nhome c\nonly mine\n", describe(r)
+
+
+def test_ptrace_a_tracee_blocked_at_home_on_the_tracer_does_not_hold_up_the_writer(tv):
+    # The tracer runs open and read stops itself: the reader's open of a
+    # home FIFO blocks at home until a writer comes, and the writer (another
+    # process) must still be served meanwhile.
+    script = ("mkfifo p && { cat p > out & } && sleep 0.3 && echo one > p && wait && "
+              "{ cat p > out2 & } && sleep 0.3 && printf two > p && wait && cat out out2")
+    r = ok(tv.run([SH, "-c", script], extra_wrap_args=PTRACE, timeout=30))
+    assert r.stdout == "one\ntwo", describe(r)
+    assert (tv.homedata / "out2").read_text() == "two"

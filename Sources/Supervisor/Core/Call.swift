@@ -198,7 +198,9 @@ struct Call: ~Copyable {
         // placement, a dup2 onto one) is made under it too, so none can
         // take the number between the two. 0, 1 and 2 are the exception: a
         // native open may take them first, and then the install replaces it.
-        return try process.nextSlot.withLock { (hint: inout Int32) throws(Failure) -> CInt in
+        // (Held across the install, which under ptrace the tracer makes:
+        // the tracer's own worker takes it with `Worker.withLock`.)
+        return try worker.withLock(process.nextSlot) { (hint: inout Int32) throws(Failure) -> CInt in
             var target: Int32 = -1
             if minimum <= 2 {
                 for fd in minimum...2 where !PidFD.isOpen(tid: tid, fd) {
@@ -231,7 +233,7 @@ struct Call: ~Copyable {
     func duplicate(_ source: CInt, onto target: Int32, closeOnExec: Bool) throws(Failure) -> Reply {
         let process = try thread().process
         let listener = sup.listener, id = self.id
-        _ = try process.nextSlot.withLock { (_: inout Int32) throws(Failure) -> CInt in
+        _ = try worker.withLock(process.nextSlot) { (_: inout Int32) throws(Failure) -> CInt in
             try local { () throws(Errno) in
                 try listener.installAndRespond(id: id, source: source, closeOnExec: closeOnExec, at: target)
             }

@@ -255,6 +255,7 @@ public final class Supervisor: Sendable {
         for _ in 0..<max(1, parts.options.workers) where !sup.addWorker() {
             throw .spawn("cannot start a supervisor thread")
         }
+        if case .ptrace(let tracer) = listener { sup.runStopsOnTracer(tracer) }
         ThreadRunner(name: "signals") { [relayed = parts.relayed] in
             var set = relayed
             while true {

@@ -1,6 +1,7 @@
 import CShim
 import Glibc
 import SysKit
+import Synchronization
 import Wire
 
 /// One supervisor thread: receives notifications and handles them with its
@@ -40,11 +41,17 @@ final class Worker: @unchecked Sendable {
     private var receiving = false
     /// With `--trace` or `--stats`: this worker's line buffer and counters.
     let observation: Observation?
+    /// The ptrace engine's tracer, when this is the worker the tracer thread
+    /// runs stops in itself (`Supervisor.runStopsOnTracer`): where the
+    /// others hand the receiving on before a wait, its waits serve the
+    /// tracer instead (see `attend`).
+    let duty: PtraceTracer?
 
-    init(supervisor: Supervisor, slot: HomeLink.Slot, localSlot: HomeLink.Slot) {
+    init(supervisor: Supervisor, slot: HomeLink.Slot, localSlot: HomeLink.Slot, duty: PtraceTracer? = nil) {
         self.supervisor = supervisor
         self.slot = slot
         self.localSlot = localSlot
+        self.duty = duty
         observation = supervisor.observer.map { Observation($0) }
     }
 
@@ -95,12 +102,38 @@ final class Worker: @unchecked Sendable {
 
     /// The listener's descriptor while this worker is the one receiving
     /// (a waiting call watches it: see `HomeLink.call`), else -1.
-    var receivingFrom: CInt { receiving ? supervisor.listener.fd : -1 }
+    var receivingFrom: CInt { duty?.servingFD ?? (receiving ? supervisor.listener.fd : -1) }
+
+    /// `receivingFrom` is readable while this worker waits: the tracer's
+    /// worker does the tracer's work; another hands the receiving on.
+    func attend() {
+        if let duty { duty.serve() } else { handOffReceiving() }
+    }
+
+    /// `mutex.withLock(body)`. The tracer's worker must not sleep on a lock
+    /// a pump may hold through a long call home (a FIFO read whose writer
+    /// waits for the tracer): it tries the lock, serving the tracer between
+    /// tries (at least every millisecond).
+    func withLock<Value, R>(_ mutex: borrowing Mutex<Value>,
+                            _ body: (inout sending Value) throws(Failure) -> sending R) throws(Failure) -> R {
+        guard let duty else { return try mutex.withLock(body) }
+        while true {
+            if let r = try mutex.withLockIfAvailable(body) { return r }
+            if pollEither(duty.servingFD, -1, timeout: 1).a { duty.serve() }
+        }
+    }
+
+    /// Handles stop `n` on the tracer thread (the tracer's worker).
+    func handleOnTracer(_ n: UnsafeMutablePointer<cshim_notif>) {
+        notification.pointee = n.pointee
+        if let observer = supervisor.observer { observe(observer) } else { handle() }
+    }
 
     /// Called before the call being handled may wait (for home, for a lock
     /// or a message another call holds up): gives the receiving to an idle
     /// worker, or to a new one when none is idle. Nothing when this worker
     /// has already handed it on.
+    /// The tracer's worker has nothing to hand on: its waits serve (`attend`).
     func handOffReceiving() {
         guard receiving else { return }
         receiving = false

@@ -27,23 +27,25 @@ extension HomeLink {
                 switch scratch.spin.spin(fd, watching: receiver?.receivingFrom ?? -1) {
                 case .ready: ready = true
                 case .other:
-                    receiver?.handOffReceiving()
+                    receiver?.attend()
                     continue
                 case .timedOut: break
                 }
             }
             if !ready {
                 receiver?.handOffReceiving()
-                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                if watcher.tid > 0 {
+                // The tracer's worker also wakes for the tracer's work.
+                let serving = receiver?.duty?.servingFD ?? -1
+                if watcher.tid > 0 || spun || serving >= 0 {
                     // Timed even after the watch has fired, so a parked reader
                     // notices an active call and leaves the stream to it.
-                    if poll(&p, 1, Int32(watcher.nextWaitMicroseconds / 1000)) == 0 {
-                        waitedWithoutReply(mine, &watcher)
+                    let timeout = watcher.tid > 0 ? Int32(watcher.nextWaitMicroseconds / 1000) : -1
+                    let (readable, work) = pollEither(fd, serving, timeout: timeout)
+                    if work { receiver?.attend() }
+                    if !readable {
+                        if !work && watcher.tid > 0 { waitedWithoutReply(mine, &watcher) }
                         continue
                     }
-                } else if spun {
-                    _ = poll(&p, 1, -1)
                 }
                 if spun { scratch.spin.woke() }
             }

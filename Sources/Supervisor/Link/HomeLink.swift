@@ -79,6 +79,9 @@ public final class HomeLink: Sendable {
         private(set) var frame = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         private(set) var reply = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         let ready = DispatchSemaphore(value: 0)
+        /// The tracer's worker's wake-up instead of `ready` (see `sleep`);
+        /// -1 for the others. Set before the slot's first call.
+        var wakeFD: CInt = -1
         /// The credentials number (`CredentialTable`) home last got from this
         /// slot's channel; 0 before the first.
         var sentCredentials: UInt64 = 0
@@ -121,7 +124,12 @@ public final class HomeLink: Sendable {
         func wake() {
             if phase.compareExchange(expected: Phase.asleep.rawValue, desired: Phase.running.rawValue,
                                      ordering: .sequentiallyConsistent).exchanged {
-                ready.signal()
+                if wakeFD >= 0 {
+                    var one: UInt64 = 1
+                    _ = Glibc.write(wakeFD, &one, 8)
+                } else {
+                    ready.signal()
+                }
             }
         }
     }
@@ -267,17 +275,17 @@ public final class HomeLink: Sendable {
                 }
             }
             if watcher.tid <= 0 {
-                slot.ready.wait()
+                _ = slot.sleep(microseconds: nil, for: receiver)
                 continue
             }
             // Timed even after the watch has fired: a parked call is not
             // promoted to reader, so it looks at the stream itself.
-            if slot.ready.wait(timeout: .now() + .microseconds(watcher.nextWaitMicroseconds)) == .success { continue }
+            if slot.sleep(microseconds: watcher.nextWaitMicroseconds, for: receiver) { continue }
             // Timed out: take ourselves out of the sleep, unless a waker
             // already has (then its signal is on its way: take it).
             if !slot.phase.compareExchange(expected: Phase.asleep.rawValue, desired: Phase.running.rawValue,
                                            ordering: .sequentiallyConsistent).exchanged {
-                slot.ready.wait()
+                _ = slot.sleep(microseconds: nil, for: receiver)
             }
             waitedWithoutReply(slot, &watcher)
         }

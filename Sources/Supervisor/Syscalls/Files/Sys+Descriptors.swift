@@ -79,7 +79,7 @@ enum Descriptors {
         }
         defer { Glibc.close(end) }
         let view = StreamView(inode: (try? FD.inode(end).ino) ?? 0, tgid: try c.thread().process.tgid, fd: new)
-        owner.views.withLock { $0.append(view) }
+        try c.worker.withLock(owner.views) { $0.append(view) }
         owner.hasViews.store(true, ordering: .releasing)
         _ = try local { () throws(Errno) in
             try c.sup.listener.installAndRespond(id: c.id, source: end, closeOnExec: closeOnExec, at: new)
@@ -102,7 +102,7 @@ extension Call {
         // The pump may hold the lock through a long call home (a FIFO read):
         // whoever could unblock that must still have its notification received.
         worker.handOffReceiving()
-        return try owner.views.withLock { (views: inout [StreamView]) throws(Failure) -> R in
+        return try worker.withLock(owner.views) { (views: inout [StreamView]) throws(Failure) -> R in
             views.removeAll { sup.watchers.lookup(inode: $0.inode) == nil }
             let tgid = try thread().process.tgid
             for (i, record) in views.enumerated() {
