@@ -218,6 +218,7 @@ int cshim_ptrace_next(cshim_ptrace_stop *out)
             rerun_drop(tid);
             out->tid = tid;
             out->nr = -1;
+            out->args[0] = (uint32_t)status;
             return 1;
         }
         if (!WIFSTOPPED(status))

@@ -11,7 +11,7 @@ typedef struct cshim_ptrace_regs {
 /// One seccomp stop (PTRACE_EVENT_SECCOMP) for the supervisor, or an exit.
 typedef struct cshim_ptrace_stop {
     int32_t tid;
-    int32_t nr;          // -1: `tid` exited (no stop: forget its calls)
+    int32_t nr;          // -1: `tid` exited (no stop: forget its calls), args[0] its wait status
     uint64_t args[6];
     cshim_ptrace_regs regs;   // as at the stop, restored when it is answered
 } cshim_ptrace_stop;
