@@ -91,11 +91,19 @@ def status_of(pid) -> dict:
     return out
 
 
+def link_of(path):
+    """Where a /proc link points, "" once it is gone (a descriptor closed meanwhile)."""
+    try:
+        return os.readlink(path)
+    except FileNotFoundError:
+        return ""
+
+
 def wait_attached(pid, w):
     """Until the filter is in place and the tracee's own listener number is closed."""
     deadline = time.monotonic() + 20
     while status_of(pid)["Seccomp"] != "2" or any(
-            os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:seccomp notify" for fd in os.listdir(f"/proc/{pid}/fd")):
+            link_of(f"/proc/{pid}/fd/{fd}") == "anon_inode:seccomp notify" for fd in os.listdir(f"/proc/{pid}/fd")):
         assert time.monotonic() < deadline and w.poll() is None, w.stderr.read().decode() if w.poll() is not None else "slow"
         time.sleep(0.05)
 
