@@ -391,7 +391,7 @@ int cshim_attach_install(cshim_attach *a, const cshim_filter *filter, int *stage
     size_t size = (bytes + 4095) & ~(size_t)4095;
     long page;
     if (attach_inject(a, SYS_mmap, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, (unsigned long)-1, 0,
-               &page) != 0)
+                      &page) != 0)
         return -1;
     if (page < 0 && page > -4096)
         return errno = (int)-page, -1;
