@@ -6,6 +6,7 @@ execve from a thread other than the leader.
 import os
 import select
 import signal
+import subprocess
 import threading
 import time
 
@@ -225,3 +226,23 @@ def test_signals_during_the_attach_injection_are_all_delivered(tv):
     finally:
         t.kill()
         os.close(r)
+
+
+def test_attached_process_killed_amid_its_calls_gives_its_signal_status(tv):
+    # SIGKILL lands while calls are injected into the thread (under ptrace,
+    # a placeholder install, whose waits take the thread's exit): the exit
+    # is still the process's, 128+9, every time.
+    exe = compile_c(tv, "signalled", SIGNALLED_OPENS_C)
+    tv.both("data.txt", HOME + "\n", DECOY + "\n")
+    for _ in range(10):
+        t = Tracee([str(exe), tv.p("data.txt"), str(tv.local / "stop")], stderr=subprocess.DEVNULL)
+        try:
+            pid = int(t.wait_for(lambda l: l.startswith("pid ")).split()[1])
+            w = attach(tv, pid)
+            wait_attached(pid, w)
+            time.sleep(0.2)
+            os.kill(pid, signal.SIGKILL)
+            _, err = w.communicate(timeout=20)
+            assert w.returncode == 128 + signal.SIGKILL, err
+        finally:
+            t.kill()
