@@ -26,6 +26,9 @@
 //    the listener here. Once the supervisor serves it (cshim_attach_finish):
 //    close of the tracee's number, which the filter may notify.
 // 4. Restore registers and mask, PTRACE_CONT; then cshim_attach_trace.
+// Under the ptrace engine (cshim_attach_ptrace.c) the seize adds
+// PTRACE_O_TRACESECCOMP, the filter's action is TRACE and it has no
+// listener (TSYNC alone), and the engine's loop is the tracer after step 4.
 // A failure before the filter is in place detaches every thread (and child
 // forked meanwhile), each with the signal it stopped for, registers and
 // mask as they were: the process runs on as before.
@@ -53,23 +56,10 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 
-#define OPTIONS (PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC | PTRACE_O_TRACEEXIT | PTRACE_O_TRACESYSGOOD)
+#include "attach_internal.h"
+
 #define WAIT_KILLABLE_RECV (1UL << 5)
 #define TSYNC_ESRCH (1UL << 4)
-
-struct cshim_attach {
-    pid_t pid;
-    pid_t tracer;                    // the tracer thread (TracerPid of our tracees)
-    pid_t *tids;                     // every task seized or auto-attached so far
-    int ntids, cap;
-    pid_t stopped;                   // the thread calls are injected into (0: none yet)
-    struct user_regs_struct saved;   // its registers at the interrupt stop
-    struct user_regs_struct resume;  // the same, restart fix-up applied
-    uint64_t mask;                   // its signal mask then
-    int masked;                      // mask replaced with all signals
-    unsigned long insn;              // address of a syscall instruction in it
-    int tracee_listener;             // the listener's number in the tracee
-};
 
 static int has_tid(const struct cshim_attach *a, pid_t tid)
 {
@@ -108,7 +98,7 @@ static int seize_pass(struct cshim_attach *a)
         pid_t tid = (pid_t)atoi(e->d_name);
         if (tid <= 0 || has_tid(a, tid))
             continue;
-        if (ptrace(PTRACE_SEIZE, tid, 0, OPTIONS) != 0) {
+        if (ptrace(PTRACE_SEIZE, tid, 0, a->options) != 0) {
             if (errno == ESRCH)
                 continue;  // exited meanwhile
             if (!(errno == EPERM && a->ntids > 0 && cshim_tracer_of(tid) == a->tracer)) {
@@ -164,7 +154,7 @@ static void detach_stopped(struct cshim_attach *a, pid_t tid, int status)
     (void)ptrace(PTRACE_DETACH, tid, 0, event == 0 ? WSTOPSIG(status) : 0);
 }
 
-static int restore_stopped(struct cshim_attach *a)
+int attach_restore(struct cshim_attach *a)
 {
     int rc = ptrace(PTRACE_SETREGS, a->stopped, 0, &a->resume);
     if (a->masked && ptrace(PTRACE_SETSIGMASK, a->stopped, sizeof a->mask, &a->mask) != 0)
@@ -179,7 +169,7 @@ void cshim_attach_abandon(cshim_attach *a)
     for (int i = 0; i < a->ntids; i++) {
         pid_t tid = a->tids[i];
         if (tid == a->stopped) {
-            (void)restore_stopped(a);
+            (void)attach_restore(a);
             (void)ptrace(PTRACE_DETACH, tid, 0, 0);
             continue;
         }
@@ -196,13 +186,19 @@ void cshim_attach_abandon(cshim_attach *a)
 
 cshim_attach *cshim_attach_seize(pid_t pid)
 {
+    return attach_seize(pid, OPTIONS);
+}
+
+struct cshim_attach *attach_seize(pid_t pid, long options)
+{
     struct cshim_attach *a = calloc(1, sizeof *a);
     if (a == NULL)
         return NULL;
     a->pid = pid;
+    a->options = options;
     a->tracer = (pid_t)syscall(SYS_gettid);
     a->tracee_listener = -1;
-    if (ptrace(PTRACE_SEIZE, pid, 0, OPTIONS) != 0 || add_tid(a, pid) < 0) {
+    if (ptrace(PTRACE_SEIZE, pid, 0, options) != 0 || add_tid(a, pid) < 0) {
         int err = errno;
         free(a->tids);
         free(a);
@@ -293,7 +289,7 @@ static int find_syscall(struct cshim_attach *a)
 
 // Runs syscall `nr` in the stopped thread; returns its raw result (-errno
 // on failure) in *result, or -1 with errno when the thread cannot run it.
-static int inject(struct cshim_attach *a, long nr, unsigned long a0, unsigned long a1, unsigned long a2,
+int attach_inject(struct cshim_attach *a, long nr, unsigned long a0, unsigned long a1, unsigned long a2,
                   unsigned long a3, unsigned long a4, unsigned long a5, long *result)
 {
     struct user_regs_struct r = a->resume;
@@ -332,13 +328,21 @@ static int inject(struct cshim_attach *a, long nr, unsigned long a0, unsigned lo
 
 // seccomp(SET_MODE_FILTER) of the program at `prog` for every thread, with
 // a listener; without WAIT_KILLABLE_RECV on kernels before 5.19 (EINVAL).
+// For the ptrace engine no listener, and TSYNC alone (a thread that cannot
+// take the filter is named by a positive result: ESRCH here).
 static int install_filter(struct cshim_attach *a, unsigned long prog, long *rc)
 {
+    if (a->options & PTRACE_O_TRACESECCOMP) {
+        int r = attach_inject(a, SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, prog, 0, 0, 0, rc);
+        if (r == 0 && *rc > 0)
+            *rc = -ESRCH;
+        return r;
+    }
     unsigned long flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_TSYNC | TSYNC_ESRCH;
-    if (inject(a, SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags | WAIT_KILLABLE_RECV, prog, 0, 0, 0, rc) != 0)
+    if (attach_inject(a, SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags | WAIT_KILLABLE_RECV, prog, 0, 0, 0, rc) != 0)
         return -1;
     if (*rc == -EINVAL)
-        return inject(a, SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, prog, 0, 0, 0, rc);
+        return attach_inject(a, SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, prog, 0, 0, 0, rc);
     return 0;
 }
 
@@ -386,8 +390,8 @@ int cshim_attach_install(cshim_attach *a, const cshim_filter *filter, int *stage
     size_t bytes = sizeof(struct sock_fprog) + (size_t)filter->len * sizeof(struct sock_filter);
     size_t size = (bytes + 4095) & ~(size_t)4095;
     long page;
-    if (inject(a, SYS_mmap, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, (unsigned long)-1, 0,
-               &page) != 0)
+    if (attach_inject(a, SYS_mmap, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, (unsigned long)-1, 0,
+                      &page) != 0)
         return -1;
     if (page < 0 && page > -4096)
         return errno = (int)-page, -1;
@@ -402,7 +406,7 @@ int cshim_attach_install(cshim_attach *a, const cshim_filter *filter, int *stage
         if (rc == -EACCES) {
             long nnp;
             *stage = CSHIM_ATTACH_NO_NEW_PRIVS;
-            if (inject(a, SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0, &nnp) != 0)
+            if (attach_inject(a, SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0, &nnp) != 0)
                 return -1;
             rc = nnp;
             if (nnp == 0) {
@@ -415,10 +419,12 @@ int cshim_attach_install(cshim_attach *a, const cshim_filter *filter, int *stage
     long unmapped;
     if (rc >= 0)
         *stage = CSHIM_ATTACH_GETFD;  // the filter is in place: a failure no longer detaches
-    if (inject(a, SYS_munmap, (unsigned long)page, size, 0, 0, 0, 0, &unmapped) != 0)
+    if (attach_inject(a, SYS_munmap, (unsigned long)page, size, 0, 0, 0, 0, &unmapped) != 0)
         return -1;
     if (rc < 0)
         return errno = (int)-rc, -1;
+    if (a->options & PTRACE_O_TRACESECCOMP)
+        return 0;  // no listener: the tracer is the supervisor
     a->tracee_listener = (int)rc;
     int pidfd = (int)syscall(SYS_pidfd_open, a->pid, 0);
     if (pidfd < 0)
@@ -428,17 +434,4 @@ int cshim_attach_install(cshim_attach *a, const cshim_filter *filter, int *stage
     close(pidfd);
     errno = err;
     return fd;
-}
-
-int cshim_attach_finish(cshim_attach *a)
-{
-    long closed;
-    int rc = inject(a, SYS_close, (unsigned long)a->tracee_listener, 0, 0, 0, 0, 0, &closed);
-    if (restore_stopped(a) == 0 && rc == 0)
-        rc = ptrace(PTRACE_CONT, a->stopped, 0, 0);
-    int err = errno;
-    free(a->tids);
-    free(a);
-    errno = err;
-    return rc == 0 ? 0 : -1;
 }

@@ -1,5 +1,6 @@
-// CShim: the tracer of a process taken over by cshim_attach.c, once the
-// filter is in place, and the facts about a process the attach reads.
+// CShim: the end of a seccomp engine's attach (cshim_attach.c): the
+// listener's number closed in the tracee, then the tracer of the process
+// once the filter is in place; and the facts about a process the attach reads.
 #include "CShim.h"
 
 #include <errno.h>
@@ -9,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+
+#include "attach_internal.h"
 
 pid_t cshim_tracer_of(pid_t tid)
 {
@@ -49,4 +53,17 @@ int cshim_attach_trace(pid_t root)
         else
             (void)ptrace(PTRACE_CONT, pid, 0, event == 0 ? sig : 0);
     }
+}
+
+int cshim_attach_finish(cshim_attach *a)
+{
+    long closed;
+    int rc = attach_inject(a, SYS_close, (unsigned long)a->tracee_listener, 0, 0, 0, 0, 0, &closed);
+    if (attach_restore(a) == 0 && rc == 0)
+        rc = ptrace(PTRACE_CONT, a->stopped, 0, 0);
+    int err = errno;
+    free(a->tids);
+    free(a);
+    errno = err;
+    return rc == 0 ? 0 : -1;
 }

@@ -102,6 +102,16 @@ static void rerun_drop(pid_t tid)
         rerun_free(h);
 }
 
+// Exits that run_to_exit's waitpid took (the thread died during injected
+// calls): cshim_ptrace_next reports them as the loop's own waitpid would
+// have (an attached process's status is learnt there). Tracer thread only.
+#define LOST_EXITS 16
+static struct {
+    pid_t tid;
+    int status;
+} lost_exits[LOST_EXITS];
+static int lost_count;
+
 static int is_group_stop_signal(int sig)
 {
     return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
@@ -146,11 +156,6 @@ void cshim_drain(int fd)
     char buf[512];
     while (read(fd, buf, sizeof buf) == (ssize_t)sizeof buf) {
     }
-}
-
-int cshim_ptrace_seize(pid_t tid)
-{
-    return (int)ptrace(PTRACE_SEIZE, tid, 0, options);
 }
 
 int cshim_ptrace_start(pid_t pid, int sock, int *stage, int *err)
@@ -226,6 +231,13 @@ static void refuse_ptrace(cshim_ptrace_stop *stop)
 
 int cshim_ptrace_next(cshim_ptrace_stop *out, int wait)
 {
+    if (lost_count > 0) {
+        lost_count--;
+        out->tid = lost_exits[lost_count].tid;
+        out->nr = -1;
+        out->args[0] = (uint32_t)lost_exits[lost_count].status;
+        return 1;
+    }
     for (;;) {
         int status;
         pid_t tid = waitpid(-1, &status, __WALL | __WNOTHREAD | (wait ? 0 : WNOHANG));
@@ -240,6 +252,7 @@ int cshim_ptrace_next(cshim_ptrace_stop *out, int wait)
             rerun_drop(tid);
             out->tid = tid;
             out->nr = -1;
+            out->args[0] = (uint32_t)status;
             return 1;
         }
         if (!WIFSTOPPED(status))
@@ -305,8 +318,10 @@ static int run_to_exit(pid_t tid, int *signal)
             return -1;
         }
         if (!WIFSTOPPED(status)) {
-            // Its exit is consumed here: the loop will not see it.
+            // Its exit is consumed here: reported by the loop's next cshim_ptrace_next.
             rerun_drop(tid);
+            if (lost_count < LOST_EXITS)
+                lost_exits[lost_count].tid = tid, lost_exits[lost_count++].status = status;
             errno = ESRCH;
             return -1;
         }

@@ -3,7 +3,12 @@
 // by syscalls injected with cshim_ptrace_inject (cshim_ptrace.c): a
 // socketpair, the supervisor's SCM_RIGHTS message on it (sent through a
 // pidfd_getfd copy of the tracee's end), recvmsg, then dup3 or fcntl to
-// the number asked for, and close. Tracer thread only.
+// the number asked for, and close. Tracer thread only. The thread's signal
+// mask is all signals meanwhile (PTRACE_SETSIGMASK, put back after): a
+// signal sent then stays pending in the kernel, queued or coalesced as it
+// would be, and comes once the thread goes on, rather than at a
+// signal-delivery-stop between two injected calls (where only one signal
+// could be held back: a second, a queued real-time one above all, was lost).
 //
 // That socketpair is made once per descriptor table, not per install: a
 // channel's tracee end stays at a number at the top of the placeholder
@@ -21,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <linux/kcmp.h>
@@ -208,6 +214,9 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
     s.msg.msg_controllen = sizeof s.ctl.buf;
     if (tracee_io(tid, at, &s, sizeof s, 1) != 0)
         return -EFAULT;
+    uint64_t mask, all = ~(uint64_t)0;
+    int masked = ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
+                 ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) == 0;
     int64_t result;
     int got = -1;
     struct channel *c = find_channel(tid);
@@ -256,5 +265,7 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
     }
     if (tracee_io(tid, at, &saved, sizeof saved, 1) != 0 && result >= 0)
         result = -EFAULT;
+    if (masked)
+        (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
     return result == INT64_MIN ? -ESRCH : result;
 }

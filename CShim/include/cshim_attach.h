@@ -1,4 +1,5 @@
-// CShim: taking over a running process (cshim_attach.c, cshim_attach_trace.c).
+// CShim: taking over a running process (cshim_attach.c, cshim_attach_trace.c,
+// cshim_attach_ptrace.c).
 // Included at the end of CShim.h (inside its extern "C"), after cshim_filter.
 #ifndef CSHIM_ATTACH_H
 #define CSHIM_ATTACH_H
@@ -23,7 +24,8 @@ typedef struct cshim_attach cshim_attach;
 cshim_attach *cshim_attach_seize(pid_t pid);
 /// Stops one thread and installs `filter` in the process through it (all
 /// threads, with a listener); returns the listener, copied here
-/// (close-on-exec). On failure -1, errno and *stage: before
+/// (close-on-exec). Seized by cshim_attach_seize_tracing: no listener, and
+/// 0 once the filter is in place. On failure -1, errno and *stage: before
 /// CSHIM_ATTACH_GETFD nothing was installed (cshim_attach_abandon then
 /// leaves the process as it was, except no_new_privs when *stage is
 /// CSHIM_ATTACH_SECCOMP and the thread lacked CAP_SYS_ADMIN).
@@ -34,6 +36,14 @@ int cshim_attach_install(cshim_attach *a, const cshim_filter *filter, int *stage
 int cshim_attach_finish(cshim_attach *a);
 /// Detaches every thread and child, each as it was; frees `a`.
 void cshim_attach_abandon(cshim_attach *a);
+/// As cshim_attach_seize, for the ptrace engine: with its options
+/// (PTRACE_O_TRACESECCOMP too), from the engine's tracer thread; the
+/// filter given to cshim_attach_install then has the action TRACE.
+cshim_attach *cshim_attach_seize_tracing(pid_t pid);
+/// After cshim_attach_install of a seize_tracing: restores the stopped
+/// thread's registers and signal mask and lets it run (the ptrace engine's
+/// loop handles every stop from now on); frees `a`. 0 or -1 and errno.
+int cshim_attach_release(cshim_attach *a);
 /// The tracer loop: passes signals on, keeps group-stops (PTRACE_LISTEN),
 /// lets new threads and children run; returns the process's wait status
 /// once it has ended (-1 and errno if it cannot be waited for).

@@ -11,7 +11,7 @@ typedef struct cshim_ptrace_regs {
 /// One seccomp stop (PTRACE_EVENT_SECCOMP) for the supervisor, or an exit.
 typedef struct cshim_ptrace_stop {
     int32_t tid;
-    int32_t nr;          // -1: `tid` exited (no stop: forget its calls)
+    int32_t nr;          // -1: `tid` exited (no stop: forget its calls), args[0] its wait status
     uint64_t args[6];
     cshim_ptrace_regs regs;   // as at the stop, restored when it is answered
     int32_t regs_read;        // `regs` is read (on first need: a call run natively never needs it)
@@ -23,10 +23,6 @@ typedef struct cshim_ptrace_stop {
 /// it is left running) or it reported a failed step (1, *stage and *err
 /// set) or -1 with errno. Closes `sock`.
 int cshim_ptrace_start(pid_t pid, int sock, int *stage, int *err);
-/// PTRACE_SEIZE of one running thread with the engine's options (for a
-/// process that is already running: each of its threads, from the thread
-/// that will trace). 0 or -1 with errno.
-int cshim_ptrace_seize(pid_t tid);
 /// The next seccomp stop or exit among this thread's tracees, handling
 /// every other stop itself: 1 with *out filled, 0 when none is ready
 /// (never when `wait` asks to wait for one), -1 with errno (ECHILD: no

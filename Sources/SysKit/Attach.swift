@@ -42,17 +42,28 @@ public struct AttachFailure: Error, CustomStringConvertible {
 /// filter and now only keeps the process going (signals passed on,
 /// group-stops kept, new threads and children let run) and collects its
 /// exit. The tracer thread never ends before the process, so EXITKILL
-/// kills the process with wrap-and-run and never earlier.
+/// kills the process with wrap-and-run and never earlier. Under the
+/// ptrace engine that thread is the engine's tracer (see
+/// `PtraceTracer.takeOver`), whose loop reports the exit.
 public final class AttachedProcess: Sendable {
     public let pid: pid_t
     private let ended = CountingSemaphore(value: 0)
     private let status = Atomic<Int32>(-1)
+    private let reported = Atomic<Bool>(false)
     /// The install's outcome (listener or -1, errno, stage), set by the
     /// tracer thread before it signals `installed`.
     private let installed = CountingSemaphore(value: 0)
     private let result = Mutex<(CInt, Int32, Int32)>((-1, 0, 0))
 
-    private init(pid: pid_t) { self.pid = pid }
+    init(pid: pid_t) { self.pid = pid }
+
+    /// Records the process's wait status (-1: it could not be learnt) and
+    /// wakes `exitCode`; only the first report counts.
+    func end(status s: Int32) {
+        if reported.exchange(true, ordering: .acquiringAndReleasing) { return }
+        status.store(s, ordering: .releasing)
+        ended.signal()
+    }
 
     /// Seizes `pid`, installs `filter` in it and returns the listener copy;
     /// the call returns once the filter is in place (or it failed, and the
@@ -82,8 +93,7 @@ public final class AttachedProcess: Sendable {
                 printError("wrap-and-run: --attach \(pid): restoring the stopped thread failed: \(String(cString: strerror(Glibc.errno))); the process was killed\n")
                 kill(pid, SIGKILL)
             }
-            process.status.store(cshim_attach_trace(pid), ordering: .releasing)
-            process.ended.signal()
+            process.end(status: cshim_attach_trace(pid))
         }.start()
         process.installed.wait()
         let (fd, err, stage) = process.result.withLock { $0 }

@@ -95,6 +95,10 @@ public final class PtraceTracer: @unchecked Sendable {
     private var tracerThread = pthread_t()
     /// Stops queued for the workers and not yet answered.
     private var withWorkers = 0
+    /// The process taken over with --attach, whose exit the loop reports
+    /// (see `takeOver`): set on the tracer thread before its loop, read
+    /// only there.
+    var root: AttachedProcess? = nil
 
     /// Blocks SIGCHLD in the calling thread (and the threads it starts):
     /// called before the supervisor starts any thread, so the tracer's
@@ -132,7 +136,7 @@ public final class PtraceTracer: @unchecked Sendable {
     /// waiting on `stageSocket`) and runs its loop; returns once the
     /// program's execve has happened.
     public static func start(pid: pid_t, stageSocket: CInt) throws(StartFailure) -> PtraceTracer {
-        try start { () -> StartFailure? in
+        try start { _ -> StartFailure? in
             var stage: Int32 = 0, err: Int32 = 0
             let rc = cshim_ptrace_start(pid, stageSocket, &stage, &err)
             if rc == 0 { return nil }
@@ -140,26 +144,15 @@ public final class PtraceTracer: @unchecked Sendable {
         }
     }
 
-    /// Starts the tracer thread on threads that are already running: it
-    /// seizes each of `tids` (all the threads of a process, for taking one
-    /// over; its filter must use SECCOMP_RET_TRACE for anything to stop)
-    /// and runs its loop. Threads they start later are traced on their own.
-    public static func start(seizing tids: [pid_t]) throws(StartFailure) -> PtraceTracer {
-        try start { () -> StartFailure? in
-            for tid in tids where cshim_ptrace_seize(tid) != 0 { return StartFailure(errno: lastErrno(), stage: 0) }
-            return nil
-        }
-    }
-
     /// Runs `begin` on a new tracer thread (every ptrace request must come
     /// from the thread that seized), then the loop; returns once `begin` has.
-    private static func start(_ begin: @escaping @Sendable () -> StartFailure?) throws(StartFailure) -> PtraceTracer {
+    static func start(_ begin: @escaping @Sendable (PtraceTracer) -> StartFailure?) throws(StartFailure) -> PtraceTracer {
         let tracer: PtraceTracer
         do { tracer = try PtraceTracer() } catch { throw StartFailure(errno: error, stage: 0) }
         let started = CountingSemaphore(value: 0)
         let outcome = Mutex<StartFailure?>(nil)
         ThreadRunner(name: "tracer") {
-            let failure = begin()
+            let failure = begin(tracer)
             outcome.withLock { $0 = failure }
             started.signal()
             if failure == nil { tracer.run() }
@@ -195,6 +188,7 @@ public final class PtraceTracer: @unchecked Sendable {
             if !takeStops() { break }
         }
         // No tracee left: every receive from now on says so.
+        root?.end(status: -1)   // its exit was not seen (no-op once it was)
         hungUp.store(true, ordering: .releasing)
         var many: UInt64 = 1 << 40
         _ = write(readyFD, &many, 8)
@@ -212,6 +206,7 @@ public final class PtraceTracer: @unchecked Sendable {
                 return rc == 0 || Glibc.errno != ECHILD
             }
             if s.stop.nr < 0 {
+                if let root, s.stop.tid == root.pid { root.end(status: Int32(truncatingIfNeeded: s.stop.args.0)) }
                 forget(tid: s.stop.tid)
                 queues.withLock { $0.free.append(index) }
                 if waitingForOne { return true }

@@ -245,7 +245,6 @@ struct Launch {
         if attach != nil {
             guard command.isEmpty else { fail(Status.usage, "--attach takes no program (usage: wrap-and-run [OPTIONS] --attach PID)") }
             if cwd != nil { fail(Status.usage, "--cwd does not apply to --attach (the process stays where it is)") }
-            if engine == "ptrace" { fail(Status.usage, "--attach takes a process over with the seccomp engine; --engine ptrace cannot attach") }
             if stdio == "home" { fail(Status.usage, "--stdio home does not apply to --attach (the process keeps the descriptors it has)") }
             supervise(program: "", arguments: [], environment: environment, policy: policy)
         }

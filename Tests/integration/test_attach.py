@@ -1,142 +1,19 @@
-"""wrap-and-run --attach PID: taking over a running process.
-
-Each tracee is a plain python3 started by the test (not under wrap-and-run)
-that reads a path every 200 ms and prints what it read: the target's decoy
-before the attach, the home's file after it (only home has that content).
-It exits 7 once a stop file exists (under BASE/local, the same file here
-and at home), so its exit status is known and must reach wrap-and-run.
+"""wrap-and-run --attach PID: taking over a running process, on the engine
+TETHER_ENGINE names (seccomp, ptrace, or auto: seccomp, ptrace where the
+process already has a listener) unless a test says; tracees and helpers in
+attach_tracee.py.
 """
 import os
-import queue
 import signal
 import subprocess
-import threading
 import time
-from contextlib import contextmanager
 
-from conftest import ENGINE, MIN_ENV, NOBODY_SETPRIV, WRAP, py
+import pytest
 
-HOME = "HOME-CONTENT"
-DECOY = "TARGET-DECOY"
-
-LOOP = r"""
-import os, sys, time
-path, stop = sys.argv[1], sys.argv[2]
-print("pid", os.getpid(), flush=True)
-while True:
-    with open(path) as f:
-        print(f.read().strip(), flush=True)
-    if os.path.exists(stop):
-        sys.exit(7)
-    time.sleep(0.2)
-"""
-
-
-class Tracee:
-    """A python3 program started here, its stdout lines collected."""
-
-    def __init__(self, argv, stdin=subprocess.DEVNULL):
-        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=dict(MIN_ENV),
-                                     start_new_session=True)
-        self.lines = queue.Queue()
-        self.seen = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.decode(errors="replace").rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_for(self, pred, timeout=20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no line matching within {timeout} s; lines so far: {self.seen[-20:]}"
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            assert line is not None, f"the tracee ended ({self.proc.poll()}); lines: {self.seen[-20:]}"
-            self.seen.append(line)
-            if pred(line):
-                return line
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
-def attach_argv(tv, pid, user=None):
-    if user is None:
-        return [str(WRAP), "--home", tv.home.addr, "--key-file", str(tv.home.key), "--attach", str(pid)]
-    _, wrap = tv.binaries_for(user)
-    return NOBODY_SETPRIV + [str(wrap), "--home", "spawn", "--attach", str(pid)]
-
-
-def attach(tv, pid, user=None):
-    return subprocess.Popen(attach_argv(tv, pid, user), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=dict(MIN_ENV), start_new_session=True)
-
-
-def status_of(pid) -> dict:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            out[k] = v.strip()
-    return out
-
-
-def wait_attached(pid, w):
-    """Until the filter is in place and the tracee's own listener number is closed."""
-    deadline = time.monotonic() + 20
-    while status_of(pid)["Seccomp"] != "2" or any(
-            os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:seccomp notify" for fd in os.listdir(f"/proc/{pid}/fd")):
-        assert time.monotonic() < deadline and w.poll() is None, w.stderr.read().decode() if w.poll() is not None else "slow"
-        time.sleep(0.05)
-
-
-def start_loop(tv, script=LOOP, stdin=subprocess.DEVNULL):
-    tv.both("data.txt", HOME + "\n", DECOY + "\n")
-    stop = tv.local / "stop"
-    t = Tracee(py(script, tv.p("data.txt"), str(stop)), stdin=stdin)
-    pid = int(t.wait_for(lambda l: l.startswith("pid ")).split()[1])
-    return t, pid, stop
-
-
-def finish(t, w, stop):
-    """Lets the tracee end (exit 7) and returns wrap-and-run's status and stderr."""
-    stop.write_text("")
-    try:
-        out, err = w.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        w.kill()
-        t.kill()
-        raise AssertionError(f"wrap-and-run --attach did not end; tracee lines: {t.seen[-10:]}")
-    assert t.proc.wait(timeout=10) == 7
-    return w.returncode, err.decode(errors="replace")
-
-
-@contextmanager
-def attached(tv, script=LOOP, before=(), after=()):
-    """Runs `script`, waits for its `before` lines, attaches, waits for its
-    `after` lines and yields (tracee, pid, wrap-and-run); then lets the
-    tracee end and checks that its status 7 is wrap-and-run's; wrap-and-run
-    says nothing."""
-    t, pid, stop = start_loop(tv, script)
-    try:
-        for line in before:
-            t.wait_for(lambda l, line=line: l == line)
-        w = attach(tv, pid)
-        for line in after:
-            t.wait_for(lambda l, line=line: l == line)
-        yield t, pid, w
-        code, err = finish(t, w, stop)
-        assert code == 7, err
-        assert "wrap-and-run" not in err, err
-    finally:
-        t.kill()
+from attach_tracee import (DECOY, HOME, LOOP, Tracee, attach, attach_argv, attached, finish, start_loop,
+                           status_of, wait_attached)
+from conftest import ENGINE, MIN_ENV, NOBODY_SETPRIV, py
+from test_engines import FOREIGN_LISTENER
 
 
 def test_attach_forwards_new_opens_and_keeps_exit_status(tv):
@@ -146,6 +23,24 @@ def test_attach_forwards_new_opens_and_keeps_exit_status(tv):
         # Every read from here on is the home's.
         for _ in range(3):
             assert t.wait_for(lambda l: True) == HOME
+
+
+@pytest.mark.parametrize("engine", ["seccomp", "ptrace"])
+def test_attach_with_each_engine_forwards_and_keeps_exit_status(tv, engine):
+    # The loop of the issue, whatever TETHER_ENGINE says; --stats names the engine.
+    t, pid, stop = start_loop(tv)
+    try:
+        t.wait_for(lambda l: l == DECOY)
+        w = attach(tv, pid, extra=["--engine", engine, "--stats"])
+        t.wait_for(lambda l: l == HOME)
+        assert t.wait_for(lambda l: True) == HOME
+        st = status_of(pid)
+        assert (st["Seccomp"], st["NoNewPrivs"]) == ("2", "0") and st["TracerPid"] in os.listdir(f"/proc/{w.pid}/task")
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+        assert f"  engine: {engine}\n" in err, err
+    finally:
+        t.kill()
 
 
 def test_attach_threads_before_and_after_forward(tv):
@@ -259,11 +154,13 @@ def test_attach_refuses_init_a_program_and_cwd(tv):
     r = subprocess.run(attach_argv(tv, os.getpid()) + ["--cwd", "/"], capture_output=True, text=True, timeout=30,
                        env=dict(MIN_ENV))
     assert r.returncode == 125 and "--cwd does not apply to --attach" in r.stderr, r.stderr
-    for extra, why in ((["--engine", "ptrace"], "--engine ptrace cannot attach"),
-                       (["--stdio", "home"], "--stdio home does not apply to --attach")):
-        r = subprocess.run(attach_argv(tv, os.getpid()) + extra, capture_output=True, text=True, timeout=30,
-                           env=dict(MIN_ENV))
-        assert r.returncode == 125 and why in r.stderr, r.stderr
+    r = subprocess.run(attach_argv(tv, os.getpid()) + ["--stdio", "home"], capture_output=True, text=True, timeout=30,
+                       env=dict(MIN_ENV))
+    assert r.returncode == 125 and "--stdio home does not apply to --attach" in r.stderr, r.stderr
+    for engine in ("seccomp", "ptrace", "auto"):
+        r = subprocess.run(attach_argv(tv, os.getpid()) + ["--engine", engine], capture_output=True, text=True,
+                           timeout=30, env=dict(MIN_ENV))
+        assert r.returncode == 125 and "wrap-and-run itself or its ancestor" in r.stderr, r.stderr
 
 
 def test_attach_to_another_users_process_leaves_it_untouched(tv):
@@ -287,7 +184,7 @@ def test_attach_to_another_users_process_leaves_it_untouched(tv):
         t.kill()
 
 
-def test_attach_to_a_process_under_wrap_and_run_is_busy(tv):
+def test_seccomp_attach_to_a_process_under_wrap_and_run_is_busy(tv):
     tv.both("data.txt", HOME + "\n", DECOY + "\n")
     stop = tv.local / "stop"
     first = subprocess.Popen(tv.wrap_argv(py(LOOP, tv.p("data.txt"), str(stop))), stdin=subprocess.DEVNULL,
@@ -297,7 +194,8 @@ def test_attach_to_a_process_under_wrap_and_run_is_busy(tv):
         pid = int(first.stdout.readline().split()[1])
         assert first.stdout.readline().decode().strip() == HOME
         tracer = status_of(pid)["TracerPid"]
-        r = subprocess.run(attach_argv(tv, pid), capture_output=True, text=True, timeout=30, env=dict(MIN_ENV))
+        r = subprocess.run(attach_argv(tv, pid, extra=["--engine", "seccomp"]), capture_output=True, text=True,
+                           timeout=30, env=dict(MIN_ENV))
         assert r.returncode == 125, r.stderr
         # Under the seccomp engine it holds a listener; under ptrace its
         # supervisor is its tracer, and a thread has one tracer.
@@ -314,6 +212,71 @@ def test_attach_to_a_process_under_wrap_and_run_is_busy(tv):
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
+
+
+# Prints what it read and what ptrace(PTRACE_PEEKDATA, 1) said: ESRCH where
+# no one stops that call (init is not its tracee), EPERM once the ptrace
+# engine does (the only call its filter stops that wrap-and-run's seccomp
+# filter does not).
+PROBING_LOOP = r"""
+import ctypes, errno, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+path, stop = sys.argv[1], sys.argv[2]
+print("pid", os.getpid(), flush=True)
+while True:
+    with open(path) as f:
+        data = f.read().strip()
+    libc.ptrace(2, 1, 0, 0)
+    print(data, errno.errorcode[ctypes.get_errno()], flush=True)
+    if os.path.exists(stop):
+        sys.exit(7)
+    time.sleep(0.2)
+"""
+
+
+def test_auto_attach_takes_over_a_process_under_wrap_and_run_with_ptrace(tv):
+    # Its listener makes seccomp's attach fail with EBUSY: auto takes ptrace.
+    # Its supervisor still gets the calls both filters stop (USER_NOTIF
+    # ranks before TRACE), and forwards them; the new one gets the rest.
+    tv.both("data.txt", HOME + "\n", DECOY + "\n")
+    stop = tv.local / "stop"
+    first = Tracee(tv.wrap_argv(py(PROBING_LOOP, tv.p("data.txt"), str(stop)), extra_wrap_args=["--engine", "seccomp"]),
+                   stderr=subprocess.PIPE)
+    try:
+        pid = int(first.wait_for(lambda l: l.startswith("pid ")).split()[1])
+        first.wait_for(lambda l: l == HOME + " ESRCH")
+        assert status_of(pid)["TracerPid"] == "0"
+        w = attach(tv, pid, extra=["--engine", "auto"])
+        first.wait_for(lambda l: l == HOME + " EPERM")
+        st = status_of(pid)
+        assert st["TracerPid"] in os.listdir(f"/proc/{w.pid}/task"), st
+        assert (st["Seccomp"], st["Seccomp_filters"]) == ("2", "2"), st
+        code, err = finish(first, w, stop)
+        assert code == 7, err
+        assert err.count("ptrace calls fail with EPERM under the ptrace engine") == 1, err
+        assert first.proc.wait(timeout=10) == 7, first.proc.stderr.read()
+    finally:
+        first.kill()
+
+
+def test_auto_attach_takes_over_a_process_under_a_foreign_listener_with_ptrace(tv):
+    # A container runtime's listener, notifying only acct(2): every other
+    # call is the ptrace engine's, forwarded from the attach on.
+    t, pid, stop = start_loop(tv, prefix=py(FOREIGN_LISTENER))
+    try:
+        t.wait_for(lambda l: l == DECOY)
+        r = subprocess.run(attach_argv(tv, pid, extra=["--engine", "seccomp"]), capture_output=True, text=True,
+                           timeout=30, env=dict(MIN_ENV))
+        assert r.returncode == 125 and "already has a seccomp listener" in r.stderr, r.stderr
+        assert status_of(pid)["TracerPid"] == "0"
+        t.wait_for(lambda l: l == DECOY)
+        w = attach(tv, pid, extra=["--engine", "auto"])
+        t.wait_for(lambda l: l == HOME)
+        assert status_of(pid)["TracerPid"] in os.listdir(f"/proc/{w.pid}/task")
+        code, err = finish(t, w, stop)
+        assert code == 7, err
+    finally:
+        t.kill()
 
 
 def test_attached_process_dies_with_wrap_and_run(tv):

@@ -1,3 +1,4 @@
+import CShim
 import Glibc
 import SysKit
 
@@ -21,7 +22,10 @@ extension Supervisor {
     /// by the kernel; placeholders go to the free numbers of the upper half
     /// of its own descriptor limit (`place` skips numbers it holds there).
     /// Its end is its exit status, learnt by the tracer; it cannot outlive
-    /// wrap-and-run (PTRACE_O_EXITKILL).
+    /// wrap-and-run (PTRACE_O_EXITKILL). The engine is chosen as for a
+    /// started program: `auto` takes seccomp, and ptrace when the injected
+    /// seccomp(NEW_LISTENER) is refused with EBUSY (the process already
+    /// has a listener), EINVAL or ENOSYS (a kernel without it).
     public static func attach(_ options: SupervisorOptions, pid: pid_t) throws(LaunchError) -> Supervisor {
         try refuseAttach(pid)
         let parts = try Parts(options)
@@ -32,16 +36,35 @@ extension Supervisor {
         }
         let limit = Int32(clamping: nofile)
         let base = max(16, limit / 2)
-        let filter = try makeFilter(placeholderBase: base)
         // Recorded before the filter is in place: its first call may come at once.
         parts.tracees.addRoot(pid: pid, cwd: .local(path: nil))
-        let process: AttachedProcess, listener: SeccompListener
-        do { (process, listener) = try AttachedProcess.takeOver(pid: pid, filter: filter) } catch {
+        let (engine, process) = try takeOver(pid, engine: options.engine, placeholderBase: base)
+        return try start(parts, listener: engine, child: pid, end: .attached(process), placeholderBase: base,
+                         descriptorLimit: limit)
+    }
+
+    /// Installs the filter of `engine` in every thread of `pid` (see
+    /// `attach`) and returns the engine serving it.
+    private static func takeOver(_ pid: pid_t, engine: Engine, placeholderBase base: Int32) throws(LaunchError)
+        -> (Interceptor, AttachedProcess) {
+        if engine != .ptrace {
+            let filter = try makeFilter(placeholderBase: base)
+            do {
+                let (process, listener) = try AttachedProcess.takeOver(pid: pid, filter: filter)
+                listener.preferSynchronousWakeUp()
+                return (.seccomp(listener), process)
+            } catch {
+                let noListener = error.stage == Int32(CSHIM_ATTACH_SECCOMP) && [EBUSY, EINVAL, ENOSYS].contains(error.errno.rawValue)
+                if engine == .seccomp || !noListener { throw .attach(error.description) }
+            }
+        }
+        let filter = try makeFilter(placeholderBase: base, tracing: true)
+        do {
+            let (tracer, process) = try PtraceTracer.takeOver(pid: pid, filter: filter)
+            return (.ptrace(tracer), process)
+        } catch {
             throw .attach(error.description)
         }
-        listener.preferSynchronousWakeUp()
-        return try start(parts, listener: .seccomp(listener), child: pid, end: .attached(process), placeholderBase: base,
-                         descriptorLimit: limit)
     }
 
     /// Processes wrap-and-run will not take over: none (no such process,
