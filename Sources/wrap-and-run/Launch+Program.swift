@@ -51,6 +51,17 @@ extension Launch {
         }
     }
 
+    /// With `--stdio home` and an ssh:// home (no `--home-command`): the
+    /// second login that hands the home's terminal over (`TerminalLogin`);
+    /// nil for other homes, whose session's own terminal serves.
+    func terminalLogin() -> (@Sendable (String, String) -> String)? {
+        guard homeCommand == nil, case .success(let target)? = SSHHome.parse(home) else { return nil }
+        let ssh = getenv("TETHER_SSH_COMMAND").map { String(cString: $0) }, remote = remoteHomestub
+        return { directory, secret in
+            target.terminalCommand(sshCommand: ssh, remoteHomestub: remote, directory: directory, secret: secret)
+        }
+    }
+
     /// `--stdio home` (the home's terminal) or `local` (wrap-and-run's own).
     var stdioAtHome: Bool {
         switch stdio {

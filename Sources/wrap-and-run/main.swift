@@ -286,6 +286,7 @@ struct Launch {
         }
         launchOptions.workingDirectory = cwd
         launchOptions.stdioAtHome = stdioAtHome
+        if stdioAtHome { launchOptions.terminalLogin = terminalLogin() }
         let named = engine ?? getenv("TETHER_ENGINE").map { String(cString: $0) } ?? "auto"
         guard let engine = Engine(rawValue: named) else { fail(Status.usage, "--engine takes seccomp, ptrace or auto, not \(named)") }
         launchOptions.engine = engine
@@ -305,7 +306,9 @@ struct Launch {
             case .home(.refused): fail(Status.refused, error.description)
             case .home(.protocolError): fail(Status.protocolError, error.description)
             case .workingDirectory, .output, .attach: fail(Status.usage, error.description)
-            case .spawn: fail(Status.cannotExecute, error.description)
+            case .spawn, .terminal(.none, _): fail(Status.cannotExecute, error.description)
+            case .terminal(.login, _): fail(Status.unreachable, error.description)
+            case .terminal(.refused, _): fail(Status.refused, error.description)
             }
         }
         Glibc.exit(supervisor.wait())

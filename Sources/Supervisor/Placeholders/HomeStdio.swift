@@ -10,29 +10,45 @@ import Wire
 /// its reads and writes are pumped, its ioctls (isatty, termios, window
 /// size) act on that terminal, and a size change there sends it SIGWINCH.
 enum HomeStdio {
-    /// The terminal's placeholder: the end the program inherits, and its state.
+    /// The terminal's placeholder: the end the program inherits, and its
+    /// state; the login that lent it, if one did.
     struct Terminal {
         let end: CInt
         let state: SocketState
+        let login: TerminalLogin?
     }
 
-    /// Opens the home's terminal (op `terminal`) and starts its pump.
-    static func open(link: HomeLink, watchers: Watchers) throws(LaunchError) -> Terminal {
-        let slot = link.slots[HomeLink.controlSlot]
-        guard let r = try? link.call(slot, .terminal, Scalars()) else {
-            throw .spawn("--stdio home: the connection to home failed")
-        }
-        guard r.result >= 0 else {
-            let e = Int32(truncatingIfNeeded: -r.result)
-            throw .spawn(e == ENOTTY ? "--stdio home: the home has no terminal (homestub's standard error is not one)"
-                         : "--stdio home: cannot open the home's terminal: \(String(cString: strerror(e)))")
+    /// Opens the home's terminal, the session's own (op `terminal`) or one
+    /// a second login hands over (`login`: its shell command, see
+    /// `TerminalLogin`), and starts its pump.
+    static func open(link: HomeLink, watchers: Watchers,
+                     login command: ((String, String) -> String)?) throws(LaunchError) -> Terminal {
+        let handle: Int64, login: TerminalLogin?
+        if let command {
+            (login, handle) = try TerminalLogin.start(link: link, command: command)
+        } else {
+            login = nil
+            let slot = link.slots[HomeLink.controlSlot]
+            guard let r = try? link.call(slot, .terminal, Scalars()) else {
+                throw .spawn("--stdio home: the connection to home failed")
+            }
+            guard r.result >= 0 else {
+                let e = Int32(truncatingIfNeeded: -r.result)
+                throw .spawn(e == ENOTTY ? "--stdio home: the home has no terminal (homestub's standard error is not one)"
+                             : "--stdio home: cannot open the home's terminal: \(String(cString: strerror(e)))")
+            }
+            handle = r.result
         }
         do throws(Errno) {
-            let (end, state) = try watchers.makeSocketPlaceholder(handle: r.result, nonBlocking: false, connected: true,
+            let (end, state) = try watchers.makeSocketPlaceholder(handle: handle, nonBlocking: false, connected: true,
                                                                   device: DeviceLine())
             guard DevicePump.start(state, watchers: watchers) else { throw Errno(rawValue: ENOBUFS) }
-            return Terminal(end: end, state: state)
+            return Terminal(end: end, state: state, login: login)
         } catch {
+            if let login {
+                link.close()
+                login.finish()
+            }
             throw .spawn("--stdio home: \(String(cString: strerror(error.rawValue)))")
         }
     }

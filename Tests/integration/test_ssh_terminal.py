@@ -1,0 +1,133 @@
+"""`--stdio home` with an ssh:// home (issue 10, point 5): the session's
+`homestub --stdio` runs under `ssh -T` and has no terminal, so a second
+login (`ssh -tt`, same destination and options) runs `homestub
+--hand-terminal`, which hands the pty sshd made to the session's deputy
+over a Unix socket in a private directory at home, with a one-time secret.
+
+The home is a real sshd in the home's namespace (`sshd_home`), with a
+devpts instance of its own: its /dev/pts/N exists only at home. wrap-and-run
+runs on a pty of the test's (the user's terminal on the target), as the
+controlling terminal of its session, so a resize there is a SIGWINCH for ssh.
+"""
+import fcntl
+import os
+import pathlib
+import select
+import shlex
+import struct
+import subprocess
+import termios
+import time
+
+import pytest
+
+from conftest import MIN_ENV, PY, SH, WRAP, HOMESTUB, describe, write
+from test_user_view import sshd_home  # noqa: F401 (the fixture)
+
+
+@pytest.fixture
+def pty_home(sshd_home):  # noqa: F811
+    """The ssh home with a devpts instance of its own (ptys sshd makes are home's only)."""
+    tv, home, env = sshd_home
+    r = tv.in_home_ns(["mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts", "/dev/pts"])
+    assert r.returncode == 0, describe(r)
+    return tv, home, env
+
+
+class Outer:
+    """wrap-and-run on a pty of the test's: its stdin, stdout and stderr,
+    and the controlling terminal of its session."""
+
+    def __init__(self, argv, env, cwd, rows=24, cols=80):
+        self.master, slave = os.openpty()
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
+                                     start_new_session=True,
+                                     preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        os.close(slave)
+        self.seen = b""
+
+    def until(self, text, timeout=30) -> str:
+        """What the terminal showed until `text` (its \\r\\n read as \\n)."""
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.seen.replace(b"\r\n", b"\n"):
+            left = deadline - time.monotonic()
+            r, _, _ = select.select([self.master], [], [], max(left, 0))
+            assert r, f"no {text!r} on the terminal; it showed {self.seen!r}"
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # EIO: every slave closed
+                chunk = b""
+            assert chunk, f"the terminal closed before {text!r}; it showed {self.seen!r}"
+            self.seen += chunk
+        return self.text()
+
+    def text(self) -> str:
+        return self.seen.replace(b"\r\n", b"\n").decode(errors="replace")
+
+    def finish(self, timeout=30) -> tuple:
+        """The exit status, and all the terminal showed."""
+        try:
+            status = self.proc.wait(timeout=timeout)
+        finally:
+            self.proc.kill()
+        while True:
+            r, _, _ = select.select([self.master], [], [], 0.5)
+            if not r:
+                break
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.seen += chunk
+        os.close(self.master)
+        return status, self.text()
+
+    def resize(self, rows, cols):
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def wrap_argv(home, *program, extra=()):
+    return [str(WRAP), "--home", f"ssh://root@127.0.0.1:{home.port}", "--remote-homestub", str(HOMESTUB),
+            "--stdio", "home", *extra, "--", *program]
+
+
+WINCH = ("import signal, time\n"
+         "got = []\n"
+         "signal.signal(signal.SIGWINCH, lambda *a: got.append(1))\n"
+         "print('resize me', flush=True)\n"
+         "deadline = time.time() + 20\n"
+         "while not got and time.time() < deadline:\n"
+         "    time.sleep(0.05)\n"
+         "print('winch', bool(got), flush=True)\n")
+
+SESSION = (f"tty; stty size; {PY} -c 'import sys; print(sys.stdin.isatty())';"
+           f" {PY} -c 'import os; s = os.fstat(0); print(\"id\", s.st_dev, s.st_ino)'; echo ready;"
+           f" read line; echo \"got:$line\"; {PY} -c {shlex.quote(WINCH)}; stty size; exit 7")
+
+
+def test_the_program_runs_on_a_pty_of_the_homes(pty_home):
+    tv, home, env = pty_home
+    outer = Outer(wrap_argv(home, SH, "-c", SESSION, extra=["--forward", "/dev/pts"]), env, tv.view)
+    shown = outer.until("ready\n")
+    lines = shown.splitlines()
+    end = lines.index("ready")
+    name = lines[end - 4]
+    assert name.startswith("/dev/pts/"), shown
+    assert lines[end - 3:end - 1] == ["24 80", "True"], shown
+    # The name is home's devpts: there it is the very device the program has.
+    ident = lines[end - 1].split()[1:]
+    r = tv.in_home_ns([PY, "-c", f"import os; s = os.stat({name!r}); print(s.st_dev, s.st_ino)"])
+    assert (r.returncode, r.stdout.split()) == (0, ident), describe(r)
+    here = os.stat(name) if os.path.exists(name) else None
+    assert here is None or [str(here.st_dev), str(here.st_ino)] != ident
+    os.write(outer.master, b"typed at the target\r")
+    shown = outer.until("got:typed at the target\n")
+    assert "typed at the target\ngot:typed at the target\n" in shown, "the home pty echoes the line"
+    outer.until("resize me\n")
+    outer.resize(41, 101)
+    outer.until("winch True\n41 101\n")
+    status, shown = outer.finish()
+    assert status == 7, shown
