@@ -33,7 +33,11 @@ public enum TerminalHelper {
         for s in [SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU] { signal(s, SIG_IGN) }
         // Only this user's private directory, and a session of this user (or root), may get the terminal.
         var st = stat()
-        guard lstat(dir, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_uid == getuid(), st.st_mode & 0o077 == 0 else {
+        guard lstat(dir, &st) == 0 else {
+            printError("homestub: no session waits for a terminal at \(dir) (it ended): \(String(cString: strerror(errno)))")
+            return gone
+        }
+        guard st.st_mode & S_IFMT == S_IFDIR, st.st_uid == getuid(), st.st_mode & 0o077 == 0 else {
             printError("homestub: no session waits for a terminal at \(dir) (not a private directory of this user)")
             return gone
         }

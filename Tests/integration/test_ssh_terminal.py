@@ -131,3 +131,111 @@ def test_the_program_runs_on_a_pty_of_the_homes(pty_home):
     outer.until("winch True\n41 101\n")
     status, shown = outer.finish()
     assert status == 7, shown
+
+
+# --------------------------------------------------------------------------
+# Failures: one line, a status of its own, the program never started, and
+# no rendezvous left at home.
+# --------------------------------------------------------------------------
+
+def twisted_ssh(tv, env, twist: str) -> dict:
+    """TETHER_SSH_COMMAND for an ssh whose second login (-tt) is changed by
+    `twist`, Python that may rewrite `args` (ssh's arguments) and `cfg`
+    (its -F file) before ssh runs; the first login is left alone."""
+    cfg = env["TETHER_SSH_COMMAND"].split("-F ", 1)[1]
+    body = "\n".join("    " + line for line in twist.splitlines())
+    script = write(tv.local / "twisted-ssh", f"""#!{PY}
+import os, re, subprocess, sys, time
+args = sys.argv[1:]
+cfg = {cfg!r}
+if "-tt" in args:
+{body}
+os.execv("/usr/bin/ssh", ["ssh", "-F", cfg] + args)
+""", mode=0o755)
+    return dict(env, TETHER_SSH_COMMAND=str(script))
+
+
+def rendezvous_left() -> set:
+    return set(pathlib.Path("/tmp").glob("tether-terminal-*"))
+
+
+def fails_with_one_line(tv, home, env, status, needle):
+    before = rendezvous_left()
+    marker = tv.p("program-ran")
+    outer = Outer(wrap_argv(home, SH, "-c", f"echo ran > {marker}"), env, tv.view)
+    got, shown = outer.finish(timeout=60)
+    lines = [l for l in shown.splitlines() if l.strip()]
+    assert (got, len(lines)) == (status, 1), shown
+    assert lines[0].startswith("wrap-and-run: --stdio home: ") and needle in lines[0], shown
+    assert not (tv.homedata / "program-ran").exists() and not (tv.view / "program-ran").exists()
+    deadline = time.monotonic() + 10
+    while rendezvous_left() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not rendezvous_left() - before, "the rendezvous directory stays at home"
+    return lines[0]
+
+
+def test_a_refused_second_login_is_unreachable(pty_home):
+    tv, home, env = pty_home
+    d = tv.local / "ssh"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d / "stranger"], check=True)
+    write(d / "stranger_config", (d / "ssh_config").read_text().replace(f"{d}/user_key", f"{d}/stranger"))
+    line = fails_with_one_line(tv, home, twisted_ssh(tv, env, f"cfg = {str(d / 'stranger_config')!r}"), 69,
+                               "the second login, for the home's terminal, ended (status 255)")
+    assert "Permission denied" in line
+
+
+def test_a_wrong_secret_is_refused(pty_home):
+    tv, home, env = pty_home
+    twist = "args[-1] = re.sub('TETHER_TERMINAL_SECRET=[0-9a-f]+', 'TETHER_TERMINAL_SECRET=' + '5a' * 32, args[-1])"
+    fails_with_one_line(tv, home, twisted_ssh(tv, env, twist), 77, "without this session's secret")
+
+
+def test_a_login_without_a_pty_is_no_terminal(pty_home):
+    # As sshd with PermitTTY no: the helper has no terminal and says so to the session.
+    tv, home, env = pty_home
+    fails_with_one_line(tv, home, twisted_ssh(tv, env, 'args[args.index("-tt")] = "-T"'), 126,
+                        "the home has no terminal")
+
+
+def test_a_helper_whose_session_is_gone_says_so(pty_home):
+    """wrap-and-run killed while its second login starts: the session ends
+    at home (its rendezvous with it), and the helper, left alone, says so
+    in one line with a status of its own."""
+    tv, home, env = pty_home
+    started, status = tv.local / "login-started", tv.local / "login-status"
+    twist = (f"open({str(started)!r}, 'w').close()\n"
+             f"time.sleep(2)\n"
+             f"rc = subprocess.call(['/usr/bin/ssh', '-F', cfg] + args)\n"
+             f"open({str(status)!r}, 'w').write(str(rc))\n"
+             f"sys.exit(rc)")
+    # Under a shell that leads the terminal's session, as a user's would
+    # (the death of a session leader would hang the terminal up).
+    argv = [SH, "-c", '"$@"; sleep 60', "sh", *wrap_argv(home, SH, "-c", "echo never")]
+    outer = Outer(argv, twisted_ssh(tv, env, twist), tv.view)
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline and outer.proc.poll() is None, outer.text()
+        time.sleep(0.02)
+    wrap = int(pathlib.Path(f"/proc/{outer.proc.pid}/task/{outer.proc.pid}/children").read_text().split()[0])
+    os.kill(wrap, 9)
+    while not status.exists():
+        assert time.monotonic() < deadline, outer.text()
+        time.sleep(0.05)
+    assert status.read_text() == "69"
+    shown = outer.until("(it ended)")
+    lines = [l for l in shown.splitlines() if l.strip() and l != "Killed"]  # the shell's word on wrap-and-run
+    assert len(lines) == 1 and lines[0].startswith("homestub: no session waits for a terminal at /"), shown
+    outer.proc.kill()
+    outer.finish()
+
+
+def test_the_helper_refuses_a_bad_command_line(bins):
+    homestub, _ = bins
+    r = subprocess.run([str(homestub), "--hand-terminal", "/tmp"], capture_output=True, text=True,
+                       env=dict(MIN_ENV, TETHER_TERMINAL_SECRET="not hex"))
+    assert r.returncode == 64 and "usage" in r.stderr, describe(r)
+    # A directory that is not this user's private one: nobody waits there.
+    r = subprocess.run([str(homestub), "--hand-terminal", "/tmp"], capture_output=True, text=True,
+                       env=dict(MIN_ENV, TETHER_TERMINAL_SECRET="ab" * 32))
+    assert r.returncode == 69 and "not a private directory" in r.stderr, describe(r)

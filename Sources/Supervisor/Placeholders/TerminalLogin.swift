@@ -75,7 +75,7 @@ final class TerminalLogin: Sendable {
                     ThreadRunner(name: "terminal-login-errors") { copyThrough(errors) }.start()
                     return (login, result)
                 }
-                throw login.abandon(errors, Self.refusal(Int32(truncatingIfNeeded: -result), shell: shell))
+                throw login.abandon(errors, Self.refusal(Int32(truncatingIfNeeded: -result)))
             }
             if ended {
                 // The login's helper may have told home why just before it
@@ -85,8 +85,8 @@ final class TerminalLogin: Sendable {
                 link.cancelCall(on: slot)
                 let status = login.exitStatus()
                 let said = lastLine(errors)
-                throw login.abandon(errors, "--stdio home: the terminal login `\(shell)` ended (status \(status))"
-                                    + (said.isEmpty ? " before it handed a terminal over" : ": \(said)"))
+                throw login.abandon(errors, "--stdio home: the second login, for the home's terminal, ended (status \(status))"
+                                    + (said.isEmpty ? " before it handed the terminal over" : ": \(said)"))
             }
             var p = pollfd(fd: login.pidfd, events: Int16(POLLIN), revents: 0)
             ended = Glibc.poll(&p, 1, 50) > 0
@@ -94,10 +94,10 @@ final class TerminalLogin: Sendable {
     }
 
     /// The line for a handover home refused.
-    private static func refusal(_ e: Int32, shell: String) -> LaunchError {
+    private static func refusal(_ e: Int32) -> LaunchError {
         switch e {
         case EACCES: return .terminal(.refused, "--stdio home: refused the terminal offered at home: it came without this session's secret, or from another user")
-        case ENOTTY: return .terminal(.none, "--stdio home: the home has no terminal (sshd gave the login `\(shell)` no pty)")
+        case ENOTTY: return .terminal(.none, "--stdio home: the home has no terminal (sshd gave the second login no pty)")
         case EIO: return .spawn("--stdio home: the connection to home failed")
         default: return .terminal(.login, "--stdio home: the terminal handover failed: \(String(cString: strerror(e)))")
         }
