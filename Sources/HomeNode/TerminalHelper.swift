@@ -7,9 +7,11 @@ import Wire
 /// second login with a terminal (`ssh -tt`) while its first login carries
 /// the session: hands that terminal (the pty sshd made) to the session
 /// waiting at DIR (`HomeHandedTerminal`), proving itself with the secret in
-/// $TETHER_TERMINAL_SECRET, then waits until the session lets it go. It
-/// speaks only when the session cannot (it is gone); otherwise wrap-and-run
-/// says what happened, and this exit status tells it too.
+/// $TETHER_TERMINAL_SECRET, then waits until the session lets it go,
+/// passing on the ^C and ^\ typed there (the pty's foreground group is
+/// this process's, not the program's). It speaks only when the session
+/// cannot (it is gone); otherwise wrap-and-run says what happened, and this
+/// exit status tells it too.
 public enum TerminalHelper {
     public static let flag = "--hand-terminal"
     /// The secret's variable: hex, 2 × `Wire.terminalSecretSize` digits.
@@ -29,8 +31,16 @@ public enum TerminalHelper {
             return usage
         }
         unsetenv(secretVariable)
-        // The terminal's own signals (^C, ^\, ^Z at home) must not end the handover.
-        for s in [SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU] { signal(s, SIG_IGN) }
+        // The terminal's signals come here (its foreground group is this
+        // process's): ^C and ^\ are for the program (relayed once the
+        // terminal is handed over), the stops for no one.
+        for s in [SIGTSTP, SIGTTIN, SIGTTOU] { signal(s, SIG_IGN) }
+        let relayed = [SIGINT, SIGQUIT]
+        let signals = relayed.withUnsafeBufferPointer { cshim_signalfd_for($0.baseAddress, $0.count) }
+        guard signals >= 0 else {
+            printError("homestub: signalfd: \(String(cString: strerror(errno)))")
+            return usage
+        }
         // Only this user's private directory, and a session of this user (or root), may get the terminal.
         var st = stat()
         guard lstat(dir, &st) == 0 else {
@@ -65,12 +75,31 @@ public enum TerminalHelper {
         }
         switch answer {
         case TerminalHandover.accepted:
-            // Until the session lets the terminal go (or ends).
-            var byte: UInt8 = 0
-            while (try? sys({ read(conn, &byte, 1) })) ?? 0 > 0 {}
+            relay(signals, to: conn)
             return 0
         case TerminalHandover.noted: return noTerminal
         default: return refused
+        }
+    }
+
+    /// Until the session lets the terminal go (or ends): each SIGINT or
+    /// SIGQUIT the terminal sends here goes to the session as one byte, its
+    /// number, for the program (`TerminalLogin.relaySignals`).
+    static func relay(_ signals: CInt, to conn: CInt) {
+        var fds = [pollfd(fd: conn, events: Int16(POLLIN), revents: 0), pollfd(fd: signals, events: Int16(POLLIN), revents: 0)]
+        while true {
+            if Glibc.poll(&fds, 2, -1) < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            if fds[0].revents != 0 {
+                var byte: UInt8 = 0
+                if (try? sys({ read(conn, &byte, 1) })) ?? 0 <= 0 { return }
+            }
+            while case let s = cshim_signalfd_next(signals), s > 0 {
+                var byte = UInt8(truncatingIfNeeded: s)
+                if send(conn, &byte, 1, Int32(MSG_NOSIGNAL)) != 1 { return }
+            }
         }
     }
 

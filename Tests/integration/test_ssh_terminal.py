@@ -133,6 +133,37 @@ def test_the_program_runs_on_a_pty_of_the_homes(pty_home):
     assert status == 7, shown
 
 
+# The handlers only note (a print in a handler may land inside another print).
+SIGNALS = ("import signal, sys, time\n"
+           "got = []\n"
+           "for s in (signal.SIGINT, signal.SIGQUIT):\n"
+           "    signal.signal(s, lambda n, f: got.append(n))\n"
+           "print('armed', flush=True)\n"
+           "said, deadline = 0, time.time() + 20\n"
+           "while len(got) < 2 and time.time() < deadline:\n"
+           "    for n in got[said:]:\n"
+           "        print(signal.Signals(n).name, flush=True)\n"
+           "    said = len(got)\n"
+           "    time.sleep(0.05)\n"
+           "for n in got[said:]:\n"
+           "    print(signal.Signals(n).name, flush=True)\n"
+           "sys.exit(0 if got == [signal.SIGINT, signal.SIGQUIT] else 3)\n")
+
+
+def test_interrupt_and_quit_typed_at_the_terminal_reach_the_program(pty_home):
+    """^C and ^\\ make the home pty signal its foreground group, the
+    helper's; it passes them on, and the program gets them, not the logins."""
+    tv, home, env = pty_home
+    outer = Outer(wrap_argv(home, PY, "-c", SIGNALS), env, tv.view)
+    outer.until("armed\n")
+    os.write(outer.master, b"\x03")
+    outer.until("SIGINT\n")
+    os.write(outer.master, b"\x1c")
+    outer.until("SIGQUIT\n")
+    status, shown = outer.finish()
+    assert status == 0, shown
+
+
 # --------------------------------------------------------------------------
 # Failures: one line, a status of its own, the program never started, and
 # no rendezvous left at home.

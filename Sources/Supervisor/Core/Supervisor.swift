@@ -192,7 +192,10 @@ public final class Supervisor: Sendable {
             try spawn(options, placeholderBase: base, nofile: nofile)
         }
         parts.tracees.addRoot(pid: pid, cwd: cwd)
-        if let terminal { HomeStdio.relayWindowSize(terminal.state, to: pid) }
+        if let terminal {
+            HomeStdio.relayWindowSize(terminal.state, to: pid)
+            terminal.login?.relaySignals(link: parts.link, to: pid)
+        }
         let supervisor = try start(parts, listener: listener, child: pid, end: .keeper(keeper), placeholderBase: base,
                                    descriptorLimit: limit)
         supervisor.terminalLogin.withLock { $0 = terminal?.login }

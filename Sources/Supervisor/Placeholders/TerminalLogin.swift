@@ -20,10 +20,14 @@ import Wire
 final class TerminalLogin: Sendable {
     let pid: pid_t
     private let pidfd: CInt
+    /// The rendezvous handle at home: after the handover, the helper's
+    /// connection (the terminal's signals come on it).
+    let rendezvous: Int64
 
-    private init(pid: pid_t, pidfd: CInt) {
+    private init(pid: pid_t, pidfd: CInt, rendezvous: Int64) {
         self.pid = pid
         self.pidfd = pidfd
+        self.rendezvous = rendezvous
     }
 
     /// Offers a rendezvous at home, starts the login (`command` gives its
@@ -58,7 +62,7 @@ final class TerminalLogin: Sendable {
         }
         Glibc.close(ends[1])
         let errors = ends[0]
-        let login = TerminalLogin(pid: pid, pidfd: cshim_pidfd_open(pid, 0))
+        let login = TerminalLogin(pid: pid, pidfd: cshim_pidfd_open(pid, 0), rendezvous: rendezvous)
 
         // The wait at home, on a slot of its own; this thread watches the login.
         let answer = Mutex<Int64?>(nil)
@@ -91,6 +95,25 @@ final class TerminalLogin: Sendable {
             var p = pollfd(fd: login.pidfd, events: Int16(POLLIN), revents: 0)
             ended = Glibc.poll(&p, 1, 50) > 0
         }
+    }
+
+    /// A thread that waits at home for the signals the terminal sent the
+    /// helper (one byte each, read from the rendezvous handle; see
+    /// `TerminalHelper.relay`) and sends each to the program's foreground
+    /// group as a terminal would: the processes of its tree still in its
+    /// process group (wrap-and-run's, which holds the ssh logins too: they
+    /// must not get them).
+    func relaySignals(link: HomeLink, to program: pid_t) {
+        guard let slot = link.takeSlot() else { return }
+        let rendezvous = self.rendezvous
+        ThreadRunner(name: "terminal-signals") {
+            while let r = try? link.call(slot, .read, Scalars(rendezvous, 1)), r.result == 1 {
+                let s = Int32(r.payload[0])
+                guard s == SIGINT || s == SIGQUIT else { continue }
+                for p in foregroundGroup(of: program) { kill(p, s) }
+            }
+            link.returnSlot(slot)
+        }.start()
     }
 
     /// The line for a handover home refused.
@@ -141,6 +164,24 @@ final class TerminalLogin: Sendable {
         let signal = status & 0x7f
         return signal == 0 ? (status >> 8) & 0xff : 128 + signal
     }
+}
+
+/// `root` and its descendants that are in `root`'s process group.
+private func foregroundGroup(of root: pid_t) -> [pid_t] {
+    let group = getpgid(root)
+    guard group > 0 else { return [] }
+    var found: [pid_t] = [], next = [root]
+    while let p = next.popLast() {
+        if getpgid(p) == group { found.append(p) }
+        guard let tasks = opendir("/proc/\(p)/task") else { continue }
+        while let entry = readdir(tasks) {
+            let tid = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard Int32(tid) != nil, let children = try? FD.readSmallFile("/proc/\(p)/task/\(tid)/children") else { continue }
+            next += String(decoding: children, as: UTF8.self).split(separator: " ").compactMap { pid_t($0) }
+        }
+        closedir(tasks)
+    }
+    return found
 }
 
 /// The last non-empty line of what the ended login wrote on its standard
