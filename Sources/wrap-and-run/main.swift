@@ -58,7 +58,7 @@ struct WrapAndRun: ParsableCommand {
                                valueName: "COMMAND"))
     var homeCommand: String?
 
-    @Option(help: ArgumentHelp("local: the program's stdin, stdout and stderr are wrap-and-run's; home: the home's terminal (homestub's stderr: with --home-command, the terminal that command runs on; with --home spawn, this one; ssh:// homes have none, ssh -T), with SIGWINCH relayed.", valueName: "local|home"))
+    @Option(help: ArgumentHelp("local: the program's stdin, stdout and stderr are wrap-and-run's; home: the home's terminal (homestub's stderr: with --home-command, the terminal that command runs on; with --home spawn, this one; with ssh://, the pty of a second login, ssh -tt, that hands it over), with SIGWINCH relayed.", valueName: "local|home"))
     var stdio = "local"
 
     @Option(help: "File holding the pre-shared key (required with HOST:PORT).")

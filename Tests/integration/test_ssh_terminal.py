@@ -164,6 +164,19 @@ def test_interrupt_and_quit_typed_at_the_terminal_reach_the_program(pty_home):
     assert status == 0, shown
 
 
+def test_the_second_login_shares_the_first_ones_control_master(pty_home):
+    """ssh options in TETHER_SSH_COMMAND serve both logins: with
+    ControlMaster the second is a session on the first one's connection
+    (sshd authenticates once)."""
+    tv, home, env = pty_home
+    master = dict(env, TETHER_SSH_COMMAND=env["TETHER_SSH_COMMAND"] + f" -o ControlMaster=auto"
+                  f" -o ControlPath={tv.local}/ssh/cm-%C -o ControlPersist=no")
+    outer = Outer(wrap_argv(home, SH, "-c", "test -t 0 && echo on-a-tty; exit 5"), master, tv.view)
+    status, shown = outer.finish()
+    assert (status, shown.split()) == (5, ["on-a-tty"]), shown
+    assert home.log().count("Accepted publickey") == 1, home.log()
+
+
 # --------------------------------------------------------------------------
 # Failures: one line, a status of its own, the program never started, and
 # no rendezvous left at home.
