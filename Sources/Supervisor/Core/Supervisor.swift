@@ -189,7 +189,14 @@ public final class Supervisor: Sendable {
         let terminal = options.stdioAtHome ? try HomeStdio.open(link: parts.link, watchers: parts.watchers,
                                                                 login: options.terminalLogin) : nil
         let (pid, listener, keeper) = try HomeStdio.inheriting(terminal?.end) { () throws(LaunchError) in
-            try spawn(options, placeholderBase: base, nofile: nofile)
+            do throws(LaunchError) { return try spawn(options, placeholderBase: base, nofile: nofile) } catch {
+                // No program: the login that lent the terminal ends first, putting this terminal back.
+                if let login = terminal?.login {
+                    parts.link.close()
+                    login.finish()
+                }
+                throw error
+            }
         }
         parts.tracees.addRoot(pid: pid, cwd: cwd)
         if let terminal {

@@ -5,10 +5,12 @@ import Wire
 
 /// `--stdio home`: the program's standard input, output and error are the
 /// home's terminal (for a `homestub --stdio` home, the terminal its command
-/// runs on; for the private home, this one). One device placeholder
-/// (`Devices`, `DevicePump`) is the program's 0, 1 and 2 from its start, so
-/// its reads and writes are pumped, its ioctls (isatty, termios, window
-/// size) act on that terminal, and a size change there sends it SIGWINCH.
+/// runs on; for the private home, this one; for an ssh:// home, whose
+/// session has none, the pty of a second login, `TerminalLogin`). One
+/// device placeholder (`Devices`, `DevicePump`) is the program's 0, 1 and 2
+/// from its start, so its reads and writes are pumped, its ioctls (isatty,
+/// termios, window size) act on that terminal, and a size change there
+/// sends it SIGWINCH.
 enum HomeStdio {
     /// The terminal's placeholder: the end the program inherits, and its
     /// state; the login that lent it, if one did.
