@@ -138,7 +138,8 @@ struct WrapAndRun: ParsableCommand {
 
     mutating func run() throws {
         try builtInOption()
-        let routing = Launch.routingPolicy(file: policy, forward: forwardPrefixes, local: localPrefixes, networkAtHome: !localNet)
+        let forward = Launch.forwarded(forwardPrefixes, local: localPrefixes, stdio: stdio, home: home, homeCommand: homeCommand)
+        let routing = Launch.routingPolicy(file: policy, forward: forward, local: localPrefixes, networkAtHome: !localNet)
         let network = Launch.networkPolicy(allLocal: localNet, forward: forwardNets, local: localNets)
         if printPolicy {
             print(PolicyFile.render(routing), terminator: "")
@@ -239,7 +240,8 @@ struct Launch {
     }
 
     func run() -> Never {
-        let policy = Self.routingPolicy(file: policyFile, forward: forwardPrefixes, local: localPrefixes,
+        let forward = Self.forwarded(forwardPrefixes, local: localPrefixes, stdio: stdio, home: home, homeCommand: homeCommand)
+        let policy = Self.routingPolicy(file: policyFile, forward: forward, local: localPrefixes,
                                         networkAtHome: !localNetwork)
         let environment = Spawn.environment
         if attach != nil {

@@ -110,7 +110,7 @@ SESSION = (f"tty; stty size; {PY} -c 'import sys; print(sys.stdin.isatty())';"
 
 def test_the_program_runs_on_a_pty_of_the_homes(pty_home):
     tv, home, env = pty_home
-    outer = Outer(wrap_argv(home, SH, "-c", SESSION, extra=["--forward", "/dev/pts"]), env, tv.view)
+    outer = Outer(wrap_argv(home, SH, "-c", SESSION), env, tv.view)
     shown = outer.until("ready\n")
     lines = shown.splitlines()
     end = lines.index("ready")
@@ -175,6 +175,20 @@ def test_the_second_login_shares_the_first_ones_control_master(pty_home):
     status, shown = outer.finish()
     assert (status, shown.split()) == (5, ["on-a-tty"]), shown
     assert home.log().count("Accepted publickey") == 1, home.log()
+
+
+def test_the_terminals_names_are_looked_up_at_home(bins):
+    """With an ssh:// home, --stdio home forwards /dev/pts (the program's
+    terminal is a pty there, and ttyname checks its name), unless a rule
+    names /dev/pts; other homes and --stdio local keep the default."""
+    def explain(*args):
+        r = subprocess.run([str(WRAP), *args, "--explain", "/dev/pts/3"], capture_output=True, text=True, env=dict(MIN_ENV))
+        assert r.returncode == 0, describe(r)
+        return r.stdout
+    assert explain("--home", "ssh://node", "--stdio", "home") == "/dev/pts/3: forward by rule /dev/pts (--forward)\n"
+    assert explain("--home", "ssh://node", "--stdio", "home", "--local", "/dev/pts").startswith("/dev/pts/3: local by rule /dev/pts ")
+    for args in (["--home", "ssh://node"], ["--home-command", "ssh node homestub --stdio", "--stdio", "home"]):
+        assert explain(*args).startswith("/dev/pts/3: local by rule /dev (default)"), args
 
 
 # --------------------------------------------------------------------------
