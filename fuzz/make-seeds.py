@@ -39,6 +39,7 @@ OPS = [
     ("sockname", 65, 3), ("bind", 66, 1), ("listen", 67, 2), ("accept", 68, 2), ("poll", 69, 2),
     ("sendto", 70, 3), ("recvfrom", 71, 3), ("bindPath", 72, 2), ("connectPath", 73, 2), ("sendfile", 74, 4),
     ("ioctl", 80, 3), ("terminal", 81, 0), ("windowSize", 82, 3),
+    ("terminalOffer", 83, 0), ("terminalAccept", 84, 1),
 ]
 NUMBER = {name: number for name, number, _ in OPS}
 SCALARS = {name: count for name, _, count in OPS}
@@ -131,6 +132,8 @@ REQUESTS = {
     "ioctl": ([3, 0x5414, 0], struct.pack("<HHHH", 24, 80, 0, 0)),
     "terminal": ([], b""),
     "windowSize": ([3, 24, 80], b""),
+    "terminalOffer": ([], b""),
+    "terminalAccept": ([3], b""),
 }
 
 # One plausible reply per file op.
@@ -148,6 +151,7 @@ REPLIES = {
     "sendto": (5, b""), "sendfile": (65536, b""), "recvfrom": (5, b"reply" + struct.pack("<HH4s8x", 2, 0x3500, bytes([127, 0, 0, 1]))),
     "ioctl": (0, struct.pack("<HHHH", 24, 80, 0, 0)), "terminal": (3, b""),
     "windowSize": (0, struct.pack("<HHHH", 25, 80, 0, 0)),
+    "terminalOffer": (3, bytes(range(32)) + b"/tmp/tether-terminal-Ab3dE9"), "terminalAccept": (4, b""),
 }
 
 

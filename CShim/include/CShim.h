@@ -236,6 +236,8 @@ int cshim_send_fd(int sock, int fd, const void *data, size_t len);
 /// Receives one descriptor and up to `len` bytes; returns the byte count
 /// (0 at end of stream) and stores the descriptor (or -1) in *fd_out.
 ssize_t cshim_recv_fd(int sock, int *fd_out, void *data, size_t len);
+/// The user id of a connected Unix socket's peer (SO_PEERCRED); 0 or -1 (errno).
+int cshim_peer_uid(int sock, unsigned int *uid);
 /// unshare(CLONE_FS): this thread gets its own umask, cwd and root.
 int cshim_unshare_fs(void);
 /// close_range(0, ~0, CLOSE_RANGE_UNSHARE): this thread gets a descriptor

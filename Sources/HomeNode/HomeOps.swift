@@ -114,6 +114,8 @@ enum HomeOps {
         HomeOpRow(.ioctl, .streamHandle(0), HomeIoctl.ioctl),
         HomeOpRow(.terminal, .inline, HomeTerminal.open),
         HomeOpRow(.windowSize, .streamHandle(0), HomeTerminal.windowSize),
+        HomeOpRow(.terminalOffer, .inline, HomeHandedTerminal.offer),
+        HomeOpRow(.terminalAccept, .streamHandle(0), HomeHandedTerminal.accept),
         // The session itself (Home+Session.swift).
         HomeOpRow(.cancel, .inline, HomeSessionOps.cancel),
         HomeOpRow(.echo, .inline, HomeSessionOps.echo),

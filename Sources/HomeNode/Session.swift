@@ -24,6 +24,8 @@ final class Session: Sendable {
     let lockOwners = LockOwners()
     /// What the session's client caches, watched (see `Watches`).
     let watches = Watches()
+    /// A terminal handed over from a second login (`HandedTerminal`).
+    let handedTerminal = HandedTerminal()
     /// The reply stream.
     let output: CInt
     /// Every reply goes through it: whole, sealed if the session is, in order.
@@ -282,6 +284,7 @@ final class Session: Sendable {
         }
         interrupter.signal()
         lockOwners.exitAll()
+        handedTerminal.withdraw()
         closeDeferred()
         handles.closeAll()
     }

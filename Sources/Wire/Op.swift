@@ -253,6 +253,18 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// scalars [handle, rows, cols]; the home looks every 100 ms. Response: result 0; payload:
     /// the new 8-byte `struct winsize`.
     case windowSize = 82
+    /// Starts the handover of a terminal from a second login at home (`wrap-and-run --stdio
+    /// home` with an `ssh://` home, whose `homestub --stdio` has none): a Unix socket in a
+    /// new private (0700) directory, and a one-time secret. No scalars. Response: result =
+    /// the rendezvous handle; payload: the 32-byte secret, then the directory's path. At most
+    /// one per session (EBUSY).
+    case terminalOffer = 83
+    /// Waits (cancellable) for the first connection to a rendezvous and ends it: the peer
+    /// must be this user and send the secret with its terminal (`homestub
+    /// --hand-terminal`). Scalars [rendezvous handle]. Response: result = the terminal's
+    /// handle (a character device); EACCES for a wrong secret or another user, ENOTTY if the
+    /// peer has no terminal, EPROTO for anything else it sent.
+    case terminalAccept = 84
 
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
@@ -325,6 +337,8 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .ioctl: return 3
         case .terminal: return 0
         case .windowSize: return 3
+        case .terminalOffer: return 0
+        case .terminalAccept: return 1
         }
     }
 

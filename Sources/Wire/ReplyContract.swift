@@ -78,6 +78,9 @@ public enum ReplyContract {
             return exactly(IoctlLayout.of(s[1])?.output ?? 0)
         case .windowSize:
             return exactly(IoctlLayout.winsizeSize)
+        case .terminalOffer:
+            let path = payloadCount - Wire.terminalSecretSize
+            return path > 0 && path <= maxPath ? nil : "a terminal offer of \(payloadCount) bytes"
         case .copyFileRange:
             if result > max(s[4], 0) { return "copied \(result) of \(s[4]) bytes" }
             return empty()

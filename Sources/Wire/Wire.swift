@@ -29,6 +29,8 @@ public enum Wire {
     public static let maxGroups = 65536
     /// Size of a handshake nonce, and of an HMAC-SHA256 proof.
     public static let nonceSize = 32
+    /// Size of the one-time secret of a terminal handover (``Op/terminalOffer``).
+    public static let terminalSecretSize = 32
     /// Size of the `struct statx` payload returned by `fstat` and `statx`.
     public static let statxSize = 256
     /// Largest socket address a socket op carries: `struct sockaddr_storage`.

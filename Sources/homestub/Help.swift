@@ -16,6 +16,9 @@ let homestubExamples = """
       homestub --stdio
           One session on stdin/stdout, e.g. run by `ssh -T node homestub
           --stdio` (wrap-and-run --home ssh://node); quiet unless it fails.
+      homestub --hand-terminal DIR
+          Run by wrap-and-run --stdio home in a second login (ssh -tt):
+          hands this terminal to the session waiting at DIR.
       homestub --stdio --log-level info --root /export --allow-devices
           Also log the session's end; open device nodes inside /export.
       homestub --listen 0.0.0.0:7455 --key-file k --log-format json \\

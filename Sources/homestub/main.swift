@@ -10,6 +10,10 @@ LoggingSystem.bootstrap(StreamLogHandler.standardError)
 if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == Listener.deputyFlag {
     exit(deputyMain(arguments: Array(CommandLine.arguments.dropFirst(2)), log: Logger(label: "homestub")))
 }
+// The second login of `wrap-and-run --stdio home` with an ssh:// home: hands its terminal over.
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == TerminalHelper.flag {
+    exit(TerminalHelper.main(arguments: Array(CommandLine.arguments.dropFirst(2))))
+}
 
 /// sysexits' EX_CONFIG: an unusable key file (as wrap-and-run says it).
 let exitKeyFile: Int32 = 78

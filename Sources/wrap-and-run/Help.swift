@@ -16,6 +16,10 @@ let wrapAndRunExamples = """
           Another ssh command line, and homestub where PATH does not find it.
       wrap-and-run --home-command 'ssh -J gw node homestub --stdio' -- make
           Any command whose stdin and stdout reach a homestub --stdio.
+      wrap-and-run --home ssh://node --stdio home -- python3
+          The program's terminal is a pty at home, which a second login
+          (ssh -tt) hands over: keys, ^C and resizes reach it from here;
+          /dev/pts is forwarded, so tty names it.
       wrap-and-run --home ssh://node --attach 4242
           Take over the running process 4242: its new opens follow the
           policy from now on (what it holds open stays local); exits with it.

@@ -1,4 +1,5 @@
 import Glibc
+import Policy
 import SysKit
 
 /// Checks on the program and its standard streams before it starts.
@@ -49,6 +50,33 @@ extension Launch {
         case 243: return "RISC-V (EM_RISCV)"
         default: return "EM \(m)"
         }
+    }
+
+    /// With `--stdio home` and an ssh:// home (no `--home-command`): the
+    /// second login that hands the home's terminal over (`TerminalLogin`);
+    /// nil for other homes, whose session's own terminal serves.
+    func terminalLogin() -> (@Sendable (String, String) -> String)? {
+        guard let target = Self.sshTerminalHome(home: home, homeCommand: homeCommand) else { return nil }
+        let ssh = getenv("TETHER_SSH_COMMAND").map { String(cString: $0) }, remote = remoteHomestub
+        return { directory, secret in
+            target.terminalCommand(sshCommand: ssh, remoteHomestub: remote, directory: directory, secret: secret)
+        }
+    }
+
+    /// The ssh:// home whose terminal a second login hands over, if the home is one.
+    static func sshTerminalHome(home: String, homeCommand: String?) -> SSHHome? {
+        guard homeCommand == nil, case .success(let target)? = SSHHome.parse(home) else { return nil }
+        return target
+    }
+
+    /// The `--forward` prefixes, with /dev/pts for `--stdio home` on an
+    /// ssh:// home: the program's terminal is a pty there, so its name
+    /// (`ttyname`, `tty`) is looked up at home. Not when --forward or
+    /// --local names /dev/pts itself.
+    static func forwarded(_ prefixes: [String], local: [String], stdio: String, home: String, homeCommand: String?) -> [String] {
+        guard stdio == "home", sshTerminalHome(home: home, homeCommand: homeCommand) != nil,
+              !(prefixes + local).contains(where: { RoutingPolicy.clean($0) == "/dev/pts" }) else { return prefixes }
+        return prefixes + ["/dev/pts"]
     }
 
     /// `--stdio home` (the home's terminal) or `local` (wrap-and-run's own).

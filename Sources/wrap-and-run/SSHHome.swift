@@ -66,10 +66,27 @@ struct SSHHome: Equatable {
     /// the remote user's shell: `homestub --stdio`, or `remoteHomestub`
     /// quoted for that shell.
     func command(sshCommand: String?, remoteHomestub: String) -> String {
-        var words = [sshCommand.flatMap { $0.isEmpty ? nil : $0 } ?? "ssh", "-T"]
+        login(sshCommand: sshCommand, options: ["-T"], remote: Self.quote(remoteHomestub) + " --stdio")
+    }
+
+    /// The shell command of the second login `--stdio home` needs (the
+    /// first has no terminal): the same ssh and destination with `-tt` (a
+    /// pty even when this side has no terminal) and only errors logged
+    /// (no "Connection closed" line at the end), running `homestub
+    /// --hand-terminal DIR` with the secret in its environment. The secret
+    /// shows in this ssh's arguments and, for a moment, in `env`'s at home:
+    /// only this user (or root), who could read the session anyway, can
+    /// reach the private DIR it opens, and it serves once.
+    func terminalCommand(sshCommand: String?, remoteHomestub: String, directory: String, secret: String) -> String {
+        login(sshCommand: sshCommand, options: ["-tt", "-o", "LogLevel=ERROR"],
+              remote: "env TETHER_TERMINAL_SECRET=\(secret) \(Self.quote(remoteHomestub)) --hand-terminal \(Self.quote(directory))")
+    }
+
+    private func login(sshCommand: String?, options: [String], remote: String) -> String {
+        var words = [sshCommand.flatMap { $0.isEmpty ? nil : $0 } ?? "ssh"] + options
         if let port { words += ["-p", String(port)] }
         words.append(Self.quote(user.map { "\($0)@\(host)" } ?? host))
-        words.append(Self.quote(Self.quote(remoteHomestub) + " --stdio"))
+        words.append(Self.quote(remote))
         return words.joined(separator: " ")
     }
 

@@ -58,7 +58,7 @@ struct WrapAndRun: ParsableCommand {
                                valueName: "COMMAND"))
     var homeCommand: String?
 
-    @Option(help: ArgumentHelp("local: the program's stdin, stdout and stderr are wrap-and-run's; home: the home's terminal (homestub's stderr: with --home-command, the terminal that command runs on; with --home spawn, this one; ssh:// homes have none, ssh -T), with SIGWINCH relayed.", valueName: "local|home"))
+    @Option(help: ArgumentHelp("local: the program's stdin, stdout and stderr are wrap-and-run's; home: the home's terminal (homestub's stderr: with --home-command, the terminal that command runs on; with --home spawn, this one; with ssh://, the pty of a second login, ssh -tt, that hands it over), with SIGWINCH relayed.", valueName: "local|home"))
     var stdio = "local"
 
     @Option(help: "File holding the pre-shared key (required with HOST:PORT).")
@@ -138,7 +138,8 @@ struct WrapAndRun: ParsableCommand {
 
     mutating func run() throws {
         try builtInOption()
-        let routing = Launch.routingPolicy(file: policy, forward: forwardPrefixes, local: localPrefixes, networkAtHome: !localNet)
+        let forward = Launch.forwarded(forwardPrefixes, local: localPrefixes, stdio: stdio, home: home, homeCommand: homeCommand)
+        let routing = Launch.routingPolicy(file: policy, forward: forward, local: localPrefixes, networkAtHome: !localNet)
         let network = Launch.networkPolicy(allLocal: localNet, forward: forwardNets, local: localNets)
         if printPolicy {
             print(PolicyFile.render(routing), terminator: "")
@@ -239,7 +240,8 @@ struct Launch {
     }
 
     func run() -> Never {
-        let policy = Self.routingPolicy(file: policyFile, forward: forwardPrefixes, local: localPrefixes,
+        let forward = Self.forwarded(forwardPrefixes, local: localPrefixes, stdio: stdio, home: home, homeCommand: homeCommand)
+        let policy = Self.routingPolicy(file: policyFile, forward: forward, local: localPrefixes,
                                         networkAtHome: !localNetwork)
         let environment = Spawn.environment
         if attach != nil {
@@ -285,6 +287,7 @@ struct Launch {
         }
         launchOptions.workingDirectory = cwd
         launchOptions.stdioAtHome = stdioAtHome
+        if stdioAtHome { launchOptions.terminalLogin = terminalLogin() }
         let named = engine ?? getenv("TETHER_ENGINE").map { String(cString: $0) } ?? "auto"
         guard let engine = Engine(rawValue: named) else { fail(Status.usage, "--engine takes seccomp, ptrace or auto, not \(named)") }
         launchOptions.engine = engine
@@ -304,7 +307,9 @@ struct Launch {
             case .home(.refused): fail(Status.refused, error.description)
             case .home(.protocolError): fail(Status.protocolError, error.description)
             case .workingDirectory, .output, .attach: fail(Status.usage, error.description)
-            case .spawn: fail(Status.cannotExecute, error.description)
+            case .spawn, .terminal(.none, _): fail(Status.cannotExecute, error.description)
+            case .terminal(.login, _): fail(Status.unreachable, error.description)
+            case .terminal(.refused, _): fail(Status.refused, error.description)
             }
         }
         Glibc.exit(supervisor.wait())

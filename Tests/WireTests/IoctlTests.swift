@@ -47,4 +47,18 @@ struct IoctlTests {
         #expect(size(8) == nil)
         #expect(size(0) != nil)
     }
+
+    /// A terminal offer is the secret, then a directory's path (at most PATH_MAX); an accept carries nothing.
+    @Test func terminalHandoverReplies() {
+        func offer(_ count: Int) -> String? {
+            ReplyContract.violation(op: .terminalOffer, scalars: Scalars(), requestPayload: 0, result: 3, payloadCount: count)
+        }
+        #expect(offer(Wire.terminalSecretSize + 20) == nil)
+        #expect(offer(Wire.terminalSecretSize) != nil, "no directory")
+        #expect(offer(Wire.terminalSecretSize + ReplyContract.maxPath + 1) != nil)
+        #expect(ReplyContract.violation(op: .terminalAccept, scalars: Scalars(3), requestPayload: 0, result: 4,
+                                        payloadCount: 1) != nil)
+        #expect(ReplyContract.violation(op: .terminalAccept, scalars: Scalars(3), requestPayload: 0, result: -13,
+                                        payloadCount: 0) == nil)
+    }
 }

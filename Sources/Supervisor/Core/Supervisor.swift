@@ -52,6 +52,11 @@ public struct SupervisorOptions: Sendable {
     /// `--stdio home`: the program's standard input, output and error are
     /// the home's terminal (`HomeStdio`).
     public var stdioAtHome = false
+    /// With `stdioAtHome`: the shell command of a second login at home that
+    /// has a terminal and hands it over (`TerminalLogin`), given the
+    /// rendezvous directory and the hex secret; for ssh:// homes, whose
+    /// session has none. Nil: the session's own terminal (op `terminal`).
+    public var terminalLogin: (@Sendable (_ directory: String, _ secret: String) -> String)? = nil
     /// Which engine stops the program's syscalls (`--engine`).
     public var engine: Engine = .auto
 
@@ -79,13 +84,25 @@ public enum LaunchError: Error, CustomStringConvertible {
     case attach(String)
     /// The trace or statistics file cannot be opened.
     case output(String)
+    /// `--stdio home` found no terminal at home, or its handover failed (`TerminalLogin`).
+    case terminal(TerminalFailure, String)
 
     public var description: String {
         switch self {
         case .home(let e): return e.description
-        case .workingDirectory(let s), .spawn(let s), .attach(let s), .output(let s): return s
+        case .workingDirectory(let s), .spawn(let s), .attach(let s), .output(let s), .terminal(_, let s): return s
         }
     }
+}
+
+/// Why `--stdio home` has no terminal at home; each has its own exit status.
+public enum TerminalFailure: Sendable {
+    /// The second login that hands a terminal over failed, or the handover did.
+    case login
+    /// Home was offered a terminal without the session's secret (or by another user).
+    case refused
+    /// The home has no terminal to give.
+    case none
 }
 
 /// The target side: runs one program under seccomp user notification and
@@ -126,6 +143,9 @@ public final class Supervisor: Sendable {
     /// Workers waiting for the receiver token, and workers in all.
     let idleWorkers = Atomic<Int>(0)
     let workerCount = Atomic<Int>(0)
+    /// The second login that lent the program a terminal at home, if any: it
+    /// ends after the session (see `wait`).
+    let terminalLogin = Mutex<TerminalLogin?>(nil)
 
     /// The most calls handled at once: one worker each, so a call blocked
     /// at home never keeps another from being received. Beyond this,
@@ -166,13 +186,27 @@ public final class Supervisor: Sendable {
         let nofile = raiseDescriptorLimit()
         let limit = Int32(clamping: nofile > 0 ? nofile : 1024)
         let base = max(16, limit / 2)
-        let terminal = options.stdioAtHome ? try HomeStdio.open(link: parts.link, watchers: parts.watchers) : nil
+        let terminal = options.stdioAtHome ? try HomeStdio.open(link: parts.link, watchers: parts.watchers,
+                                                                login: options.terminalLogin) : nil
         let (pid, listener, keeper) = try HomeStdio.inheriting(terminal?.end) { () throws(LaunchError) in
-            try spawn(options, placeholderBase: base, nofile: nofile)
+            do throws(LaunchError) { return try spawn(options, placeholderBase: base, nofile: nofile) } catch {
+                // No program: the login that lent the terminal ends first, putting this terminal back.
+                if let login = terminal?.login {
+                    parts.link.close()
+                    login.finish()
+                }
+                throw error
+            }
         }
         parts.tracees.addRoot(pid: pid, cwd: cwd)
-        if let terminal { HomeStdio.relayWindowSize(terminal.state, to: pid) }
-        return try start(parts, listener: listener, child: pid, end: .keeper(keeper), placeholderBase: base, descriptorLimit: limit)
+        if let terminal {
+            HomeStdio.relayWindowSize(terminal.state, to: pid)
+            terminal.login?.relaySignals(link: parts.link, to: pid)
+        }
+        let supervisor = try start(parts, listener: listener, child: pid, end: .keeper(keeper), placeholderBase: base,
+                                   descriptorLimit: limit)
+        supervisor.terminalLogin.withLock { $0 = terminal?.login }
+        return supervisor
     }
 
     /// What a supervisor needs before its program runs: the home and local
@@ -286,6 +320,13 @@ public final class Supervisor: Sendable {
         }
         watchers.flushStreams(slot: link.slots[HomeLink.controlSlot])
         link.settle(link.slots[HomeLink.controlSlot])
+        if let login = terminalLogin.withLock({ $0 }) {
+            // The session's end lets home's terminal and its helper go; the
+            // login then ends, and puts this terminal back before anything
+            // more is said on it.
+            link.close()
+            login.finish()
+        }
         if let observer {
             // Let calls answered just before the exit finish their trace
             // lines and counting (bounded).

@@ -427,6 +427,12 @@ public final class HomeLink: Sendable {
         }
     }
 
+    /// Ends the session on purpose, after the program: as `markLost`, said to no one.
+    func close() {
+        if lost.exchange(true, ordering: .sequentiallyConsistent) { return }
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+
     /// Fails every waiting call and every later one; says so once.
     func markLost(_ why: String) {
         if lost.exchange(true, ordering: .sequentiallyConsistent) { return }

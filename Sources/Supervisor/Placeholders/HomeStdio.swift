@@ -5,34 +5,52 @@ import Wire
 
 /// `--stdio home`: the program's standard input, output and error are the
 /// home's terminal (for a `homestub --stdio` home, the terminal its command
-/// runs on; for the private home, this one). One device placeholder
-/// (`Devices`, `DevicePump`) is the program's 0, 1 and 2 from its start, so
-/// its reads and writes are pumped, its ioctls (isatty, termios, window
-/// size) act on that terminal, and a size change there sends it SIGWINCH.
+/// runs on; for the private home, this one; for an ssh:// home, whose
+/// session has none, the pty of a second login, `TerminalLogin`). One
+/// device placeholder (`Devices`, `DevicePump`) is the program's 0, 1 and 2
+/// from its start, so its reads and writes are pumped, its ioctls (isatty,
+/// termios, window size) act on that terminal, and a size change there
+/// sends it SIGWINCH.
 enum HomeStdio {
-    /// The terminal's placeholder: the end the program inherits, and its state.
+    /// The terminal's placeholder: the end the program inherits, and its
+    /// state; the login that lent it, if one did.
     struct Terminal {
         let end: CInt
         let state: SocketState
+        let login: TerminalLogin?
     }
 
-    /// Opens the home's terminal (op `terminal`) and starts its pump.
-    static func open(link: HomeLink, watchers: Watchers) throws(LaunchError) -> Terminal {
-        let slot = link.slots[HomeLink.controlSlot]
-        guard let r = try? link.call(slot, .terminal, Scalars()) else {
-            throw .spawn("--stdio home: the connection to home failed")
-        }
-        guard r.result >= 0 else {
-            let e = Int32(truncatingIfNeeded: -r.result)
-            throw .spawn(e == ENOTTY ? "--stdio home: the home has no terminal (homestub's standard error is not one)"
-                         : "--stdio home: cannot open the home's terminal: \(String(cString: strerror(e)))")
+    /// Opens the home's terminal, the session's own (op `terminal`) or one
+    /// a second login hands over (`login`: its shell command, see
+    /// `TerminalLogin`), and starts its pump.
+    static func open(link: HomeLink, watchers: Watchers,
+                     login command: ((String, String) -> String)?) throws(LaunchError) -> Terminal {
+        let handle: Int64, login: TerminalLogin?
+        if let command {
+            (login, handle) = try TerminalLogin.start(link: link, command: command)
+        } else {
+            login = nil
+            let slot = link.slots[HomeLink.controlSlot]
+            guard let r = try? link.call(slot, .terminal, Scalars()) else {
+                throw .spawn("--stdio home: the connection to home failed")
+            }
+            guard r.result >= 0 else {
+                let e = Int32(truncatingIfNeeded: -r.result)
+                throw .spawn(e == ENOTTY ? "--stdio home: the home has no terminal (homestub's standard error is not one)"
+                             : "--stdio home: cannot open the home's terminal: \(String(cString: strerror(e)))")
+            }
+            handle = r.result
         }
         do throws(Errno) {
-            let (end, state) = try watchers.makeSocketPlaceholder(handle: r.result, nonBlocking: false, connected: true,
+            let (end, state) = try watchers.makeSocketPlaceholder(handle: handle, nonBlocking: false, connected: true,
                                                                   device: DeviceLine())
             guard DevicePump.start(state, watchers: watchers) else { throw Errno(rawValue: ENOBUFS) }
-            return Terminal(end: end, state: state)
+            return Terminal(end: end, state: state, login: login)
         } catch {
+            if let login {
+                link.close()
+                login.finish()
+            }
             throw .spawn("--stdio home: \(String(cString: strerror(error.rawValue)))")
         }
     }
