@@ -7,9 +7,10 @@ import Wire
 /// memory: the file's pages go into the call's pipe (`HomeCall.spliceRead`),
 /// and from there onto the stream right after the reply's header
 /// (`Session.reply`). Only on unsealed streams (a sealed payload must pass
-/// through the cipher), only from files (a stream's read may wait and be
-/// cancelled), and only for reads of at least `threshold` bytes (below it
-/// two more syscalls cost more than the copy they save).
+/// through the cipher), and only for reads of at least `threshold` bytes
+/// (below it two more syscalls cost more than the copy they save). A
+/// socket's, FIFO's or terminal's pages come the same way
+/// (`spliceStreamRead`: a pumped socket's down chunks, above all).
 final class SplicePipe {
     let readEnd: CInt, writeEnd: CInt
     /// Payload bytes in the pipe, waiting for their reply.
@@ -63,8 +64,9 @@ extension HomeCall {
     /// spans one page more than it holds) the rest is read by copying. An
     /// error after some bytes moved ends the read short, as read(2) would.
     func spliceRead(_ fd: CInt, _ want: Int, at offset: Int64?) throws(Errno) -> Int? {
-        guard want >= SplicePipe.threshold, session.splices, session.handles.kind(r.scalar(0)) == .file,
+        guard want >= SplicePipe.threshold, session.splices, let kind = session.handles.kind(r.scalar(0)),
               let pipe = splicePipe() else { return nil }
+        if kind == .stream { return offset == nil ? try spliceStreamRead(fd, want, pipe) : nil }
         var position = offset ?? 0
         var got = 0
         while got < want {
@@ -93,6 +95,24 @@ extension HomeCall {
         }
         pipe.pending = got - pipe.tail
         return got
+    }
+
+    /// `spliceRead` from a stream: one splice, which waits as read(2) does
+    /// (for the first byte, not for `want`; EINTR ends it once the call is
+    /// cancelled) and moves what is there, up to what the empty pipe holds
+    /// (the stream's pieces, a slot each). Nil, with nothing read, when
+    /// `fd` takes no splice.
+    private func spliceStreamRead(_ fd: CInt, _ want: Int, _ pipe: SplicePipe) throws(Errno) -> Int? {
+        let n: Int
+        do {
+            n = try interruptible { cshim_splice(fd, nil, pipe.writeEnd, want, 0) }
+        } catch {
+            if error == .invalidArgument { return nil }
+            throw error
+        }
+        pipe.pending = n
+        pipe.tail = 0
+        return n
     }
 
     /// The call's pipe, made on its first large read (nil if none can be
