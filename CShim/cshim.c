@@ -217,6 +217,11 @@ int cshim_socket_unread(int fd) {
     return ioctl(fd, SIOCOUTQ, &n) < 0 ? -1 : n;
 }
 
+int cshim_socket_queued(int fd) {
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) < 0 ? -1 : n;
+}
+
 int cshim_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
 int cshim_epoll_add(int epfd, int fd, uint32_t events, uint64_t tag) {

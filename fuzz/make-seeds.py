@@ -213,7 +213,7 @@ def main():
     write("fuzz-frame-header", "bad-undersized", header(15, 20))
     write("fuzz-frame-header", "bad-oversized", header(16 + 48 + (1 << 20) + 4096 + 1, 20))
     write("fuzz-frame-header", "bad-unknown-op", header(16, 6))
-    write("fuzz-frame-header", "bad-unknown-flags", header(40, 20, 2))
+    write("fuzz-frame-header", "bad-unknown-flags", header(40, 20, 4))
     write("fuzz-frame-header", "bad-below-op-minimum", header(39, 20))
 
     # Encoder seeds (mode bit 3): op index, id, six scalars, buffer size, length mode, payload.

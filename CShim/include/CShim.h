@@ -303,6 +303,8 @@ int cshim_epoll_add(int epfd, int fd, uint32_t events, uint64_t tag);
 int cshim_epoll_del(int epfd, int fd);
 /// ioctl(SIOCOUTQ): bytes this socket has queued that its peer has not read.
 int cshim_socket_unread(int fd);
+/// ioctl(FIONREAD): bytes waiting in this socket's receive queue.
+int cshim_socket_queued(int fd);
 /// epoll_wait into parallel arrays of tags and event masks; returns the count.
 int cshim_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms);
 

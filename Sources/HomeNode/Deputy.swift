@@ -102,19 +102,41 @@ public final class Deputy {
     }
 
     /// Reads one frame into `buffer`; nil on a clean EOF between frames.
-    private func readFrame(into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
+    /// With `call` (whose request buffer `buffer` is), a large write to a
+    /// stream handle on an unsealed stream, its payload marked
+    /// `stablePayload`, leaves the start of that payload in the call's pipe
+    /// instead (`SplicePipe.fill`): the pipe, then the handle, keep
+    /// references to the pages, which only such a payload allows.
+    private func readFrame(into buffer: UnsafeMutableRawBufferPointer, for call: HomeCall? = nil) throws -> Int? {
         // Waits only when nothing read ahead is left to parse.
         if pollMicroseconds > 0 && ahead.buffered == 0 { spin.wait(input) }
         if let opener { return try readSealedFrame(into: buffer, opener) }
+        call?.dropInbound()
         guard try ahead.read(input, into: buffer.baseAddress!, count: Wire.headerSize, atFrameStart: true) else { return nil }
         // Validates the length against the maximum before reading the body.
         let header = try FrameHeader.decode(UnsafeRawBufferPointer(rebasing: buffer[0..<Wire.headerSize]))
         let length = Int(header.length)
-        if length > Wire.headerSize {
-            _ = try ahead.read(input, into: buffer.baseAddress! + Wire.headerSize, count: length - Wire.headerSize,
-                               atFrameStart: false)
+        var got = Wire.headerSize
+        if let call, header.op == .write, header.flags.contains(.stablePayload),
+           length - SplicePipe.writePayloadOffset >= SplicePipe.threshold {
+            got = try readSplicedWrite(call, length: length)
+        }
+        if length > got {
+            _ = try ahead.read(input, into: buffer.baseAddress! + got, count: length - got, atFrameStart: false)
         }
         return length
+    }
+
+    /// Reads a large write's handle; if it is a stream's, moves the payload
+    /// into the call's pipe, as much as it holds. Returns the frame's bytes
+    /// in hand (the rest is read into the request as usual).
+    private func readSplicedWrite(_ call: HomeCall, length: Int) throws -> Int {
+        let fixed = SplicePipe.writePayloadOffset
+        let buffer = call.request
+        _ = try ahead.read(input, into: buffer.baseAddress! + Wire.headerSize, count: fixed - Wire.headerSize, atFrameStart: false)
+        let handle = Int64(littleEndian: UnsafeRawBufferPointer(buffer).loadUnaligned(fromByteOffset: Wire.headerSize, as: Int64.self))
+        guard call.session.handles.kind(handle) == .stream, let pipe = call.inboundPipe() else { return fixed }
+        return try fixed + pipe.fill(from: input, ahead: &ahead, count: length - fixed)
     }
 
     /// Reads one sealed frame whole and opens it into `buffer` (which
@@ -147,7 +169,7 @@ public final class Deputy {
         while true {
             let n: Int
             do {
-                guard let got = try readFrame(into: call.request) else { return .closedByPeer }
+                guard let got = try readFrame(into: call.request, for: call) else { return .closedByPeer }
                 n = got
                 try call.begin(length: n)
             } catch let e as WireError {

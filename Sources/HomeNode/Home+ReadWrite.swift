@@ -18,6 +18,7 @@ enum HomeReadWrite {
     /// Implements write(2): scalars [handle]; payload: the data.
     static func write(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let fd = try c.handle(c.r.scalar(0)), data = c.r.payload
+        if let n = try c.writeInbound(fd) { return (Int64(n), 0) }
         let n = try c.interruptible { Glibc.write(fd, data.baseAddress, data.count) }
         return (Int64(n), 0)
     }

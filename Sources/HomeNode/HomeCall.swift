@@ -37,6 +37,11 @@ final class HomeCall: @unchecked Sendable {
     var splice: SplicePipe?
     /// No pipe could be had for this call object: its reads copy.
     var spliceUnavailable = false
+    /// The pipe a large write's payload to a stream waits in, spliced
+    /// there by the reader (see `SplicePipe.fill`).
+    var inbound: SplicePipe?
+    /// No pipe could be had for that: its writes copy.
+    var inboundUnavailable = false
 
     init(session: Session) {
         self.session = session

@@ -67,6 +67,7 @@ final class Session: Sendable {
         // A payload left in the pipe (its reply never went) must not
         // precede the next one.
         if c.splice?.pending ?? 0 > 0 { c.splice = nil }
+        c.dropInbound()
         spare.withLock { $0.append(c) }
     }
 

@@ -20,6 +20,14 @@ public struct ReadAhead: ~Copyable {
     /// for the stream to become readable must not wait while there are any.
     public var buffered: Int { end - start }
 
+    /// Takes up to `count` of the bytes read ahead, for the caller to use
+    /// before its next call on this read-ahead.
+    public mutating func take(upTo count: Int) -> UnsafeRawBufferPointer {
+        let k = min(count, end - start)
+        defer { start += k }
+        return UnsafeRawBufferPointer(rebasing: buffer[start..<(start + k)])
+    }
+
     /// Fills `dst` with exactly `count` bytes of `fd`'s stream. False on a
     /// clean end of stream before the first byte when `atFrameStart`; an
     /// end of stream anywhere else is EIO.

@@ -1,12 +1,18 @@
-/// Frame flags (a little-endian `UInt16` in the header). Only ``response`` is defined;
-/// any other bit makes ``FrameHeader/decode(_:)`` throw ``WireError/unknownFlags(_:)``.
+/// Frame flags (a little-endian `UInt16` in the header): ``response`` and
+/// ``stablePayload``; any other bit makes ``FrameHeader/decode(_:)`` throw
+/// ``WireError/unknownFlags(_:)``.
 public struct FrameFlags: OptionSet, Sendable, Hashable {
     public var rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// The frame is a response (body: `Int64` result + payload) rather than a request.
     public static let response = FrameFlags(rawValue: 1)
+    /// A request whose payload's pages stay unchanged for good once sent
+    /// (the sender spliced them from the kernel's buffers, not from memory
+    /// it reuses): the receiver may keep references to them past its
+    /// reply, as a splice into a socket or a pipe does, rather than copy them.
+    public static let stablePayload = FrameFlags(rawValue: 2)
     /// All bits this protocol version defines.
-    public static let known: FrameFlags = [.response]
+    public static let known: FrameFlags = [.response, .stablePayload]
 }
 
 /// Frame header, 16 bytes: u32 length (total frame bytes incl. header), u16 op,

@@ -36,10 +36,11 @@ public enum RequestEncoder {
     ///
     /// Throws ``WireError/bufferTooSmall(needed:available:)`` if `payloadLength` exceeds
     /// ``Wire/maxPayload`` or the whole frame does not fit in `buffer`;
-    /// ``WireError/malformedPayload`` if `payloadLength` is negative.
+    /// ``WireError/malformedPayload`` if `payloadLength` is negative. `flags`: none, or
+    /// ``FrameFlags/stablePayload``.
     public static func encodeHeader(
         op: Op, id: UInt64, scalars: Scalars, payloadLength: Int,
-        into buffer: UnsafeMutableRawBufferPointer
+        into buffer: UnsafeMutableRawBufferPointer, flags: FrameFlags = []
     ) throws(WireError) -> Int {
         guard payloadLength >= 0 else { throw .malformedPayload }
         guard payloadLength <= Wire.maxPayload else {
@@ -50,7 +51,7 @@ public enum RequestEncoder {
         guard buffer.count >= length else {
             throw .bufferTooSmall(needed: length, available: buffer.count)
         }
-        FrameHeader(length: UInt32(length), op: op, flags: [], id: id).encode(into: buffer)
+        FrameHeader(length: UInt32(length), op: op, flags: flags, id: id).encode(into: buffer)
         for i in 0..<op.requestScalarCount {
             storeLE(scalars[i], buffer, Wire.headerSize + 8 * i)
         }

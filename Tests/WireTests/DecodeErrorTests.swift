@@ -52,7 +52,7 @@ struct DecodeErrorTests {
     }
 
     @Test func unknownFlags() {
-        for flags: UInt16 in [0x0002, 0x0003, 0x8000, 0xFFFF] {
+        for flags: UInt16 in [0x0004, 0x0005, 0x8000, 0xFFFF] {
             expectAll(rawHeader(length: 24, op: Op.close.rawValue, flags: flags) + [UInt8](repeating: 0, count: 8),
                       .unknownFlags(flags))
         }

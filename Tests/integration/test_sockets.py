@@ -19,7 +19,7 @@ from conftest import HOMESTUB, MIN_ENV, PY, WRAP, describe, free_port, require_b
 # A small server for the home's namespace: `server.py MODE PORT`; prints
 # "ready" once listening, and one line per finished connection.
 SERVER = r'''
-import hashlib, socket, sys, threading
+import hashlib, socket, sys, threading, time
 mode, port = sys.argv[1], int(sys.argv[2])
 if mode == "dns":
     # Answers every A query with 127.0.0.1, every other with no records.
@@ -76,6 +76,19 @@ def serve(c):
             n += len(d)
         c.sendall(f"{n} {h.hexdigest()}".encode())
         print("hash-done", flush=True)
+    elif mode == "slowhash":
+        # As hash, but lagging: a small receive buffer, a pause per read.
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        h, n = hashlib.sha256(), 0
+        while True:
+            time.sleep(0.002)
+            d = c.recv(65536)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+        c.sendall(f"{n} {h.hexdigest()}".encode())
+        print("slowhash-done", flush=True)
     elif mode == "source":
         n = int(c.recv(64).decode())
         c.sendall(pattern(n))

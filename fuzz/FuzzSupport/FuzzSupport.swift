@@ -104,7 +104,7 @@ public func expectedHeaderError(_ b: UnsafeRawBufferPointer) -> WireError? {
     if h.length < 16 { return .undersized(length: Int(h.length)) }
     if Int(h.length) > Wire.maxFrameLength { return .oversized(length: Int(h.length)) }
     guard let op = Op(rawValue: h.op) else { return .unknownOp(h.op) }
-    if h.flags & ~1 != 0 { return .unknownFlags(h.flags) }
+    if h.flags & ~3 != 0 { return .unknownFlags(h.flags) }
     let minimum = 16 + (h.flags & 1 != 0 ? 8 : 8 * op.requestScalarCount)
     if Int(h.length) < minimum { return .undersized(length: Int(h.length)) }
     return nil

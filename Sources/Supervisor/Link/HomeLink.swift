@@ -217,15 +217,22 @@ public final class HomeLink: Sendable {
     /// only when it must be: before this call sleeps, or when a
     /// notification is pending while it polls for the reply. A reply that
     /// comes within the poll so costs no thread wake-up.
+    ///
+    /// With `payloadPipe` (a pipe's read end; only when `splicesPayloads`),
+    /// the payload is the next `payloadLength` bytes in that pipe, spliced
+    /// onto the stream after the request's header: they never pass through
+    /// this process's memory, and are sent as a `stablePayload` (a payload
+    /// vmspliced from the slot is not: the slot is reused after the reply).
     func call(_ slot: Slot, _ op: Op, _ scalars: Scalars, payloadLength: Int = 0,
-              watch: pid_t = 0, receiver: Worker? = nil) throws(TransportError) -> ResponseView {
+              watch: pid_t = 0, receiver: Worker? = nil, payloadPipe: CInt = -1) throws(TransportError) -> ResponseView {
         if lost.load(ordering: .acquiring) { throw .lost }
         slot.sequence &+= 1
         slot.cancelSent = false
         let id = (slot.sequence << 16) | slot.index
         let length: Int
         do {
-            length = try RequestEncoder.encodeHeader(op: op, id: id, scalars: scalars, payloadLength: payloadLength, into: slot.frame)
+            length = try RequestEncoder.encodeHeader(op: op, id: id, scalars: scalars, payloadLength: payloadLength, into: slot.frame,
+                                                     flags: payloadPipe >= 0 ? .stablePayload : [])
         } catch {
             preconditionFailure("request over the frame limit: \(error)")  // callers chunk to Wire.maxPayload
         }
@@ -234,7 +241,9 @@ public final class HomeLink: Sendable {
         slot.parked.store(false, ordering: .relaxed)
         slot.pending.store(id, ordering: .sequentiallyConsistent)
         // Spliced if large: the slot's buffer is not reused before the reply.
-        let sent = write(UnsafeRawBufferPointer(rebasing: slot.frame[0..<length]), splice: true)
+        let sent = payloadPipe >= 0
+            ? write(UnsafeRawBufferPointer(rebasing: slot.frame[0..<(length - payloadLength)]), then: payloadPipe, payloadLength)
+            : write(UnsafeRawBufferPointer(rebasing: slot.frame[0..<length]), splice: true)
         if !sent { markLost("write to home failed") }
         waiting.wrappingAdd(1, ordering: .relaxed)
         defer {

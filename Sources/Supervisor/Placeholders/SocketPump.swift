@@ -216,9 +216,22 @@ enum SocketPump {
     /// then the half-close goes home.
     private static func pumpUp(_ s: SocketState, _ fd: CInt, _ slot: HomeLink.Slot) {
         let buf = slot.payload(for: .write)
+        var spliced = UpSplice(s, fd)
         reading: while true {
             // Takes the bytes only in its turn (see `upTurn`); waits outside it.
             s.upTurn.wait()
+            switch spliced.send(s, fd, slot) {
+            case nil:
+                // The chunk is lost: the tracee's writes fail from now on.
+                Glibc.shutdown(fd, Int32(SHUT_RD))
+                s.upTurn.signal()
+                break reading
+            case 0?:
+                break
+            default:
+                s.upTurn.signal()
+                continue
+            }
             let n = receive(fd, buf)
             if n == -2 {
                 // Ancillary data (SCM_RIGHTS …) cannot reach home: rather

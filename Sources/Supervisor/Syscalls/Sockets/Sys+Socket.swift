@@ -270,7 +270,10 @@ extension Watchers {
             // A Unix stream's sender is bounded by its own send buffer: ours
             // is enlarged now, the tracee's once connected (until then it
             // stays full: a larger one would take longer to fill and drain).
-            if !datagram { Self.enlarge(ours) }
+            if !datagram {
+                Self.enlarge(ours)
+                UpSplice.refuseDescriptors(ours)
+            }
             if connected { Self.enlarge(traceeEnd) }
             let (ino, _) = try FD.inode(traceeEnd)
             try FD.setNonBlocking(traceeEnd)
