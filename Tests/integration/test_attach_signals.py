@@ -3,6 +3,7 @@ engine TETHER_ENGINE names: signals sent while calls are injected into
 it (the attach's, and the ptrace engine's placeholder installs), and
 execve from a thread other than the leader.
 """
+import contextlib
 import os
 import select
 import signal
@@ -182,39 +183,38 @@ def signalled_opens_report(t, sender, stop):
     return report
 
 
-def test_signals_during_placeholder_installs_are_all_delivered(tv):
-    # Every open is forwarded: a placeholder installed in the thread (under
-    # ptrace, by injected calls) while the signals come.
+@contextlib.contextmanager
+def signalled_opener(tv, wrapped):
+    """The opening loop (under wrap-and-run when `wrapped`), looping, with
+    its signaller; yields (tracee, pid, signaller, stop file)."""
     exe = compile_c(tv, "signalled", SIGNALLED_OPENS_C)
     tv.both("data.txt", HOME + "\n", DECOY + "\n")
     stop = tv.local / "stop"
+    argv = [str(exe), tv.p("data.txt"), str(stop)]
     r, w = os.pipe()
-    t = Tracee(tv.wrap_argv([str(exe), tv.p("data.txt"), str(stop)]), stderr=w)
+    t = Tracee(tv.wrap_argv(argv) if wrapped else argv, stderr=w)
     os.close(w)
     try:
         pid = int(t.wait_for(lambda l: l.startswith("pid ")).split()[1])
         t.wait_for(lambda l: l == "looping")
-        sender = Signaller(pid, r)
-        time.sleep(1.5)
-        report = signalled_opens_report(t, sender, stop)
-        assert report["home"] == report["opens"], report
-        assert t.proc.wait(timeout=20) == 7
+        yield t, pid, Signaller(pid, r), stop
     finally:
         t.kill()
         os.close(r)
 
 
+def test_signals_during_placeholder_installs_are_all_delivered(tv):
+    # Every open is forwarded: a placeholder installed in the thread (under
+    # ptrace, by injected calls) while the signals come.
+    with signalled_opener(tv, wrapped=True) as (t, pid, sender, stop):
+        time.sleep(1.5)
+        report = signalled_opens_report(t, sender, stop)
+        assert report["home"] == report["opens"], report
+        assert t.proc.wait(timeout=20) == 7
+
+
 def test_signals_during_the_attach_injection_are_all_delivered(tv):
-    exe = compile_c(tv, "signalled", SIGNALLED_OPENS_C)
-    tv.both("data.txt", HOME + "\n", DECOY + "\n")
-    stop = tv.local / "stop"
-    r, w = os.pipe()
-    t = Tracee([str(exe), tv.p("data.txt"), str(stop)], stderr=w)
-    os.close(w)
-    try:
-        pid = int(t.wait_for(lambda l: l.startswith("pid ")).split()[1])
-        t.wait_for(lambda l: l == "looping")
-        sender = Signaller(pid, r)
+    with signalled_opener(tv, wrapped=False) as (t, pid, sender, stop):
         time.sleep(0.3)
         w = attach(tv, pid)
         wait_attached(pid, w)
@@ -223,9 +223,6 @@ def test_signals_during_the_attach_injection_are_all_delivered(tv):
         assert 0 < report["home"] < report["opens"], report
         _, err = w.communicate(timeout=20)
         assert w.returncode == 7, err
-    finally:
-        t.kill()
-        os.close(r)
 
 
 def test_attached_process_killed_amid_its_calls_gives_its_signal_status(tv):

@@ -66,29 +66,21 @@ def serve(c):
                 break
             c.sendall(d)
         print("echo-done", flush=True)
-    elif mode == "hash":
+    elif mode in ("hash", "slowhash"):
+        if mode == "slowhash":
+            # Lagging: a small receive buffer, a pause per read.
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
         h, n = hashlib.sha256(), 0
         while True:
+            if mode == "slowhash":
+                time.sleep(0.002)
             d = c.recv(65536)
             if not d:
                 break
             h.update(d)
             n += len(d)
         c.sendall(f"{n} {h.hexdigest()}".encode())
-        print("hash-done", flush=True)
-    elif mode == "slowhash":
-        # As hash, but lagging: a small receive buffer, a pause per read.
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
-        h, n = hashlib.sha256(), 0
-        while True:
-            time.sleep(0.002)
-            d = c.recv(65536)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
-        c.sendall(f"{n} {h.hexdigest()}".encode())
-        print("slowhash-done", flush=True)
+        print(f"{mode}-done", flush=True)
     elif mode == "source":
         n = int(c.recv(64).decode())
         c.sendall(pattern(n))
