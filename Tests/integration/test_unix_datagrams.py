@@ -12,9 +12,11 @@ import stat
 import subprocess
 import time
 
+import pytest
+
 from conftest import MIN_ENV, PY, describe, run_bounded
-from test_sockets import py
-from test_unix_sockets import UnixHome, unet  # noqa: F401 (the fixture)
+from test_sockets import py, serve
+from test_unix_sockets import UnixHome
 
 # Servers for the home's namespaces: `unix_dgram_server.py MODE ADDRESS`
 # (a leading @ names an abstract address); prints "ready", then one line
@@ -77,20 +79,13 @@ class DatagramHome(UnixHome):
 
 
 def lines(p, n):
+    """The next n lines a server printed."""
     return [p.stdout.readline().decode().rstrip("\n") for _ in range(n)]
-
-
-def serve_home(tmp_path):
-    from test_sockets import serve
-    yield from serve(DatagramHome, tmp_path)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture
 def dnet(tmp_path):
-    yield from serve_home(tmp_path)
+    yield from serve(DatagramHome, tmp_path)
 
 
 def test_logger_reaches_a_datagram_server_only_home_has(dnet):
@@ -343,3 +338,99 @@ def test_bad_datagram_addresses_and_sizes_get_the_kernels_errno(dnet):
     errs = "111:EINVAL 200:EINVAL 1:EINVAL -1:EINVAL ENOENT ECONNREFUSED EMSGSIZE ENOENT"
     assert r.stdout == f"target {errs}\nhome {errs}\n10\nEPIPE\n", describe(r)
     assert lines(server, 1) == [f"10 b'still fine' {str(dnet.srv / 'errs.sock')!r}"]
+
+
+# sendmmsg(2) and recvmmsg(2) through ctypes (Python has neither).
+MMSG = r'''
+import ctypes, socket
+libc = ctypes.CDLL(None, use_errno=True)
+
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint32)]
+
+def unix_address(path):
+    raw = b"\1\0" + path.encode() + b"\0"
+    return ctypes.create_string_buffer(raw, 110), len(raw)
+
+def sendmmsg(s, datagrams, to):
+    name, namelen = unix_address(to)
+    keep, msgs = [], (mmsghdr * len(datagrams))()
+    for m, d in zip(msgs, datagrams):
+        b = ctypes.create_string_buffer(d, len(d))
+        v = iovec(ctypes.cast(b, ctypes.c_void_p), len(d))
+        keep += [b, v]
+        m.hdr.name, m.hdr.namelen = ctypes.cast(name, ctypes.c_void_p), namelen
+        m.hdr.iov, m.hdr.iovlen = ctypes.pointer(v), 1
+    n = libc.sendmmsg(s.fileno(), msgs, len(datagrams), 0)
+    return n, [m.len for m in msgs][:max(n, 0)]
+
+def recvmmsg(s, count, size):
+    keep, msgs = [], (mmsghdr * count)()
+    for m in msgs:
+        b, a = ctypes.create_string_buffer(size), ctypes.create_string_buffer(110)
+        v = iovec(ctypes.cast(b, ctypes.c_void_p), size)
+        keep += [(b, a), v]
+        m.hdr.name, m.hdr.namelen = ctypes.cast(a, ctypes.c_void_p), 110
+        m.hdr.iov, m.hdr.iovlen = ctypes.pointer(v), 1
+    n = libc.recvmmsg(s.fileno(), msgs, count, 0, None)
+    out = []
+    for (b, a), m in zip(keep[::2], msgs[:max(n, 0)]):
+        out.append((b.raw[:min(m.len, size)], m.len, m.hdr.flags, a.raw[2:m.hdr.namelen].rstrip(b"\0").decode()))
+    return n, out
+'''
+
+
+def test_sendmmsg_and_recvmmsg_keep_each_datagram(dnet):
+    server_path, client_path = dnet.srv / "mm.sock", dnet.srv / "mmc.sock"
+    server = dnet.dgram_server("dgram", str(server_path))
+    (dnet.base / "mmsg.py").write_text(MMSG)
+    r = dnet.run(py(f"""
+        import socket, sys
+        sys.path.insert(0, {str(dnet.base)!r})
+        from mmsg import sendmmsg, recvmmsg
+        # A socket of the target: the first destination moves it home.
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        print(sendmmsg(s, [b"one", b"", b"three" * 10], {str(server_path)!r}))
+        s.close()
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        c.bind({str(client_path)!r})
+        print(sendmmsg(c, [b"a", b"bb", b"ccc"], {str(server_path)!r}))
+        got = []
+        while len(got) < 3:
+            n, out = recvmmsg(c, 3, 2)
+            got += out
+        print(got)
+    """))
+    assert r.returncode == 0, describe(r)
+    sp = str(server_path)
+    assert r.stdout == (f"(3, [3, 0, 50])\n(3, [1, 2, 3])\n"
+                        f"[(b'A', 1, 0, {sp!r}), (b'BB', 2, 0, {sp!r}), (b'CC', 2, {socket.MSG_TRUNC}, {sp!r})]\n"), describe(r)
+    assert lines(server, 6)[:3] == ["3 b'one' None", "0 b'' None", "50 b'threethreethreethreethreethreethreethreethreethree' None"]
+
+
+def test_udp_at_home_reports_truncation_as_the_kernel(dnet):
+    """The receive side is UDP's too: MSG_TRUNC returns the datagram's full
+    length and a short recvmsg sets MSG_TRUNC in its flags."""
+    port, _ = dnet.server("udpecho")
+    r = dnet.run(py(f"""
+        import socket
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.connect(("127.0.0.1", {port}))
+        u.send(b"datagram")
+        print(len(u.recv(3, socket.MSG_TRUNC)))
+        u.send(b"datagram")
+        d, _, flags, _ = u.recvmsg(3)
+        print(d, flags == socket.MSG_TRUNC)
+        u.send(b"fits")
+        d, _, flags, _ = u.recvmsg(100)
+        print(d, flags)
+    """))
+    assert r.returncode == 0 and r.stdout == "8\nb'DAT' True\nb'FITS' 0\n", describe(r)
