@@ -138,14 +138,27 @@ def test_boundaries_sender_names_and_truncation(dnet):
         print(d, flags, peer)
         u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         u.sendto(b"unnamed", {str(server_path)!r})
+        # Once at home, a socket autobinds there: the server answers its
+        # abstract name (and maybe "first" too: a sender is named as it is
+        # when the server reads).
+        v = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        v.sendto(b"first", {str(server_path)!r})
+        v.bind("")
+        name = v.getsockname()
+        v.sendto(b"auto", {str(server_path)!r})
+        while (got := v.recvfrom(100))[0] == b"FIRST":
+            pass
+        print(name[0] == 0 and len(name) == 6, got == (b"AUTO", {str(server_path)!r}))
     """))
     assert r.returncode == 0, describe(r)
     sp, cp = str(server_path), str(client_path)
     assert r.stdout.split("\n") == [
-        cp, f"b'X' {sp}", f"61440 {{89}} {sp}", "b'HE' 5", f"b'HE' True {sp}", f"b'AGAIN' 0 {sp}", ""], describe(r)
+        cp, f"b'X' {sp}", f"61440 {{89}} {sp}", "b'HE' 5", f"b'HE' True {sp}", f"b'AGAIN' 0 {sp}", "True True", ""], describe(r)
     assert lines(server, 6) == [
         f"1 b'x' {cp!r}", f"61440 b'yyyyyyyyyyyyyyyyyyyyyyyy' {cp!r}", f"5 b'hello' {cp!r}", f"5 b'hello' {cp!r}",
         f"5 b'again' {cp!r}", "7 b'unnamed' None"]
+    first, auto = lines(server, 2)
+    assert first.startswith("5 b'first' ") and auto.startswith("4 b'auto' b'\\x00"), (first, auto)
     # The socket file is at home, not on the target.
     assert dnet.is_socket_at_home(client_path) and not client_path.exists()
 

@@ -170,12 +170,12 @@ enum UnixSockets {
     /// Where a routed path waits in the worker's scratch (after the address).
     static let pathScratch = 256
 
-    /// Where `address` (family AF_UNIX) goes: an abstract name by the
-    /// network rule, a path by the binding policy. The path is copied,
+    /// Where `address` (family AF_UNIX) goes: an abstract name, or none
+    /// (a bind's autobind to one, or the kernel's EINVAL), by the network
+    /// rule; a path by the binding policy. The path is copied,
     /// NUL-terminated, to `pathScratch` and routed there.
     static func target(_ c: borrowing Call, _ address: UnsafeMutableRawBufferPointer) throws(Failure) -> Target {
-        if address.count == 2 { return .local }   // unnamed: autobind, or the kernel's EINVAL
-        if address[2] == 0 {
+        if address.count == 2 || address[2] == 0 {
             return c.sup.options.network.decide(sockaddr: UnsafeRawBufferPointer(address)) == .local ? .local : .abstract
         }
         let buf = UnsafeMutableRawBufferPointer(rebasing: c.worker.scratch[pathScratch...])
