@@ -38,6 +38,7 @@ OPS = [
     ("socket", 60, 3), ("connect", 61, 1), ("shutdown", 62, 2), ("getsockopt", 63, 4), ("setsockopt", 64, 3),
     ("sockname", 65, 3), ("bind", 66, 1), ("listen", 67, 2), ("accept", 68, 2), ("poll", 69, 2),
     ("sendto", 70, 3), ("recvfrom", 71, 3), ("bindPath", 72, 2), ("connectPath", 73, 2), ("sendfile", 74, 4),
+    ("sendtoPath", 75, 4),
     ("ioctl", 80, 3), ("terminal", 81, 0), ("windowSize", 82, 3),
     ("terminalOffer", 83, 0), ("terminalAccept", 84, 1),
 ]
@@ -129,6 +130,7 @@ REQUESTS = {
     "bindPath": ([3, ROOT], b"/srv/app.sock\0"),
     "connectPath": ([3, 5], b"app.sock\0"),
     "sendfile": ([3, 5, -1, 65536], b""),
+    "sendtoPath": ([3, 0, ROOT, 14], b"/srv/app.sock\0<13>hello"),
     "ioctl": ([3, 0x5414, 0], struct.pack("<HHHH", 24, 80, 0, 0)),
     "terminal": ([], b""),
     "windowSize": ([3, 24, 80], b""),
@@ -149,6 +151,7 @@ REPLIES = {
     "sockname": (16, struct.pack("<HH4s8x", 2, 0x5000, bytes([127, 0, 0, 1]))),
     "accept": (4, struct.pack("<HH4s8x", 2, 0x9c40, bytes([127, 0, 0, 1]))), "poll": (1, b""),
     "sendto": (5, b""), "sendfile": (65536, b""), "recvfrom": (5, b"reply" + struct.pack("<HH4s8x", 2, 0x3500, bytes([127, 0, 0, 1]))),
+    "sendtoPath": (9, b""),
     "ioctl": (0, struct.pack("<HHHH", 24, 80, 0, 0)), "terminal": (3, b""),
     "windowSize": (0, struct.pack("<HHHH", 25, 80, 0, 0)),
     "terminalOffer": (3, bytes(range(32)) + b"/tmp/tether-terminal-Ab3dE9"), "terminalAccept": (4, b""),

@@ -155,19 +155,20 @@ enum HomeSocket {
     }
 
     /// Implements recvfrom(2): scalars [handle, flags, size]; the payload is
-    /// the datagram's bytes, then the sender's address.
+    /// the datagram's bytes (at most size), then the sender's address. With
+    /// MSG_TRUNC the result is the datagram's full length, as the kernel's.
     static func recvfrom(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let fd = try c.handle(c.r.scalar(0)), want = min(try c.count(c.r.scalar(2)), Wire.maxPayload - Wire.maxSockaddr)
-        let out = c.out, flags = c.int(1) & ~Int32(MSG_TRUNC)
+        let out = c.out, flags = c.int(1)
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let n = try withUnsafeMutablePointer(to: &storage) { p throws(Errno) -> Int in
             let a = UnsafeMutableRawPointer(p).assumingMemoryBound(to: Glibc.sockaddr.self)
             return try c.interruptible { Glibc.recvfrom(fd, out.baseAddress, want, flags, a, &length) }
         }
-        let alen = min(Int(length), Wire.maxSockaddr)
-        withUnsafeBytes(of: &storage) { (out.baseAddress! + n).copyMemory(from: $0.baseAddress!, byteCount: alen) }
-        return (Int64(n), n + alen)
+        let got = min(n, want), alen = min(Int(length), Wire.maxSockaddr)
+        withUnsafeBytes(of: &storage) { (out.baseAddress! + got).copyMemory(from: $0.baseAddress!, byteCount: alen) }
+        return (Int64(n), got + alen)
     }
 
     /// A socket address from a payload: at least its family, at most a

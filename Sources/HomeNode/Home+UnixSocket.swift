@@ -3,7 +3,8 @@ import Glibc
 import SysKit
 import Wire
 
-/// Unix sockets at forwarded paths, and sendfile between two home handles.
+/// Unix sockets at forwarded paths (bind, connect, and a datagram's
+/// destination), and sendfile between two home handles.
 /// The path resolves beneath the export root as `mkdirat`'s does (its
 /// parent opened inside the root when confined); the socket is then bound
 /// or connected through `/proc/self/fd/DIR/NAME`, so neither the root's
@@ -12,7 +13,7 @@ enum HomeUnixSocket {
     /// Implements bind(2) to a path: scalars [handle, dir]; payload: the path.
     static func bindPath(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let fd = try c.handle(c.r.scalar(0))
-        try withAddress(c) { (a, n) throws(Errno) in try sys { Glibc.bind(fd, a, n) } }
+        try withAddress(c, path: try c.path()) { (a, n) throws(Errno) in try sys { Glibc.bind(fd, a, n) } }
         return (0, 0)
     }
 
@@ -20,8 +21,24 @@ enum HomeUnixSocket {
     /// path. Waits for the outcome as `HomeSocket.connect` does.
     static func connectPath(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let fd = try c.handle(c.r.scalar(0))
-        try withAddress(c) { (a, n) throws(Errno) in try HomeSocket.connect(c, fd, a, n) }
+        try withAddress(c, path: try c.path()) { (a, n) throws(Errno) in try HomeSocket.connect(c, fd, a, n) }
         return (0, 0)
+    }
+
+    /// Implements sendto(2) of a datagram to a path: scalars [handle, flags,
+    /// dir, pathLength]; payload: the path (pathLength bytes with its NUL),
+    /// then the datagram.
+    static func sendtoPath(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        let fd = try c.handle(c.r.scalar(0)), payload = c.r.payload
+        let (path, end) = try c.string(at: 0)
+        guard Int64(end) == c.r.scalar(3) else { throw Errno.invalidArgument }
+        let data = payload.baseAddress! + end, count = payload.count - end
+        let flags = c.int(1) | Int32(MSG_NOSIGNAL)
+        var n = 0
+        try withAddress(c, path: path.baseAddress!.assumingMemoryBound(to: CChar.self)) { (a, length) throws(Errno) in
+            n = try c.interruptible { Glibc.sendto(fd, data, count, flags, a, length) }
+        }
+        return (Int64(n), 0)
     }
 
     /// Implements sendfile(2) from a file handle to a socket handle:
@@ -37,11 +54,12 @@ enum HomeUnixSocket {
         return (Int64(n), 0)
     }
 
-    /// Calls `body` with the `sockaddr_un` of the request's path.
-    private static func withAddress(_ c: HomeCall,
+    /// Calls `body` with the `sockaddr_un` of `path`, relative to the
+    /// request's directory (scalar 1 of bindPath and connectPath, 2 of sendtoPath).
+    private static func withAddress(_ c: HomeCall, path: UnsafePointer<CChar>,
                                     _ body: (UnsafePointer<Glibc.sockaddr>, socklen_t) throws(Errno) -> Void) throws(Errno) {
-        let dir = try c.dir(c.r.scalar(1))
-        try c.withEntry(dir: dir, try c.path()) { (d, name) throws(Errno) in
+        let dir = try c.dir(c.r.scalar(c.r.op == .sendtoPath ? 2 : 1))
+        try c.withEntry(dir: dir, path) { (d, name) throws(Errno) in
             var address = sockaddr_un()
             address.sun_family = sa_family_t(AF_UNIX)
             let length = try withUnsafeMutableBytes(of: &address.sun_path) { (out) throws(Errno) -> Int in

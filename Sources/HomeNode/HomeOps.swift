@@ -110,6 +110,7 @@ enum HomeOps {
         HomeOpRow(.bindPath, .inline, HomeUnixSocket.bindPath),
         HomeOpRow(.connectPath, .streamHandle(0), HomeUnixSocket.connectPath),
         HomeOpRow(.sendfile, .streamHandle(0), HomeUnixSocket.sendfile),
+        HomeOpRow(.sendtoPath, .streamHandle(0), HomeUnixSocket.sendtoPath),
         // Terminals and devices (Home+Ioctl.swift): a drain waits for the line.
         HomeOpRow(.ioctl, .streamHandle(0), HomeIoctl.ioctl),
         HomeOpRow(.terminal, .inline, HomeTerminal.open),

@@ -218,10 +218,11 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// payload: the destination address (addressLength bytes, 0: none) then the datagram.
     /// Response: result = bytes sent.
     case sendto = 70
-    /// Analogous to recvfrom(2) on a datagram socket: scalars [handle, flags, size] (flags
-    /// without MSG_TRUNC; waits, cancellable, unless MSG_DONTWAIT). Response: result = the
-    /// datagram's bytes received (at most size); payload: those bytes, then the sender's
-    /// address (at most ``Wire/maxSockaddr`` bytes).
+    /// Analogous to recvfrom(2) on a datagram socket: scalars [handle, flags, size] (waits,
+    /// cancellable, unless MSG_DONTWAIT). Response: result = the datagram's bytes received (at
+    /// most size), or with MSG_TRUNC in flags its full length (which may exceed size); payload:
+    /// the bytes received (at most size), then the sender's address (at most
+    /// ``Wire/maxSockaddr`` bytes).
     case recvfrom = 71
     /// Analogous to bind(2) of an AF_UNIX socket to a path at home: scalars [handle, dir] (a
     /// directory handle or ``Wire/rootDir``); payload: the path (NUL-terminated), resolved as
@@ -235,6 +236,10 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// bytes never cross the wire): scalars [socket, file, offset (-1: from and advancing
     /// the file's position), count]. Response: result = bytes sent (at most count).
     case sendfile = 74
+    /// Analogous to sendto(2) of a datagram to an AF_UNIX path at home: scalars [handle, flags,
+    /// dir, pathLength]; payload: the path (pathLength bytes, NUL-terminated, resolved as for
+    /// ``bindPath``), then the datagram. Response: result = bytes sent.
+    case sendtoPath = 75
 
     // MARK: Terminals and devices at home
 
@@ -334,6 +339,7 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .bindPath: return 2
         case .connectPath: return 2
         case .sendfile: return 4
+        case .sendtoPath: return 4
         case .ioctl: return 3
         case .terminal: return 0
         case .windowSize: return 3

@@ -15,6 +15,8 @@ public enum ReplyContract {
     public static let statfsSize = 120
     /// Size of the x86_64 `struct flock` in `lock` and `posixLock` replies.
     public static let flockSize = 32
+    /// MSG_TRUNC in a `recvfrom` request's flags: the result is the datagram's full length.
+    public static let recvfromTruncate: Int64 = 0x20
 
     /// Nil if `result` and `payloadCount` are a possible reply to `op` with
     /// `scalars` and `requestPayload` bytes of payload; otherwise what is wrong.
@@ -64,10 +66,12 @@ public enum ReplyContract {
             if result > Int64(Wire.maxSockaddr) { return "an address of \(result) bytes" }
             return payloadCount == Int(min(result, max(s[2], 0))) ? nil : "address of \(result) bytes with \(payloadCount) bytes of payload"
         case .recvfrom:
-            if result > max(s[2], 0) { return "result \(result) exceeds the \(s[2]) bytes asked for" }
-            let address = payloadCount - Int(result)
+            // With MSG_TRUNC the result is the datagram's full length; the bytes carried stop at the size asked.
+            let truncates = s[1] & recvfromTruncate != 0
+            if result > max(s[2], 0) && !truncates { return "result \(result) exceeds the \(s[2]) bytes asked for" }
+            let address = payloadCount - Int(min(result, max(s[2], 0), Int64(Wire.maxPayload - Wire.maxSockaddr)))
             return address >= 0 && address <= Wire.maxSockaddr ? nil : "\(result) bytes with \(payloadCount) bytes of payload"
-        case .sendto:
+        case .sendto, .sendtoPath:
             if result > Int64(requestPayload) { return "sent \(result) of \(requestPayload) bytes" }
             return empty()
         case .accept:

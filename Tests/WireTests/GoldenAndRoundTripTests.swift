@@ -211,7 +211,7 @@ struct RoundTripTests {
             .posixLock: 3, .lockOwnerClose: 2, .lockOwnerExit: 1, .statxWatched: 4, .invalidate: 0,
             .socket: 3, .connect: 1, .shutdown: 2, .getsockopt: 4, .setsockopt: 3, .sockname: 3,
             .bind: 1, .listen: 2, .accept: 2, .poll: 2, .sendto: 3, .recvfrom: 3,
-            .bindPath: 2, .connectPath: 2, .sendfile: 4, .ioctl: 3, .terminal: 0, .windowSize: 3,
+            .bindPath: 2, .connectPath: 2, .sendfile: 4, .sendtoPath: 4, .ioctl: 3, .terminal: 0, .windowSize: 3,
             .terminalOffer: 0, .terminalAccept: 1,
         ]
         #expect(Op.allCases.count == expected.count)

@@ -216,11 +216,12 @@ struct SyscallTable: Sendable {
         SyscallRow(50, "listen", .network, "fi", Sockets.listen),
         SyscallRow(43, "accept", [.desc, .network], "fxx:f", Sockets.accept),
         SyscallRow(288, "accept4", [.desc, .network], "fxxX:f", Sockets.accept4),
-        // A datagram socket's placeholder lives in the watched range (Sys+Datagram.swift).
+        // A datagram socket's placeholder lives in the watched range (Sys+Datagram.swift, Sys+DatagramSend.swift).
         SyscallRow(44, "sendto", .network, "fxzXxi:b", Datagrams.sendto, when: .placeholderRange),
         SyscallRow(45, "recvfrom", .network, "fxzXxx:b", Datagrams.recvfrom, when: .placeholderRange),
         SyscallRow(46, "sendmsg", .network, "fxX:b", Datagrams.sendmsg, when: .placeholderRange),
         SyscallRow(307, "sendmmsg", .network, "fxiX", Datagrams.sendmmsg, when: .placeholderRange),
+        SyscallRow(48, "shutdown", .network, "fi", Datagrams.shutdown, when: .placeholderRange),
         // Terminals and devices at home (Sys+Ioctl.swift): terminal- and socket-type requests.
         SyscallRow(16, "ioctl", .desc, "fXx", Devices.ioctl, when: .requestTypes(Devices.interceptedTypes)),
         // Refused on forwarded names, with the errno a program already handles.

@@ -244,6 +244,10 @@ enum SocketPump {
             if n < 0 {
                 let e = Glibc.errno
                 s.upTurn.signal()
+                // A seqpacket pair reports the tracee's close with unread
+                // data (ECONNRESET, once) before the messages it sent last:
+                // those still go home.
+                if e == ECONNRESET { continue }
                 guard e == EAGAIN || e == EINTR else { break }
                 var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 _ = poll(&p, 1, -1)

@@ -4,34 +4,16 @@ import SysKit
 import Wire
 
 /// Datagram sockets at home. Message boundaries and addresses cannot go
-/// through a stream pair, so a UDP socket's placeholder lives in the
-/// placeholder range, where the filter sends its `sendto`, `recvfrom`,
-/// `sendmsg` and `recvmsg` to the supervisor: each datagram is one request
-/// (`sendto`/`recvfrom` ops) with its address. Readiness comes from the same
-/// pump as a listening socket's: a byte on the tracee's end while home has
-/// a datagram waiting, taken by each receive (`SocketListen`).
+/// through a stream pair, so a UDP or Unix datagram socket's placeholder
+/// lives in the placeholder range, where the filter sends its `sendto`,
+/// `recvfrom`, `sendmsg` and `recvmsg` to the supervisor: each datagram is
+/// one request (`sendto`/`sendtoPath`/`recvfrom` ops) with its address.
+/// Readiness comes from the same pump as a listening socket's: a byte on
+/// the tracee's end while home has a datagram waiting, taken by each
+/// receive (`SocketListen`). The sending side is in Sys+DatagramSend.swift.
 enum Datagrams {
     /// Most bytes of one datagram (the payload also carries an address).
     static let maxDatagram = Wire.maxPayload - Wire.maxSockaddr
-
-    /// Implements sendto(2).
-    static func sendto(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
-        let payload = c.worker.slot.payload(for: .sendto)
-        let alen = c.address(4) == 0 ? 0 : try Sockets.addressLength(c.raw(5))
-        if alen > 0 {
-            try Sockets.readAddress(c, alen, at: c.address(4), into: payload)
-            if c.sup.options.network.decide(sockaddr: UnsafeRawBufferPointer(rebasing: payload[0..<alen])) == .local {
-                return try Sockets.goLocal(c, s, nonBlocking: nonBlocking)
-            }
-        }
-        let count = try c.transfer(buffer: 1, size: 2)
-        guard count <= maxDatagram else { throw .errno(Errno(rawValue: EMSGSIZE)) }
-        try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: payload.baseAddress! + alen, count: count) }
-        let flags = c.int(3) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
-        let r = try c.home(.sendto, Scalars(p.handle, Int64(flags), Int64(alen)), payloadLength: alen + count)
-        return .value(r.result)
-    }
 
     /// Implements recvfrom(2).
     static func recvfrom(_ c: borrowing Call) throws(Failure) -> Reply {
@@ -40,8 +22,7 @@ enum Datagrams {
         let addressAt = c.address(4), lengthAt = c.address(5)
         let room = addressAt == 0 ? 0 : try Sockets.readLength(c, at: lengthAt)
         let flags = c.int(3)
-        let r = try receive(c, p, s, flags: flags, nonBlocking: nonBlocking, size: size)
-        let n = Int(r.result)
+        let (r, n) = try receive(c, p, s, flags: flags, nonBlocking: nonBlocking, size: size)
         try local { () throws(Errno) in
             if n > 0 { try c.memory.write(c.address(1), from: r.payload.baseAddress!, count: n) }
             if addressAt != 0 {
@@ -51,74 +32,7 @@ enum Datagrams {
                 try c.memory.write(lengthAt, from: &full, count: 4)
             }
         }
-        return .value(r.result)
-    }
-
-    /// Implements sendmsg(2) on a datagram socket at home (ancillary data is
-    /// not carried: EOPNOTSUPP). A pumped stream's runs natively (see
-    /// `SocketPump.pumpUp` for its ancillary data).
-    static func sendmsg(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
-        let m = try message(c, at: c.address(1))
-        if try namesLocal(c, m) { return try Sockets.goLocal(c, s, nonBlocking: nonBlocking) }
-        return .value(try sendOne(c, p, m, flags: c.int(2) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)))
-    }
-
-    /// Implements sendmmsg(2) on a datagram socket at home: the messages one
-    /// by one, each `msg_len` set; an error after the first ends the call
-    /// with the count sent, as the kernel does.
-    static func sendmmsg(_ c: borrowing Call) throws(Failure) -> Reply {
-        guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return .continueSyscall }
-        let count = min(Int(UInt32(truncatingIfNeeded: c.raw(2))), 1024)
-        let flags = c.int(3) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
-        // The first message's destination decides for the call, as sendto's does.
-        if count > 0, try namesLocal(c, try message(c, at: c.address(1))) { return try Sockets.goLocal(c, s, nonBlocking: nonBlocking) }
-        var sent = 0
-        while sent < count {
-            let header = c.address(1) + UInt64(64 * sent)
-            do {
-                var n = UInt32(truncatingIfNeeded: try sendOne(c, p, try message(c, at: header), flags: flags))
-                try local { () throws(Errno) in try c.memory.write(header + 56, from: &n, count: 4) }   // msg_len
-            } catch {
-                if sent > 0 { break }
-                throw error
-            }
-            sent += 1
-        }
-        return .value(Int64(sent))
-    }
-
-    /// The `struct msghdr` at `header` in the tracee.
-    private static func message(_ c: borrowing Call, at header: UInt64) throws(Failure) -> msghdr {
-        var m = msghdr()
-        try local { () throws(Errno) in try c.memory.readExactly(header, into: &m, count: MemoryLayout<msghdr>.size) }
-        return m
-    }
-
-    /// Whether message `m` names a destination the network rules keep local.
-    private static func namesLocal(_ c: borrowing Call, _ m: msghdr) throws(Failure) -> Bool {
-        let name = UInt64(UInt(bitPattern: m.msg_name))
-        guard name != 0 else { return false }
-        let alen = try Sockets.addressLength(UInt64(m.msg_namelen))
-        let address = UnsafeMutableRawBufferPointer(rebasing: c.worker.scratch[0..<alen])
-        try Sockets.readAddress(c, alen, at: name, into: address)
-        return c.sup.options.network.decide(sockaddr: UnsafeRawBufferPointer(address)) == .local
-    }
-
-    /// Sends message `m` as one datagram.
-    private static func sendOne(_ c: borrowing Call, _ p: Placeholder, _ m: msghdr, flags: Int32) throws(Failure) -> Int64 {
-        guard m.msg_controllen == 0 else { throw .errno(Errno(rawValue: EOPNOTSUPP)) }
-        let payload = c.worker.slot.payload(for: .sendto)
-        let name = UInt64(UInt(bitPattern: m.msg_name))
-        let alen = name == 0 ? 0 : try Sockets.addressLength(UInt64(m.msg_namelen))
-        if alen > 0 { try Sockets.readAddress(c, alen, at: name, into: payload) }
-        var total = 0
-        try eachVector(c, m) { (base, length) throws(Failure) in
-            guard total + length <= maxDatagram else { throw .errno(Errno(rawValue: EMSGSIZE)) }
-            try local { () throws(Errno) in try c.memory.readExactly(base, into: payload.baseAddress! + alen + total, count: length) }
-            total += length
-        }
-        return try c.home(.sendto, Scalars(p.handle, Int64(flags), Int64(alen)), payloadLength: alen + total).result
+        return .value(flags & Int32(MSG_TRUNC) != 0 ? r.result : Int64(n))
     }
 
     /// read(2) on a datagram socket at home (recv without flags); nil for
@@ -128,24 +42,11 @@ enum Datagrams {
         guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)),
               s.datagram else { return nil }
         let size = min(try c.transfer(buffer: 1, size: 2), maxDatagram)
-        let r = try receive(c, p, s, flags: 0, nonBlocking: nonBlocking, size: size)
-        if r.result > 0 {
-            try local { () throws(Errno) in try c.memory.write(c.address(1), from: r.payload.baseAddress!, count: Int(r.result)) }
+        let (r, n) = try receive(c, p, s, flags: 0, nonBlocking: nonBlocking, size: size)
+        if n > 0 {
+            try local { () throws(Errno) in try c.memory.write(c.address(1), from: r.payload.baseAddress!, count: n) }
         }
-        return .value(r.result)
-    }
-
-    /// write(2) on a datagram socket at home (a send to its peer); nil for
-    /// any other descriptor.
-    static func write(_ c: borrowing Call) throws(Failure) -> Reply? {
-        guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)),
-              s.datagram else { return nil }
-        let count = try c.transfer(buffer: 1, size: 2)
-        guard count <= maxDatagram else { throw .errno(Errno(rawValue: EMSGSIZE)) }
-        let payload = c.worker.slot.payload(for: .sendto)
-        try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: payload.baseAddress!, count: count) }
-        let flags = nonBlocking ? Int32(MSG_DONTWAIT) : 0
-        return .value(try c.home(.sendto, Scalars(p.handle, Int64(flags), 0), payloadLength: count).result)
+        return .value(Int64(n))
     }
 
     /// readv(2) on a datagram socket at home (one datagram scattered over
@@ -154,21 +55,12 @@ enum Datagrams {
         guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)),
               s.datagram else { return nil }
         let m = try vectors(c)
-        return .value(try receiveOne(c, p, s, m, flags: 0, nonBlocking: nonBlocking).result)
-    }
-
-    /// writev(2) on a datagram socket at home (the vectors as one datagram
-    /// to its peer); nil for any other descriptor.
-    static func writev(_ c: borrowing Call) throws(Failure) -> Reply? {
-        guard c.fd(0) >= c.sup.placeholderBase, let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)),
-              s.datagram else { return nil }
-        let m = try vectors(c)
-        return .value(try sendOne(c, p, m, flags: nonBlocking ? Int32(MSG_DONTWAIT) : 0))
+        return .value(try receiveOne(c, p, s, m, flags: 0, nonBlocking: nonBlocking))
     }
 
     /// readv/writev's vectors (arguments 1 and 2) as a message without a
     /// name: EINVAL for a count below 0 or above UIO_MAXIOV, as the kernel.
-    private static func vectors(_ c: borrowing Call) throws(Failure) -> msghdr {
+    static func vectors(_ c: borrowing Call) throws(Failure) -> msghdr {
         let count = c.int(2)
         guard count >= 0, count <= 1024 else { throw .errno(.invalidArgument) }
         var m = msghdr()
@@ -180,10 +72,8 @@ enum Datagrams {
     /// recvmsg(2) on a datagram socket at home; nil for any other descriptor.
     static func recvmsg(_ c: borrowing Call) throws(Failure) -> Reply? {
         guard let (p, s, nonBlocking) = try Sockets.socket(c, fd: c.fd(0)), s.datagram else { return nil }
-        var m = msghdr()
-        try local { () throws(Errno) in try c.memory.readExactly(c.address(1), into: &m, count: MemoryLayout<msghdr>.size) }
-        let r = try receiveOne(c, p, s, m, flags: c.int(2), nonBlocking: nonBlocking, header: c.address(1))
-        return .value(r.result)
+        let m = try message(c, at: c.address(1))
+        return .value(try receiveOne(c, p, s, m, flags: c.int(2), nonBlocking: nonBlocking, header: c.address(1)))
     }
 
     /// recvmmsg(2) on a datagram socket at home: the first message waits as
@@ -198,11 +88,9 @@ enum Datagrams {
         while got < count {
             let header = c.address(1) + UInt64(64 * got)
             do {
-                var m = msghdr()
-                try local { () throws(Errno) in try c.memory.readExactly(header, into: &m, count: MemoryLayout<msghdr>.size) }
-                let r = try receiveOne(c, p, s, m, flags: flags | (got > 0 ? Int32(MSG_DONTWAIT) : 0), nonBlocking: nonBlocking,
-                                       header: header)
-                var n = UInt32(truncatingIfNeeded: r.result)
+                let m = try message(c, at: header)
+                var n = UInt32(truncatingIfNeeded: try receiveOne(c, p, s, m, flags: flags | (got > 0 ? Int32(MSG_DONTWAIT) : 0),
+                                                                  nonBlocking: nonBlocking, header: header))
                 try local { () throws(Errno) in try c.memory.write(header + 56, from: &n, count: 4) }   // msg_len
             } catch {
                 if got > 0 { break }
@@ -213,50 +101,62 @@ enum Datagrams {
         return .value(Int64(got))
     }
 
+    /// The `struct msghdr` at `header` in the tracee.
+    static func message(_ c: borrowing Call, at header: UInt64) throws(Failure) -> msghdr {
+        var m = msghdr()
+        try local { () throws(Errno) in try c.memory.readExactly(header, into: &m, count: MemoryLayout<msghdr>.size) }
+        return m
+    }
+
     /// Receives one datagram into message `m`'s vectors; with `header` (its
-    /// address in the tracee), also writes its name, length and flags back.
+    /// address in the tracee), also writes its name, length and flags back
+    /// (MSG_TRUNC when the datagram did not fit). Returns what the call
+    /// returns: the bytes received, or with MSG_TRUNC the datagram's length.
     private static func receiveOne(_ c: borrowing Call, _ p: Placeholder, _ s: SocketState, _ m: msghdr, flags: Int32,
-                                   nonBlocking: Bool, header: UInt64 = 0) throws(Failure) -> ResponseView {
+                                   nonBlocking: Bool, header: UInt64 = 0) throws(Failure) -> Int64 {
         var size = 0
         try eachVector(c, m) { (_, length) throws(Failure) in size = min(size + length, maxDatagram) }
-        let r = try receive(c, p, s, flags: flags, nonBlocking: nonBlocking, size: size)
-        var left = Int(r.result), at = 0
+        let (r, got) = try receive(c, p, s, flags: flags, nonBlocking: nonBlocking, size: size)
+        var left = got, at = 0
         try eachVector(c, m) { (base, length) throws(Failure) in
             let n = min(left, length)
             if n > 0 { try local { () throws(Errno) in try c.memory.write(base, from: r.payload.baseAddress! + at, count: n) } }
             left -= n
             at += n
         }
-        guard header != 0 else { return r }
-        let n = Int(r.result), alen = r.payload.count - n
+        let result = flags & Int32(MSG_TRUNC) != 0 ? r.result : Int64(got)
+        guard header != 0 else { return result }
+        let alen = r.payload.count - got
         let name = UInt64(UInt(bitPattern: m.msg_name))
-        var full = UInt32(alen), none = 0, outFlags: Int32 = 0
+        var full = UInt32(alen), none = 0, outFlags: Int32 = r.result > Int64(got) ? Int32(MSG_TRUNC) : 0
         try local { () throws(Errno) in
             if name != 0 {
                 let copy = min(Int(m.msg_namelen), alen)
-                if copy > 0 { try c.memory.write(name, from: r.payload.baseAddress! + n, count: copy) }
+                if copy > 0 { try c.memory.write(name, from: r.payload.baseAddress! + got, count: copy) }
                 try c.memory.write(header + 8, from: &full, count: 4)          // msg_namelen
             }
             try c.memory.write(header + 40, from: &none, count: 8)             // msg_controllen
             try c.memory.write(header + 48, from: &outFlags, count: 4)         // msg_flags
         }
-        return r
+        return result
     }
 
     /// One datagram from home (waiting unless non-blocking; a signal
-    /// interrupts), taking the readiness byte unless it only peeked.
+    /// interrupts), taking the readiness byte unless it only peeked; and
+    /// how many of its bytes came (at most `size`). Home is always asked
+    /// with MSG_TRUNC, so the result is the datagram's full length.
     private static func receive(_ c: borrowing Call, _ p: Placeholder, _ s: SocketState, flags: Int32, nonBlocking: Bool,
-                                size: Int) throws(Failure) -> ResponseView {
-        let wire = (flags & ~Int32(MSG_TRUNC)) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
+                                size: Int) throws(Failure) -> (ResponseView, Int) {
+        let wire = flags | Int32(MSG_TRUNC) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
         let r = try c.home(.recvfrom, Scalars(p.handle, Int64(wire), Int64(size)))
         if flags & Int32(MSG_PEEK) == 0 { SocketListen.takeToken(c, s) }
-        return r
+        return (r, min(Int(r.result), size))
     }
 
     /// Calls `body` with each (base, length) of the message's iovecs (at
     /// most UIO_MAXIOV: EMSGSIZE beyond, as the kernel).
-    private static func eachVector(_ c: borrowing Call, _ m: msghdr,
-                                   _ body: (UInt64, Int) throws(Failure) -> Void) throws(Failure) {
+    static func eachVector(_ c: borrowing Call, _ m: msghdr,
+                           _ body: (UInt64, Int) throws(Failure) -> Void) throws(Failure) {
         let count = Int(m.msg_iovlen)
         guard count <= 1024 else { throw .errno(Errno(rawValue: EMSGSIZE)) }
         let vectors = UInt64(UInt(bitPattern: m.msg_iov))

@@ -7,14 +7,17 @@ import Wire
 /// the tracee as a placeholder (see `SocketState`); its connect runs at
 /// home, and from then on its data is pumped (`SocketPump`), so the
 /// tracee's read, write, send, recv, poll, select and epoll run natively on
-/// its end. Unix, netlink and packet sockets, datagram sockets and, with
-/// `--local-net`, every socket stay local.
+/// its end; a UDP socket's data goes through the supervisor (`Datagrams`).
+/// Unix sockets move home when their address is at home (`UnixSockets`);
+/// netlink and packet sockets and, with `--local-net`, every Internet
+/// socket stay local.
 enum Sockets {
     /// Implements socket(2).
     static func socket(_ c: borrowing Call) throws(Failure) -> Reply {
         let domain = c.int(0), type = c.int(1), proto = c.int(2)
         let nonBlock = Int32(SOCK_NONBLOCK.rawValue), closeOnExec = Int32(SOCK_CLOEXEC.rawValue)
         let kind = type & 0xf, datagram = kind == Int32(SOCK_DGRAM.rawValue)
+        if domain == AF_UNIX && datagram { return try UnixSockets.datagramSocket(c, type: type, proto: proto) }
         guard !c.sup.options.localNetwork, domain == AF_INET || domain == AF_INET6,
               kind == Int32(SOCK_STREAM.rawValue) || datagram else { return .continueSyscall }
         let r = try c.home(.socket, Scalars(Int64(domain), Int64(type & ~(nonBlock | closeOnExec)), Int64(proto)))
@@ -260,21 +263,27 @@ extension Watchers {
     /// Makes the pair for a new socket placeholder of home `handle` and
     /// returns the tracee's end, unwritable until its connect succeeds (see
     /// `SocketState`), or at once if `connected` (an accepted connection);
-    /// our end is watched for the tracee's last close.
+    /// our end is watched for the tracee's last close. A seqpacket socket's
+    /// pair is a seqpacket pair (`pairType`), so its messages keep their
+    /// boundaries natively and the pump moves them one by one.
     func makeSocketPlaceholder(handle: Int64, nonBlocking: Bool, connected: Bool = false, datagram: Bool = false,
                                kind: (domain: Int32, type: Int32, proto: Int32) = (0, 0, 0),
+                               pairType: Int32 = Int32(SOCK_STREAM.rawValue),
                                device: DeviceLine? = nil) throws(Errno) -> (CInt, SocketState) {
-        let (traceeEnd, ours) = try FD.socketPair()
+        let (traceeEnd, ours) = try FD.socketPair(type: pairType)
         var placed = false
         do {
             // A Unix stream's sender is bounded by its own send buffer: ours
             // is enlarged now, the tracee's once connected (until then it
             // stays full: a larger one would take longer to fill and drain).
-            if !datagram {
-                Self.enlarge(ours)
-                UpSplice.refuseDescriptors(ours)
-            }
-            if connected { Self.enlarge(traceeEnd) }
+            // A seqpacket end keeps the default: its send buffer bounds the
+            // largest message (EMSGSIZE), as home's does. It is never
+            // spliced either (a splice would join its messages), so only a
+            // stream end refuses descriptors (see `UpSplice`).
+            let stream = pairType == Int32(SOCK_STREAM.rawValue)
+            if !datagram { Self.enlarge(ours) }
+            if stream { UpSplice.refuseDescriptors(ours) }
+            if connected && stream { Self.enlarge(traceeEnd) }
             let (ino, _) = try FD.inode(traceeEnd)
             try FD.setNonBlocking(traceeEnd)
             var filler = 0

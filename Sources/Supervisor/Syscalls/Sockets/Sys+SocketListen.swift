@@ -72,7 +72,7 @@ extension Sockets {
         let end: CInt, state: SocketState
         do {
             (end, state) = try c.sup.watchers.makeSocketPlaceholder(handle: handle, nonBlocking: flags & nonBlock != 0,
-                                                                   connected: true)
+                                                                   connected: true, pairType: UnixSockets.pairType(s.kind.type))
         } catch {
             c.sup.link.release(handle: handle)
             throw .errno(error)
