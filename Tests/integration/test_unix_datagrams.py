@@ -208,7 +208,8 @@ def test_a_traced_datagram_server_at_home(dnet):
 
 
 def test_seqpacket_echo_at_home(dnet):
-    """A seqpacket client of a home-only server: boundaries both ways, a
+    """A seqpacket client of a home-only server: boundaries both ways (a
+    message past the pumps' splice size too), a
     short read drops the rest of its message (MSG_TRUNC), shutdown reaches home."""
     path = dnet.srv / "sp.sock"
     server = dnet.dgram_server("seqpacket", str(path))
@@ -221,6 +222,9 @@ def test_seqpacket_echo_at_home(dnet):
         s.send(b"x")
         s.send(b"y" * 61440)
         print(s.recv(100000), len(s.recv(100000)))
+        s.send(b"z" * 100000)                 # past the pumps' 64 KiB splice size
+        s.send(b"w")
+        print(len(s.recv(200000)), s.recv(10))
         s.send(b"hello")
         d, _, flags, _ = s.recvmsg(2)
         print(d, flags == socket.MSG_TRUNC)
@@ -230,8 +234,9 @@ def test_seqpacket_echo_at_home(dnet):
         print(s.recv(100))
     """))
     assert r.returncode == 0, describe(r)
-    assert r.stdout == f"{path}\nb'X' 61440\nb'HE' True\nb'BYE'\nb''\n", describe(r)
-    assert lines(server, 5) == ["1 b'x'", "61440 b'yyyyyyyyyyyyyyyyyyyyyyyy'", "5 b'hello'", "3 b'bye'", "eof"]
+    assert r.stdout == f"{path}\nb'X' 61440\n100000 b'W'\nb'HE' True\nb'BYE'\nb''\n", describe(r)
+    assert lines(server, 7) == ["1 b'x'", "61440 b'yyyyyyyyyyyyyyyyyyyyyyyy'", "100000 b'zzzzzzzzzzzzzzzzzzzzzzzz'",
+                                "1 b'w'", "5 b'hello'", "3 b'bye'", "eof"]
 
 
 def test_a_traced_seqpacket_server_at_home(dnet):
