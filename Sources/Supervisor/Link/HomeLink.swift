@@ -300,33 +300,6 @@ public final class HomeLink: Sendable {
         }
     }
 
-    /// Calls waiting that are not parked.
-    var activeCalls: Int { waiting.load(ordering: .relaxed) - parkedCount.load(ordering: .relaxed) }
-
-    /// Marks the slot's call parked (once per call).
-    private func park(_ slot: Slot) {
-        if !slot.parked.exchange(true, ordering: .relaxed) { parkedCount.wrappingAdd(1, ordering: .relaxed) }
-    }
-
-    /// A watched call has waited one more interval without its reply: it
-    /// is parked from now on, and if its thread has a signal to take, home
-    /// is asked to interrupt it (fire and forget: the request's own reply
-    /// says how it ended).
-    func waitedWithoutReply(_ slot: Slot, _ watcher: inout SignalWatch) {
-        park(slot)
-        if watcher.signalArrived() {
-            slot.cancelSent = true
-            sendDetached(.cancel, Scalars(Int64(bitPattern: watcher.request)))
-        }
-    }
-
-    /// Asks home to interrupt the call in flight on `slot`, if any, as a
-    /// signal would (its own reply says how it ended).
-    func cancelCall(on slot: Slot) {
-        let id = slot.pending.load(ordering: .acquiring)
-        if id != 0 { sendDetached(.cancel, Scalars(Int64(bitPattern: id))) }
-    }
-
     /// The reply in `slot`, once it has been checked against its request
     /// (`ReplyContract`): a reply that breaks it ends the session.
     private func view(_ slot: Slot, _ op: Op, _ scalars: Scalars, _ payloadLength: Int) throws(TransportError) -> ResponseView {
@@ -409,7 +382,7 @@ public final class HomeLink: Sendable {
 
     /// Sends a request whose reply nobody waits for (it is read, and
     /// dropped, by whoever reads next).
-    private func sendDetached(_ op: Op, _ scalars: Scalars) {
+    func sendDetached(_ op: Op, _ scalars: Scalars) {
         if lost.load(ordering: .relaxed) { return }
         var buf: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         withUnsafeMutableBytes(of: &buf) { raw in

@@ -21,6 +21,8 @@ struct UpSplice: ~Copyable {
     private var unavailable = false
 
     static let threshold = 64 << 10
+    /// Below home's smallest sensible `--max-inflight`.
+    static let fewCallsAtHome = 32
 
     init(_ s: SocketState, _ fd: CInt) {
         allowed = s.link.splicesPayloads && Self.refusesDescriptors(fd)
@@ -56,7 +58,11 @@ struct UpSplice: ~Copyable {
     /// caller copies instead), nil when it failed (the link, or home's
     /// socket: the chunk's bytes are gone, so the stream cannot go on).
     mutating func send(_ s: SocketState, _ fd: CInt, _ slot: HomeLink.Slot) -> Int? {
-        guard allowed, cshim_socket_queued(fd) >= Self.threshold, let pipe = takePipe() else { return 0 }
+        // A spliced chunk home refuses for want of room (EAGAIN, see
+        // `BusyHome`) is gone; a copied one is sent again. So chunks are
+        // spliced only while few calls are at home.
+        guard allowed, s.link.callsAtHome < Self.fewCallsAtHome, cshim_socket_queued(fd) >= Self.threshold,
+              let pipe = takePipe() else { return 0 }
         let n = cshim_splice(fd, nil, pipe.write, Wire.maxPayload, 1)
         if n <= 0 { return 0 }
         guard let r = try? s.link.call(slot, .write, Scalars(s.handle), payloadLength: n, payloadPipe: pipe.read),

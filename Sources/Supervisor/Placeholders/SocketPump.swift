@@ -204,8 +204,12 @@ enum SocketPump {
 
     /// Home → tracee, until home's end of file or the tracee's end is gone.
     private static func pumpDown(_ s: SocketState, _ fd: CInt, _ slot: HomeLink.Slot) {
+        var busy = BusyHome()
         while true {
-            guard let r = try? s.link.call(slot, .read, Scalars(s.handle, Int64(readSize))), r.result > 0 else { break }
+            guard let r = try? s.link.call(slot, .read, Scalars(s.handle, Int64(readSize))) else { break }
+            if r.result == -Int64(EAGAIN), busy.waited() { continue }
+            guard r.result > 0 else { break }
+            busy = BusyHome()
             guard (try? FD.writeFully(fd, r.payload.baseAddress!, r.payload.count)) != nil else { break }
         }
         // The tracee reads end of file (EPOLLRDHUP).
@@ -258,8 +262,11 @@ enum SocketPump {
                 break
             }
             var left = n
+            var busy = BusyHome()
             while left > 0 {
-                guard let r = try? s.link.call(slot, .write, Scalars(s.handle), payloadLength: left), r.result > 0 else {
+                let r = try? s.link.call(slot, .write, Scalars(s.handle), payloadLength: left)
+                if let r, r.result == -Int64(EAGAIN), busy.waited() { continue }   // the bytes are still in `buf`
+                guard let r, r.result > 0 else {
                     // Home refuses the data (reset): the tracee's writes fail from now on.
                     Glibc.shutdown(fd, Int32(SHUT_RD))
                     s.upTurn.signal()
@@ -273,6 +280,25 @@ enum SocketPump {
         }
         _ = try? s.link.call(slot, .shutdown, Scalars(s.handle, Int64(SHUT_WR)))
         s.writerFinished()
+    }
+}
+
+/// Home answered a pump's call with EAGAIN: it has as many calls in flight
+/// as it allows (`--max-inflight`), so the call was not run. The pump waits
+/// for one to end and asks again, backing off from 0.5 ms to 50 ms, for
+/// 10 s in all; past that the stream ends as on an error (a program with
+/// more connections than home allows calls must not hang for ever).
+struct BusyHome {
+    private var total: UInt32 = 0
+    private var step: UInt32 = 500
+
+    /// Waits before the next try; false once the 10 s are spent.
+    mutating func waited() -> Bool {
+        if total >= 10_000_000 { return false }
+        usleep(step)
+        total += step
+        step = min(step * 2, 50_000)
+        return true
     }
 }
 

@@ -2,6 +2,7 @@ import CShim
 import Dispatch
 import Glibc
 import SysKit
+import Wire
 
 extension HomeLink.Slot {
     /// Sleeps until `wake` (true) or for `microseconds` (false; nil: no
@@ -36,4 +37,37 @@ extension HomeLink.Slot {
         wakeFD = cshim_wake_fd()
         return wakeFD >= 0
     }
+}
+
+/// A call's waiting for its reply: parked calls, signals, cancels.
+extension HomeLink {
+    /// Calls waiting that are not parked.
+    var activeCalls: Int { waiting.load(ordering: .relaxed) - parkedCount.load(ordering: .relaxed) }
+
+    /// Marks the slot's call parked (once per call).
+    func park(_ slot: Slot) {
+        if !slot.parked.exchange(true, ordering: .relaxed) { parkedCount.wrappingAdd(1, ordering: .relaxed) }
+    }
+
+    /// A watched call has waited one more interval without its reply: it
+    /// is parked from now on, and if its thread has a signal to take, home
+    /// is asked to interrupt it (fire and forget: the request's own reply
+    /// says how it ended).
+    func waitedWithoutReply(_ slot: Slot, _ watcher: inout SignalWatch) {
+        park(slot)
+        if watcher.signalArrived() {
+            slot.cancelSent = true
+            sendDetached(.cancel, Scalars(Int64(bitPattern: watcher.request)))
+        }
+    }
+
+    /// Asks home to interrupt the call in flight on `slot`, if any, as a
+    /// signal would (its own reply says how it ended).
+    func cancelCall(on slot: Slot) {
+        let id = slot.pending.load(ordering: .acquiring)
+        if id != 0 { sendDetached(.cancel, Scalars(Int64(bitPattern: id))) }
+    }
+
+    /// Calls waiting for home's reply, parked ones (blocked at home) too.
+    var callsAtHome: Int { waiting.load(ordering: .relaxed) }
 }
