@@ -9,6 +9,7 @@ import subprocess
 
 from conftest import HOMESTUB, MIN_ENV, PY, WRAP, describe, free_port, run_bounded
 from test_sockets import py
+from test_unix_datagrams import MMSG_TYPES
 from test_unix_sockets import unet  # noqa: F401 (fixture)
 
 SIZE = 8 << 20
@@ -68,15 +69,7 @@ def test_datagram_vectored_and_multi_message_calls_at_home(unet):
         a, b = bytearray(3), bytearray(10)
         print(os.readv(u.fileno(), [a, b]), bytes(a), bytes(b[:1]))
 
-        class iovec(ctypes.Structure):
-            _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-        class msghdr(ctypes.Structure):
-            _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
-                        ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                        ("flags", ctypes.c_int)]
-        class mmsghdr(ctypes.Structure):
-            _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint32)]
-        libc = ctypes.CDLL(None, use_errno=True)
+        exec({MMSG_TYPES!r})   # iovec, msghdr, mmsghdr, libc
         for word in (b"one", b"three", b"seven"):
             u.send(word)
         time.sleep(0.5)

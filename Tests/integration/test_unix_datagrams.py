@@ -358,8 +358,9 @@ def test_bad_datagram_addresses_and_sizes_get_the_kernels_errno(dnet):
     assert lines(server, 1) == [f"10 b'still fine' {str(dnet.srv / 'errs.sock')!r}"]
 
 
-# sendmmsg(2) and recvmmsg(2) through ctypes (Python has neither).
-MMSG = r'''
+# sendmmsg(2) and recvmmsg(2) through ctypes (Python has neither): the
+# kernel's structs (also test_socket_bulk's), then helpers.
+MMSG_TYPES = r'''
 import ctypes, socket
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -373,7 +374,9 @@ class msghdr(ctypes.Structure):
 
 class mmsghdr(ctypes.Structure):
     _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint32)]
+'''
 
+MMSG = MMSG_TYPES + r'''
 def unix_address(path):
     raw = b"\1\0" + path.encode() + b"\0"
     return ctypes.create_string_buffer(raw, 110), len(raw)
