@@ -19,10 +19,10 @@ public enum RequestEncoder {
     /// ``Wire/maxPayload`` or the frame does not fit in `buffer`.
     public static func encode(
         op: Op, id: UInt64, scalars: Scalars, payload: UnsafeRawBufferPointer,
-        into buffer: UnsafeMutableRawBufferPointer
+        into buffer: UnsafeMutableRawBufferPointer, flags: FrameFlags = []
     ) throws(WireError) -> Int {
         let length = try encodeHeader(
-            op: op, id: id, scalars: scalars, payloadLength: payload.count, into: buffer)
+            op: op, id: id, scalars: scalars, payloadLength: payload.count, into: buffer, flags: flags)
         if payload.count > 0 {
             // copyMemory is a memmove: overlap is fine.
             (buffer.baseAddress! + payloadOffset(op))
@@ -72,6 +72,8 @@ public struct RequestView {
     public let op: Op
     /// The request id.
     public let id: UInt64
+    /// The header's flags (a request's: none, or ``FrameFlags/stablePayload``).
+    public let flags: FrameFlags
 
     /// Throws the errors of ``FrameHeader/decode(_:)``; ``WireError/unexpectedOp(_:)`` if the
     /// frame is a response; ``WireError/truncated(needed:available:)`` if `frame` is shorter
@@ -86,6 +88,7 @@ public struct RequestView {
         self.frame = frame
         self.op = header.op
         self.id = header.id
+        self.flags = header.flags
     }
 
     /// Request scalar `i`. Precondition: `i < op.requestScalarCount`.

@@ -77,11 +77,12 @@ func checkRequest(_ raw: UnsafeRawBufferPointer, extraOffset: Int) {
     // Re-encoding gives the same bytes, both ways.
     checkReencoding(raw, headerBytes: 16, kind: "request",
                     encode: { (out) throws(WireError) in
-                        try RequestEncoder.encode(op: view.op, id: view.id, scalars: scalars, payload: payload, into: out)
+                        try RequestEncoder.encode(op: view.op, id: view.id, scalars: scalars, payload: payload, into: out,
+                                                  flags: view.flags)
                     },
                     encodeHeader: { (out) throws(WireError) in
                         try RequestEncoder.encodeHeader(op: view.op, id: view.id, scalars: scalars,
-                                                        payloadLength: payload.count, into: out)
+                                                        payloadLength: payload.count, into: out, flags: view.flags)
                     })
 
     // A request is never also a response.

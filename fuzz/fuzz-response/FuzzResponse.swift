@@ -132,10 +132,15 @@ func fuzzContract(_ input: inout FuzzInput) {
         invariant(result <= max(s[4], 0), "copied more than was asked")
     case .sendfile:
         invariant(result <= max(s[3], 0), "sendfile: sent more than was asked")
-    case .sendto:
+    case .sendto, .sendtoPath:
         invariant(result <= Int64(requestPayload), "sent more than was given")
     case .recvfrom:
-        invariant(result <= max(s[2], 0) && payloadCount >= Int(result), "recvfrom: result \(result), \(payloadCount) bytes")
+        // The datagram's bytes (at most the size asked; with MSG_TRUNC the
+        // result is its full length), then the sender's address.
+        let truncates = s[1] & ReplyContract.recvfromTruncate != 0
+        let carried = Int(min(result, max(s[2], 0), Int64(Wire.maxPayload - Wire.maxSockaddr)))
+        invariant((truncates || result <= max(s[2], 0)) && payloadCount >= carried
+                  && payloadCount - carried <= Wire.maxSockaddr, "recvfrom: result \(result), \(payloadCount) bytes")
     case .ioctl:
         // Exactly the struct of a request the table knows, nothing for any other.
         let known: [Int64: Int] = [0x5401: 36, 0x540F: 4, 0x5429: 4, 0x5411: 4, 0x5413: 8, 0x541B: 4]
