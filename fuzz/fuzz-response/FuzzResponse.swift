@@ -96,6 +96,8 @@ func replyBound(_ op: Op, _ s: Scalars) -> Int {
     // The largest struct an ioctl writes: the kernel's struct termios.
     case .ioctl: return 36
     case .windowSize: return 8
+    // The rendezvous: its secret, then its socket's path.
+    case .terminalOffer: return Wire.terminalSecretSize + 4096
     default: return 0
     }
 }
