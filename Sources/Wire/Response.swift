@@ -65,7 +65,8 @@ public struct ResponseView {
     public let result: Int64
 
     /// Throws the errors of ``FrameHeader/decode(_:)``; ``WireError/unexpectedOp(_:)`` if the
-    /// frame is not a response or its op is a handshake op;
+    /// frame is not a response or its op is a handshake op; ``WireError/unknownFlags(_:)``
+    /// if it says ``FrameFlags/stablePayload`` (a request's flag only);
     /// ``WireError/truncated(needed:available:)`` if `frame` is shorter than the header's
     /// length; ``WireError/malformedPayload`` if it is longer.
     public init(frame: UnsafeRawBufferPointer) throws(WireError) {
@@ -73,6 +74,8 @@ public struct ResponseView {
         guard header.flags.contains(.response), !header.op.isHandshake else {
             throw .unexpectedOp(header.op)
         }
+        // Only a request's payload can be stable (see FrameFlags).
+        guard !header.flags.contains(.stablePayload) else { throw .unknownFlags(header.flags.rawValue) }
         let length = Int(header.length)
         guard frame.count >= length else { throw .truncated(needed: length, available: frame.count) }
         guard frame.count == length else { throw .malformedPayload }

@@ -58,6 +58,14 @@ struct DecodeErrorTests {
         }
     }
 
+    @Test func stablePayloadIsARequestsFlagOnly() {
+        // A request may say it; a reply that does is refused.
+        let request = rawHeader(length: 24, op: Op.close.rawValue, flags: 2) + [UInt8](repeating: 0, count: 8)
+        #expect(throws: Never.self) { _ = try decodeRequest(request) }
+        let reply = rawHeader(length: 24, op: Op.close.rawValue, flags: 3) + [UInt8](repeating: 0, count: 8)
+        #expect(throws: WireError.unknownFlags(3)) { _ = try decodeResponse(reply) }
+    }
+
     @Test func bodyShorterThanScalars() {
         // pread needs 3 scalars (16 + 24 = 40); a frame declaring 32 is undersized even when complete.
         let short = rawHeader(length: 32, op: Op.pread.rawValue) + [UInt8](repeating: 0, count: 16)

@@ -49,6 +49,7 @@ func expectedResponseError(_ raw: UnsafeRawBufferPointer) -> WireError? {
     let h = RawHeader(raw)!
     let op = Op(rawValue: h.op)!
     if h.flags & 1 == 0 || op.isHandshake { return .unexpectedOp(op) }
+    if h.flags & 2 != 0 { return .unknownFlags(h.flags) }   // stablePayload: requests only
     if raw.count < Int(h.length) { return .truncated(needed: Int(h.length), available: raw.count) }
     if raw.count > Int(h.length) { return .malformedPayload }
     return nil
