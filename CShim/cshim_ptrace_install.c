@@ -72,26 +72,14 @@ static int tracee_io(pid_t tid, uint64_t at, void *buf, size_t len, int write)
     return n == (ssize_t)len ? 0 : -1;
 }
 
-// Sends `source` with one byte on the tracee's end `fd` of its new socketpair.
 static int pidfd_of(pid_t tid);
 
-// Sends `source` with one byte on `mine`; 0 or a negative errno.
+// Sends `source` with one byte on `mine` (cshim_send_fd: the channel holds
+// one message at most, so it never waits); 0 or a negative errno.
 static int send_on(int mine, int source)
 {
     char byte = 0;
-    struct iovec iov = {&byte, 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &source, sizeof(int));
-    return sendmsg(mine, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) == 1 ? 0 : -errno;
+    return cshim_send_fd(mine, source, &byte, 1) == 0 ? 0 : -errno;
 }
 
 // Sends `source` on the tracee's end `fd` of its new socketpair (through a
