@@ -240,7 +240,7 @@ int cshim_ptrace_next(cshim_ptrace_stop *out, int wait)
     }
     for (;;) {
         int status;
-        pid_t tid = waitpid(-1, &status, __WALL | __WNOTHREAD | (wait ? 0 : WNOHANG));
+        pid_t tid = cshim_ptrace_waitpid(-1, &status, __WALL | __WNOTHREAD | (wait ? 0 : WNOHANG));
         if (tid == 0)
             return 0;
         if (tid < 0) {
@@ -311,7 +311,7 @@ static int run_to_exit(pid_t tid, int *signal)
         return -1;
     for (;;) {
         int status;
-        pid_t got = waitpid(tid, &status, __WALL);
+        pid_t got = cshim_ptrace_waitpid(tid, &status, __WALL);
         if (got < 0) {
             if (errno == EINTR)
                 continue;

@@ -28,6 +28,11 @@ int cshim_ptrace_start(pid_t pid, int sock, int *stage, int *err);
 /// (never when `wait` asks to wait for one), -1 with errno (ECHILD: no
 /// tracee left).
 int cshim_ptrace_next(cshim_ptrace_stop *out, int wait);
+/// The tracer's blocking waitpid, polled first (WNOHANG, yielding) for a
+/// learnt budget of up to `microseconds` set by cshim_ptrace_set_poll (0:
+/// never polled; see cshim_ptrace_wait.c). Tracer thread only.
+void cshim_ptrace_set_poll(int microseconds);
+pid_t cshim_ptrace_waitpid(pid_t which, int *status, int flags);
 /// Answers a stop with `value` (0) or lets the syscall run (`native`);
 /// `at_exit` says injections left it at a syscall-exit-stop; `signal`, a
 /// signal taken during injection, is sent again. -1 with errno (ESRCH: gone).

@@ -38,6 +38,7 @@ extension Supervisor {
         let base = max(16, limit / 2)
         // Recorded before the filter is in place: its first call may come at once.
         parts.tracees.addRoot(pid: pid, cwd: .local(path: nil))
+        cshim_ptrace_set_poll(Int32(clamping: options.pollMicroseconds))   // before a tracer thread exists
         let (engine, process) = try takeOver(pid, engine: options.engine, placeholderBase: base)
         return try start(parts, listener: engine, child: pid, end: .attached(process), placeholderBase: base,
                          descriptorLimit: limit)

@@ -26,6 +26,7 @@ extension Supervisor {
             }
         }
         let filter = try makeFilter(placeholderBase: base, tracing: true)
+        cshim_ptrace_set_poll(Int32(clamping: options.pollMicroseconds))   // before the tracer thread exists
         let pid: pid_t, stage: CInt, keeper: Keeper
         do {
             (pid, stage, keeper) = try Spawn.forPtrace(path: options.program, argv: options.arguments,
