@@ -7,7 +7,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <stddef.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <seccomp.h>
 
 // One rule; several libseccomp rules for one syscall are OR-ed. The
@@ -63,6 +67,30 @@ int cshim_filter_build(const cshim_filter_rule *rules, size_t count, cshim_filte
     return cshim_filter_build_action(rules, count, 0, out);
 }
 
+// The ptrace filter starts here: recvmsg, dup3 and close made from the
+// install stub's page (cshim_ptrace_stub.c) run, from its second half are
+// traced, and from anywhere else go on to the table's rules. Only those
+// three numbers load the instruction pointer, so the kernel still caches
+// every other syscall's constant ALLOW.
+#define STUB_HI ((uint32_t)(CSHIM_PTRACE_STUB >> 32))
+#define STUB_LO ((uint32_t)CSHIM_PTRACE_STUB)
+static const struct sock_filter stub_prologue[] = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_recvmsg, 3, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_dup3, 2, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_close, 1, 0),
+    BPF_STMT(BPF_JMP | BPF_JA | BPF_K, 8),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, instruction_pointer) + 4),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, STUB_HI, 0, 6),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, instruction_pointer)),
+    BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, STUB_LO, 0, 4),
+    BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, STUB_LO + CSHIM_PTRACE_STUB_TRAP, 1, 0),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, STUB_LO + 4096, 1, 0),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE),
+};
+_Static_assert(CSHIM_PTRACE_STUB % 4096 == 0 && (uint32_t)CSHIM_PTRACE_STUB <= UINT32_MAX - 4096, "one page, no carry");
+
 int cshim_filter_build_action(const cshim_filter_rule *rules, size_t count, int trace, cshim_filter *out)
 {
     uint32_t action = trace ? SCMP_ACT_TRACE(0) : SCMP_ACT_NOTIFY;
@@ -116,13 +144,15 @@ int cshim_filter_build_action(const cshim_filter_rule *rules, size_t count, int 
         rc = -E2BIG;   // cannot happen for a sane table; BPF_MAXINSNS is 4096
         goto out;
     }
-    buf = malloc((size_t)size);
+    size_t before = trace ? sizeof stub_prologue : 0;
+    buf = malloc(before + (size_t)size);
     if (buf == NULL) {
         rc = -ENOMEM;
         goto out;
     }
+    memcpy(buf, stub_prologue, before);
     for (off_t done = 0; done < size;) {
-        ssize_t n = pread(memfd, (char *)buf + done, (size_t)(size - done), done);
+        ssize_t n = pread(memfd, (char *)buf + before + done, (size_t)(size - done), done);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -132,7 +162,7 @@ int cshim_filter_build_action(const cshim_filter_rule *rules, size_t count, int 
         done += n;
     }
     out->filter = buf;
-    out->len = (uint16_t)(size / sizeof(struct sock_filter));
+    out->len = (uint16_t)((before + (size_t)size) / sizeof(struct sock_filter));
     buf = NULL;
     rc = 0;
 out:

@@ -303,11 +303,13 @@ int cshim_ptrace_next(cshim_ptrace_stop *out, int wait)
     }
 }
 
-// Resumes `tid` with PTRACE_SYSCALL until its syscall-exit-stop; a signal
-// that would be delivered meanwhile is held in *signal. -1 when it is gone.
-static int run_to_exit(pid_t tid, int *signal)
+// Resumes `tid` with `request` until its syscall-exit-stop (PTRACE_SYSCALL)
+// or its next seccomp stop (PTRACE_CONT: the install stub's trap); a signal
+// that would be delivered meanwhile is held in *signal. -1 when it is gone
+// (errno ESRCH), or when a fault stops it (EFAULT: only the stub can fault).
+static int run_to(pid_t tid, int *signal, int request)
 {
-    if (ptrace(PTRACE_SYSCALL, tid, 0, 0) != 0)
+    if (ptrace(request, tid, 0, 0) != 0)
         return -1;
     for (;;) {
         int status;
@@ -330,6 +332,12 @@ static int run_to_exit(pid_t tid, int *signal)
             struct ptrace_syscall_info info;
             if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) > 0 && info.op == PTRACE_SYSCALL_INFO_EXIT)
                 return 0;
+        } else if (event == PTRACE_EVENT_SECCOMP && request == PTRACE_CONT) {
+            return 0;
+        } else if (event == 0 && request == PTRACE_CONT &&
+                   (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGTRAP)) {
+            errno = EFAULT;   // not passed on: the fault was the stub's
+            return -1;
         } else if (event == 0) {
             if (*signal == 0)
                 *signal = sig;   // held back; cshim_ptrace_finish sends it again
@@ -338,9 +346,19 @@ static int run_to_exit(pid_t tid, int *signal)
             errno = ESRCH;
             return -1;
         }
-        if (ptrace(PTRACE_SYSCALL, tid, 0, pass) != 0)
+        if (ptrace(request, tid, 0, pass) != 0)
             return -1;
     }
+}
+
+static int run_to_exit(pid_t tid, int *signal)
+{
+    return run_to(tid, signal, PTRACE_SYSCALL);
+}
+
+int cshim_ptrace_run_to_trap(pid_t tid, int *signal)
+{
+    return run_to(tid, signal, PTRACE_CONT);
 }
 
 int cshim_ptrace_read_regs(cshim_ptrace_stop *stop)
@@ -353,8 +371,7 @@ int cshim_ptrace_read_regs(cshim_ptrace_stop *stop)
     return 0;
 }
 
-int64_t cshim_ptrace_inject(cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
-                            uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
+int64_t cshim_ptrace_inject6(cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr, const uint64_t a[6])
 {
     if (cshim_ptrace_read_regs(stop) != 0)
         return INT64_MIN;
@@ -364,15 +381,26 @@ int64_t cshim_ptrace_inject(cshim_ptrace_stop *stop, int *at_exit, int *signal, 
         REG(&regs, rax) = (uint64_t)nr;
     }
     REG(&regs, orig_rax) = (uint64_t)nr;
-    REG(&regs, rdi) = a0;
-    REG(&regs, rsi) = a1;
-    REG(&regs, rdx) = a2;
-    REG(&regs, r10) = a3;
+    REG(&regs, rdi) = a[0];
+    REG(&regs, rsi) = a[1];
+    REG(&regs, rdx) = a[2];
+    REG(&regs, r10) = a[3];
+    REG(&regs, r8) = a[4];
+    REG(&regs, r9) = a[5];
     if (ptrace(PTRACE_SETREGS, stop->tid, 0, regs.r) != 0 || run_to_exit(stop->tid, signal) != 0 ||
         ptrace(PTRACE_GETREGS, stop->tid, 0, regs.r) != 0)
         return INT64_MIN;
     *at_exit = 1;
     return (int64_t)REG(&regs, rax);
+}
+
+int64_t cshim_ptrace_inject(cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
+                            uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
+{
+    if (cshim_ptrace_read_regs(stop) != 0)
+        return INT64_MIN;
+    const uint64_t a[6] = {a0, a1, a2, a3, REG(&stop->regs, r8), REG(&stop->regs, r9)};
+    return cshim_ptrace_inject6(stop, at_exit, signal, nr, a);
 }
 
 static int is_restart(int64_t v)

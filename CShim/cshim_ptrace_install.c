@@ -12,8 +12,10 @@
 //
 // That socketpair is made once per descriptor table, not per install: a
 // channel's tracee end stays at a number at the top of the placeholder
-// range (close-on-exec), and each install is then one message, recvmsg,
-// dup3 and close (three injected syscalls instead of six). Before use,
+// range (close-on-exec), and each install is then one message and one
+// injected recvmsg, which puts the descriptor at the lowest free number as
+// open(2) would (a dup3 to a chosen number and a close follow only when a
+// number is asked for; the first channel costs four more). Before use,
 // kcmp(KCMP_FILE) checks that the tracee's number still holds that very
 // socket (a program may close or replace it, an exec drops it); if not,
 // a new channel is made. A fork shares its parent's, as it shares the
@@ -200,27 +202,53 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
     s.msg.msg_iovlen = 1;
     s.msg.msg_control = (void *)(uintptr_t)(at + offsetof(struct scratch, ctl));
     s.msg.msg_controllen = sizeof s.ctl.buf;
+    const int none = -1;   // where a received descriptor goes: the stub tests it
+    memcpy(CMSG_DATA(&s.ctl.align), &none, sizeof none);
     if (tracee_io(tid, at, &s, sizeof s, 1) != 0)
         return -EFAULT;
     uint64_t mask, all = ~(uint64_t)0;
     int masked = ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
                  ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) == 0;
     int64_t result;
-    int got = -1;
+    int got = -1, placed = 0;
     struct channel *c = find_channel(tid);
     if (!c)
         c = make_channel(stop, at_exit, signal, at, &s);
     if (c) {
+        // The channel is at the top of the range, so the descriptor lands
+        // at the lowest free number, where open(2) would put it: with no
+        // `target`, recvmsg alone is the install (one injected syscall).
+        placed = target < 0;
         result = send_on(c->mine, source);
-        if (result == 0)
+        int ran = 0;   // the stub ran: dup3 and close are done
+        int64_t moved = -1;
+        if (result == 0 && !placed) {
+            int r = cshim_ptrace_stub_install(stop, at_exit, signal, c->number, at + offsetof(struct scratch, msg),
+                                              at + offsetof(struct scratch, ctl) + CMSG_LEN(0), target, cloexec,
+                                              &result, &moved);
+            if (r < 0)
+                result = errno == ESRCH ? INT64_MIN : -errno;
+            ran = r == 0;
+        }
+        if (result == 0 && !ran)
             result = cshim_ptrace_inject(stop, at_exit, signal, SYS_recvmsg, (uint64_t)c->number,
-                                         at + offsetof(struct scratch, msg), MSG_CMSG_CLOEXEC, 0);
+                                         at + offsetof(struct scratch, msg),
+                                         placed && !cloexec ? 0 : MSG_CMSG_CLOEXEC, 0);
         if (result == 1 && tracee_io(tid, at, &s, sizeof s, 0) == 0 && s.ctl.align.cmsg_type == SCM_RIGHTS)
             memcpy(&got, CMSG_DATA(&s.ctl.align), sizeof(int));
+        else if (result == 1 && (s.msg.msg_flags & MSG_CTRUNC))
+            result = -EMFILE;   // no free number under RLIMIT_NOFILE
         else if (result >= 0)
             result = -EIO;
-        if (got < 0)
+        if (got < 0) {
             take_back(c);
+        } else if (ran) {
+            // At `target` now (dup3's error otherwise, and nothing left).
+            result = moved;
+            if (moved == target && got == target && !cloexec)
+                (void)cshim_ptrace_inject(stop, at_exit, signal, SYS_fcntl, (uint64_t)got, F_SETFD, 0, 0);
+            got = -1;
+        }
     } else if ((result = cshim_ptrace_inject(stop, at_exit, signal, SYS_socketpair, AF_UNIX,
                                              SOCK_DGRAM | SOCK_CLOEXEC, 0, at + offsetof(struct scratch, sv))) == 0 &&
                (result = tracee_io(tid, at, &s, sizeof s, 0) == 0 ? 0 : -EFAULT) == 0) {
@@ -239,7 +267,9 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
         // It came close-on-exec, past the socketpair's two numbers: moved
         // to the lowest free number or to `target`.
         result = got;
-        if (target < 0) {
+        if (placed) {
+            // Already where it belongs, close-on-exec as asked.
+        } else if (target < 0) {
             result = cshim_ptrace_inject(stop, at_exit, signal, SYS_fcntl, (uint64_t)got,
                                          cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 0, 0);
             (void)cshim_ptrace_inject(stop, at_exit, signal, SYS_close, (uint64_t)got, 0, 0, 0);

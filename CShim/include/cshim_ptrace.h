@@ -45,6 +45,27 @@ int cshim_ptrace_read_regs(cshim_ptrace_stop *stop);
 /// stored in *signal for cshim_ptrace_finish.
 int64_t cshim_ptrace_inject(cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
                             uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3);
+/// cshim_ptrace_inject with all six arguments (r8 and r9 too).
+int64_t cshim_ptrace_inject6(cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr, const uint64_t a[6]);
+/// Resumes `tid` (PTRACE_CONT) until its next seccomp stop, the install
+/// stub's trap (cshim_ptrace_stub.c); signals as cshim_ptrace_inject. 0, or
+/// -1 with errno (ESRCH: gone; EFAULT: it faulted, the fault dropped).
+int cshim_ptrace_run_to_trap(pid_t tid, int *signal);
+
+/// The install stub's page (cshim_ptrace_stub.c): the ptrace filter lets
+/// the syscalls of its first half run (recvmsg, dup3, close) and traces
+/// those of its second half (the stub's trap).
+#define CSHIM_PTRACE_STUB 0x1e7e7e000000ULL
+#define CSHIM_PTRACE_STUB_TRAP 0x800
+/// Runs the stub in the stopped thread (mapping it first in a new address
+/// space): recvmsg(channel, msg, MSG_CMSG_CLOEXEC), then, if a descriptor
+/// came at *fd_at (the tracee's address of the cmsg's int, -1 before),
+/// dup3 to `target` and close. Sets *recv to recvmsg's result and *moved
+/// to dup3's (`target` when it came there already); the thread is then as
+/// at its seccomp stop (*at_exit = 0). 0; 1 when there is no stub (the
+/// caller injects); or -1 with errno (ESRCH: the thread is gone).
+int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int channel, uint64_t msg,
+                              uint64_t fd_at, int target, int cloexec, int64_t *recv, int64_t *moved);
 /// The tracer's descriptors: *ready an EFD_SEMAPHORE eventfd, *answer a
 /// non-blocking eventfd, *child a non-blocking signalfd for SIGCHLD. 0 or -1.
 int cshim_ptrace_descriptors(int *ready, int *answer, int *child);

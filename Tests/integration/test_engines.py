@@ -218,6 +218,74 @@ def test_ptrace_installs_survive_the_program_closing_and_replacing_its_descripto
     assert r.stdout == "home a\nhome b\nhome c\nonly mine\n", describe(r)
 
 
+STUB_PAGE = r"""
+import os, sys
+d = sys.argv[1]
+def stub():
+    for line in open("/proc/self/maps"):
+        if line.startswith("1e7e7e000000-1e7e7e001000 "):
+            return line.split()[1]
+def cat(name):
+    fd = os.open(f"{d}/{name}", os.O_RDONLY)
+    data = os.read(fd, 100).decode().strip()
+    os.close(fd)
+    return data
+before = stub()
+print(cat("a.txt"), before, stub(), flush=True)
+pid = os.fork()
+if pid == 0:
+    print("child", stub(), cat("b.txt"), flush=True)
+    os.execv(sys.executable, [sys.executable, "-S", "-c", sys.argv[2], d])
+os.waitpid(pid, 0)
+"""
+
+AFTER_EXEC = r"""
+import os, sys
+fd = os.open(sys.argv[1] + "/c.txt", os.O_RDONLY)
+maps = [l.split()[1] for l in open("/proc/self/maps") if l.startswith("1e7e7e000000-")]
+print("exec", os.read(fd, 100).decode().strip(), maps)
+"""
+
+
+def test_ptrace_install_stub_is_mapped_on_first_install_inherited_and_mapped_again_after_exec(tv):
+    # A placeholder's recvmsg, dup3 and close run in one go from a page at
+    # a fixed address (README, Engines): mapped at the first install, kept
+    # by a fork, gone with an exec and mapped again by the next install.
+    for name in ("a", "b", "c"):
+        tv.both(f"{name}.txt", f"home {name}\n")
+    r = ok(tv.run(py(STUB_PAGE, tv.p(), AFTER_EXEC), extra_wrap_args=PTRACE))
+    assert r.stdout == "home a None r-xp\nchild r-xp home b\nexec home c ['r-xp']\n", describe(r)
+    r = ok(tv.run(py(STUB_PAGE, tv.p(), AFTER_EXEC), extra_wrap_args=["--engine", "seccomp"]))
+    assert r.stdout == "home a None None\nchild None home b\nexec home c []\n", describe(r)
+
+
+OWN_PAGE_AT_STUB = r"""
+import ctypes, os, sys
+d = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+at = libc.mmap(0x1e7e7e000000, 4096, 3, 0x22 | 0x100000, -1, 0)   # RW, private anonymous, MAP_FIXED_NOREPLACE
+assert at == 0x1e7e7e000000, (at, ctypes.get_errno())
+ctypes.memmove(at, b"mine", 4)
+for name in ("a.txt", "b.txt"):
+    fd = os.open(f"{d}/{name}", os.O_RDONLY)
+    print(os.read(fd, 100).decode().strip())
+    os.close(fd)
+print(ctypes.string_at(at, 4).decode(), [l.split()[1] for l in open("/proc/self/maps") if l.startswith("1e7e7e000000-")])
+"""
+
+
+def test_ptrace_installs_inject_when_the_program_holds_the_stub_address(tv):
+    # The program's own mapping at the stub's address stays untouched: the
+    # installs fall back to injected syscalls and still put the right file
+    # in place.
+    tv.both("a.txt", "home a\n")
+    tv.both("b.txt", "home b\n")
+    r = ok(tv.run(py(OWN_PAGE_AT_STUB, tv.p()), extra_wrap_args=PTRACE))
+    assert r.stdout == "home a\nhome b\nmine ['rw-p']\n", describe(r)
+
+
 def test_ptrace_a_tracee_blocked_at_home_on_the_tracer_does_not_hold_up_the_writer(tv):
     # The tracer runs open and read stops itself: the reader's open of a
     # home FIFO blocks at home until a writer comes, and the writer (another
