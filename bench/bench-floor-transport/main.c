@@ -2,19 +2,21 @@
 // 127.0.0.1 (TCP_NODELAY), server in a forked process. One JSON line each:
 //   rtt:        64-byte request -> 4 KiB reply, per-round-trip percentiles;
 //   bulk-read:  64-byte request -> 1 MiB reply, SIZE bytes in all, MB/s;
-//   bulk-write: 1 MiB request -> 64-byte reply, SIZE bytes in all, MB/s.
+//   bulk-write: 1 MiB request -> 64-byte reply, SIZE bytes in all, MB/s;
+//   stream:     the C stream forwarder (stream.c; only with --what stream).
 // The bulk figures are request/response, as a forwarded read or write is:
 // one 1 MiB message per call, both ends with 4 MiB socket buffers as
 // Tether's streams have. Every wait (the client's for a reply, the server's
 // for a request) first polls for up to --poll-us µs (default 50) with
 // sched_yield, as Tether waits; --poll-us 0 blocks at once.
 //
-//   bench-floor-transport [-n N] [--size BYTES] [--transport unix|tcp|both] [--what rtt|bulk|both] [--poll-us US]
+//   bench-floor-transport [-n N] [--size BYTES] [--transport unix|tcp|both] [--what rtt|bulk|both|stream] [--poll-us US]
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 
 #include "BenchSupport.h"
+#include "Stream.h"
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -64,6 +66,10 @@ static int connect_pair(int tcp, pid_t *server_pid) {
 }
 
 static void run(int tcp) {
+    if (!strcmp(what, "stream")) {
+        bench_stream_floor(tcp, size);
+        return;
+    }
     const char *name = tcp ? "tcp" : "unix";
     pid_t pid;
     int fd = connect_pair(tcp, &pid);

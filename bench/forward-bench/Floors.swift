@@ -32,6 +32,8 @@ extension Bench {
             return j["floor"] as? String == "notify" && j["variant"] as? String == "polled"
         case .rtt:
             return j["floor"] as? String == floor.name && j["mode"] as? String == "polled"
+        case .stream:
+            return j["floor"] as? String == floor.name   // the better of splice and copy
         }
     }
 
@@ -49,6 +51,8 @@ extension Bench {
             runs = [[bin + "/bench-floor-notify", "-n", n, "--variant", "polled"]]
         case .rtt:
             runs = [[bin + "/bench-floor-transport", "--what", "rtt", "-n", n, "--poll-us", "50"]]
+        case .stream:
+            runs = [[bin + "/bench-floor-transport", "--what", "stream", "--size", String(seqSize)]]
         }
         for argv in runs {
             for line in run(argv, what: "floor for \(op.name)") ?? [] {
@@ -92,6 +96,8 @@ extension Bench {
         case .forwarder: return num(floors[floor.name + "/" + config + "/polled"], "median_ns")
         case .notify: return num(floors["notify/polled"], "median_ns")
         case .rtt: return num(floors[floor.name + "/" + config + "/polled"], "median_ns")
+        case .stream:
+            return ["splice", "copy"].compactMap { num(floors[floor.name + "/" + config + "/" + $0], "mb_s") }.max()
         case .bulk:
             return [num(floors[floor.name + "/" + config + "/polled"], "mb_s"),
                     num(floors[floor.name + "/" + config + "/blocking"], "mb_s")].compactMap { $0 }.max()

@@ -78,6 +78,11 @@ enum Floor {
     /// The raw transport's polled 64 B -> 4 KiB round trip
     /// (bench-floor-transport --what rtt): what one forwarded exchange costs at least.
     case rtt
+    /// The C stream forwarder over the same transport (bench-floor-transport
+    /// --what stream): the program's socketpair, a relay, the transport, a
+    /// relay, a TCP connection to the sink; the better of splicing and
+    /// copying relays.
+    case stream
 
     /// The floor's name in the programs' JSON lines.
     var name: String {
@@ -86,6 +91,7 @@ enum Floor {
         case .bulk(let dir): return "transport-bulk-" + dir
         case .notify: return "notify-polled"
         case .rtt: return "transport-rtt"
+        case .stream: return "transport-stream"
         }
     }
 }
@@ -134,7 +140,7 @@ let ops: [Op] = [
     Op(name: "seqwrite", label: "seq write 1 MiB calls", n: 1, quickN: 1, sequential: true, floor: .bulk("write")),
     // Sockets at home, to a native server on 127.0.0.1 (sockets.c); (b) runs them with --local-net.
     Op(name: "tcp-rr", label: "TCP connect+64 B req+resp", n: 2_000, quickN: 300, floor: .rtt),
-    Op(name: "tcp-stream", label: "TCP stream 1 MiB writes", n: 1, quickN: 1, sequential: true, floor: .bulk("write")),
+    Op(name: "tcp-stream", label: "TCP stream 1 MiB writes", n: 1, quickN: 1, sequential: true, floor: .stream),
     Op(name: "tcp-epoll", label: "1000 TCP conns at once, epoll", n: 1_000, quickN: 1_000),
 ]
 

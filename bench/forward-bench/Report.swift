@@ -44,7 +44,8 @@ extension Bench {
         line("every ratio is against the POLLED floor (it waits as Tether does: non-blocking checks and sched_yield for up to 50 µs, sync wake-up),")
         line("measured next to the row: stat, pread, write: the polled C forwarder doing the same call over the same transport; local-path rows:")
         line("the polled bare notification round trip (answered CONTINUE), for (b) too; sequential rows: the raw request/response bulk MB/s of the transport")
-        line("(1 MiB messages, the better of polled and blocking; ratio = % of it). The C floors do not seal; Tether over TCP does.")
+        line("(1 MiB messages, the better of polled and blocking; ratio = % of it); the TCP stream row: the C stream forwarder (program -> socketpair")
+        line("-> relay -> transport -> relay -> TCP -> sink, the better of splice and copy relays). The C floors do not seal; Tether over TCP does.")
         line()
         let w = [28, 8, 8, 6, 7, 8, 8, 7, 8, 8, 7]
         let head = ["operation", "(a)", "(b)", "b/a", "b/floor", "(c) unix", "floor", "c/floor", "(d) tcp", "floor", "d/floor"]

@@ -161,10 +161,19 @@ extension Bench {
             }
         }
         if let op = byName["tcp-stream"] {
+            // The reference is the raw transport bulk rate; the
+            // stream also crosses home's TCP connection to the sink, which
+            // natively runs slower than half of it on a small machine, so
+            // the target is quoted against the C stream forwarder (the same
+            // hops, nothing more), with the raw bulk rate beside it.
             for c in ["unix", "tcp"] {
-                add("forwarded TCP stream over \(c) ≥ 50% of the raw bulk rate", floorRatio(op, config: c), { $0 >= 0.50 }, { v in
-                    String(format: "%.0f%% (%.0f of %.0f MB/s; native %.0f)", v * 100, self.figures[op.name + "/" + c]?.mbS ?? 0,
-                           self.floorValue(op, config: c) ?? 0, self.figures[op.name + "/native"]?.mbS ?? 0) })
+                let raw = [num(floors["transport-bulk-write/" + c + "/polled"], "mb_s"),
+                           num(floors["transport-bulk-write/" + c + "/blocking"], "mb_s")].compactMap { $0 }.max() ?? 0
+                add("forwarded TCP stream over \(c) ≥ 50% of the C stream forwarder", floorRatio(op, config: c), { $0 >= 0.50 }, { v in
+                    let mine = self.figures[op.name + "/" + c]?.mbS ?? 0, native = self.figures[op.name + "/native"]?.mbS ?? 0
+                    return String(format: "%.0f%% (%.0f of %.0f MB/s); %.0f%% of native TCP (%.0f), %.0f%% of the raw bulk rate (%.0f)",
+                                  v * 100, mine, self.floorValue(op, config: c) ?? 0, native > 0 ? mine / native * 100 : 0, native,
+                                  raw > 0 ? mine / raw * 100 : 0, raw) })
             }
         }
         if byName["tcp-epoll"] != nil {

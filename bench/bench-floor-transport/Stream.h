@@ -1,0 +1,7 @@
+// The C stream forwarder (stream.c).
+#ifndef BENCH_STREAM_H
+#define BENCH_STREAM_H
+/// Runs the four-stage stream over the transport (tcp: TCP loopback, else a
+/// Unix socketpair) with splicing relays, then copying ones; one JSON line each.
+void bench_stream_floor(int tcp, long long size);
+#endif
