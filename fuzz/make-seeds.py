@@ -40,7 +40,7 @@ OPS = [
     ("sendto", 70, 3), ("recvfrom", 71, 3), ("bindPath", 72, 2), ("connectPath", 73, 2), ("sendfile", 74, 4),
     ("sendtoPath", 75, 4),
     ("ioctl", 80, 3), ("terminal", 81, 0), ("windowSize", 82, 3),
-    ("terminalOffer", 83, 0), ("terminalAccept", 84, 1),
+    ("terminalOffer", 83, 0), ("terminalAccept", 84, 1), ("streamWrite", 85, 1),
 ]
 NUMBER = {name: number for name, number, _ in OPS}
 SCALARS = {name: count for name, _, count in OPS}
@@ -136,6 +136,7 @@ REQUESTS = {
     "windowSize": ([3, 24, 80], b""),
     "terminalOffer": ([], b""),
     "terminalAccept": ([3], b""),
+    "streamWrite": ([3], b"pumped bytes"),
 }
 
 # One plausible reply per file op.
@@ -154,7 +155,7 @@ REPLIES = {
     "sendtoPath": (9, b""),
     "ioctl": (0, struct.pack("<HHHH", 24, 80, 0, 0)), "terminal": (3, b""),
     "windowSize": (0, struct.pack("<HHHH", 25, 80, 0, 0)),
-    "terminalOffer": (3, bytes(range(32)) + b"/tmp/tether-terminal-Ab3dE9"), "terminalAccept": (4, b""),
+    "terminalOffer": (3, bytes(range(32)) + b"/tmp/tether-terminal-Ab3dE9"), "terminalAccept": (4, b""), "streamWrite": (12, b""),
 }
 
 

@@ -117,7 +117,7 @@ public final class Deputy {
         let header = try FrameHeader.decode(UnsafeRawBufferPointer(rebasing: buffer[0..<Wire.headerSize]))
         let length = Int(header.length)
         var got = Wire.headerSize
-        if let call, header.op == .write, header.flags.contains(.stablePayload),
+        if let call, header.op == .write || header.op == .streamWrite, header.flags.contains(.stablePayload),
            length - SplicePipe.writePayloadOffset >= SplicePipe.threshold {
             got = try readSplicedWrite(call, length: length)
         }

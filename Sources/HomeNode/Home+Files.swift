@@ -34,6 +34,7 @@ enum HomeFiles {
             _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
         }
         try c.session.handles.close(c.r.scalar(0))
+        c.session.forgetStreamTurn(c.r.scalar(0))
         return (0, 0)
     }
 

@@ -23,6 +23,32 @@ enum HomeReadWrite {
         return (Int64(n), 0)
     }
 
+    /// A pumped stream's write (`Op.streamWrite`): in its turn, answered
+    /// before it writes; then all of the payload, however many calls that
+    /// takes. An error after the answer is the next one's answer.
+    static func streamWrite(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
+        let handle = c.r.scalar(0), fd = try c.handle(handle), count = c.r.payload.count
+        return c.session.streamTurn(handle).error.withLock { failed -> (Int64, Int) in
+            if failed != 0 { return (-Int64(failed), 0) }
+            if count == 0 { return (0, 0) }
+            c.session.replyNow(c, result: Int64(count))
+            do throws(Errno) {
+                var done = try c.writeInbound(fd) ?? 0
+                // Bytes still in the pipe cannot be written from the request.
+                if done > 0 && done < count { throw .ioError }
+                let data = c.r.payload
+                while done < count {
+                    let n = try c.interruptible { Glibc.write(fd, data.baseAddress! + done, count - done) }
+                    if n <= 0 { throw .ioError }
+                    done += n
+                }
+            } catch {
+                failed = error.rawValue
+            }
+            return (Int64(count), 0)
+        }
+    }
+
     /// Implements pread64(2): scalars [handle, count, offset].
     static func pread(_ c: HomeCall) throws(Errno) -> (Int64, Int) {
         let fd = try c.handle(c.r.scalar(0)), want = try c.count(c.r.scalar(1)), out = c.out, offset = off_t(c.r.scalar(2))

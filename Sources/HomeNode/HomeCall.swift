@@ -42,6 +42,8 @@ final class HomeCall: @unchecked Sendable {
     var inbound: SplicePipe?
     /// No pipe could be had for that: its writes copy.
     var inboundUnavailable = false
+    /// Its reply has gone already (`Session.replyNow`): no second one.
+    var repliedEarly = false
 
     init(session: Session) {
         self.session = session
@@ -60,6 +62,7 @@ final class HomeCall: @unchecked Sendable {
     func begin(length: Int) throws(WireError) {
         r = try RequestView(frame: UnsafeRawBufferPointer(rebasing: request[0..<length]))
         cancelled.store(false, ordering: .relaxed)
+        repliedEarly = false
         credentials = session.credentials.forRequest(r.id)
     }
 

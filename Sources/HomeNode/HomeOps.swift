@@ -62,6 +62,7 @@ enum HomeOps {
         // Data (Home+ReadWrite.swift).
         HomeOpRow(.read, .streamHandle(0), HomeReadWrite.read),
         HomeOpRow(.write, .streamHandle(0), HomeReadWrite.write),
+        HomeOpRow(.streamWrite, .streamHandle(0), HomeReadWrite.streamWrite),
         HomeOpRow(.pread, .streamHandle(0), HomeReadWrite.pread),
         HomeOpRow(.pwrite, .streamHandle(0), HomeReadWrite.pwrite),
         HomeOpRow(.lseek, .inline, HomeReadWrite.lseek),

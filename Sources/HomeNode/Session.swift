@@ -34,6 +34,8 @@ final class Session: Sendable {
     let splices: Bool
     /// Calls running on threads of their own, by request id (for `cancel`).
     private let blocked = Mutex<[UInt64: HomeCall]>([:])
+    /// The `streamWrite` turns, by handle.
+    private let turns = Mutex<[Int64: StreamTurn]>([:])
     /// Calls not in use (their buffers are reused).
     private let spare = Mutex<[HomeCall]>([])
     /// Pool threads waiting for a call.
@@ -101,6 +103,7 @@ final class Session: Sendable {
     /// owner's copy of it); false if the stream is gone.
     @discardableResult
     func reply(_ c: HomeCall, result: Int64, payloadLength: Int, through stream: CInt? = nil) -> Bool {
+        if c.repliedEarly { return true }
         let output = stream ?? self.output
         watches.pushPending(self)   // invalidations go ahead of the reply
         // A detached request (a release, credentials, a cancel, a lock
@@ -126,6 +129,29 @@ final class Session: Sendable {
         } catch {
             return false
         }
+    }
+
+    /// Answers `c` now, from its handler, which goes on after (a
+    /// `streamWrite` writes once its turn is answered); the reply the
+    /// handler returns later is not sent.
+    func replyNow(_ c: HomeCall, result: Int64) {
+        _ = reply(c, result: result, payloadLength: 0)
+        c.repliedEarly = true
+    }
+
+    /// The turn of `streamWrite`s to `handle` (made on its first).
+    func streamTurn(_ handle: Int64) -> StreamTurn {
+        turns.withLock { map in
+            if let t = map[handle] { return t }
+            let t = StreamTurn()
+            map[handle] = t
+            return t
+        }
+    }
+
+    /// `handle` is closed: a new handle with its number starts afresh.
+    func forgetStreamTurn(_ handle: Int64) {
+        _ = turns.withLock { $0.removeValue(forKey: handle) }
     }
 
     /// Sends a frame the home pushes unasked (`Watches`' invalidations).
@@ -289,6 +315,14 @@ final class Session: Sendable {
         closeDeferred()
         handles.closeAll()
     }
+}
+
+/// The `streamWrite`s to one handle, one after the other in the order their
+/// turns were taken: a write holds `error` locked from its reply to its
+/// last byte. `error` is the errno an earlier one hit after its reply
+/// (0: none); every later one answers it.
+final class StreamTurn: Sendable {
+    let error = Mutex<Int32>(0)
 }
 
 /// A thread of the session's pool. `call` is handed over before `wake` is

@@ -270,6 +270,14 @@ public enum Op: UInt16, Sendable, CaseIterable {
     /// handle (a character device); EACCES for a wrong secret or another user, ENOTTY if the
     /// peer has no terminal, EPROTO for anything else it sent.
     case terminalAccept = 84
+    /// A pumped stream's write (the supervisor's up pump): scalars [handle]; payload: the
+    /// data. Home writes all of it, after every earlier `streamWrite` to the handle has
+    /// ended, and replies as soon as that turn has come, before it writes: result = the
+    /// payload's length, or the error an earlier `streamWrite` to the handle hit after its
+    /// own reply (then nothing is written). An empty payload only waits for the turn: its
+    /// reply says that every earlier one has ended. The pump sends the next only after a
+    /// reply, so its writes keep their order while it reads the next chunk.
+    case streamWrite = 85
 
     /// How many `Int64` scalars a request (or handshake frame) of this op carries.
     @inlinable
@@ -345,6 +353,7 @@ public enum Op: UInt16, Sendable, CaseIterable {
         case .windowSize: return 3
         case .terminalOffer: return 0
         case .terminalAccept: return 1
+        case .streamWrite: return 1
         }
     }
 

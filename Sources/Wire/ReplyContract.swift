@@ -56,7 +56,7 @@ public enum ReplyContract {
             return payloadCount <= maxPath ? nil : "a path of \(payloadCount) bytes"
         case .echo:
             return exactly(Int(clamping: s[0]))
-        case .write, .pwrite:
+        case .write, .pwrite, .streamWrite:
             if result > Int64(requestPayload) { return "wrote \(result) of \(requestPayload) bytes" }
             return empty()
         case .getsockopt:

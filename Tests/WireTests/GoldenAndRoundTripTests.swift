@@ -212,7 +212,7 @@ struct RoundTripTests {
             .socket: 3, .connect: 1, .shutdown: 2, .getsockopt: 4, .setsockopt: 3, .sockname: 3,
             .bind: 1, .listen: 2, .accept: 2, .poll: 2, .sendto: 3, .recvfrom: 3,
             .bindPath: 2, .connectPath: 2, .sendfile: 4, .sendtoPath: 4, .ioctl: 3, .terminal: 0, .windowSize: 3,
-            .terminalOffer: 0, .terminalAccept: 1,
+            .terminalOffer: 0, .terminalAccept: 1, .streamWrite: 1,
         ]
         #expect(Op.allCases.count == expected.count)
         for op in Op.allCases {

@@ -129,7 +129,7 @@ func fuzzContract(_ input: inout FuzzInput) {
         if !(op == .getxattr || op == .listxattr) || s[2] != 0 {
             invariant(result <= Int64(bound) && payloadCount == Int(result), "\(op): result \(result), \(payloadCount) bytes")
         }
-    case .write, .pwrite:
+    case .write, .pwrite, .streamWrite:
         invariant(result <= Int64(requestPayload), "wrote more than was sent")
     case .copyFileRange:
         invariant(result <= max(s[4], 0), "copied more than was asked")

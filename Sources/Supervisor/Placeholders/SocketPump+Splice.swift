@@ -65,7 +65,7 @@ struct UpSplice: ~Copyable {
               let pipe = takePipe() else { return 0 }
         let n = cshim_splice(fd, nil, pipe.write, Wire.maxPayload, 1)
         if n <= 0 { return 0 }
-        guard let r = try? s.link.call(slot, .write, Scalars(s.handle), payloadLength: n, payloadPipe: pipe.read),
+        guard let r = try? s.link.call(slot, .streamWrite, Scalars(s.handle), payloadLength: n, payloadPipe: pipe.read),
               r.result == Int64(n) else { return nil }
         return n
     }

@@ -219,7 +219,7 @@ enum SocketPump {
     /// Tracee → home, until the tracee's end of file (shutdown or close);
     /// then the half-close goes home.
     private static func pumpUp(_ s: SocketState, _ fd: CInt, _ slot: HomeLink.Slot) {
-        let buf = slot.payload(for: .write)
+        let buf = slot.payload(for: .streamWrite)
         var spliced = UpSplice(s, fd)
         reading: while true {
             // Takes the bytes only in its turn (see `upTurn`); waits outside it.
@@ -264,7 +264,8 @@ enum SocketPump {
             var left = n
             var busy = BusyHome()
             while left > 0 {
-                let r = try? s.link.call(slot, .write, Scalars(s.handle), payloadLength: left)
+                // Answered once home has taken it (it writes while we read on).
+                let r = try? s.link.call(slot, .streamWrite, Scalars(s.handle), payloadLength: left)
                 if let r, r.result == -Int64(EAGAIN), busy.waited() { continue }   // the bytes are still in `buf`
                 guard let r, r.result > 0 else {
                     // Home refuses the data (reset): the tracee's writes fail from now on.
@@ -278,6 +279,9 @@ enum SocketPump {
             }
             s.upTurn.signal()
         }
+        // Home's last write has ended before the half-close (an empty
+        // streamWrite's turn comes after it).
+        _ = try? s.link.call(slot, .streamWrite, Scalars(s.handle))
         _ = try? s.link.call(slot, .shutdown, Scalars(s.handle, Int64(SHUT_WR)))
         s.writerFinished()
     }
