@@ -218,7 +218,7 @@ public final class PtraceTracer: @unchecked Sendable {
             s.gone.store(false, ordering: .relaxed)
             let g = generation.wrappingAdd(1, ordering: .relaxed).newValue
             s.id.store(g << 13 | UInt64(index), ordering: .releasing)
-            if !handleInline(s) {
+            if !handleInline(s, othersMayWait: !waitingForOne) {
                 s.queued = true
                 withWorkers += 1
                 queues.withLock { $0.ready.append(index) }
@@ -231,10 +231,19 @@ public final class PtraceTracer: @unchecked Sendable {
 
     /// Runs stop `s`'s handler here if it is one the tracer handles itself
     /// and no other runs (see the class comment); true if it did.
-    private func handleInline(_ s: Stop) -> Bool {
+    /// `othersMayWait`: the SIGCHLD that told of `s` was read, and other
+    /// threads it told of may not be taken yet: the handler's first wait
+    /// then serves at once (an answer wake-up for it), or, should it block
+    /// at home, they would wait for the next SIGCHLD, which might never
+    /// come (a FIFO's writer stopped behind its reader: a hang).
+    private func handleInline(_ s: Stop, othersMayWait: Bool) -> Bool {
         if handlingInline { return false }
         if inline == nil { inline = offered.withLock { $0 } }
         guard let h = inline, Int(s.stop.nr) < h.eligible.count, h.eligible[Int(s.stop.nr)] else { return false }
+        if othersMayWait {
+            var one: UInt64 = 1
+            _ = write(answerFD, &one, 8)
+        }
         handlingInline = true
         describe(s, into: inlineNotification)
         h.handle(inlineNotification)
