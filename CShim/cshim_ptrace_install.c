@@ -33,7 +33,10 @@
 #include <sys/syscall.h>
 #include <linux/kcmp.h>
 #include <stdatomic.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
+#include <linux/sockios.h>
+#include <sched.h>
 #include <sys/user.h>
 #include <unistd.h>
 
@@ -56,6 +59,7 @@ struct scratch {
 // kcmp and for taking back a message not received) and the tracee's number.
 struct channel {
     int mine, copy, number;
+    pid_t receiving;   // a thread whose stub has yet to receive its message (0: none)
 };
 enum { CHANNELS = 32 };
 static struct channel channels[CHANNELS];   // most recently used first
@@ -132,7 +136,7 @@ static struct channel *make_channel(cshim_ptrace_stop *stop, int *at_exit, int *
                                           0, at + offsetof(struct scratch, sv)) != 0 ||
         tracee_io(tid, at, s, sizeof *s, 0) != 0)
         return NULL;
-    struct channel c = {-1, -1, -1};
+    struct channel c = {-1, -1, -1, 0};
     int pidfd = pidfd_of(tid);
     if (pidfd >= 0) {
         c.mine = (int)syscall(SYS_pidfd_getfd, pidfd, s->sv[1], 0);
@@ -185,16 +189,86 @@ static void take_back(const struct channel *c)
     }
 }
 
+// Whether `c` is free for the next message: a thread that went on to run
+// the stub (an answered install) has received its own by now, or is gone
+// (its message is taken back). Waits for it a little; false if it has not
+// (stopped, or not yet run): the next install then takes a socketpair of
+// its own, as a message on `c` could be received by the wrong thread.
+static int channel_free(struct channel *c)
+{
+    for (int i = 0; c->receiving && i < 1000; i++) {
+        int queued = 0;
+        if (ioctl(c->copy, SIOCINQ, &queued) == 0 && queued == 0) {
+            c->receiving = 0;
+        } else if (syscall(SYS_tkill, c->receiving, 0) != 0 && errno == ESRCH) {
+            take_back(c);
+            c->receiving = 0;
+        } else {
+            sched_yield();
+        }
+    }
+    return !c->receiving;
+}
+
+// The install by the stub (cshim_ptrace_stub.c), when the table has a
+// channel and a number is asked for: 1 when done (*result set, *answered
+// when the stub also answered the call and the thread runs on), 0 when the
+// caller must inject instead.
+static int install_by_stub(cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target, int cloexec,
+                           int respond, const uint64_t *mask, int64_t *result, int *answered, int *busy)
+{
+    struct channel *c = target >= 0 ? find_channel(stop->tid) : NULL;
+    if (!c)
+        return 0;
+    if (!channel_free(c)) {
+        *busy = 1;
+        return 0;
+    }
+    if ((*result = send_on(c->mine, source)) != 0)
+        return 1;
+    int back = respond && mask != NULL;
+    int r = cshim_ptrace_stub_install(stop, at_exit, signal, c->number, target, cloexec, back, mask ? *mask : 0,
+                                      result);
+    if (r == 1) {
+        take_back(c);
+        return 0;
+    }
+    if (r < 0)
+        *result = errno == ESRCH ? INT64_MIN : -errno;
+    if (*result < 0)
+        take_back(c);
+    *answered = r == 0 && back;
+    if (*answered)
+        c->receiving = stop->tid;
+    return 1;
+}
+
 int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
-                             int cloexec)
+                             int cloexec, int respond, int *answered)
 {
     pid_t tid = stop->tid;
+    *answered = 0;
     if (cshim_ptrace_read_regs(stop) != 0)
         return -ESRCH;
+    uint64_t mask, all = ~(uint64_t)0;
+    int masked = ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
+                 ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) == 0;
+    int64_t result;
+    int busy = 0;
+    if (install_by_stub(stop, at_exit, signal, source, target, cloexec, respond, masked ? &mask : NULL, &result,
+                        answered, &busy)) {
+        // Answered by the stub, which puts the mask back itself.
+        if (masked && !*answered)
+            (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
+        return result == INT64_MIN ? -ESRCH : result;
+    }
     uint64_t at = REG(&stop->regs, rsp);
     struct scratch saved, s;
-    if (tracee_io(tid, at, &saved, sizeof saved, 0) != 0)
+    if (tracee_io(tid, at, &saved, sizeof saved, 0) != 0) {
+        if (masked)
+            (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
         return -EFAULT;
+    }
     memset(&s, 0, sizeof s);
     s.iov.iov_base = (void *)(uintptr_t)(at + offsetof(struct scratch, byte));
     s.iov.iov_len = 1;
@@ -202,35 +276,39 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
     s.msg.msg_iovlen = 1;
     s.msg.msg_control = (void *)(uintptr_t)(at + offsetof(struct scratch, ctl));
     s.msg.msg_controllen = sizeof s.ctl.buf;
-    const int none = -1;   // where a received descriptor goes: the stub tests it
-    memcpy(CMSG_DATA(&s.ctl.align), &none, sizeof none);
-    if (tracee_io(tid, at, &s, sizeof s, 1) != 0)
-        return -EFAULT;
-    uint64_t mask, all = ~(uint64_t)0;
-    int masked = ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
-                 ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) == 0;
-    int64_t result;
     int got = -1, placed = 0;
-    struct channel *c = find_channel(tid);
-    if (!c)
-        c = make_channel(stop, at_exit, signal, at, &s);
+    if (tracee_io(tid, at, &s, sizeof s, 1) != 0) {
+        result = -EFAULT;
+        goto out;
+    }
+    struct channel *c = busy ? NULL : find_channel(tid);
+    if (!c && !busy && (c = make_channel(stop, at_exit, signal, at, &s)) != NULL && target >= 0) {
+        // The table's first channel is made: the stub can install now, with
+        // the borrowed stack given back first (it may answer and run on).
+        if (tracee_io(tid, at, &saved, sizeof saved, 1) != 0) {
+            result = -EFAULT;
+            goto out;
+        }
+        if (install_by_stub(stop, at_exit, signal, source, target, cloexec, respond, masked ? &mask : NULL, &result,
+                            answered, &busy)) {
+            if (masked && !*answered)
+                (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
+            return result == INT64_MIN ? -ESRCH : result;
+        }
+        if (tracee_io(tid, at, &s, sizeof s, 1) != 0) {
+            result = -EFAULT;
+            goto out;
+        }
+    }
+    if (c && !channel_free(c))
+        c = NULL;
     if (c) {
         // The channel is at the top of the range, so the descriptor lands
         // at the lowest free number, where open(2) would put it: with no
         // `target`, recvmsg alone is the install (one injected syscall).
         placed = target < 0;
         result = send_on(c->mine, source);
-        int ran = 0;   // the stub ran: dup3 and close are done
-        int64_t moved = -1;
-        if (result == 0 && !placed) {
-            int r = cshim_ptrace_stub_install(stop, at_exit, signal, c->number, at + offsetof(struct scratch, msg),
-                                              at + offsetof(struct scratch, ctl) + CMSG_LEN(0), target, cloexec,
-                                              &result, &moved);
-            if (r < 0)
-                result = errno == ESRCH ? INT64_MIN : -errno;
-            ran = r == 0;
-        }
-        if (result == 0 && !ran)
+        if (result == 0)
             result = cshim_ptrace_inject(stop, at_exit, signal, SYS_recvmsg, (uint64_t)c->number,
                                          at + offsetof(struct scratch, msg),
                                          placed && !cloexec ? 0 : MSG_CMSG_CLOEXEC, 0);
@@ -240,15 +318,8 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
             result = -EMFILE;   // no free number under RLIMIT_NOFILE
         else if (result >= 0)
             result = -EIO;
-        if (got < 0) {
+        if (got < 0)
             take_back(c);
-        } else if (ran) {
-            // At `target` now (dup3's error otherwise, and nothing left).
-            result = moved;
-            if (moved == target && got == target && !cloexec)
-                (void)cshim_ptrace_inject(stop, at_exit, signal, SYS_fcntl, (uint64_t)got, F_SETFD, 0, 0);
-            got = -1;
-        }
     } else if ((result = cshim_ptrace_inject(stop, at_exit, signal, SYS_socketpair, AF_UNIX,
                                              SOCK_DGRAM | SOCK_CLOEXEC, 0, at + offsetof(struct scratch, sv))) == 0 &&
                (result = tracee_io(tid, at, &s, sizeof s, 0) == 0 ? 0 : -EFAULT) == 0) {
@@ -281,6 +352,7 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
             (void)cshim_ptrace_inject(stop, at_exit, signal, SYS_fcntl, (uint64_t)got, F_SETFD, 0, 0);
         }
     }
+out:
     if (tracee_io(tid, at, &saved, sizeof saved, 1) != 0 && result >= 0)
         result = -EFAULT;
     if (masked)

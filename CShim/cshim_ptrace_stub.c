@@ -3,22 +3,41 @@
 // each a round of ptrace stops; the stub runs all three in one go. It is a
 // page of code at a fixed address (CSHIM_PTRACE_STUB) in each traced
 // address space, mapped at the first install after an exec (an injected
-// mmap with MAP_FIXED_NOREPLACE, the code written through /proc/TID/mem)
-// and inherited by forks. The ptrace filter (cshim_filter.c) lets those
-// three syscalls run when made from the page's first half, and traces any
-// made from its second half, where the stub ends: so the thread is sent
-// there with its registers set, runs on (PTRACE_CONT) through the three
-// calls and stops once, at a seccomp stop whose registers hold the
-// results; then its own registers are put back, which leaves it exactly as
-// at its own seccomp stop. Two stops in all instead of seven.
+// mmap with MAP_FIXED_NOREPLACE, the code from cshim_ptrace_stub_code.S
+// written through /proc/TID/mem) and inherited by forks. The ptrace filter
+// (cshim_filter.c) lets those three syscalls run when made from the page's
+// first half, and traces any made from its second half.
+//
+// The thread is sent to the page with its registers set and its stack
+// pointer lowered past its red zone onto the stub's frame (the arguments,
+// the results, and what it must put back), and runs on (PTRACE_CONT):
+//  - answering its own call (the install that answers the call, an open):
+//    it puts back its signal mask (all signals were blocked from the stop
+//    on), then the registers it used, the result in rax as its syscall's,
+//    and its stack pointer last, and jumps back after its syscall. The
+//    call costs its seccomp stop alone, as a notification does. The frame
+//    is above the stack pointer until the very end, so a signal delivered
+//    once the mask is back cannot land on it; the red zone is never
+//    touched. The tracer never learns how it went: if the descriptor did
+//    not come, the channel's message is taken back before the next
+//    install (closing the placeholder's last copy, as the program's close
+//    would);
+//  - or stopping at the page's second half (an install the caller answers
+//    later): its registers hold where it was, the frame holds the result,
+//    and its own registers are put back, which leaves it exactly as at its
+//    own seccomp stop. Two stops in all instead of seven.
 //
 // The page shows in the program's /proc/self/maps, and any code there would
 // skip the filter for those three calls: the price of the stub, as in
-// gVisor's systrap. Where the address is taken (the mmap fails), that
-// thread's installs go on by injection.
+// gVisor's systrap. Where the address is taken (the mmap fails), or the
+// thread's stack has no room below its red zone, installs go on by
+// injection.
 #include "CShim.h"
+#include "cshim_ptrace_stub.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,33 +51,35 @@
 
 #define REG(regs, field) (((struct user_regs_struct *)(regs)->r)->field)
 
-// Entered with rax = SYS_recvmsg, rdi/rsi/rdx its arguments, r12 the
-// target, r13 dup3's flags, r14 the address of the received descriptor
-// (-1 until one comes). Leaves recvmsg's result in r15, dup3's in r12.
-static const unsigned char code[] = {
-    0x0f, 0x05,                                // syscall             recvmsg
-    0x49, 0x89, 0xc7,                          // mov r15, rax
-    0x41, 0x8b, 0x3e,                          // mov edi, [r14]      the descriptor
-    0x85, 0xff,                                // test edi, edi
-    0x78, 0x1c,                                // js done             none came
-    0x44, 0x39, 0xe7,                          // cmp edi, r12d
-    0x74, 0x17,                                // je done             already there
-    0x4c, 0x89, 0xe6,                          // mov rsi, r12
-    0x4c, 0x89, 0xea,                          // mov rdx, r13
-    0xb8, 0x24, 0x01, 0x00, 0x00,              // mov eax, 292
-    0x0f, 0x05,                                // syscall             dup3
-    0x49, 0x89, 0xc4,                          // mov r12, rax
-    0xb8, 0x03, 0x00, 0x00, 0x00,              // mov eax, 3
-    0x0f, 0x05,                                // syscall             close
-    0x48, 0xc7, 0xc7, 0xff, 0xff, 0xff, 0xff,  // done: mov rdi, -1
-    0xb8, 0x03, 0x00, 0x00, 0x00,              // mov eax, 3
-    0xe9, 0xc7, 0x07, 0x00, 0x00,              // jmp trap (+0x800)
+// The stub's frame: written below the thread's red zone, where the stub
+// runs with its stack pointer (cshim_ptrace_stub.h has the offsets).
+struct frame {
+    struct msghdr msg;
+    struct iovec iov;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    int64_t result;
+    int32_t target, dupflags;
+    uint64_t mask;
+    uint64_t rdi, rsi, rdx, r10, r12, rsp, rip;
+    uint32_t mode;
+    char byte[4];
 };
-static const unsigned char trap[] = {
-    0x0f, 0x05,   // syscall   close(-1): traced here, the stub's end
-    0x0f, 0x0b,   // ud2
-};
-_Static_assert(sizeof code == 0x39, "the jump to the trap is from 0x39");
+_Static_assert(offsetof(struct frame, ctl) + CMSG_LEN(0) == STUB_FRAME_FD, "fd");
+_Static_assert(offsetof(struct frame, result) == STUB_FRAME_RESULT, "result");
+_Static_assert(offsetof(struct frame, target) == STUB_FRAME_TARGET, "target");
+_Static_assert(offsetof(struct frame, dupflags) == STUB_FRAME_DUPFLAGS, "dupflags");
+_Static_assert(offsetof(struct frame, mask) == STUB_FRAME_MASK, "mask");
+_Static_assert(offsetof(struct frame, rdi) == STUB_FRAME_RDI && offsetof(struct frame, rsi) == STUB_FRAME_RSI &&
+               offsetof(struct frame, rdx) == STUB_FRAME_RDX && offsetof(struct frame, r10) == STUB_FRAME_R10 &&
+               offsetof(struct frame, r12) == STUB_FRAME_R12 && offsetof(struct frame, rsp) == STUB_FRAME_RSP &&
+               offsetof(struct frame, rip) == STUB_FRAME_RIP, "registers");
+_Static_assert(offsetof(struct frame, mode) == STUB_FRAME_MODE && sizeof(struct frame) == STUB_FRAME_SIZE, "mode");
+
+// cshim_ptrace_stub_code.S: the code, then (at STUB_TRAP) the trap.
+extern const unsigned char cshim_ptrace_stub_code[], cshim_ptrace_stub_code_end[], cshim_ptrace_stub_end[];
 
 // Threads whose address space would not take the page (a mapping of the
 // program's own is there): their installs inject. Tracer thread only.
@@ -68,12 +89,13 @@ static unsigned refused_next;
 
 static int present(pid_t tid)
 {
-    unsigned char a[sizeof code], b[sizeof trap];
+    unsigned char a[STUB_CODE_SIZE], b[4];
     struct iovec local[2] = {{a, sizeof a}, {b, sizeof b}};
     struct iovec remote[2] = {{(void *)CSHIM_PTRACE_STUB, sizeof a},
                               {(void *)(CSHIM_PTRACE_STUB + CSHIM_PTRACE_STUB_TRAP), sizeof b}};
     return process_vm_readv(tid, local, 2, remote, 2, 0) == (ssize_t)(sizeof a + sizeof b) &&
-           memcmp(a, code, sizeof a) == 0 && memcmp(b, trap, sizeof b) == 0;
+           memcmp(a, cshim_ptrace_stub_code, sizeof a) == 0 &&
+           memcmp(b, cshim_ptrace_stub_code + CSHIM_PTRACE_STUB_TRAP, sizeof b) == 0;
 }
 
 static int write_page(pid_t tid)
@@ -83,8 +105,8 @@ static int write_page(pid_t tid)
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    int ok = pwrite(fd, code, sizeof code, (off_t)CSHIM_PTRACE_STUB) == (ssize_t)sizeof code &&
-             pwrite(fd, trap, sizeof trap, (off_t)(CSHIM_PTRACE_STUB + CSHIM_PTRACE_STUB_TRAP)) == (ssize_t)sizeof trap;
+    size_t size = (size_t)(cshim_ptrace_stub_end - cshim_ptrace_stub_code);
+    int ok = pwrite(fd, cshim_ptrace_stub_code, size, (off_t)CSHIM_PTRACE_STUB) == (ssize_t)size;
     close(fd);
     return ok ? 0 : -1;
 }
@@ -114,8 +136,8 @@ static int ready(cshim_ptrace_stop *stop, int *at_exit, int *signal)
     return 0;
 }
 
-int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int channel, uint64_t msg,
-                              uint64_t fd_at, int target, int cloexec, int64_t *recv, int64_t *moved)
+int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int channel, int target,
+                              int cloexec, int back, uint64_t mask, int64_t *result)
 {
     int r = ready(stop, at_exit, signal);
     if (r <= 0) {
@@ -123,34 +145,69 @@ int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal
             errno = ESRCH;
         return r < 0 ? -1 : 1;
     }
-    cshim_ptrace_regs regs = stop->regs;   // read by ready's caller
+    pid_t tid = stop->tid;
+    const cshim_ptrace_regs *own = &stop->regs;   // read by ready's caller
+    uint64_t at = (REG(own, rsp) - 128 - sizeof(struct frame)) & ~(uint64_t)15;
+    struct frame f;
+    memset(&f, 0, sizeof f);
+    f.msg.msg_iov = (struct iovec *)(uintptr_t)(at + offsetof(struct frame, iov));
+    f.msg.msg_iovlen = 1;
+    f.msg.msg_control = (void *)(uintptr_t)(at + offsetof(struct frame, ctl));
+    f.msg.msg_controllen = sizeof f.ctl.buf;
+    f.iov.iov_base = (void *)(uintptr_t)(at + offsetof(struct frame, byte));
+    f.iov.iov_len = 1;
+    const int none = -1;
+    memcpy(CMSG_DATA(&f.ctl.align), &none, sizeof none);
+    f.result = -EMFILE;   // what a receive with no descriptor means: no free number
+    f.target = target;
+    f.dupflags = cloexec ? O_CLOEXEC : 0;
+    f.mask = mask;
+    f.rdi = REG(own, rdi), f.rsi = REG(own, rsi), f.rdx = REG(own, rdx), f.r10 = REG(own, r10);
+    f.r12 = REG(own, r12), f.rsp = REG(own, rsp), f.rip = REG(own, rip);
+    f.mode = back ? 1 : 0;
+    struct iovec local = {&f, sizeof f}, remote = {(void *)(uintptr_t)at, sizeof f};
+    if (process_vm_writev(tid, &local, 1, &remote, 1, 0) != (ssize_t)sizeof f)
+        return 1;   // no room below its stack: the caller injects
+    cshim_ptrace_regs regs = *own;
     REG(&regs, rip) = CSHIM_PTRACE_STUB;
+    REG(&regs, rsp) = at;
+    REG(&regs, r12) = at;
     REG(&regs, orig_rax) = (uint64_t)-1;   // at a seccomp stop: the call is skipped
     REG(&regs, rax) = SYS_recvmsg;
     REG(&regs, rdi) = (uint64_t)channel;
-    REG(&regs, rsi) = msg;
-    REG(&regs, rdx) = MSG_CMSG_CLOEXEC;
-    REG(&regs, r12) = (uint64_t)(int64_t)target;
-    REG(&regs, r13) = cloexec ? O_CLOEXEC : 0;
-    REG(&regs, r14) = fd_at;
-    if (ptrace(PTRACE_SETREGS, stop->tid, 0, regs.r) != 0 || cshim_ptrace_run_to_trap(stop->tid, signal) != 0)
+    REG(&regs, rsi) = at + offsetof(struct frame, msg);
+    REG(&regs, rdx) = cloexec ? MSG_CMSG_CLOEXEC : 0;
+    if (ptrace(PTRACE_SETREGS, tid, 0, regs.r) != 0)
         goto failed;
-    if (ptrace(PTRACE_GETREGS, stop->tid, 0, regs.r) != 0)
+    if (back) {
+        // It answers its own call: a signal held back meanwhile stays
+        // pending (its mask is all signals until the stub's last syscall).
+        if (*signal)
+            (void)syscall(SYS_tkill, tid, *signal);
+        *signal = 0;
+        *result = target;
+        return ptrace(PTRACE_CONT, tid, 0, 0) == 0 ? 0 : -1;
+    }
+    if (cshim_ptrace_run_to_trap(tid, signal) != 0 || ptrace(PTRACE_GETREGS, tid, 0, regs.r) != 0)
         goto failed;
     if (REG(&regs, rip) != CSHIM_PTRACE_STUB + CSHIM_PTRACE_STUB_TRAP + 2) {
         errno = EFAULT;   // stopped elsewhere: a seccomp stop the stub did not make
         goto failed;
     }
-    *recv = (int64_t)REG(&regs, r15);
-    *moved = (int64_t)REG(&regs, r12);
-    if (ptrace(PTRACE_SETREGS, stop->tid, 0, stop->regs.r) != 0)
+    local.iov_len = remote.iov_len = sizeof f.result;
+    local.iov_base = &f.result;
+    remote.iov_base = (void *)(uintptr_t)(at + offsetof(struct frame, result));
+    if (process_vm_readv(tid, &local, 1, &remote, 1, 0) != (ssize_t)sizeof f.result)
+        f.result = -EFAULT;
+    *result = f.result;
+    if (ptrace(PTRACE_SETREGS, tid, 0, own->r) != 0)
         return -1;
     *at_exit = 0;
     return 0;
 failed:;
     int e = errno;
     // Put back as it was, if it still is; the caller learns it failed.
-    if (e != ESRCH && ptrace(PTRACE_SETREGS, stop->tid, 0, stop->regs.r) == 0)
+    if (e != ESRCH && ptrace(PTRACE_SETREGS, tid, 0, own->r) == 0)
         *at_exit = 0;
     errno = e;
     return -1;

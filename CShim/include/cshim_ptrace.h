@@ -58,14 +58,17 @@ int cshim_ptrace_run_to_trap(pid_t tid, int *signal);
 #define CSHIM_PTRACE_STUB 0x1e7e7e000000ULL
 #define CSHIM_PTRACE_STUB_TRAP 0x800
 /// Runs the stub in the stopped thread (mapping it first in a new address
-/// space): recvmsg(channel, msg, MSG_CMSG_CLOEXEC), then, if a descriptor
-/// came at *fd_at (the tracee's address of the cmsg's int, -1 before),
-/// dup3 to `target` and close. Sets *recv to recvmsg's result and *moved
-/// to dup3's (`target` when it came there already); the thread is then as
-/// at its seccomp stop (*at_exit = 0). 0; 1 when there is no stub (the
-/// caller injects); or -1 with errno (ESRCH: the thread is gone).
-int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int channel, uint64_t msg,
-                              uint64_t fd_at, int target, int cloexec, int64_t *recv, int64_t *moved);
+/// space): receives the descriptor waiting on `channel` and puts it at
+/// `target` (recvmsg, dup3, close). With `back`, the stub then sets the
+/// thread's signal mask to `mask`, puts its registers back with the result
+/// as its syscall's, and returns to the program: the thread runs on, its
+/// call answered, and *result is `target` (what the stub will answer if
+/// all goes well). Without, the thread stops at the stub's end, *result
+/// is the number or -errno, and the thread is as at its seccomp stop
+/// (*at_exit = 0). 0; 1 when there is no stub (the caller injects); or -1
+/// with errno (ESRCH: the thread is gone).
+int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int channel, int target,
+                              int cloexec, int back, uint64_t mask, int64_t *result);
 /// The tracer's descriptors: *ready an EFD_SEMAPHORE eventfd, *answer a
 /// non-blocking eventfd, *child a non-blocking signalfd for SIGCHLD. 0 or -1.
 int cshim_ptrace_descriptors(int *ready, int *answer, int *child);
@@ -79,13 +82,16 @@ void cshim_drain(int fd);
 /// (dup3 semantics) or at the lowest free number (-1), by injecting a
 /// recvmsg of `source` sent by SCM_RIGHTS on the descriptor table's
 /// channel (a socketpair made once, see cshim_ptrace_channel_at), dup3 and
-/// close; the tracee's registers and borrowed stack come back as they were.
+/// close, run by the install stub when it can be (cshim_ptrace_stub.c);
+/// the tracee's registers and borrowed stack come back as they were.
 /// Returns the number or a negative errno.
 /// Where the tracee end of each descriptor table's install channel is kept
 /// (the lowest free number from `number`); -1 (the default): no channels,
 /// a socketpair per install.
 void cshim_ptrace_channel_at(int number);
+/// With `respond`, the stub may answer the call itself (*answered set):
+/// the thread then runs on, and the caller must not answer it again.
 int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
-                             int cloexec);
+                             int cloexec, int respond, int *answered);
 
 #endif

@@ -290,12 +290,15 @@ public final class PtraceTracer: @unchecked Sendable {
     private func apply(_ index: Int32) {
         let s = stops[Int(index)]
         if let i = s.install {
-            s.result = cshim_ptrace_install(&s.stop, &s.atExit, &s.signal, i.source, i.target, i.closeOnExec ? 1 : 0)
+            var answeredByStub: Int32 = 0
+            s.result = cshim_ptrace_install(&s.stop, &s.atExit, &s.signal, i.source, i.target, i.closeOnExec ? 1 : 0,
+                                            i.respond ? 1 : 0, &answeredByStub)
             s.install = nil
             if i.respond && s.result >= 0 {
-                // Answered: the worker, once woken, frees the record (so
-                // the wake-up cannot go to the record's next user).
-                _ = cshim_ptrace_finish(&s.stop, s.atExit, 0, s.result, s.signal)
+                // Answered (by the install stub itself, or now): the worker,
+                // once woken, frees the record (so the wake-up cannot go to
+                // the record's next user).
+                if answeredByStub == 0 { _ = cshim_ptrace_finish(&s.stop, s.atExit, 0, s.result, s.signal) }
                 answered(s)
                 s.id.store(0, ordering: .releasing)
             }
