@@ -199,7 +199,12 @@ struct ForwardBench: ParsableCommand {
     @Option(help: "Engines whose rows run side by side (comma-separated: seccomp, ptrace; default both).")
     var engines = "seccomp,ptrace"
 
+    @Flag(name: .customLong("keep-cpus-awake"),
+          help: "A SCHED_IDLE busy loop on every CPU for the whole run, so idle vCPUs never halt (as with guest halt-polling).")
+    var keepCPUsAwake = false
+
     mutating func run() throws {
+        if keepCPUsAwake { KeepCPUsAwake.start() }
         let bench = try Bench(options: self)
         defer { bench.cleanUp() }
         try bench.runAll()

@@ -40,6 +40,7 @@ extension Bench {
         line()
         line("Tether forward-bench, \(ISO8601DateFormatter().string(from: began)), \(machine)\(o.quick ? ", quick" : "")")
         line("median µs per call (sequential rows: MB/s); best median of \(rounds) round(s), configurations interleaved")
+        if o.keepCPUsAwake { line("--keep-cpus-awake: a SCHED_IDLE busy loop on every CPU, so idle vCPUs never halt (as with guest halt-polling)") }
         line("(a) native  (b) wrap-and-run, all bench paths local  (c) forwarded, Unix socketpair (--home spawn)  (d) forwarded, TCP loopback homestub")
         line("every ratio is against the POLLED floor (it waits as Tether does: non-blocking checks and sched_yield for up to 50 µs, sync wake-up),")
         line("measured next to the row: stat, pread, write: the polled C forwarder doing the same call over the same transport; local-path rows:")
