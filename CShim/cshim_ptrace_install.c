@@ -191,11 +191,17 @@ static void take_back(const struct channel *c)
 
 // Whether `c` is free for the next message: a thread that went on to run
 // the stub (an answered install) has received its own by now, or is gone
-// (its message is taken back). Waits for it a little; false if it has not
-// (stopped, or not yet run): the next install then takes a socketpair of
-// its own, as a message on `c` could be received by the wrong thread.
-static int channel_free(struct channel *c)
+// or stopped again at `tid`'s stop (then a message still there was never
+// received, as when no number was free: it is taken back). Waits for it a
+// little; false if it has not (stopped, or not yet run): the next install
+// then takes a socketpair of its own, as a message on `c` could be
+// received by the wrong thread.
+static int channel_free(struct channel *c, pid_t tid)
 {
+    if (c->receiving == tid) {
+        take_back(c);
+        c->receiving = 0;
+    }
     for (int i = 0; c->receiving && i < 1000; i++) {
         int queued = 0;
         if (ioctl(c->copy, SIOCINQ, &queued) == 0 && queued == 0) {
@@ -220,7 +226,7 @@ static int install_by_stub(cshim_ptrace_stop *stop, int *at_exit, int *signal, i
     struct channel *c = target >= 0 ? find_channel(stop->tid) : NULL;
     if (!c)
         return 0;
-    if (!channel_free(c)) {
+    if (!channel_free(c, stop->tid)) {
         *busy = 1;
         return 0;
     }
@@ -300,7 +306,7 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
             goto out;
         }
     }
-    if (c && !channel_free(c))
+    if (c && !channel_free(c, tid))
         c = NULL;
     if (c) {
         // The channel is at the top of the range, so the descriptor lands
