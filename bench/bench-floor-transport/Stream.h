@@ -2,6 +2,7 @@
 #ifndef BENCH_STREAM_H
 #define BENCH_STREAM_H
 /// Runs the four-stage stream over the transport (tcp: TCP loopback, else a
-/// Unix socketpair) with splicing relays, then copying ones; one JSON line each.
+/// Unix socketpair) with splicing relays and with copying ones, each twice;
+/// one JSON line each.
 void bench_stream_floor(int tcp, long long size);
 #endif
