@@ -249,6 +249,20 @@ static int install_by_stub(cshim_ptrace_stop *stop, int *at_exit, int *signal, i
     return 1;
 }
 
+// Makes the table's channel on the stack borrowed at rsp (saved and given
+// back before this returns, as the stub may answer and let the thread run
+// on); false if it could not be had.
+static int make_channel_borrowing(cshim_ptrace_stop *stop, int *at_exit, int *signal)
+{
+    uint64_t at = REG(&stop->regs, rsp);
+    struct scratch saved, s;
+    memset(&s, 0, sizeof s);
+    if (tracee_io(stop->tid, at, &saved, sizeof saved, 0) != 0 || tracee_io(stop->tid, at, &s, sizeof s, 1) != 0)
+        return 0;
+    int made = make_channel(stop, at_exit, signal, at, &s) != NULL;
+    return tracee_io(stop->tid, at, &saved, sizeof saved, 1) == 0 && made;
+}
+
 int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
                              int cloexec, int respond, int *answered)
 {
@@ -260,7 +274,10 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
     int masked = ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
                  ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) == 0;
     int64_t result;
-    int busy = 0;
+    int busy = 0, made = 1;
+    // The table's first install makes its channel first, so the stub serves it too.
+    if (target >= 0 && !find_channel(tid))
+        made = make_channel_borrowing(stop, at_exit, signal);
     if (install_by_stub(stop, at_exit, signal, source, target, cloexec, respond, masked ? &mask : NULL, &result,
                         answered, &busy)) {
         // Answered by the stub, which puts the mask back itself.
@@ -288,24 +305,8 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
         goto out;
     }
     struct channel *c = busy ? NULL : find_channel(tid);
-    if (!c && !busy && (c = make_channel(stop, at_exit, signal, at, &s)) != NULL && target >= 0) {
-        // The table's first channel is made: the stub can install now, with
-        // the borrowed stack given back first (it may answer and run on).
-        if (tracee_io(tid, at, &saved, sizeof saved, 1) != 0) {
-            result = -EFAULT;
-            goto out;
-        }
-        if (install_by_stub(stop, at_exit, signal, source, target, cloexec, respond, masked ? &mask : NULL, &result,
-                            answered, &busy)) {
-            if (masked && !*answered)
-                (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
-            return result == INT64_MIN ? -ESRCH : result;
-        }
-        if (tracee_io(tid, at, &s, sizeof s, 1) != 0) {
-            result = -EFAULT;
-            goto out;
-        }
-    }
+    if (!c && !busy && made)
+        c = make_channel(stop, at_exit, signal, at, &s);
     if (c && !channel_free(c, tid))
         c = NULL;
     if (c) {
