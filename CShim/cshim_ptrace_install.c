@@ -71,7 +71,7 @@ void cshim_ptrace_channel_at(int number)
     atomic_store(&channel_number, number);
 }
 
-static int tracee_io(pid_t tid, uint64_t at, void *buf, size_t len, int write)
+int cshim_tracee_io(pid_t tid, uint64_t at, void *buf, size_t len, int write)
 {
     struct iovec local = {buf, len}, remote = {(void *)(uintptr_t)at, len};
     ssize_t n = write ? process_vm_writev(tid, &local, 1, &remote, 1, 0) : process_vm_readv(tid, &local, 1, &remote, 1, 0);
@@ -134,7 +134,7 @@ static struct channel *make_channel(cshim_ptrace_stop *stop, int *at_exit, int *
     pid_t tid = stop->tid;
     if (wanted < 0 || cshim_ptrace_inject(stop, at_exit, signal, SYS_socketpair, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC,
                                           0, at + offsetof(struct scratch, sv)) != 0 ||
-        tracee_io(tid, at, s, sizeof *s, 0) != 0)
+        cshim_tracee_io(tid, at, s, sizeof *s, 0) != 0)
         return NULL;
     struct channel c = {-1, -1, -1, 0};
     int pidfd = pidfd_of(tid);
@@ -257,10 +257,10 @@ static int make_channel_borrowing(cshim_ptrace_stop *stop, int *at_exit, int *si
     uint64_t at = REG(&stop->regs, rsp);
     struct scratch saved, s;
     memset(&s, 0, sizeof s);
-    if (tracee_io(stop->tid, at, &saved, sizeof saved, 0) != 0 || tracee_io(stop->tid, at, &s, sizeof s, 1) != 0)
+    if (cshim_tracee_io(stop->tid, at, &saved, sizeof saved, 0) != 0 || cshim_tracee_io(stop->tid, at, &s, sizeof s, 1) != 0)
         return 0;
     int made = make_channel(stop, at_exit, signal, at, &s) != NULL;
-    return tracee_io(stop->tid, at, &saved, sizeof saved, 1) == 0 && made;
+    return cshim_tracee_io(stop->tid, at, &saved, sizeof saved, 1) == 0 && made;
 }
 
 int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target,
@@ -287,7 +287,7 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
     }
     uint64_t at = REG(&stop->regs, rsp);
     struct scratch saved, s;
-    if (tracee_io(tid, at, &saved, sizeof saved, 0) != 0) {
+    if (cshim_tracee_io(tid, at, &saved, sizeof saved, 0) != 0) {
         if (masked)
             (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
         return -EFAULT;
@@ -300,7 +300,7 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
     s.msg.msg_control = (void *)(uintptr_t)(at + offsetof(struct scratch, ctl));
     s.msg.msg_controllen = sizeof s.ctl.buf;
     int got = -1, placed = 0;
-    if (tracee_io(tid, at, &s, sizeof s, 1) != 0) {
+    if (cshim_tracee_io(tid, at, &s, sizeof s, 1) != 0) {
         result = -EFAULT;
         goto out;
     }
@@ -319,7 +319,7 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
             result = cshim_ptrace_inject(stop, at_exit, signal, SYS_recvmsg, (uint64_t)c->number,
                                          at + offsetof(struct scratch, msg),
                                          placed && !cloexec ? 0 : MSG_CMSG_CLOEXEC, 0);
-        if (result == 1 && tracee_io(tid, at, &s, sizeof s, 0) == 0 && s.ctl.align.cmsg_type == SCM_RIGHTS)
+        if (result == 1 && cshim_tracee_io(tid, at, &s, sizeof s, 0) == 0 && s.ctl.align.cmsg_type == SCM_RIGHTS)
             memcpy(&got, CMSG_DATA(&s.ctl.align), sizeof(int));
         else if (result == 1 && (s.msg.msg_flags & MSG_CTRUNC))
             result = -EMFILE;   // no free number under RLIMIT_NOFILE
@@ -329,12 +329,12 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
             take_back(c);
     } else if ((result = cshim_ptrace_inject(stop, at_exit, signal, SYS_socketpair, AF_UNIX,
                                              SOCK_DGRAM | SOCK_CLOEXEC, 0, at + offsetof(struct scratch, sv))) == 0 &&
-               (result = tracee_io(tid, at, &s, sizeof s, 0) == 0 ? 0 : -EFAULT) == 0) {
+               (result = cshim_tracee_io(tid, at, &s, sizeof s, 0) == 0 ? 0 : -EFAULT) == 0) {
         result = send_to_tracee(tid, s.sv[1], source);
         if (result == 0)
             result = cshim_ptrace_inject(stop, at_exit, signal, SYS_recvmsg, (uint64_t)s.sv[0],
                                          at + offsetof(struct scratch, msg), MSG_CMSG_CLOEXEC, 0);
-        if (result == 1 && tracee_io(tid, at, &s, sizeof s, 0) == 0 && s.ctl.align.cmsg_type == SCM_RIGHTS)
+        if (result == 1 && cshim_tracee_io(tid, at, &s, sizeof s, 0) == 0 && s.ctl.align.cmsg_type == SCM_RIGHTS)
             memcpy(&got, CMSG_DATA(&s.ctl.align), sizeof(int));
         else if (result >= 0)
             result = -EIO;
@@ -360,7 +360,7 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
         }
     }
 out:
-    if (tracee_io(tid, at, &saved, sizeof saved, 1) != 0 && result >= 0)
+    if (cshim_tracee_io(tid, at, &saved, sizeof saved, 1) != 0 && result >= 0)
         result = -EFAULT;
     if (masked)
         (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);

@@ -57,8 +57,8 @@ struct frame {
     struct msghdr msg;
     struct iovec iov;
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
+        char buf[24];   // CMSG_SPACE(sizeof(int)), as a constant (checked below)
+        uint64_t align; // a cmsghdr's (its flexible array would make the union variable-sized)
     } ctl;
     int64_t result;
     int32_t target, dupflags;
@@ -68,6 +68,7 @@ struct frame {
     char byte[4];
 };
 _Static_assert(offsetof(struct frame, ctl) + CMSG_LEN(0) == STUB_FRAME_FD, "fd");
+_Static_assert(sizeof(((struct frame *)0)->ctl.buf) == CMSG_SPACE(sizeof(int)), "one descriptor's control message");
 _Static_assert(offsetof(struct frame, result) == STUB_FRAME_RESULT, "result");
 _Static_assert(offsetof(struct frame, target) == STUB_FRAME_TARGET, "target");
 _Static_assert(offsetof(struct frame, dupflags) == STUB_FRAME_DUPFLAGS, "dupflags");
@@ -157,7 +158,7 @@ int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal
     f.iov.iov_base = (void *)(uintptr_t)(at + offsetof(struct frame, byte));
     f.iov.iov_len = 1;
     const int none = -1;
-    memcpy(CMSG_DATA(&f.ctl.align), &none, sizeof none);
+    memcpy(f.ctl.buf + CMSG_LEN(0), &none, sizeof none);
     f.result = -EMFILE;   // what a receive with no descriptor means: no free number
     f.target = target;
     f.dupflags = cloexec ? O_CLOEXEC : 0;
@@ -165,8 +166,7 @@ int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal
     f.rdi = REG(own, rdi), f.rsi = REG(own, rsi), f.rdx = REG(own, rdx), f.r10 = REG(own, r10);
     f.r12 = REG(own, r12), f.rsp = REG(own, rsp), f.rip = REG(own, rip);
     f.mode = back ? 1 : 0;
-    struct iovec local = {&f, sizeof f}, remote = {(void *)(uintptr_t)at, sizeof f};
-    if (process_vm_writev(tid, &local, 1, &remote, 1, 0) != (ssize_t)sizeof f)
+    if (cshim_tracee_io(tid, at, &f, sizeof f, 1) != 0)
         return 1;   // no room below its stack: the caller injects
     cshim_ptrace_regs regs = *own;
     REG(&regs, rip) = CSHIM_PTRACE_STUB;
@@ -194,10 +194,7 @@ int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal
         errno = EFAULT;   // stopped elsewhere: a seccomp stop the stub did not make
         goto failed;
     }
-    local.iov_len = remote.iov_len = sizeof f.result;
-    local.iov_base = &f.result;
-    remote.iov_base = (void *)(uintptr_t)(at + offsetof(struct frame, result));
-    if (process_vm_readv(tid, &local, 1, &remote, 1, 0) != (ssize_t)sizeof f.result)
+    if (cshim_tracee_io(tid, at + offsetof(struct frame, result), &f.result, sizeof f.result, 0) != 0)
         f.result = -EFAULT;
     *result = f.result;
     if (ptrace(PTRACE_SETREGS, tid, 0, own->r) != 0)

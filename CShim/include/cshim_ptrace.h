@@ -52,6 +52,10 @@ int64_t cshim_ptrace_inject6(cshim_ptrace_stop *stop, int *at_exit, int *signal,
 /// -1 with errno (ESRCH: gone; EFAULT: it faulted, the fault dropped).
 int cshim_ptrace_run_to_trap(pid_t tid, int *signal);
 
+/// Reads (`write` 0) or writes `len` bytes at `at` in `tid`'s memory
+/// (process_vm_readv/writev); 0, or -1 when not all of them could be.
+int cshim_tracee_io(pid_t tid, uint64_t at, void *buf, size_t len, int write);
+
 /// The install stub's page (cshim_ptrace_stub.c): the ptrace filter lets
 /// the syscalls of its first half run (recvmsg, dup3, close) and traces
 /// those of its second half (the stub's trap).
