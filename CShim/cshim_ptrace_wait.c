@@ -10,7 +10,9 @@
 // SpinBudget (Descriptors.swift) learns it for a reply: a poll that runs
 // out halves it, a sleep that ended sooner than the maximum sets it to
 // twice that gap, a yield that ran another thread (the CPUs are taken)
-// stops polling. Tracer thread only: the state is plain statics.
+// stops polling, and a run of sleeps with gaps just over the maximum (a
+// halted vCPU's wake-up in each) is followed by a probe. Tracer thread
+// only: the state is plain statics.
 #include "CShim.h"
 
 #include <errno.h>
@@ -20,6 +22,10 @@
 #include <time.h>
 
 static int maximum_us = -1, budget_us;
+// Sleeps in a row whose gap was under PROBE_SPAN maximums (see the top).
+static int short_sleeps;
+#define PROBE_AFTER 8
+#define PROBE_SPAN 4
 
 void cshim_ptrace_set_poll(int microseconds)
 {
@@ -60,7 +66,16 @@ pid_t cshim_ptrace_waitpid(pid_t which, int *status, int flags)
         budget_us /= 2;
     pid_t got = waitpid(which, status, flags);
     int64_t gap = now_us() - began;
-    if (got > 0 && gap < maximum_us && gap * 2 > budget_us)
-        budget_us = gap * 2 < maximum_us ? (int)(gap * 2) : maximum_us;
+    if (got > 0 && gap < maximum_us) {
+        if (gap * 2 > budget_us)
+            budget_us = gap * 2 < maximum_us ? (int)(gap * 2) : maximum_us;
+        short_sleeps = 0;
+    } else if (got > 0) {
+        short_sleeps = gap < (int64_t)maximum_us * PROBE_SPAN ? short_sleeps + 1 : 0;
+        if (short_sleeps >= PROBE_AFTER) {
+            budget_us = maximum_us;   // a probe
+            short_sleeps = 0;
+        }
+    }
     return got;
 }
