@@ -1,5 +1,5 @@
 // CShim: the ptrace engine's requests (x86_64, Linux >= 5.3 for
-// PTRACE_GET_SYSCALL_INFO).
+// PTRACE_GET_SYSCALL_INFO, which injections use to find their exit stop).
 //
 // The tracee runs the supervisor's BPF program with SECCOMP_RET_TRACE where
 // the seccomp engine has USER_NOTIF, so a syscall the table does not list
@@ -259,27 +259,32 @@ int cshim_ptrace_next(cshim_ptrace_stop *out, int wait)
             continue;
         int event = (unsigned)status >> 16, sig = WSTOPSIG(status);
         if (event == PTRACE_EVENT_SECCOMP) {
-            struct ptrace_syscall_info info;
-            if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0 ||
-                info.op != PTRACE_SYSCALL_INFO_SECCOMP) {
+            // The registers say what PTRACE_GET_SYSCALL_INFO would (orig_rax,
+            // the arguments, rip past the syscall), and an answer needs them.
+            if (ptrace(PTRACE_GETREGS, tid, 0, out->regs.r) != 0) {
                 (void)ptrace(PTRACE_CONT, tid, 0, 0);
                 continue;
             }
+            const struct user_regs_struct *r = (const struct user_regs_struct *)out->regs.r;
             int h = rerun_find(tid);
             if (h >= 0) {
                 rerun_free(h);
-                if (rerun[h].nr == (int32_t)info.seccomp.nr && rerun[h].ip == info.instruction_pointer) {
-                    (void)ptrace(PTRACE_CONT, tid, 0, 0);
+                if (rerun[h].nr == (int32_t)r->orig_rax && rerun[h].ip == r->rip) {
+                    (void)cshim_ptrace_resume(tid, 0);
                     continue;
                 }
             }
             out->tid = tid;
-            out->regs_read = 0;
-            out->nr = (int32_t)info.seccomp.nr;
-            for (int i = 0; i < 6; i++)
-                out->args[i] = info.seccomp.args[i];
+            out->regs_read = 1;
+            out->nr = (int32_t)r->orig_rax;
+            const uint64_t args[6] = {r->rdi, r->rsi, r->rdx, r->r10, r->r8, r->r9};
+            memcpy(out->args, args, sizeof args);
             if (out->nr == SYS_ptrace) {
                 refuse_ptrace(out);
+                continue;
+            }
+            if (cshim_ptrace_is_fence(out->nr)) {   // resumed as it is: see cshim_ptrace_resume
+                (void)ptrace(PTRACE_CONT, tid, 0, 0);
                 continue;
             }
             return 1;
@@ -414,7 +419,7 @@ int cshim_ptrace_finish(cshim_ptrace_stop *stop, int at_exit, int native, int64_
     if (native && !at_exit) {
         if (signal)
             (void)syscall(SYS_tkill, tid, signal);
-        return (int)ptrace(PTRACE_CONT, tid, 0, 0);
+        return (int)cshim_ptrace_resume(tid, 0);
     }
     if (cshim_ptrace_read_regs(stop) != 0)
         return -1;
@@ -441,5 +446,5 @@ int cshim_ptrace_finish(cshim_ptrace_stop *stop, int at_exit, int native, int64_
         return -1;
     if (signal)
         (void)syscall(SYS_tkill, tid, signal);
-    return (int)ptrace(PTRACE_CONT, tid, 0, 0);
+    return (int)cshim_ptrace_resume(tid, 0);
 }

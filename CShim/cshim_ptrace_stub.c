@@ -186,7 +186,7 @@ int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal
             (void)syscall(SYS_tkill, tid, *signal);
         *signal = 0;
         *result = target;
-        return ptrace(PTRACE_CONT, tid, 0, 0) == 0 ? 0 : -1;
+        return cshim_ptrace_resume(tid, 0) == 0 ? 0 : -1;
     }
     if (cshim_ptrace_run_to_trap(tid, signal) != 0 || ptrace(PTRACE_GETREGS, tid, 0, regs.r) != 0)
         goto failed;

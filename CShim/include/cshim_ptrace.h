@@ -33,6 +33,12 @@ int cshim_ptrace_next(cshim_ptrace_stop *out, int wait);
 /// never polled; see cshim_ptrace_wait.c). Tracer thread only.
 void cshim_ptrace_set_poll(int microseconds);
 pid_t cshim_ptrace_waitpid(pid_t which, int *status, int flags);
+/// PTRACE_CONT of `tid` with `signal`, queued on the tracer's own CPU as a
+/// synchronous wake-up would be (see cshim_ptrace_wait.c). Tracer thread.
+long cshim_ptrace_resume(pid_t tid, int signal);
+/// The syscalls the ptrace filter traces only so that they wait for the
+/// tracer (see cshim_ptrace_resume): resumed as they are, never answered.
+int cshim_ptrace_is_fence(int nr);
 /// Answers a stop with `value` (0) or lets the syscall run (`native`);
 /// `at_exit` says injections left it at a syscall-exit-stop; `signal`, a
 /// signal taken during injection, is sent again. -1 with errno (ESRCH: gone).

@@ -265,11 +265,14 @@ public final class Supervisor: Sendable {
     /// The filter of the syscall table, with placeholders from `placeholderBase`.
     /// For the ptrace engine (`tracing`) its action is TRACE, and the
     /// program's own ptrace stops too (refused with EPERM: a thread has one
-    /// tracer).
+    /// tracer), and so do the fences (`cshim_ptrace_is_fence`: the tracer
+    /// resumes them as they are).
     static func makeFilter(placeholderBase base: Int32, tracing: Bool = false) throws(LaunchError) -> SeccompFilter {
         let rules = SyscallTable.x86_64.filterRules(placeholderBase: base)
+        let fences = (Int32(0)..<512).filter { cshim_ptrace_is_fence($0) != 0 }.map { ($0, NotifyWhen.always) }
         do throws(Errno) {
-            return tracing ? try SeccompFilter(rules: rules + [(ptraceSyscall, .always)], trace: true) : try SeccompFilter(rules: rules)
+            return tracing ? try SeccompFilter(rules: rules + [(ptraceSyscall, .always)] + fences, trace: true)
+                : try SeccompFilter(rules: rules)
         } catch {
             throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
         }
