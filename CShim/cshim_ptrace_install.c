@@ -114,9 +114,12 @@ static int pidfd_of(pid_t tid)
 // The channel `tid`'s descriptor table still holds, moved to the front.
 static struct channel *find_channel(pid_t tid)
 {
+    static pid_t self;   // getpid() is a syscall each time; the tracer never forks
+    if (self == 0)
+        self = getpid();
     for (int i = 0; i < channels_used; i++) {
         struct channel c = channels[i];
-        if (syscall(SYS_kcmp, getpid(), tid, KCMP_FILE, c.copy, c.number) != 0)
+        if (syscall(SYS_kcmp, self, tid, KCMP_FILE, c.copy, c.number) != 0)
             continue;
         memmove(&channels[1], &channels[0], (size_t)i * sizeof c);
         channels[0] = c;
@@ -216,15 +219,15 @@ static int channel_free(struct channel *c, pid_t tid)
     return !c->receiving;
 }
 
-// The install by the stub (cshim_ptrace_stub.c), when the table has a
-// channel and a number is asked for: 1 when done (*result set, *answered
-// when the stub also answered the call and the thread runs on), 0 when the
-// caller must inject instead.
-static int install_by_stub(cshim_ptrace_stop *stop, int *at_exit, int *signal, int source, int target, int cloexec,
-                           int respond, const uint64_t *mask, int64_t *result, int *answered, int *busy)
+// The install by the stub (cshim_ptrace_stub.c) through the table's
+// channel `c`, when it has one and a number is asked for: 1 when done
+// (*result set, *answered when the stub also answered the call and the
+// thread runs on), 0 when the caller must inject instead.
+static int install_by_stub(cshim_ptrace_stop *stop, int *at_exit, int *signal, struct channel *c, int source,
+                           int target, int cloexec, int respond, const uint64_t *mask, int64_t *result, int *answered,
+                           int *busy)
 {
-    struct channel *c = target >= 0 ? find_channel(stop->tid) : NULL;
-    if (!c)
+    if (!c || target < 0)
         return 0;
     if (!channel_free(c, stop->tid)) {
         *busy = 1;
@@ -275,10 +278,12 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
                  ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) == 0;
     int64_t result;
     int busy = 0, made = 1;
-    // The table's first install makes its channel first, so the stub serves it too.
-    if (target >= 0 && !find_channel(tid))
-        made = make_channel_borrowing(stop, at_exit, signal);
-    if (install_by_stub(stop, at_exit, signal, source, target, cloexec, respond, masked ? &mask : NULL, &result,
+    // The table's first install makes its channel first, so the stub serves
+    // it too (a channel made is the first in the list).
+    struct channel *c = target >= 0 ? find_channel(tid) : NULL;
+    if (target >= 0 && !c && (made = make_channel_borrowing(stop, at_exit, signal)))
+        c = &channels[0];
+    if (install_by_stub(stop, at_exit, signal, c, source, target, cloexec, respond, masked ? &mask : NULL, &result,
                         answered, &busy)) {
         // Answered by the stub, which puts the mask back itself.
         if (masked && !*answered)
@@ -304,7 +309,7 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
         result = -EFAULT;
         goto out;
     }
-    struct channel *c = busy ? NULL : find_channel(tid);
+    c = busy ? NULL : find_channel(tid);
     if (!c && !busy && made)
         c = make_channel(stop, at_exit, signal, at, &s);
     if (c && !channel_free(c, tid))
