@@ -275,7 +275,6 @@ int cshim_ptrace_next(cshim_ptrace_stop *out, int wait)
                 }
             }
             out->tid = tid;
-            out->regs_read = 1;
             out->nr = (int32_t)r->orig_rax;
             const uint64_t args[6] = {r->rdi, r->rsi, r->rdx, r->r10, r->r8, r->r9};
             memcpy(out->args, args, sizeof args);
@@ -366,20 +365,8 @@ int cshim_ptrace_run_to_trap(pid_t tid, int *signal)
     return run_to(tid, signal, PTRACE_CONT);
 }
 
-int cshim_ptrace_read_regs(cshim_ptrace_stop *stop)
-{
-    if (!stop->regs_read) {
-        if (ptrace(PTRACE_GETREGS, stop->tid, 0, stop->regs.r) != 0)
-            return -1;
-        stop->regs_read = 1;
-    }
-    return 0;
-}
-
 int64_t cshim_ptrace_inject6(cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr, const uint64_t a[6])
 {
-    if (cshim_ptrace_read_regs(stop) != 0)
-        return INT64_MIN;
     cshim_ptrace_regs regs = stop->regs;
     if (*at_exit) {
         REG(&regs, rip) -= 2;   // back onto the syscall instruction
@@ -402,8 +389,6 @@ int64_t cshim_ptrace_inject6(cshim_ptrace_stop *stop, int *at_exit, int *signal,
 int64_t cshim_ptrace_inject(cshim_ptrace_stop *stop, int *at_exit, int *signal, long nr,
                             uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
 {
-    if (cshim_ptrace_read_regs(stop) != 0)
-        return INT64_MIN;
     const uint64_t a[6] = {a0, a1, a2, a3, REG(&stop->regs, r8), REG(&stop->regs, r9)};
     return cshim_ptrace_inject6(stop, at_exit, signal, nr, a);
 }
@@ -421,8 +406,6 @@ int cshim_ptrace_finish(cshim_ptrace_stop *stop, int at_exit, int native, int64_
             (void)syscall(SYS_tkill, tid, signal);
         return (int)cshim_ptrace_resume(tid, 0);
     }
-    if (cshim_ptrace_read_regs(stop) != 0)
-        return -1;
     cshim_ptrace_regs regs = stop->regs;
     if (!at_exit && is_restart(value)) {
         // getpid in its place, then the code at the exit stop (see the top).

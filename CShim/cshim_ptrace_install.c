@@ -271,8 +271,6 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
 {
     pid_t tid = stop->tid;
     *answered = 0;
-    if (cshim_ptrace_read_regs(stop) != 0)
-        return -ESRCH;
     uint64_t mask, all = ~(uint64_t)0;
     int masked = ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
                  ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) == 0;

@@ -147,7 +147,7 @@ int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal
         return r < 0 ? -1 : 1;
     }
     pid_t tid = stop->tid;
-    const cshim_ptrace_regs *own = &stop->regs;   // read by ready's caller
+    const cshim_ptrace_regs *own = &stop->regs;   // read at the stop
     uint64_t at = (REG(own, rsp) - 128 - sizeof(struct frame)) & ~(uint64_t)15;
     struct frame f;
     memset(&f, 0, sizeof f);

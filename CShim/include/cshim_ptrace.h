@@ -13,8 +13,7 @@ typedef struct cshim_ptrace_stop {
     int32_t tid;
     int32_t nr;          // -1: `tid` exited (no stop: forget its calls), args[0] its wait status
     uint64_t args[6];
-    cshim_ptrace_regs regs;   // as at the stop, restored when it is answered
-    int32_t regs_read;        // `regs` is read (on first need: a call run natively never needs it)
+    cshim_ptrace_regs regs;   // as at the stop (read there), restored when it is answered
 } cshim_ptrace_stop;
 
 /// From the thread that will trace: PTRACE_SEIZE `pid` (spawned with
@@ -43,8 +42,6 @@ int cshim_ptrace_is_fence(int nr);
 /// `at_exit` says injections left it at a syscall-exit-stop; `signal`, a
 /// signal taken during injection, is sent again. -1 with errno (ESRCH: gone).
 int cshim_ptrace_finish(cshim_ptrace_stop *stop, int at_exit, int native, int64_t value, int signal);
-/// Reads the stopped thread's registers into stop->regs, once. 0 or -1.
-int cshim_ptrace_read_regs(cshim_ptrace_stop *stop);
 /// Runs syscall `nr` with `args` in the stopped thread and returns its
 /// result (negative errno as the tracee would see it), or INT64_MIN with
 /// errno when the thread is gone. Sets *at_exit; a signal that arrived is
