@@ -64,6 +64,14 @@ static int64_t now_us(void)
     return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
+// A stop came `gap` µs into a wait: the next polls for twice that (at most
+// the maximum), so such a gap is caught polling.
+static void caught_after(int64_t gap)
+{
+    if (gap * 2 > budget_us)
+        budget_us = gap * 2 < maximum_us ? (int)(gap * 2) : maximum_us;
+}
+
 pid_t cshim_ptrace_waitpid(pid_t which, int *status, int flags)
 {
     if ((flags & WNOHANG) || maximum_us <= 0)
@@ -72,9 +80,8 @@ pid_t cshim_ptrace_waitpid(pid_t which, int *status, int flags)
     for (;;) {
         pid_t got = waitpid(which, status, flags | WNOHANG);
         if (got != 0) {
-            int64_t gap = now_us() - began;
-            if (got > 0 && gap * 2 > budget_us)
-                budget_us = gap * 2 < maximum_us ? (int)(gap * 2) : maximum_us;
+            if (got > 0)
+                caught_after(now_us() - began);
             return got;
         }
         if (now - began >= budget_us)
@@ -92,8 +99,7 @@ pid_t cshim_ptrace_waitpid(pid_t which, int *status, int flags)
     pid_t got = waitpid(which, status, flags);
     int64_t gap = now_us() - began;
     if (got > 0 && gap < maximum_us) {
-        if (gap * 2 > budget_us)
-            budget_us = gap * 2 < maximum_us ? (int)(gap * 2) : maximum_us;
+        caught_after(gap);
         short_sleeps = 0;
     } else if (got > 0) {
         short_sleeps = gap < (int64_t)maximum_us * PROBE_SPAN ? short_sleeps + 1 : 0;

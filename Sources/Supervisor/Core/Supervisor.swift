@@ -269,10 +269,10 @@ public final class Supervisor: Sendable {
     /// resumes them as they are).
     static func makeFilter(placeholderBase base: Int32, tracing: Bool = false) throws(LaunchError) -> SeccompFilter {
         let rules = SyscallTable.x86_64.filterRules(placeholderBase: base)
-        let fences = (Int32(0)..<512).filter { cshim_ptrace_is_fence($0) != 0 }.map { ($0, NotifyWhen.always) }
         do throws(Errno) {
-            return tracing ? try SeccompFilter(rules: rules + [(ptraceSyscall, .always)] + fences, trace: true)
-                : try SeccompFilter(rules: rules)
+            guard tracing else { return try SeccompFilter(rules: rules) }
+            let fences = (Int32(0)..<512).filter { cshim_ptrace_is_fence($0) != 0 }.map { ($0, NotifyWhen.always) }
+            return try SeccompFilter(rules: rules + [(ptraceSyscall, .always)] + fences, trace: true)
         } catch {
             throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
         }
