@@ -82,7 +82,7 @@ func replyBound(_ op: Op, _ s: Scalars) -> Int {
     switch op {
     case .read, .pread, .getdents64, .readlinkat: return Int(max(s[1], 0))
     case .getxattr, .listxattr: return Int(max(s[2], 0))
-    case .fstat, .statx: return 256
+    case .fstat, .statx, .statxWatched: return 256
     case .statfs: return 120
     case .lock, .posixLock: return 32
     case .chdir, .getcwd: return 4096
@@ -116,6 +116,19 @@ func fuzzContract(_ input: inout FuzzInput) {
     let rawResult = input.uint64()
     let result = rawResult & 1 != 0 ? Int64(bitPattern: rawResult) : Int64(bitPattern: rawResult >> 1 & 0xF_FFFF) - 5000
     let payloadCount = Int(input.uint64() & 0x1F_FFFF)
+    checkContract(op, s, requestPayload: requestPayload, result: result, payloadCount: payloadCount)
+    // Every struct size a reply carries, with the small results a struct
+    // reply has, so that an op the model bounds too low is met at once
+    // rather than when the random sizes happen to land on its struct.
+    for size in [1, 4, 8, 32, 36, 120, 256] {
+        for small: Int64 in 0...2 {
+            checkContract(op, s, requestPayload: requestPayload, result: small, payloadCount: size)
+        }
+    }
+}
+
+/// The model's checks of a reply `ReplyContract` accepts.
+func checkContract(_ op: Op, _ s: Scalars, requestPayload: Int, result: Int64, payloadCount: Int) {
     guard ReplyContract.violation(op: op, scalars: s, requestPayload: requestPayload,
                                   result: result, payloadCount: payloadCount) == nil else { return }
     if result < 0 {
@@ -151,6 +164,10 @@ func fuzzContract(_ input: inout FuzzInput) {
                   "ioctl \(s[1]): \(payloadCount) bytes accepted")
     case .windowSize:
         invariant(payloadCount == 8, "windowSize: \(payloadCount) bytes accepted")
+    case .statxWatched:
+        // 0 or 1 (watched or not) with the struct; 2 (no watch given) without.
+        invariant(result <= 2 && payloadCount == (result == 2 ? 0 : 256),
+                  "statxWatched: result \(result), \(payloadCount) bytes")
     case .sockname:
         invariant(result <= Int64(Wire.maxSockaddr) && payloadCount == Int(min(result, max(s[2], 0))),
                   "sockname: result \(result), \(payloadCount) bytes")
