@@ -55,6 +55,12 @@ int64_t cshim_ptrace_inject6(cshim_ptrace_stop *stop, int *at_exit, int *signal,
 /// -1 with errno (ESRCH: gone; EFAULT: it faulted, the fault dropped).
 int cshim_ptrace_run_to_trap(pid_t tid, int *signal);
 
+/// Adds filter `f` to every thread of the stopped thread's process
+/// (seccomp(SET_MODE_FILTER, TSYNC) injected, see
+/// cshim_ptrace_filter_add.c). 0; -EBUSY when a thread has a filter of its
+/// own the others lack; -ESRCH when the thread is gone; another -errno.
+int64_t cshim_ptrace_add_filter(cshim_ptrace_stop *stop, int *at_exit, int *signal, const cshim_filter *f);
+
 /// Reads (`write` 0) or writes `len` bytes at `at` in `tid`'s memory
 /// (process_vm_readv/writev); 0, or -1 when not all of them could be.
 int cshim_tracee_io(pid_t tid, uint64_t at, void *buf, size_t len, int write);

@@ -50,7 +50,9 @@ public final class PtraceTracer: @unchecked Sendable {
         var native = false
         var value: Int64 = 0
         var install: (source: CInt, target: CInt, closeOnExec: Bool, respond: Bool)? = nil
-        /// The install's result, and the worker waiting for it.
+        /// A filter for the thread's process (`addFilter`).
+        var filter: SeccompFilter? = nil
+        /// The install's (or the filter's) result, and the worker waiting for it.
         var result: Int64 = 0
         let done = CountingSemaphore(value: 0)
     }
@@ -215,6 +217,7 @@ public final class PtraceTracer: @unchecked Sendable {
             s.atExit = 0
             s.signal = 0
             s.install = nil
+            s.filter = nil
             s.gone.store(false, ordering: .relaxed)
             let g = generation.wrappingAdd(1, ordering: .relaxed).newValue
             s.id.store(g << 13 | UInt64(index), ordering: .releasing)
@@ -289,6 +292,12 @@ public final class PtraceTracer: @unchecked Sendable {
     /// Carries out what stop `index`'s handler asked for.
     private func apply(_ index: Int32) {
         let s = stops[Int(index)]
+        if let f = s.filter {
+            s.result = withUnsafePointer(to: f.raw) { cshim_ptrace_add_filter(&s.stop, &s.atExit, &s.signal, $0) }
+            s.filter = nil
+            s.done.signal()
+            return
+        }
         if let i = s.install {
             var answeredByStub: Int32 = 0
             s.result = cshim_ptrace_install(&s.stop, &s.atExit, &s.signal, i.source, i.target, i.closeOnExec ? 1 : 0,
@@ -386,6 +395,16 @@ public final class PtraceTracer: @unchecked Sendable {
         s.native = native
         s.value = value
         post(index)
+    }
+
+    /// Adds `filter` to the stopped thread's process, all its threads
+    /// (`cshim_ptrace_add_filter`); the call stays pending.
+    public func addFilter(id: UInt64, _ filter: SeccompFilter) throws(Errno) {
+        guard let (index, s) = pending(id) else { throw .noSuchFileOrDirectory }
+        s.filter = filter
+        post(index)
+        s.done.wait()
+        if s.result < 0 { throw Errno(rawValue: CInt(truncatingIfNeeded: -s.result)) }
     }
 
     /// Installs `source` in the stopped thread at `target` (or the lowest
