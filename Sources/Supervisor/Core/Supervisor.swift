@@ -117,6 +117,11 @@ public final class Supervisor: Sendable {
     let setIdNoted = Atomic<Bool>(false)
     /// An exec refused for a name too short to replace, said once.
     let shortNameNoted = Atomic<Bool>(false)
+    /// The ptrace engine's close filter (see `Call.seeCloses`): nil under
+    /// seccomp, whose filter has the close row.
+    let closeFilter: SeccompFilter?
+    /// A process whose closes could not be made to stop, said once.
+    let closeFilterNoted = Atomic<Bool>(false)
     let link: HomeLink
     /// The local deputy (emulated calls on the target's own files).
     let localLink: HomeLink
@@ -171,6 +176,7 @@ public final class Supervisor: Sendable {
         self.watchers = watchers
         self.tracees = tracees
         self.listener = listener
+        closeFilter = listener.engine == .ptrace ? Self.makeCloseFilter(placeholderBase: placeholderBase) : nil
         self.child = child
         self.end = end
         self.observer = observer
@@ -266,13 +272,15 @@ public final class Supervisor: Sendable {
     /// For the ptrace engine (`tracing`) its action is TRACE, and the
     /// program's own ptrace stops too (refused with EPERM: a thread has one
     /// tracer), and so do the fences (`cshim_ptrace_is_fence`: the tracer
-    /// resumes them as they are).
+    /// resumes them as they are); close does not (see `Call.seeCloses`).
     static func makeFilter(placeholderBase base: Int32, tracing: Bool = false) throws(LaunchError) -> SeccompFilter {
         let rules = SyscallTable.x86_64.filterRules(placeholderBase: base)
         do throws(Errno) {
             guard tracing else { return try SeccompFilter(rules: rules) }
             let fences = (Int32(0)..<512).filter { cshim_ptrace_is_fence($0) != 0 }.map { ($0, NotifyWhen.always) }
-            return try SeccompFilter(rules: rules + [(ptraceSyscall, .always)] + fences, trace: true)
+            // close runs, until a process's closes must be seen (`Call.seeCloses`).
+            return try SeccompFilter(rules: rules.filter { $0.nr != closeSyscall } + [(ptraceSyscall, .always)] + fences,
+                                     trace: true)
         } catch {
             throw .spawn("cannot build the seccomp filter: \(String(cString: strerror(error.rawValue)))")
         }

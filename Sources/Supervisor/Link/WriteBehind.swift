@@ -211,6 +211,16 @@ extension Call {
         case .failed(let e): throw .errno(e)
         case .synchronous, .unknownKind: return nil
         }
+        // Its error is close's: the process's closes must stop from now on.
+        do throws(Failure) {
+            guard try seeCloses() else {
+                wb.cancel(id)
+                return nil
+            }
+        } catch {
+            wb.cancel(id)
+            throw error
+        }
         let op: Op = offset == nil ? .write : .pwrite
         let payload = worker.slot.payload(for: op)
         do throws(Failure) {
