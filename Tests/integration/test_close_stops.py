@@ -24,17 +24,24 @@ from test_file_semantics import result
 FILLED = 252 * 1024
 
 
-def fill(tv):
+def run_on_full_home(tv, script, *args):
+    """Runs `script` once the home's small tmpfs is filled to its last page."""
     r = tv.in_home_ns(["sh", "-c", f"head -c {FILLED} /dev/zero > {tv.view}/small/fill"])
     assert r.returncode == 0, describe(r)
+    return tv.run(py(script, *args), timeout=30)
 
 
 PRELUDE = r'''
 import ctypes, errno, fcntl, json, os, re, sys, threading
 def status(field):
     return int(re.search(field + r":\s+(\d+)", open("/proc/self/status").read()).group(1))
-def name(e):
-    return errno.errorcode[e.errno]
+def attempt(f):
+    """f()'s result ("ok" for None), or its errno's name."""
+    try:
+        r = f()
+        return "ok" if r is None else r
+    except OSError as e:
+        return errno.errorcode[e.errno]
 '''
 
 # A thread that exists before the write closes the descriptor after it:
@@ -44,11 +51,7 @@ fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 go, res = threading.Event(), {}
 def closer():
     go.wait()
-    try:
-        os.close(fd)
-        res["close"] = "ok"
-    except OSError as e:
-        res["close"] = name(e)
+    res["close"] = attempt(lambda: os.close(fd))
 t = threading.Thread(target=closer)
 t.start()
 res["written"] = os.write(fd, b"x" * 16384)
@@ -60,8 +63,7 @@ print("RESULT " + json.dumps(res))
 
 def test_an_unwaited_writes_error_is_reported_by_a_close_in_another_thread(small_home):  # noqa: F811
     tv = small_home
-    fill(tv)
-    got = result(tv.run(py(CLOSE_IN_OTHER_THREAD, tv.p("small/out")), timeout=30))
+    got = result(run_on_full_home(tv, CLOSE_IN_OTHER_THREAD, tv.p("small/out")))
     assert got == {"written": 16384, "close": "ENOSPC"}, got
 
 
@@ -72,12 +74,7 @@ def child(path, r):
     os.read(r, 1)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     n = os.write(fd, b"y" * 16384)
-    try:
-        os.close(fd)
-        out = [n, "ok"]
-    except OSError as e:
-        out = [n, name(e)]
-    print("CHILD " + json.dumps(out), flush=True)
+    print("CHILD " + json.dumps([n, attempt(lambda: os.close(fd))]), flush=True)
     os._exit(0)
 r, w = os.pipe()
 early = os.fork()
@@ -100,8 +97,7 @@ print("RESULT {}")
 
 def test_children_forked_before_and_after_the_parents_first_write_see_their_errors_at_close(small_home):  # noqa: F811
     tv = small_home
-    fill(tv)
-    r = tv.run(py(FORKS, tv.p("small"), tv.p("other")), timeout=30)
+    r = run_on_full_home(tv, FORKS, tv.p("small"), tv.p("other"))
     result(r)
     children = [json.loads(l[len("CHILD "):]) for l in r.stdout.splitlines() if l.startswith("CHILD ")]
     assert children == [[16384, "ENOSPC"], [16384, "ENOSPC"]], describe(r)
@@ -166,21 +162,10 @@ stay = threading.Event()
 u = threading.Thread(target=lambda: (own_filter(), stay.wait()))
 u.start()
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-try:
-    res["written"] = os.write(fd, b"x" * 16384)
-except OSError as e:
-    res["written"] = name(e)
-try:
-    os.close(fd)
-    res["close"] = "ok"
-except OSError as e:
-    res["close"] = name(e)
+res["written"] = attempt(lambda: os.write(fd, b"x" * 16384))
+res["close"] = attempt(lambda: os.close(fd))
 fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT, 0o644)
-try:
-    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    res["lock"] = "ok"
-except OSError as e:
-    res["lock"] = name(e)
+res["lock"] = attempt(lambda: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
 stay.set()
 u.join()
 print("RESULT " + json.dumps(res))
@@ -189,8 +174,7 @@ print("RESULT " + json.dumps(res))
 
 def test_a_process_whose_threads_have_filters_of_their_own_keeps_its_errors_and_locks_honest(small_home):  # noqa: F811
     tv = small_home
-    fill(tv)
-    r = tv.run(py(OWN_FILTER, tv.p("small/out"), tv.p("lock")), timeout=30)
+    r = run_on_full_home(tv, OWN_FILTER, tv.p("small/out"), tv.p("lock"))
     got = result(r)
     assert got["own_filter"] == 0, got
     if got["tracer"]:
