@@ -58,8 +58,8 @@ final class TraceeProcess: Sendable {
     let nextSlot = Mutex<Int32>(0)
     /// It has taken a POSIX lock at home: its closes and its exit release them.
     let usesPosixLocks = Atomic<Bool>(false)
-    /// Its closes of placeholder numbers stop (always under seccomp; under
-    /// ptrace once `Call.seeCloses` has made them).
+    /// Under ptrace: its closes of placeholder numbers stop, since
+    /// `Call.seeCloses` made them (under seccomp they always do, unmarked).
     let closesStop = Atomic<Bool>(false)
 
     init(tgid: pid_t, cwd: WorkingDirectory, descriptors: DescriptorRecord) {

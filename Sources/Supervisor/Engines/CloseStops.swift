@@ -13,9 +13,10 @@ import Synchronization
 // of placeholder numbers stop from the moment one of them must be seen:
 // before its first unwaited write and its first POSIX lock, the tracer adds
 // the close filter (the close row alone) to every thread of the process
-// (`PtraceTracer.addFilter`). A process forked after that inherits it; one
-// forked before adds its own when it needs it (a second copy where one is
-// already changes nothing: both trace the same closes).
+// (`PtraceTracer.addFilter`). Which process inherited it is not followed:
+// each adds it at its own first need, and a copy added where one was
+// inherited (a child forked after its parent's first write) changes
+// nothing, as both trace the same closes.
 //
 // Under seccomp a process cannot have a second listener, so its filter
 // keeps the close row from the start.

@@ -212,14 +212,14 @@ extension Call {
         case .synchronous, .unknownKind: return nil
         }
         // Its error is close's: the process's closes must stop from now on.
-        do throws(Failure) {
-            guard try seeCloses() else {
-                wb.cancel(id)
-                return nil
-            }
-        } catch {
+        let closesSeen: Bool
+        do throws(Failure) { closesSeen = try seeCloses() } catch {
             wb.cancel(id)
             throw error
+        }
+        guard closesSeen else {
+            wb.cancel(id)
+            return nil
         }
         let op: Op = offset == nil ? .write : .pwrite
         let payload = worker.slot.payload(for: op)
