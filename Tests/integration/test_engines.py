@@ -295,3 +295,58 @@ def test_ptrace_a_tracee_blocked_at_home_on_the_tracer_does_not_hold_up_the_writ
     r = ok(tv.run([SH, "-c", script], extra_wrap_args=PTRACE, timeout=30))
     assert r.stdout == "one\ntwo", describe(r)
     assert (tv.homedata / "out2").read_text() == "two"
+
+
+SIGNAL_STORM = r'''
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+static volatile long signals;
+static void handler(int s) { (void)s; signals++; }
+/* argv: a home file, the number of rounds. A handler without SA_RESTART
+   on a 50 us timer; stat, open and close of a regular file never fail
+   with EINTR natively. */
+int main(int argc, char **argv) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigaction(SIGALRM, &sa, 0);
+    struct itimerval it = {{0, 50}, {0, 50}};
+    setitimer(ITIMER_REAL, &it, 0);
+    long eintr = 0, other = 0, rounds = atol(argv[2]);
+    struct stat st;
+    for (long i = 0; i < rounds; i++) {
+        if (stat(argv[1], &st) != 0) { if (errno == EINTR) eintr++; else other++; }
+        int fd = open(argv[1], O_RDONLY);
+        if (fd < 0) { if (errno == EINTR) eintr++; else other++; continue; }
+        if (close(fd) != 0) { if (errno == EINTR) eintr++; else other++; }
+    }
+    printf("%ld %ld %ld\n", signals, eintr, other);
+    return 0;
+}
+'''
+
+
+@pytest.mark.parametrize("engine", [
+    pytest.param("seccomp", marks=pytest.mark.xfail(strict=True, reason=(
+        "a signal that comes before the supervisor has received the notification ends the wait with "
+        "ERESTARTSYS (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV makes the wait killable only from the receipt "
+        "on), so without SA_RESTART the call fails with EINTR: README, Known limits"))),
+    "ptrace"])
+def test_stat_open_and_close_never_fail_with_eintr_in_a_signal_storm(tv, engine):
+    src = tv.local / "storm.c"
+    src.write_text(SIGNAL_STORM)
+    exe = tv.local / "storm"
+    r = subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(src)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    tv.both("f.txt", "home\n")
+    r = ok(tv.run([str(exe), tv.p("f.txt"), "20000"], extra_wrap_args=["--engine", engine], timeout=60))
+    signals, eintr, other = map(int, r.stdout.split())
+    assert signals > 1000 and other == 0, describe(r)
+    assert eintr == 0, describe(r)
