@@ -32,7 +32,7 @@ def run_on_full_home(tv, script, *args):
 
 
 PRELUDE = r'''
-import ctypes, errno, fcntl, json, os, re, sys, threading
+import ctypes, errno, fcntl, json, os, re, struct, sys, threading
 def status(field):
     return int(re.search(field + r":\s+(\d+)", open("/proc/self/status").read()).group(1))
 def attempt(f):
@@ -141,7 +141,8 @@ def test_the_close_filter_is_added_at_the_first_write_under_ptrace_only(tv):
 # A thread with a filter of its own (allow-all) keeps TSYNC from adding the
 # close filter: under ptrace the process's writes then wait for their
 # answers (the error comes from write itself), its POSIX locks are refused
-# with ENOLCK, and wrap-and-run says why once; under seccomp nothing
+# with ENOLCK (a query, F_GETLK, is still answered), and wrap-and-run says
+# why once; under seccomp nothing
 # changes (its closes stop anyway).
 OWN_FILTER = PRELUDE + r'''
 class SockFilter(ctypes.Structure):
@@ -166,6 +167,8 @@ res["written"] = attempt(lambda: os.write(fd, b"x" * 16384))
 res["close"] = attempt(lambda: os.close(fd))
 fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT, 0o644)
 res["lock"] = attempt(lambda: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
+query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)   # F_GETLK takes no lock: still answered
+res["query"] = attempt(lambda: struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, query))[0] == fcntl.F_UNLCK)
 stay.set()
 u.join()
 print("RESULT " + json.dumps(res))
@@ -180,6 +183,8 @@ def test_a_process_whose_threads_have_filters_of_their_own_keeps_its_errors_and_
     if got["tracer"]:
         # Synchronous: the short write says so itself; the lock is refused.
         assert got["written"] in (4096, "ENOSPC") and got["close"] == "ok" and got["lock"] == "ENOLCK", got
+        assert got["query"] is True, got
         assert r.stderr.count("cannot make the closes of process") == 1, describe(r)
     else:
-        assert got == {"tracer": False, "own_filter": 0, "written": 16384, "close": "ENOSPC", "lock": "ok"}, got
+        assert got == {"tracer": False, "own_filter": 0, "written": 16384, "close": "ENOSPC", "lock": "ok",
+                       "query": True}, got

@@ -36,8 +36,9 @@ enum Locks {
     /// A POSIX lock: taken at home by this tracee process's own lock owner.
     private static func posixLock(_ c: borrowing Call, _ p: Placeholder, _ cmd: Int32) throws(Failure) -> Reply {
         let process = try c.thread().process
-        // Any close of the file releases it: the process's closes must stop.
-        guard try c.seeCloses() else { throw .errno(Errno(rawValue: ENOLCK)) }
+        // Any close of the file releases a lock taken: the process's closes
+        // must stop (a query takes none).
+        if cmd != F_GETLK, !(try c.seeCloses()) { throw .errno(Errno(rawValue: ENOLCK)) }
         process.usesPosixLocks.store(true, ordering: .relaxed)
         return try lockRequest(c, .posixLock, Scalars(p.handle, Int64(cmd), Int64(process.tgid)), returnsLock: cmd == F_GETLK)
     }
