@@ -13,34 +13,26 @@
 
 #include <errno.h>
 #include <stdint.h>
-#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
-#include <sys/user.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
-
-#define REG(regs, field) (((struct user_regs_struct *)(regs)->r)->field)
 
 int64_t cshim_ptrace_add_filter(cshim_ptrace_stop *stop, int *at_exit, int *signal, const cshim_filter *f)
 {
     pid_t tid = stop->tid;
     size_t code = (size_t)f->len * sizeof(struct sock_filter);
-    // Below the red zone, as the install stub's frame: the program's own
-    // data is never there (a signal handler's frame could be).
-    uint64_t at = (REG(&stop->regs, rsp) - 128 - sizeof(struct sock_fprog) - code) & ~(uint64_t)15;
+    uint64_t at = cshim_ptrace_below_red_zone(stop, sizeof(struct sock_fprog) + code);
     struct sock_fprog prog = {.len = f->len, .filter = (struct sock_filter *)(uintptr_t)(at + sizeof prog)};
     struct iovec local[2] = {{&prog, sizeof prog}, {f->filter, code}};
     struct iovec remote = {(void *)(uintptr_t)at, sizeof prog + code};
     if (process_vm_writev(tid, local, 2, &remote, 1, 0) != (ssize_t)(sizeof prog + code))
         return -EFAULT;   // no room below its stack
-    uint64_t mask, all = ~(uint64_t)0;
-    int masked = ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
-                 ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) == 0;
+    uint64_t mask;
+    int masked = cshim_ptrace_block_signals(tid, &mask);
     int64_t r = cshim_ptrace_inject(stop, at_exit, signal, SYS_seccomp, SECCOMP_SET_MODE_FILTER,
                                     SECCOMP_FILTER_FLAG_TSYNC, at, 0);
-    if (masked)
-        (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
+    cshim_ptrace_unblock_signals(tid, masked, mask);
     if (r == INT64_MIN)
         return -ESRCH;
     // TSYNC's positive result is a thread that could not take the filter

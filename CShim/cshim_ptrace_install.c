@@ -78,6 +78,24 @@ int cshim_tracee_io(pid_t tid, uint64_t at, void *buf, size_t len, int write)
     return n == (ssize_t)len ? 0 : -1;
 }
 
+int cshim_ptrace_block_signals(pid_t tid, uint64_t *mask)
+{
+    uint64_t all = ~(uint64_t)0;
+    return ptrace(PTRACE_GETSIGMASK, tid, sizeof *mask, mask) == 0 &&
+           ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) == 0;
+}
+
+void cshim_ptrace_unblock_signals(pid_t tid, int blocked, uint64_t mask)
+{
+    if (blocked)
+        (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
+}
+
+uint64_t cshim_ptrace_below_red_zone(const cshim_ptrace_stop *stop, size_t size)
+{
+    return (REG(&stop->regs, rsp) - 128 - size) & ~(uint64_t)15;
+}
+
 static int pidfd_of(pid_t tid);
 
 // Sends `source` with one byte on `mine` (cshim_send_fd: the channel holds
@@ -271,9 +289,8 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
 {
     pid_t tid = stop->tid;
     *answered = 0;
-    uint64_t mask, all = ~(uint64_t)0;
-    int masked = ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
-                 ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) == 0;
+    uint64_t mask;
+    int masked = cshim_ptrace_block_signals(tid, &mask);
     int64_t result;
     int busy = 0, made = 1;
     // The table's first install makes its channel first, so the stub serves
@@ -284,15 +301,14 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
     if (install_by_stub(stop, at_exit, signal, c, source, target, cloexec, respond, masked ? &mask : NULL, &result,
                         answered, &busy)) {
         // Answered by the stub, which puts the mask back itself.
-        if (masked && !*answered)
-            (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
+        if (!*answered)
+            cshim_ptrace_unblock_signals(tid, masked, mask);
         return result == INT64_MIN ? -ESRCH : result;
     }
     uint64_t at = REG(&stop->regs, rsp);
     struct scratch saved, s;
     if (cshim_tracee_io(tid, at, &saved, sizeof saved, 0) != 0) {
-        if (masked)
-            (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
+        cshim_ptrace_unblock_signals(tid, masked, mask);
         return -EFAULT;
     }
     memset(&s, 0, sizeof s);
@@ -365,7 +381,6 @@ int64_t cshim_ptrace_install(cshim_ptrace_stop *stop, int *at_exit, int *signal,
 out:
     if (cshim_tracee_io(tid, at, &saved, sizeof saved, 1) != 0 && result >= 0)
         result = -EFAULT;
-    if (masked)
-        (void)ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask);
+    cshim_ptrace_unblock_signals(tid, masked, mask);
     return result == INT64_MIN ? -ESRCH : result;
 }

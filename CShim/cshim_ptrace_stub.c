@@ -148,7 +148,7 @@ int cshim_ptrace_stub_install(cshim_ptrace_stop *stop, int *at_exit, int *signal
     }
     pid_t tid = stop->tid;
     const cshim_ptrace_regs *own = &stop->regs;   // read at the stop
-    uint64_t at = (REG(own, rsp) - 128 - sizeof(struct frame)) & ~(uint64_t)15;
+    uint64_t at = cshim_ptrace_below_red_zone(stop, sizeof(struct frame));
     struct frame f;
     memset(&f, 0, sizeof f);
     f.msg.msg_iov = (struct iovec *)(uintptr_t)(at + offsetof(struct frame, iov));

@@ -61,6 +61,18 @@ int cshim_ptrace_run_to_trap(pid_t tid, int *signal);
 /// own the others lack; -ESRCH when the thread is gone; another -errno.
 int64_t cshim_ptrace_add_filter(cshim_ptrace_stop *stop, int *at_exit, int *signal, const cshim_filter *f);
 
+/// Blocks every signal of the stopped thread `tid` for the calls injected
+/// in it (a signal sent meanwhile stays pending, queued or coalesced as it
+/// would be, rather than stopping it between two of them): 1 with its mask
+/// saved in *mask, 0 if it could not be.
+int cshim_ptrace_block_signals(pid_t tid, uint64_t *mask);
+/// Puts back the mask cshim_ptrace_block_signals saved, if it `blocked`.
+void cshim_ptrace_unblock_signals(pid_t tid, int blocked, uint64_t mask);
+/// Where `size` bytes fit below the stopped thread's 128-byte red zone,
+/// 16-byte aligned: what the supervisor writes for the thread goes there
+/// (the program's own data is never there; a signal handler's frame could be).
+uint64_t cshim_ptrace_below_red_zone(const cshim_ptrace_stop *stop, size_t size);
+
 /// Reads (`write` 0) or writes `len` bytes at `at` in `tid`'s memory
 /// (process_vm_readv/writev); 0, or -1 when not all of them could be.
 int cshim_tracee_io(pid_t tid, uint64_t at, void *buf, size_t len, int write);
